@@ -1,0 +1,81 @@
+"""Settings, read from `B24R_*` environment variables (and a `.env` file in the working directory).
+
+Secrets are `SecretStr`: they print as `**********` and never reach logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from b24robots.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="B24R_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".b24robots"), description="where the SQLite file and key file live")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file in data_dir")
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="the base URL Bitrix24 calls (handler = public_url + /b24/robot)"
+    )
+    client_id: str = Field(default="", description="the Bitrix24 application's client_id")
+    client_secret: SecretStr = Field(default=SecretStr(""), description="the application's client_secret")
+    secret_key: SecretStr | None = Field(default=None, description="key that encrypts tokens at rest")
+    allow_http_portals: bool = Field(default=False, description="accept plain-http portals (loopback simulators)")
+    workers: int = Field(default=4, ge=1, le=256, description="concurrent robot runs per process")
+    log_level: str = Field(default="INFO")
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL such as https://robots.example.com")
+        return value.rstrip("/")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'b24robots.db').resolve()}"
+
+    @property
+    def handler_url(self) -> str:
+        return f"{self.public_url}/b24/robot"
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as text with secrets masked (for `b24robots config` and logs)."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "**********" if value.get_secret_value() else ""
+            elif value is None:
+                out[name] = ""
+            else:
+                out[name] = str(value)
+        out["database_url"] = mask_url(self.effective_database_url)
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a database URL."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":****@", 1)
+    return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; a bad value becomes a ConfigError naming the variable to fix."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"B24R_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,183 @@
+"""Every exception b24robots raises, in one place.
+
+The tree::
+
+    B24RobotsError
+    ├── ConfigError                 bad settings; the message names the variable to fix
+    ├── DeclarationError            a robot or parameter declaration is invalid (raised at declaration)
+    ├── InputError                  an incoming value does not fit its parameter type
+    ├── FormDecodeError             a request body is not a well-formed PHP-style form (has .reason)
+    ├── FormEncodeError             a value cannot be written as a PHP-style form (has .reason)
+    ├── StoreError                  the register or the journal refused an operation
+    │   └── NotFound                no such robot, version, installation or invocation
+    ├── SimulatorError              the portal simulator was asked for something it cannot do (unknown robot ...)
+    ├── SandboxError                stored code could not run to completion
+    │   ├── SandboxLimitExceeded    a resource limit was hit (.limit: "timeout", "memory", "output", ...)
+    │   └── StoredCodeError         the stored code raised; carries the formatted traceback
+    └── RestError                   a Bitrix24 REST call failed (.method, .portal, .code, .description, .status)
+        ├── TransportError          no HTTP answer (connection, timeout)
+        ├── AuthError               401-class answers
+        │   ├── ExpiredToken        expired_token: refresh and replay
+        │   ├── InvalidToken        invalid_token / NO_AUTH_FOUND / authorization_error
+        │   └── InvalidGrant        the refresh token is no longer valid: the app must be re-installed
+        ├── AccessDenied            ACCESS_DENIED, insufficient_scope, user_access_error, INVALID_CREDENTIALS
+        ├── MethodNotFound          ERROR_METHOD_NOT_FOUND
+        ├── QueryLimitExceeded      503 QUERY_LIMIT_EXCEEDED: never executed, always safe to retry
+        ├── OperationTimeLimit      429 OPERATION_TIME_LIMIT (.reset_at)
+        ├── ServerError             5xx other than the rate limit
+        ├── BatchLimitError         ERROR_BATCH_LENGTH_EXCEEDED / ERROR_BATCH_METHOD_NOT_ALLOWED
+        ├── ApplicationError        APPLICATION_NOT_FOUND, PAYMENT_REQUIRED ...
+        └── MethodError             any other error a method returns (validation errors and the like)
+
+Control signals raised by robot handlers (`Retry`, `RobotFailure`) are not errors and live in
+`b24robots.robots.signals`.
+"""
+
+from __future__ import annotations
+
+
+class B24RobotsError(Exception):
+    """Base of every b24robots exception."""
+
+
+class ConfigError(B24RobotsError):
+    """A setting is missing or malformed."""
+
+
+class DeclarationError(B24RobotsError):
+    """A robot or parameter declaration is invalid; the message says what to change."""
+
+
+class InputError(B24RobotsError):
+    """An incoming property value does not fit its declared type."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"input {key!r}: {message}")
+        self.key = key
+        self.reason = message
+
+
+class FormDecodeError(B24RobotsError):
+    """A form body could not be decoded; `reason` is safe to show to the caller."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FormEncodeError(B24RobotsError):
+    """A value cannot be written as a PHP-style form; `reason` names the offending key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StoreError(B24RobotsError):
+    """The database refused an operation."""
+
+
+class NotFound(StoreError):
+    """The named object does not exist."""
+
+
+class SimulatorError(B24RobotsError):
+    """The test portal simulator refused a request from Python code; the message says why."""
+
+
+class SandboxError(B24RobotsError):
+    """Stored code could not run to completion."""
+
+
+class SandboxLimitExceeded(SandboxError):
+    """A resource limit stopped the run; `limit` names which one."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class StoredCodeError(SandboxError):
+    """The stored code raised an exception; `traceback` points at its own lines."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class RestError(B24RobotsError):
+    """A Bitrix24 REST call failed."""
+
+    def __init__(
+        self,
+        code: str,
+        description: str = "",
+        *,
+        method: str = "",
+        portal: str = "",
+        status: int | None = None,
+    ) -> None:
+        where = f"{method} on {portal}" if portal else method
+        text = f"{code}: {description}" if description else code
+        super().__init__(f"{where}: {text}" if where else text)
+        self.code = code
+        self.description = description
+        self.method = method
+        self.portal = portal
+        self.status = status
+
+
+class TransportError(RestError):
+    """The portal could not be reached or did not answer in time."""
+
+
+class AuthError(RestError):
+    """The portal refused the credentials."""
+
+
+class ExpiredToken(AuthError):
+    """The access token has expired; refresh it and replay the call."""
+
+
+class InvalidToken(AuthError):
+    """The access token is not known to the portal."""
+
+
+class InvalidGrant(AuthError):
+    """The refresh token was refused: the installation must be re-installed."""
+
+
+class AccessDenied(RestError):
+    """The caller may not call this method."""
+
+
+class MethodNotFound(RestError):
+    """The portal has no such method (or the feature is off on its tariff)."""
+
+
+class QueryLimitExceeded(RestError):
+    """The portal's request-rate limit refused the call before it ran."""
+
+
+class OperationTimeLimit(RestError):
+    """The method is blocked until `reset_at` (unix time) by the operating-time limit."""
+
+    def __init__(self, *args: object, reset_at: float | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.reset_at = reset_at
+
+
+class ServerError(RestError):
+    """The portal answered with a 5xx error."""
+
+
+class BatchLimitError(RestError):
+    """A batch was too long or contained a method not allowed in a batch."""
+
+
+class ApplicationError(RestError):
+    """The application is missing, inactive or unpaid on the portal."""
+
+
+class MethodError(RestError):
+    """The method ran and reported an error (validation and the like)."""

@@ -1,0 +1,1 @@
+"""The pure core: robot and parameter declarations. No I/O happens here."""

@@ -1,0 +1,133 @@
+"""Tables. Times are unix seconds (float) so SQLite and PostgreSQL compare them the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RobotRow(Base):
+    """A robot in the register. Its code and parameters live in its versions."""
+
+    __tablename__ = "robots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(16))  # "stored" | "adopted"
+    active_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class RobotVersionRow(Base):
+    """An append-only version: the robot document (parameters) and its source code."""
+
+    __tablename__ = "robot_versions"
+    __table_args__ = (UniqueConstraint("robot_id", "number", name="uq_robot_versions_robot_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    robot_id: Mapped[int] = mapped_column(ForeignKey("robots.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(255))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class InstallationRow(Base):
+    """One portal that installed the application. Tokens are encrypted; the application token is hashed."""
+
+    __tablename__ = "installations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64), unique=True)
+    domain: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(24))  # active | needs_reinstall | uninstalled
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    app_status: Mapped[str] = mapped_column(String(4), default="")
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    client_endpoint: Mapped[str] = mapped_column(String(1000))
+    server_endpoint: Mapped[str] = mapped_column(String(1000))
+    access_token_enc: Mapped[str] = mapped_column(Text, default="")
+    refresh_token_enc: Mapped[str] = mapped_column(Text, default="")
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    application_token_hash: Mapped[str] = mapped_column(String(64), default="")
+    rate: Mapped[float] = mapped_column(Float, default=2.0)
+    burst: Mapped[int] = mapped_column(Integer, default=50)
+    limiter_tat: Mapped[float] = mapped_column(Float, default=0.0)
+    sync_status: Mapped[str] = mapped_column(String(24), default="never")
+    sync_error: Mapped[str] = mapped_column(Text, default="")
+    synced_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class RegistrationRow(Base):
+    """What was last registered for a robot on a portal (sync state per portal)."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (UniqueConstraint("installation_id", "code", name="uq_registrations_installation_code"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    installation_id: Mapped[int] = mapped_column(ForeignKey("installations.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[float] = mapped_column(Float)
+
+
+class InvocationRow(Base):
+    """One robot call from a portal: the journal entry and the queue item at once."""
+
+    __tablename__ = "invocations"
+    __table_args__ = (
+        Index("ix_invocations_state_run_after", "state", "run_after"),
+        Index("ix_invocations_installation_state", "installation_id", "state"),
+        Index("ix_invocations_robot_code", "robot_code"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_token: Mapped[str] = mapped_column(String(512), unique=True)
+    installation_id: Mapped[int] = mapped_column(ForeignKey("installations.id", ondelete="CASCADE"))
+    robot_code: Mapped[str] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(16), default="module")
+    robot_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    workflow_id: Mapped[str] = mapped_column(String(128), default="")
+    document_id: Mapped[list[str]] = mapped_column(JSON)
+    document_type: Mapped[list[str]] = mapped_column(JSON)
+    use_subscription: Mapped[bool] = mapped_column(default=True)
+    timeout_duration: Mapped[int] = mapped_column(Integer, default=0)
+    portal_ts: Mapped[int] = mapped_column(Integer, default=0)
+    auth_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    log: Mapped[list[str]] = mapped_column(JSON)
+    log_message: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[float] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deliver_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deadline_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replay_of: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -1,0 +1,198 @@
+"""The register: stored robots with append-only, content-hashed code versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from b24robots.errors import DeclarationError, NotFound, StoreError
+from b24robots.robots.registry import StoredRobot
+from b24robots.robots.spec import RobotSpec
+from b24robots.store.db import Database
+from b24robots.store.models import RobotRow, RobotVersionRow
+
+
+def content_hash(document: dict[str, Any], source: str) -> str:
+    blob = json.dumps({"document": document, "source": source}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    number: int
+    author: str
+    comment: str
+    created_at: float
+    content_hash: str
+    active: bool
+    document: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class RobotInfo:
+    code: str
+    kind: str
+    origin: str
+    active_version: int
+    versions: int
+    created_at: float
+    updated_at: float
+
+
+class Register:
+    """Stored robots. Implements the registry's `StoredSource`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- writes ------------------------------------------------------------------------------
+    def save(
+        self,
+        spec: RobotSpec,
+        source: str,
+        *,
+        author: str,
+        comment: str = "",
+        origin: str = "stored",
+        activate: bool = True,
+    ) -> VersionInfo:
+        """Add a version (creating the robot on first save). An identical active version is not duplicated."""
+        if not author:
+            raise DeclarationError("a version needs an author")
+        document = spec.to_document()
+        digest = content_hash(document, source)
+        now = time.time()
+        with self.db.write() as s:
+            robot = s.scalar(select(RobotRow).where(RobotRow.code == spec.code))
+            if robot is None:
+                robot = RobotRow(
+                    code=spec.code, kind=spec.kind, origin=origin, active_version=0, created_at=now, updated_at=now
+                )
+                s.add(robot)
+                s.flush()
+            else:
+                active = self._version(s, robot.id, robot.active_version)
+                if active is not None and active.content_hash == digest:
+                    return self._info(active, robot)
+            number = (s.scalar(select(func.max(RobotVersionRow.number)).where(RobotVersionRow.robot_id == robot.id))
+                      or 0) + 1  # fmt: skip
+            row = RobotVersionRow(
+                robot_id=robot.id, number=number, document=document, source=source, content_hash=digest,
+                author=author, comment=comment, created_at=now,
+            )  # fmt: skip
+            s.add(row)
+            if activate or robot.active_version == 0:
+                robot.active_version = number
+            robot.kind = spec.kind
+            robot.updated_at = now
+            s.flush()
+            return self._info(row, robot)
+
+    def activate(self, code: str, number: int) -> VersionInfo:
+        """Make version `number` the one that runs (a rollback when it is older)."""
+        with self.db.write() as s:
+            robot = self._robot(s, code)
+            row = self._version(s, robot.id, number)
+            if row is None:
+                raise NotFound(f"robot {code!r} has no version {number}; see `b24robots robots versions {code}`")
+            robot.active_version = number
+            robot.kind = str(row.document.get("kind", robot.kind))
+            robot.updated_at = time.time()
+            return self._info(row, robot)
+
+    def delete(self, code: str) -> None:
+        with self.db.write() as s:
+            robot = self._robot(s, code)
+            s.delete(robot)
+
+    # --- reads -------------------------------------------------------------------------------
+    def list(self) -> list[RobotInfo]:
+        with self.db.read() as s:
+            counts = dict(
+                s.execute(select(RobotVersionRow.robot_id, func.count()).group_by(RobotVersionRow.robot_id)).all()
+            )
+            rows = s.scalars(select(RobotRow).order_by(RobotRow.code)).all()
+            return [
+                RobotInfo(r.code, r.kind, r.origin, r.active_version, int(counts.get(r.id, 0)), r.created_at,
+                          r.updated_at)  # fmt: skip
+                for r in rows
+            ]
+
+    def versions(self, code: str) -> list[VersionInfo]:
+        with self.db.read() as s:
+            robot = self._robot(s, code)
+            rows = s.scalars(
+                select(RobotVersionRow).where(RobotVersionRow.robot_id == robot.id).order_by(RobotVersionRow.number)
+            ).all()
+            return [self._info(r, robot) for r in rows]
+
+    def version(self, code: str, number: int | None = None) -> VersionInfo:
+        """A version by number, or the active one."""
+        with self.db.read() as s:
+            robot = self._robot(s, code)
+            row = self._version(s, robot.id, number if number is not None else robot.active_version)
+            if row is None:
+                raise NotFound(f"robot {code!r} has no version {number}")
+            return self._info(row, robot)
+
+    def exists(self, code: str) -> bool:
+        with self.db.read() as s:
+            return s.scalar(select(RobotRow.id).where(RobotRow.code == code)) is not None
+
+    def active(self, code: str) -> StoredRobot | None:
+        with self.db.read() as s:
+            pair = s.execute(
+                select(RobotRow, RobotVersionRow)
+                .join(RobotVersionRow, RobotVersionRow.robot_id == RobotRow.id)
+                .where(RobotRow.code == code, RobotVersionRow.number == RobotRow.active_version)
+            ).first()
+            return _stored(pair[1]) if pair else None
+
+    def active_all(self) -> list[StoredRobot]:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(RobotVersionRow)
+                .join(RobotRow, RobotVersionRow.robot_id == RobotRow.id)
+                .where(RobotVersionRow.number == RobotRow.active_version)
+            ).all()
+            return [_stored(r) for r in rows]
+
+    # --- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _robot(s: Session, code: str) -> RobotRow:
+        robot = s.scalar(select(RobotRow).where(RobotRow.code == code))
+        if robot is None:
+            raise NotFound(f"no stored robot with code {code!r}; see `b24robots robots list`")
+        return robot
+
+    @staticmethod
+    def _version(s: Session, robot_id: int, number: int) -> RobotVersionRow | None:
+        return s.scalar(
+            select(RobotVersionRow).where(RobotVersionRow.robot_id == robot_id, RobotVersionRow.number == number)
+        )
+
+    @staticmethod
+    def _info(row: RobotVersionRow, robot: RobotRow) -> VersionInfo:
+        return VersionInfo(
+            id=row.id, number=row.number, author=row.author, comment=row.comment, created_at=row.created_at,
+            content_hash=row.content_hash, active=row.number == robot.active_version, document=dict(row.document),
+            source=row.source,
+        )  # fmt: skip
+
+
+def _stored(row: RobotVersionRow) -> StoredRobot:
+    try:
+        spec = RobotSpec.from_document(row.document)
+    except DeclarationError as exc:  # a document we wrote ourselves should always load
+        raise StoreError(f"stored version {row.id} is not a valid robot: {exc}") from None
+    return StoredRobot(
+        spec=spec, source=row.source, version=row.number, version_id=row.id, content_hash=row.content_hash
+    )
