@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     client_secret: SecretStr = Field(default=SecretStr(""), description="the application's client_secret")
     secret_key: SecretStr | None = Field(default=None, description="key that encrypts tokens at rest")
     allow_http_portals: bool = Field(default=False, description="accept plain-http portals (loopback simulators)")
+    app: str = Field(default="", description="import string module:attribute of the robots' Router or App")
     workers: int = Field(default=4, ge=1, le=256, description="concurrent robot runs per process")
     log_level: str = Field(default="INFO")
 

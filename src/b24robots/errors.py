@@ -11,9 +11,10 @@ The tree::
     ├── StoreError                  the register or the journal refused an operation
     │   └── NotFound                no such robot, version, installation or invocation
     ├── SimulatorError              the portal simulator was asked for something it cannot do (unknown robot ...)
-    ├── SandboxError                stored code could not run to completion
+    ├── SandboxError                stored code could not run to completion (.log: its ctx.log lines)
     │   ├── SandboxLimitExceeded    a resource limit was hit (.limit: "timeout", "memory", "output", ...)
     │   └── StoredCodeError         the stored code raised; carries the formatted traceback
+    │       └── SourceRejected      the code was refused before running (.problems with line numbers)
     └── RestError                   a Bitrix24 REST call failed (.method, .portal, .code, .description, .status)
         ├── TransportError          no HTTP answer (connection, timeout)
         ├── AuthError               401-class answers
@@ -34,6 +35,8 @@ Control signals raised by robot handlers (`Retry`, `RobotFailure`) are not error
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class B24RobotsError(Exception):
@@ -86,7 +89,9 @@ class SimulatorError(B24RobotsError):
 
 
 class SandboxError(B24RobotsError):
-    """Stored code could not run to completion."""
+    """Stored code could not run to completion; `log` holds what it logged before it stopped."""
+
+    log: tuple[str, ...] = ()
 
 
 class SandboxLimitExceeded(SandboxError):
@@ -103,6 +108,14 @@ class StoredCodeError(SandboxError):
     def __init__(self, message: str, traceback: str = "") -> None:
         super().__init__(message)
         self.traceback = traceback
+
+
+class SourceRejected(StoredCodeError):
+    """The stored code was refused before it ran; `problems` lists each reason with its line."""
+
+    def __init__(self, message: str, problems: list[Any]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class RestError(B24RobotsError):

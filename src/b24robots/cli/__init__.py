@@ -1,5 +1,25 @@
-"""The `b24robots` command line."""
+"""The `b24robots` command line: a thin skin over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from b24robots import __version__
+from b24robots.cli import robots
+
+app = typer.Typer(
+    help="b24robots: custom Bitrix24 robots whose logic runs in Python.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(robots.app, name="robots")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
 
 
 def main() -> None:
-    raise SystemExit("b24robots: the command line is not built yet")
+    app()

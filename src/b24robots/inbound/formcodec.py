@@ -37,7 +37,7 @@ lossy case besides dicts with keys exactly ``"0".."n-1"``, which come back as li
 from __future__ import annotations
 
 import re
-from binascii import unhexlify
+from binascii import a2b_qp
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -86,81 +86,178 @@ def _as_index(key: str) -> int | None:
     return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 
-class _Node:
-    """A PHP array under construction: ordered string keys plus PHP's next free integer index."""
-
-    __slots__ = ("end", "items", "name", "next_index", "out")
-
-    def __init__(self, name: str, end: int) -> None:
-        self.items: dict[str, _Node | str] = {}
-        # None mirrors PHP 8.3's "no integer key yet": the first append then takes 0.
-        self.next_index: int | None = None
-        self.name = name  # the pair name this container was created by ...
-        self.end = end  # ... and where its own prefix of that name ends (for error messages)
-        self.out: dict[str, Any] | list[Any] | None = None
-
-    def set(self, key: str, value: _Node | str) -> None:
-        self.items[key] = value
-        index = _as_index(key)
-        if index is not None and (self.next_index is None or index >= self.next_index):
-            self.next_index = index + 1
-
-    def append_key(self, name: str, limits: FormLimits) -> str:
-        index = 0 if self.next_index is None else self.next_index
-        if index >= limits.max_list_length:
-            raise FormDecodeError(
-                f"key {_show(name)} appends at list index {index}; "
-                f"the limit is {limits.max_list_length} items (max_list_length)"
-            )
-        return str(index)
+# A `%` not followed by two hex digits stays a literal `%` (PHP); rewriting it as `%25` first
+# leaves only well-formed escapes.
+_STRAY_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
-# A run of escapes (spaces as `+` included) is decoded with one C call: Cyrillic text is one run.
-_ESCAPE_RUN = re.compile(rb"(?:%[0-9A-Fa-f]{2}|\+)+")
+def _prepare(raw: bytes) -> bytes:
+    """Whole-body steps of percent-decoding that cannot change where pairs and names split.
 
-
-def _decode_run(match: re.Match[bytes]) -> bytes:
-    return unhexlify(match[0].replace(b"+", b"%20").replace(b"%", b""))
+    ``+`` becomes a space, a stray ``%`` becomes ``%25`` and escaped brackets become brackets.
+    Each is a pure per-escape mapping that never yields ``&`` or ``=``, so doing it once for the
+    body equals doing it per name and value. A ``%5B`` substring is always an escape: no escape's
+    hex digits can contain ``%``, so a left-to-right decoder reads it the same way.
+    """
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    if b"%" in raw:
+        raw = _STRAY_PERCENT.sub(b"%25", raw)
+        raw = raw.replace(b"%5B", b"[").replace(b"%5D", b"]").replace(b"%5b", b"[").replace(b"%5d", b"]")
+    return raw
 
 
 def _unescape(raw: bytes) -> str:
-    """Percent-decode one name or value and read it as UTF-8 (UnicodeDecodeError on bad bytes).
+    """Finish decoding one name or value (after :func:`_prepare`) and read it as UTF-8.
 
-    ``+`` is a space; a ``%`` not followed by two hex digits stays as it is, as in PHP.
+    Raises ``UnicodeDecodeError`` when the decoded bytes are not UTF-8.
     """
     if b"%" in raw:
-        raw = _ESCAPE_RUN.sub(_decode_run, raw)
-    elif b"+" in raw:
-        raw = raw.replace(b"+", b" ")
+        # Decoding in C keeps a 1 MiB body of Cyrillic text in the low milliseconds: `%XX` is
+        # quoted-printable's `=XX`, once every literal `=` is itself escaped as `=3D` (which also
+        # rules out quoted-printable's soft line breaks).
+        raw = a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
     return raw.decode("utf-8")
 
 
-def _split_name(name: str) -> tuple[str, list[str | None], list[int]] | None:
-    """Split ``a[b][]`` into ``("a", ["b", None], [ends])``; None when PHP ignores the pair.
-
-    ``ends[i]`` is the index in ``name`` just past group ``i`` (used to name containers in errors).
-    """
-    open_at = name.find("[")
-    if open_at < 0:
-        return name, [], []
-    if open_at == 0:
-        return None  # empty variable name: PHP skips the pair
-    groups: list[str | None] = []
-    ends: list[int] = []
-    pos = open_at
-    size = len(name)
-    while True:
+def _count_groups(name: str) -> int:
+    """How many bracket groups PHP would read in ``name`` (only used for error messages)."""
+    pos = name.find("[")
+    count = 0
+    while pos >= 0:
         close = name.find("]", pos + 1)
         if close < 0:
-            if not groups:
-                return name, [], []  # `a[b` is a plain key (PHP would write `a_b`)
-            break  # an unclosed group after a valid one is dropped, as PHP does
-        groups.append(name[pos + 1 : close] or None)
-        ends.append(close + 1)
-        pos = close + 1
-        if pos >= size or name[pos] != "[":
-            break  # anything after `]` that does not open a new group is ignored, as PHP does
-    return name[:open_at], groups, ends
+            break
+        count += 1
+        pos = close + 1 if name.startswith("[", close + 1) else -1
+    return count
+
+
+_INDEX_START = frozenset("-0123456789")
+
+
+class _Node:
+    """A PHP array under construction: ordered keys plus PHP's next free integer index.
+
+    ``items`` holds ``str`` leaves and child nodes; ``_Tree.finish`` swaps each child for its
+    ``dict`` or ``list``.
+    """
+
+    __slots__ = ("items", "key", "live", "name", "next_index", "parent", "prefix_end")
+
+    def __init__(self, parent: _Node | None, key: str, name: str, prefix_end: int) -> None:
+        self.items: dict[str, Any] = {}
+        # None mirrors PHP 8.3's "no integer key yet": the first append then takes 0.
+        self.next_index: int | None = None
+        self.parent = parent
+        self.key = key  # where this node sits in its parent
+        self.live = True
+        self.name = name  # the pair name that created this node; `name[:prefix_end]` is its own name
+        self.prefix_end = prefix_end
+
+    def put(self, key: str, value: Any) -> None:
+        self.items[key] = value
+        if key[:1] in _INDEX_START:  # cheap pre-check: most keys are not integers
+            index = _as_index(key)
+            if index is not None and (self.next_index is None or index >= self.next_index):
+                self.next_index = index + 1
+
+
+class _Tree:
+    """Builds the decoded value pair by pair, as PHP's ``php_register_variable_ex`` does."""
+
+    def __init__(self, limits: FormLimits) -> None:
+        self.limits = limits
+        self.root = _Node(None, "", "", 0)
+        self.nodes: list[_Node] = []  # every container but the root, in creation order
+        self.replaced = False  # whether a later pair replaced a container by a scalar
+
+    def assign(self, name: str, value: str) -> None:
+        node = self.root
+        open_at = name.find("[")
+        if open_at <= 0:
+            if name and open_at < 0:  # PHP skips a pair with an empty name (`=x`, `[a]=x`)
+                self._put_leaf(node, name, value)
+            return
+        key = name[:open_at]
+        pos = open_at  # index of the `[` that opens the next group
+        size = len(name)
+        depth = 0
+        while True:
+            close = name.find("]", pos + 1)
+            if close < 0:
+                if depth == 0:
+                    key = name  # `a[b` is a plain key (PHP would write `a_b`)
+                break  # an unclosed group after a valid one is dropped, as PHP does
+            depth += 1
+            if depth > self.limits.max_depth:
+                raise FormDecodeError(
+                    f"key {_show(name)} is nested {_count_groups(name)} levels deep; "
+                    f"the limit is {self.limits.max_depth} (max_depth)"
+                )
+            child = node.items.get(key)
+            if type(child) is not _Node:
+                # A scalar here is replaced by a container: the later pair wins, as in PHP.
+                child = _Node(node, key, name, pos)
+                self.nodes.append(child)
+                node.put(key, child)
+            node = child
+            key = name[pos + 1 : close] or self._append_key(node, name)
+            pos = close + 1
+            if pos >= size or name[pos] != "[":
+                break  # anything after `]` that does not open a new group is ignored, as PHP does
+        self._put_leaf(node, key, value)
+
+    def _put_leaf(self, node: _Node, key: str, value: str) -> None:
+        if type(node.items.get(key)) is _Node:
+            self.replaced = True
+        node.put(key, value)
+
+    def _append_key(self, node: _Node, name: str) -> str:
+        index = 0 if node.next_index is None else node.next_index
+        if index >= self.limits.max_list_length:
+            raise FormDecodeError(
+                f"key {_show(name)} appends at list index {index}; "
+                f"the limit is {self.limits.max_list_length} items (max_list_length)"
+            )
+        return str(index)
+
+    def finish(self) -> dict[str, Any]:
+        """Swap every live node for its dict or list, children first, without recursion."""
+        nodes = self.nodes
+        if self.replaced:
+            # Creation order puts parents before children, so liveness flows down in one pass;
+            # a container replaced by a later pair (and all below it) must not trip a limit.
+            for node in nodes:
+                parent = node.parent
+                node.live = parent is not None and parent.live and parent.items.get(node.key) is node
+        max_list = self.limits.max_list_length
+        for node in reversed(nodes):
+            parent = node.parent
+            if parent is None or not node.live:
+                continue
+            items = node.items
+            size = len(items)
+            if node.next_index == size and _is_run(items):
+                if size > max_list:
+                    raise FormDecodeError(
+                        f"list {_show(node.name[: node.prefix_end])} has {size} items; "
+                        f"the limit is {max_list} (max_list_length)"
+                    )
+                parent.items[node.key] = [items[str(i)] for i in range(size)]
+            else:
+                parent.items[node.key] = items
+        return self.root.items
+
+
+def _is_run(items: Mapping[str, Any]) -> bool:
+    """True when the keys are exactly the canonical integers 0..len-1 (in any order)."""
+    size = len(items)
+    for key in items:
+        index = _as_index(key)
+        if index is None or not 0 <= index < size:
+            return False
+    return True  # keys are distinct, so `size` distinct values in [0, size) cover the whole range
 
 
 def _to_bytes(body: bytes | str, limits: FormLimits) -> bytes:
@@ -175,10 +272,10 @@ def _to_bytes(body: bytes | str, limits: FormLimits) -> bytes:
             raise FormDecodeError(
                 f"body is not valid UTF-8 text (character {exc.start} is a lone surrogate)"
             ) from None
-    elif not isinstance(body, bytes | bytearray | memoryview):
-        raise FormDecodeError(f"body must be bytes or str, not {type(body).__name__}")
-    else:
+    elif isinstance(body, bytearray | memoryview):
         body = bytes(body)
+    elif not isinstance(body, bytes):
+        raise FormDecodeError(f"body must be bytes or str, not {type(body).__name__}")
     if len(body) > limits.max_body_bytes:
         raise FormDecodeError(
             f"body is {len(body)} bytes; the limit is {limits.max_body_bytes} (max_body_bytes)"
@@ -193,8 +290,8 @@ def decode_form(body: bytes | str, limits: FormLimits = DEFAULT_LIMITS) -> dict[
     (with ``.reason``) for invalid UTF-8 and for every exceeded limit, and never anything else.
     Runs in time linear in the body size.
     """
-    raw = _to_bytes(body, limits)
-    root = _Node("", 0)
+    raw = _prepare(_to_bytes(body, limits))
+    tree = _Tree(limits)
     pairs = raw.split(b"&")
     count = 0
     for number, pair in enumerate(pairs, 1):
@@ -219,69 +316,8 @@ def decode_form(body: bytes | str, limits: FormLimits = DEFAULT_LIMITS) -> dict[
             raise FormDecodeError(
                 f"the value of {_show(name)} is not valid UTF-8 (byte {exc.start} after percent-decoding)"
             ) from None
-        _assign(root, name, value, limits)
-    return _finish(root, limits)
-
-
-def _assign(root: _Node, name: str, value: str, limits: FormLimits) -> None:
-    split = _split_name(name)
-    if split is None:
-        return
-    top, groups, ends = split
-    if len(groups) > limits.max_depth:
-        raise FormDecodeError(
-            f"key {_show(name)} is nested {len(groups)} levels deep; "
-            f"the limit is {limits.max_depth} (max_depth)"
-        )
-    if not top:
-        return
-    node = root
-    key = top
-    prefix_end = len(top)  # `name[:prefix_end]` names the container `key` refers to
-    for group, end in zip(groups, ends, strict=True):
-        child = node.items.get(key)
-        if not isinstance(child, _Node):
-            child = _Node(name, prefix_end)
-            node.set(key, child)
-        node = child
-        key = group if group is not None else node.append_key(name, limits)
-        prefix_end = end
-    node.set(key, value)
-
-
-def _finish(root: _Node, limits: FormLimits) -> dict[str, Any]:
-    """Turn the node tree into dicts and lists, children first, without recursion."""
-    order: list[_Node] = []
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        order.append(node)
-        stack.extend(v for v in node.items.values() if isinstance(v, _Node))
-    for node in reversed(order):
-        items = {k: (v.out if isinstance(v, _Node) else v) for k, v in node.items.items()}
-        size = len(items)
-        if node is not root and node.next_index == size and _is_run(items):
-            if size > limits.max_list_length:
-                raise FormDecodeError(
-                    f"list {_show(node.name[: node.end])} has {size} items; "
-                    f"the limit is {limits.max_list_length} (max_list_length)"
-                )
-            node.out = [items[str(i)] for i in range(size)]
-        else:
-            node.out = items
-    result = root.out
-    assert isinstance(result, dict)  # the root is never turned into a list
-    return result
-
-
-def _is_run(items: Mapping[str, Any]) -> bool:
-    """True when the keys are exactly the canonical integers 0..len-1 (in any order)."""
-    size = len(items)
-    for key in items:
-        index = _as_index(key)
-        if index is None or not 0 <= index < size:
-            return False
-    return True  # keys are distinct, so `size` distinct values in [0, size) cover the whole range
+        tree.assign(name, value)
+    return tree.finish()
 
 
 # --- encoding ---------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ _T = TypeVar("_T")
 _METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _IDEMPOTENT = frozenset({"bizproc.event.send", "bizproc.activity.log", "app.info", "profile", "user.get"})
+# Added to a positive limiter wait so that clock skew and latency never land a request on the
+# bucket's exact edge; it does not accumulate (the reservation itself stays exact).
+_LIMIT_MARGIN = 0.01
 _SECRET_QUERY = re.compile(r"((?:refresh_token|client_secret|access_token|auth|code)=)([^&\s\"']+)", re.I)
 
 
@@ -530,7 +533,7 @@ class RestClient:
         rate, burst = self._rates.get(portal_key, self._default_rate)
         wait = await self._store(self._limiter.reserve, portal_key, self._clock(), rate, burst)
         if wait > 0:
-            await self._sleep(wait)
+            await self._sleep(wait + _LIMIT_MARGIN)
 
         started = time.monotonic()
         try:

@@ -134,6 +134,7 @@ class Param(Generic[T]):
 
     # descriptor protocol: `Inputs.phone` is the Param, `inputs.phone` the value
     def __set_name__(self, owner: type, name: str) -> None:
+        # the key is validated by Params.__init_subclass__: errors raised here get wrapped in RuntimeError
         if not self.key:
             object.__setattr__(self, "key", name)
 
@@ -350,6 +351,10 @@ class Params:
                 found[p.key] = p
         for attr, value in list(vars(cls).items()):
             if isinstance(value, Param):
+                try:
+                    Param._check_key(attr)
+                except DeclarationError as exc:
+                    raise DeclarationError(f"{cls.__name__}.{attr}: {exc}") from None
                 if value.key != attr:
                     raise DeclarationError(
                         f"{cls.__name__}.{attr}: the attribute name is the parameter key; remove key={value.key!r}"

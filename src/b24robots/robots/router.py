@@ -94,7 +94,9 @@ def _plan(
             raise DeclarationError(f"robot {code!r}: *args/**kwargs are not supported in handlers; name them")
         if p.kind is p.POSITIONAL_ONLY:
             raise DeclarationError(f"robot {code!r}: positional-only parameter {name!r}; drop the '/'")
-        hint = hints.get(name)
+        hint = hints.get(name, p.annotation)
+        if isinstance(hint, str):  # a string annotation we could not resolve (e.g. a class local to a function)
+            hint = {"RobotContext": RobotContext, getattr(inputs_class, "__name__", ""): inputs_class}.get(hint)
         if hint is RobotContext or name in ("ctx", "context"):
             plan.append((name, "ctx"))
         elif (inputs_class is not None and hint is inputs_class) or name == "inputs":

@@ -1,0 +1,148 @@
+"""`b24robots robots ...`: the register from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.syntax import Syntax
+from rich.table import Table
+
+from b24robots.cli.common import Env, console, default_author, fail, friendly, out, when
+from b24robots.errors import DeclarationError
+from b24robots.robots.params import localize
+from b24robots.robots.spec import RobotSpec
+
+app = typer.Typer(help="List, show, export, import and version robots.", no_args_is_help=True)
+
+AppOpt = Annotated[str | None, typer.Option("--app", help="robots' Router import string, module:attribute")]
+
+
+@app.command("list")
+@friendly
+def list_robots(app_: AppOpt = None) -> None:
+    """List module and stored robots with their active version."""
+    env = Env(app_)
+    stored = {r.code: r for r in env.register.list()}
+    table = Table(title="Robots")
+    for col in ("code", "name", "kind", "source", "active version", "versions"):
+        table.add_column(col)
+    for resolved in env.registry.all():
+        info = stored.get(resolved.spec.code)
+        origin = info.origin if info else "module"
+        table.add_row(
+            resolved.spec.code, localize(resolved.spec.name), resolved.spec.kind, origin,
+            str(info.active_version) if info else "-", str(info.versions) if info else "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+def _document(env: Env, code: str) -> dict[str, Any]:
+    resolved = env.registry.resolve(code)
+    if resolved is None:
+        fail(f"no robot with code {code!r}; see `b24robots robots list`")
+        raise AssertionError  # unreachable
+    doc = resolved.spec.to_document()
+    if resolved.stored is not None:
+        doc["source"] = resolved.stored.source
+    return doc
+
+
+@app.command()
+@friendly
+def show(code: str, app_: AppOpt = None) -> None:
+    """Show a robot's definition and, for stored robots, its active code."""
+    env = Env(app_)
+    doc = _document(env, code)
+    source = doc.pop("source", None)
+    console.print(Syntax(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "yaml"))
+    if source is not None:
+        console.print(Syntax(source, "python", line_numbers=True))
+
+
+@app.command()
+@friendly
+def export(
+    code: str,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json or yaml")] = "yaml",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write; default stdout")] = None,
+    app_: AppOpt = None,
+) -> None:
+    """Export a robot as a JSON or YAML document (bizproc.robot.add field names, plus `source`)."""
+    if fmt not in ("json", "yaml"):
+        fail(f"--format {fmt!r} is unknown; use json or yaml")
+    doc = _document(Env(app_), code)
+    text = (
+        json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+        if fmt == "json"
+        else yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    )
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        out(text)
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DeclarationError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise DeclarationError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DeclarationError(f"{path} must hold one robot document (a mapping)")
+    return doc
+
+
+@app.command("import")
+@friendly
+def import_(
+    path: Path,
+    author: Annotated[str | None, typer.Option(help="version author; default: your user name")] = None,
+    comment: Annotated[str, typer.Option(help="version comment")] = "",
+    source_file: Annotated[
+        Path | None, typer.Option("--source", help="Python file with run(inputs, ctx); overrides `source`")
+    ] = None,
+) -> None:
+    """Import a robot document; an existing CODE gets a new version."""
+    env = Env()
+    doc = read_document(path)
+    source = doc.pop("source", None)
+    if source_file is not None:
+        source = source_file.read_text(encoding="utf-8")
+    if not isinstance(source, str) or not source.strip():
+        fail(f"{path} has no `source`; add the robot code (a run(inputs, ctx) function) or pass --source FILE")
+        return
+    spec = RobotSpec.from_document(doc)
+    existed = env.register.exists(spec.code)
+    info = env.register.save(spec, source, author=author or default_author(), comment=comment)
+    verb = "updated" if existed else "created"
+    console.print(f"{verb} robot [bold]{spec.code}[/bold]: version {info.number} is active")
+
+
+@app.command()
+@friendly
+def versions(code: str) -> None:
+    """List a stored robot's versions."""
+    table = Table(title=f"Versions of {code}")
+    for col in ("version", "active", "author", "time", "comment", "hash"):
+        table.add_column(col)
+    for v in Env().register.versions(code):
+        table.add_row(str(v.number), "✓" if v.active else "", v.author, when(v.created_at), v.comment,
+                      v.content_hash[:12])  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@friendly
+def activate(code: str, version: int) -> None:
+    """Make VERSION the one that runs (use an older one to roll back)."""
+    info = Env().register.activate(code, version)
+    console.print(f"robot [bold]{code}[/bold]: version {info.number} is active")

@@ -1,0 +1,570 @@
+"""The child side: the zygote and the workers it forks.
+
+Stdlib only. The pool starts the zygote as ``python -I -S`` with an empty environment; it imports
+everything stored code may use, then forks workers on request. The zygote never runs stored code.
+A worker isolates itself once, right after the fork (new session, chroot into a private empty
+directory and drop to ``nobody`` when root, hard rlimits, seccomp), then serves jobs over its own
+socket until the pool retires it. Per-run limits are lowered soft limits and interval timers.
+
+Control channel (pool <-> zygote, SOCK_SEQPACKET, one JSON object per packet):
+``{"t": "fork", "caps": {...}}`` -> ``{"t": "forked", "pid": n}`` plus the worker's socket (SCM_RIGHTS);
+``{"t": "reap", "pid": n}`` -> ``{"t": "reaped", "pid": n, "signal": s, "exit": c, "cpu": sec, "maxrss_kb": k}``;
+``{"t": "quit"}``. EOF on the channel makes the zygote kill its workers and exit.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import collections.abc
+import contextlib
+import datetime
+import decimal
+import errno
+import functools
+import itertools
+import json
+import linecache
+import math
+import operator
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import string
+import sys
+import tempfile
+import time
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any
+
+from b24robots.sandbox import _policy, _seccomp, _wire
+
+NOBODY = 65534
+MIB = 1024 * 1024
+RECURSION_DEPTH = 800
+LOG_ENTRIES = 1000
+LOG_CHARS = 4000
+LOG_BYTES = 256 * 1024
+CONTEXT_FIELDS = ("document_id", "document_type", "portal", "workflow_id", "robot")
+
+# Loaded now so that workers, chrooted into an empty directory, never need the filesystem.
+_PRELOAD = (
+    "_strptime",
+    "encodings.ascii",
+    "encodings.latin_1",
+    "encodings.utf_8_sig",
+    "encodings.utf_16",
+    "encodings.utf_32",
+    "encodings.cp1251",
+    "encodings.cp1252",
+    "encodings.cp866",
+    "encodings.koi8_r",
+    "encodings.idna",
+)
+_KEEP = (collections, collections.abc, datetime, decimal, functools, itertools, json, math, operator)
+_KEEP2 = (random, re, statistics, string, time)
+
+
+class _LimitHit(BaseException):
+    """Raised from a signal handler when a per-run timer fires; BaseException so `except
+    Exception` in stored code does not swallow it."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class _Rejected(Exception):
+    def __init__(self, problems: list[_policy.SourceProblem]) -> None:
+        super().__init__("rejected")
+        self.problems = problems
+
+
+class _BadReturn(Exception):
+    pass
+
+
+_armed = False
+
+
+def _on_timer(limit: str) -> Callable[[int, Any], None]:
+    def handler(signum: int, frame: Any) -> None:
+        if _armed:
+            raise _LimitHit(limit)
+
+    return handler
+
+
+# --------------------------------------------------------------------------- stored-code runtime
+
+
+class RestError(Exception):
+    """A proxied REST call failed; `code` and `description` come from Bitrix24."""
+
+    def __init__(self, code: str, description: str = "") -> None:
+        super().__init__(f"{code}: {description}" if description else code)
+        self.code = code
+        self.description = description
+
+
+class Context:
+    """What `run(inputs, ctx)` receives as `ctx`. Read-only."""
+
+    __slots__ = ("_fields",)
+    RestError = RestError
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        object.__setattr__(self, "_fields", fields)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise AttributeError(f"ctx has no attribute {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ctx is read-only")
+
+    def __repr__(self) -> str:
+        return f"<ctx portal={self._fields.get('portal')!r} robot={self._fields.get('robot')!r}>"
+
+
+def _checked_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError("attribute name must be a string")
+    reason = _policy.attribute_refusal(name)
+    if reason:
+        raise AttributeError(reason)
+    return name
+
+
+def _safe_getattr(obj: object, name: str, *default: object) -> object:
+    return getattr(obj, _checked_name(name), *default)
+
+
+def _safe_hasattr(obj: object, name: str) -> bool:
+    return hasattr(obj, _checked_name(name))
+
+
+def _safe_setattr(obj: object, name: str, value: object) -> None:
+    setattr(obj, _checked_name(name), value)
+
+
+def _safe_delattr(obj: object, name: str) -> None:
+    delattr(obj, _checked_name(name))
+
+
+_SAFE_BUILTINS = (
+    "abs all any ascii bin bool bytearray bytes callable chr classmethod complex dict dir divmod "
+    "enumerate filter float format frozenset hash hex id int isinstance issubclass iter len list map "
+    "max min next object oct ord pow property range repr reversed round set slice sorted staticmethod "
+    "str sum super tuple type zip NotImplemented Ellipsis __build_class__"
+).split()
+
+
+def _exception_names() -> list[str]:
+    return [
+        name
+        for name, value in vars(builtins).items()
+        if isinstance(value, type) and issubclass(value, BaseException) and not name.startswith("_")
+    ]
+
+
+_EXCEPTIONS = _exception_names()
+
+
+class _Modules:
+    """Per-run copies of allowed modules: public, non-module attributes only, so stored code can
+    neither reach `sys`/`os` through them nor leave state behind for the next run."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, types.ModuleType] = {}
+
+    def get(self, name: str) -> types.ModuleType:
+        proxy = self._cache.get(name)
+        if proxy is not None:
+            return proxy
+        real = sys.modules[name]
+        proxy = types.ModuleType(name, getattr(real, "__doc__", None))
+        withheld = _policy.WITHHELD.get(name, frozenset())
+        for key, value in list(vars(real).items()):
+            if key.startswith("_") or key in withheld:
+                continue
+            if isinstance(value, types.ModuleType):
+                if f"{name}.{key}" in _policy.ALLOWED_MODULES:
+                    setattr(proxy, key, self.get(f"{name}.{key}"))
+                continue
+            setattr(proxy, key, value)
+        self._cache[name] = proxy
+        return proxy
+
+    def importer(
+        self,
+        name: str,
+        globals: object = None,
+        locals: object = None,
+        fromlist: object = (),
+        level: int = 0,
+    ) -> types.ModuleType:
+        reason = _policy.import_refusal(name, level)
+        if reason:
+            raise ImportError(reason)
+        return self.get(name if fromlist else name.partition(".")[0])
+
+
+def _builtins_for(print_fn: Callable[..., None], modules: _Modules) -> dict[str, Any]:
+    table = {name: getattr(builtins, name) for name in _SAFE_BUILTINS + _EXCEPTIONS}
+    table.update(
+        getattr=_safe_getattr,
+        hasattr=_safe_hasattr,
+        setattr=_safe_setattr,
+        delattr=_safe_delattr,
+        print=print_fn,
+        __import__=modules.importer,
+    )
+    return table
+
+
+def _filtered(te: traceback.TracebackException, filename: str, seen: set[int]) -> None:
+    """Keep only the stored code's own frames, through the whole exception chain."""
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename == filename])
+    for other in (te.__cause__, te.__context__):
+        if other is not None:
+            _filtered(other, filename, seen)
+
+
+def format_exception(exc: BaseException, filename: str) -> str:
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+    _filtered(te, filename, set())
+    return "".join(te.format())
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class _Worker:
+    def __init__(self, sock: socket.socket, caps: dict[str, Any]) -> None:
+        self.sock = sock
+        self.caps = caps
+        self.codes: dict[tuple[str, str, bool], Any] = {}
+        self.base_depth = 0
+        # Freed on MemoryError so that the report itself has room to be built.
+        self.reserve: bytearray | None = bytearray(MIB)
+
+    # -- per run ----------------------------------------------------------------------------
+    def apply_limits(self, limits: dict[str, Any]) -> None:
+        def lower(which: int, value: int) -> None:
+            _, hard = resource.getrlimit(which)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(which, (value, hard))
+
+        lower(resource.RLIMIT_AS, int(limits["memory_mb"]) * MIB)
+        lower(resource.RLIMIT_FSIZE, int(limits["file_size_mb"]) * MIB)
+        lower(resource.RLIMIT_NOFILE, int(limits["open_files"]))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        # The interval timer reports "cpu" precisely; the rlimit kills code stuck inside C.
+        lower(resource.RLIMIT_CPU, int(usage.ru_utime + usage.ru_stime + float(limits["cpu_seconds"])) + 2)
+
+    def compiled(self, source: str, filename: str, hardening: bool) -> Any:
+        key = (filename, source, hardening)
+        code = self.codes.get(key)
+        if code is None:
+            if hardening:
+                problems = _policy.check_source(source, filename)
+                if problems:
+                    raise _Rejected(problems)
+            code = compile(source, filename, "exec", dont_inherit=True)
+            if len(self.codes) > 64:
+                self.codes.clear()
+            self.codes[key] = code
+        lines = source.splitlines(keepends=True)
+        linecache.cache[filename] = (len(source), None, lines, filename)
+        return code
+
+    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        global _armed
+        limits = job["limits"]
+        filename = str(job["filename"])
+        hardening = bool(job["hardening"])
+        log: list[str] = []
+        log_size = [0]
+
+        def add_log(message: object) -> None:
+            text = str(message)[:LOG_CHARS]
+            if len(log) >= LOG_ENTRIES or log_size[0] + len(text) > LOG_BYTES:
+                if not log or log[-1] != "... log truncated":
+                    log.append("... log truncated")
+                return
+            log_size[0] += len(text)
+            log.append(text)
+
+        def print_to_log(*args: object, sep: str | None = " ", end: str | None = None, **_: object) -> None:
+            add_log((" " if sep is None else str(sep)).join(str(a) for a in args))
+
+        def proxied(kind: str, payload: dict[str, Any]) -> Any:
+            global _armed
+            try:
+                encoded = _wire.encode(payload)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"ctx.{kind} arguments cannot be sent: {exc}") from None
+            # The wall clock pauses while the parent serves the call.
+            remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+            _armed = False
+            try:
+                _wire.send(self.sock, {"t": kind, **encoded})
+                reply = _wire.recv(self.sock)
+            finally:
+                _armed = True
+                signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
+            if reply.get("ok"):
+                return _wire.decode(reply.get("result"))
+            raise RestError(str(reply.get("code", "ERROR")), str(reply.get("description", "")))
+
+        def call(method: str, params: dict[str, Any] | None = None) -> Any:
+            if not job["can_call"]:
+                raise RuntimeError("ctx.call is not available: this run was started without REST access")
+            if not isinstance(method, str) or not method:
+                raise TypeError("ctx.call(method, params): method must be a non-empty string")
+            if params is not None and not isinstance(params, (dict, list)):
+                raise TypeError("ctx.call(method, params): params must be a dict")
+            return proxied("call", {"method": method, "params": params or {}})
+
+        def batch(commands: dict[str, Any] | list[Any]) -> Any:
+            if not job["can_batch"]:
+                raise RuntimeError("ctx.batch is not available: this run was started without REST access")
+            if not isinstance(commands, (dict, list)):
+                raise TypeError("ctx.batch(commands): commands must be a dict or a list")
+            return proxied("batch", {"commands": commands})
+
+        context = _wire.decode(job["context"])
+        fields: dict[str, Any] = {name: None for name in CONTEXT_FIELDS}
+        fields.update(context)
+        fields.update(log=add_log, call=call, batch=batch, RestError=RestError)
+        ctx = Context(fields)
+        inputs = _wire.decode(job["inputs"])
+        modules = _Modules()
+        decimal.setcontext(decimal.Context())
+        sys.setrecursionlimit(self.base_depth + RECURSION_DEPTH)
+        try:
+            self.apply_limits(limits)
+            signal.setitimer(signal.ITIMER_PROF, float(limits["cpu_seconds"]))
+            signal.setitimer(signal.ITIMER_REAL, float(limits["wall_seconds"]))
+            _armed = True
+            code = self.compiled(str(job["source"]), filename, hardening)
+            namespace: dict[str, Any] = {
+                "__builtins__": _builtins_for(print_to_log, modules) if hardening else builtins.__dict__,
+                "__name__": "robot",
+            }
+            exec(code, namespace)  # noqa: S102 - running the stored code is the point; it is contained
+            entry = namespace.get("run")
+            if not callable(entry):
+                raise _Rejected([_policy.SourceProblem(1, 0, "no callable run(inputs, ctx) defined", "entry_point")])
+            outputs = entry(inputs, ctx)
+            _armed = False
+            return {"t": "result", "outputs": self.encode_outputs(outputs, int(limits["output_bytes"])), "log": log}
+        except BaseException as exc:
+            _armed = False
+            return self.report(exc, filename, log)
+        finally:
+            _armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
+
+    @staticmethod
+    def encode_outputs(outputs: object, limit: int) -> Any:
+        if not isinstance(outputs, dict):
+            raise _BadReturn(f"run() must return a dict of outputs, not {type(outputs).__name__}")
+        for key in outputs:
+            if not isinstance(key, str):
+                raise _BadReturn(f"output names must be str, not {type(key).__name__} ({key!r:.40})")
+        try:
+            encoded = _wire.encode(outputs)
+        except (TypeError, ValueError) as exc:
+            raise _BadReturn(f"run() returned a value that is not JSON-able: {exc}") from None
+        size = len(_wire.dumps(encoded))
+        if size > limit:
+            raise _LimitHit("output:" + str(size))
+        return encoded
+
+    def report(self, exc: BaseException, filename: str, log: list[str]) -> dict[str, Any]:
+        if isinstance(exc, MemoryError):
+            self.reserve = None
+        base: dict[str, Any] = {"t": "error", "log": log}
+        if isinstance(exc, _LimitHit):
+            limit, _, detail = exc.limit.partition(":")
+            return {**base, "kind": "limit", "limit": limit, "detail": detail}
+        if isinstance(exc, RecursionError):
+            return {**base, "kind": "limit", "limit": "recursion", "detail": str(exc)}
+        if isinstance(exc, MemoryError):
+            return {**base, "kind": "limit", "limit": "memory", "detail": ""}
+        if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+            return {**base, "kind": "limit", "limit": "file_size", "detail": str(exc)}
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return {**base, "kind": "limit", "limit": "open_files", "detail": str(exc)}
+        if isinstance(exc, _Rejected):
+            problems = [[p.line, p.col, p.message, p.kind] for p in exc.problems]
+            return {**base, "kind": "rejected", "problems": problems}
+        if isinstance(exc, _BadReturn):
+            return {**base, "kind": "bad_return", "message": str(exc)}
+        try:
+            text = format_exception(exc, filename)
+            message = f"{type(exc).__name__}: {exc}"
+        except BaseException:  # a hostile __str__ must not take the worker down
+            text, message = "", type(exc).__name__
+        return {**base, "kind": "code", "message": message[:2000], "traceback": text[-20000:]}
+
+    def serve(self) -> None:
+        self.base_depth = len(traceback.extract_stack())
+        while True:
+            try:
+                job = _wire.recv(self.sock)
+            except (_wire.WireError, OSError):
+                os._exit(0)
+            try:
+                reply = self.run_job(job)
+                payload = _wire.dumps(reply)
+            except BaseException as exc:  # last resort: never die silently while the pool waits
+                reply = {"t": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}"[:500]}
+                payload = _wire.dumps(reply)
+            _wire.send_raw(self.sock, payload)
+
+
+def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> dict[str, Any]:
+    """Lock this freshly forked process down; return what was achieved."""
+    facts: dict[str, Any] = {"chroot": False, "uid_dropped": False, "seccomp": False}
+    os.setsid()
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    keep = sock.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+    random.seed()
+    if os.geteuid() == 0:
+        os.chroot(workdir)
+        os.chdir("/")
+        facts["chroot"] = True
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        facts["uid_dropped"] = True
+    else:
+        os.chdir(workdir)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Hard limits are the pool's caps; each run lowers the soft limits. RLIMIT_NPROC is left alone:
+    # root ignores it, seccomp already refuses new processes and threads are bounded by RLIMIT_AS.
+    resource.setrlimit(resource.RLIMIT_AS, (caps["memory_mb"] * MIB,) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (caps["file_size_mb"] * MIB,) * 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (caps["open_files"],) * 2)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past RLIMIT_FSIZE fail with EFBIG instead
+    signal.signal(signal.SIGPROF, _on_timer("cpu"))
+    signal.signal(signal.SIGALRM, _on_timer("timeout"))
+    if _seccomp.supported():
+        try:
+            _seccomp.install()
+            facts["seccomp"] = True
+        except OSError as exc:
+            facts["seccomp_error"] = str(exc)
+    return facts
+
+
+def _worker_main(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> None:
+    try:
+        facts = _isolate(sock, workdir, caps)
+    except BaseException as exc:
+        _wire.send(sock, {"t": "failed", "message": f"{type(exc).__name__}: {exc}"})
+        os._exit(3)
+    _wire.send(sock, {"t": "ready", "pid": os.getpid(), "isolation": facts})
+    _Worker(sock, caps).serve()
+
+
+# --------------------------------------------------------------------------- the zygote
+
+
+def _kill_and_reap(pid: int) -> dict[str, Any]:
+    for kill in (os.killpg, os.kill):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
+    try:
+        _, status, usage = os.wait4(pid, 0)
+    except ChildProcessError:
+        return {"t": "reaped", "pid": pid, "signal": 0, "exit": -1, "cpu": 0.0, "maxrss_kb": 0}
+    return {
+        "t": "reaped",
+        "pid": pid,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
+        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "maxrss_kb": usage.ru_maxrss,
+    }
+
+
+def zygote_main(ctrl_fd: int) -> None:
+    """Serve fork and reap requests on `ctrl_fd` until told to quit or the pool goes away."""
+    for name in _PRELOAD:
+        with contextlib.suppress(ImportError):
+            __import__(name)
+    _seccomp.prepare()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the server's business
+    ctrl = socket.socket(fileno=ctrl_fd)
+    workdirs: dict[int, str] = {}
+    root = os.geteuid() == 0
+
+    def reply(message: dict[str, Any], fds: list[int] | None = None) -> None:
+        socket.send_fds(ctrl, [json.dumps(message).encode()], fds or [])
+
+    reply({"t": "zygote", "pid": os.getpid(), "root": root, "seccomp": _seccomp.supported()})
+    try:
+        while True:
+            try:
+                data = ctrl.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            request = json.loads(data)
+            kind = request.get("t")
+            if kind == "fork":
+                caps = request["caps"]
+                workdir = tempfile.mkdtemp(prefix="b24r-sandbox-")
+                if root:
+                    os.chown(workdir, NOBODY, NOBODY)
+                parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        ctrl.close()
+                        parent_end.close()
+                        _worker_main(child_end, workdir, caps)
+                    finally:
+                        os._exit(4)
+                child_end.close()
+                workdirs[pid] = workdir
+                reply({"t": "forked", "pid": pid}, [parent_end.fileno()])
+                parent_end.close()
+            elif kind == "reap":
+                pid = int(request["pid"])
+                if pid not in workdirs:
+                    reply({"t": "reaped", "pid": pid, "signal": 0, "exit": -1, "cpu": 0.0, "maxrss_kb": 0})
+                    continue
+                status = _kill_and_reap(pid)
+                shutil.rmtree(workdirs.pop(pid), ignore_errors=True)
+                reply(status)
+            elif kind == "quit":
+                break
+    finally:
+        for pid, workdir in workdirs.items():
+            _kill_and_reap(pid)
+            shutil.rmtree(workdir, ignore_errors=True)
+    os._exit(0)

@@ -1,0 +1,319 @@
+"""Installations: one row per portal, with encrypted tokens, the hashed application token,
+the shared rate-limiter state and the sync status.
+
+`Installations` is also the REST client's `TokenStore` and `LimiterState` (keyed by member_id), so
+token refreshes and the leaky bucket are shared by every process that uses the same database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from b24robots.errors import NotFound, StoreError
+from b24robots.rest.limiter import check_rate, gcra_reserve
+from b24robots.rest.tokens import TokenPair
+from b24robots.store.crypto import Vault
+from b24robots.store.db import Database
+from b24robots.store.models import InstallationRow, RegistrationRow
+
+ACTIVE = "active"
+NEEDS_REINSTALL = "needs_reinstall"
+UNINSTALLED = "uninstalled"
+
+
+@dataclass(frozen=True)
+class Installation:
+    """An installation without its secrets (safe to show)."""
+
+    id: int
+    member_id: str
+    domain: str
+    status: str
+    status_message: str
+    scopes: str
+    client_endpoint: str
+    server_endpoint: str
+    expires_at: float
+    token_version: int
+    rate: float
+    burst: int
+    sync_status: str
+    sync_error: str
+    synced_at: float | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+@dataclass(frozen=True)
+class InstallGrant:
+    """What an install page POST or an ONAPPINSTALL / ONAPPUPDATE event tells us."""
+
+    member_id: str
+    domain: str
+    access_token: str
+    refresh_token: str
+    expires_at: float
+    application_token: str
+    client_endpoint: str
+    server_endpoint: str
+    scopes: str = ""
+    app_status: str = ""
+    user_id: int | None = None
+
+
+def _public(row: InstallationRow) -> Installation:
+    return Installation(
+        id=row.id, member_id=row.member_id, domain=row.domain, status=row.status,
+        status_message=row.status_message, scopes=row.scopes, client_endpoint=row.client_endpoint,
+        server_endpoint=row.server_endpoint, expires_at=row.expires_at, token_version=row.token_version,
+        rate=row.rate, burst=row.burst, sync_status=row.sync_status, sync_error=row.sync_error,
+        synced_at=row.synced_at, created_at=row.created_at, updated_at=row.updated_at,
+    )  # fmt: skip
+
+
+class Installations:
+    def __init__(self, db: Database, vault: Vault) -> None:
+        self.db = db
+        self.vault = vault
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def install(self, grant: InstallGrant) -> Installation:
+        """Create or refresh the installation of `grant.member_id` (a re-install reactivates it)."""
+        now = time.time()
+        with self.db.write() as s:
+            row = s.scalar(select(InstallationRow).where(InstallationRow.member_id == grant.member_id))
+            if row is None:
+                row = InstallationRow(member_id=grant.member_id, created_at=now, token_version=0)
+                s.add(row)
+            row.domain = grant.domain
+            row.status = ACTIVE
+            row.status_message = ""
+            row.scopes = grant.scopes
+            row.app_status = grant.app_status
+            row.user_id = grant.user_id
+            row.client_endpoint = grant.client_endpoint
+            row.server_endpoint = grant.server_endpoint
+            row.access_token_enc = self.vault.encrypt(grant.access_token)
+            row.refresh_token_enc = self.vault.encrypt(grant.refresh_token)
+            row.expires_at = grant.expires_at
+            row.token_version = (row.token_version or 0) + 1
+            if grant.application_token:
+                row.application_token_hash = self.vault.digest(grant.application_token)
+            row.updated_at = now
+            s.flush()
+            return _public(row)
+
+    def uninstall(self, member_id: str) -> None:
+        """Forget the tokens; calls for this portal stop. The journal is kept."""
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            row.status = UNINSTALLED
+            row.status_message = "the application was uninstalled from the portal"
+            row.access_token_enc = ""
+            row.refresh_token_enc = ""
+            row.updated_at = time.time()
+            s.execute(RegistrationRow.__table__.delete().where(RegistrationRow.installation_id == row.id))
+
+    def verify(self, member_id: str, application_token: str) -> Installation | None:
+        """The installation if `application_token` matches the stored one (constant time), else None."""
+        with self.db.read() as s:
+            row = s.scalar(select(InstallationRow).where(InstallationRow.member_id == member_id))
+            if row is None or not self.vault.matches(application_token, row.application_token_hash):
+                return None
+            return _public(row)
+
+    # --- reads -------------------------------------------------------------------------------
+    def list(self) -> list[Installation]:
+        with self.db.read() as s:
+            return [_public(r) for r in s.scalars(select(InstallationRow).order_by(InstallationRow.domain))]
+
+    def get(self, key: str) -> Installation:
+        """By member_id or domain."""
+        with self.db.read() as s:
+            row = s.scalar(
+                select(InstallationRow).where((InstallationRow.member_id == key) | (InstallationRow.domain == key))
+            )
+            if row is None:
+                raise NotFound(f"no installation for {key!r}; see `b24robots installations list`")
+            return _public(row)
+
+    def by_id(self, installation_id: int) -> Installation:
+        with self.db.read() as s:
+            row = s.get(InstallationRow, installation_id)
+            if row is None:
+                raise NotFound(f"no installation with id {installation_id}")
+            return _public(row)
+
+    # --- settings and sync state ---------------------------------------------------------------
+    def set_limits(self, key: str, rate: float, burst: int) -> Installation:
+        check_rate(rate, burst)
+        with self.db.write() as s:
+            row = self._row(s, self.get(key).member_id)
+            row.rate, row.burst, row.updated_at = rate, burst, time.time()
+            s.flush()
+            return _public(row)
+
+    def record_sync(self, member_id: str, status: str, error: str = "") -> None:
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            row.sync_status, row.sync_error, row.synced_at = status, error, time.time()
+
+    def registrations(self, member_id: str) -> dict[str, tuple[str, str]]:
+        """code -> (kind, fingerprint) of what we registered on the portal."""
+        with self.db.read() as s:
+            row = self._row(s, member_id)
+            regs = s.scalars(select(RegistrationRow).where(RegistrationRow.installation_id == row.id))
+            return {r.code: (r.kind, r.fingerprint) for r in regs}
+
+    def set_registration(self, member_id: str, code: str, kind: str, fingerprint: str | None) -> None:
+        """Record (or with fingerprint None, forget) what is registered for `code` on the portal."""
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            reg = s.scalar(
+                select(RegistrationRow).where(RegistrationRow.installation_id == row.id, RegistrationRow.code == code)
+            )
+            if fingerprint is None:
+                if reg is not None:
+                    s.delete(reg)
+                return
+            if reg is None:
+                reg = RegistrationRow(installation_id=row.id, code=code)
+                s.add(reg)
+            reg.kind, reg.fingerprint, reg.registered_at = kind, fingerprint, time.time()
+
+    def clear_registrations(self, member_id: str) -> None:
+        """The portal deleted every robot of the app (update or uninstall)."""
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            s.execute(RegistrationRow.__table__.delete().where(RegistrationRow.installation_id == row.id))
+
+    # --- TokenStore ----------------------------------------------------------------------------
+    def load(self, portal_key: str) -> TokenPair:
+        with self.db.read() as s:
+            row = self._row(s, portal_key)
+            if row.status == UNINSTALLED:
+                raise StoreError(f"portal {row.domain} has uninstalled the application; no calls are made")
+            if row.status == NEEDS_REINSTALL:
+                raise StoreError(f"portal {row.domain} needs the application re-installed: {row.status_message}")
+            return self._pair(row)
+
+    def swap(self, portal_key: str, expected_version: int, new: TokenPair) -> bool:
+        with self.db.write() as s:
+            result = s.execute(
+                update(InstallationRow)
+                .where(InstallationRow.member_id == portal_key, InstallationRow.token_version == expected_version)
+                .values(
+                    access_token_enc=self.vault.encrypt(new.access_token),
+                    refresh_token_enc=self.vault.encrypt(new.refresh_token),
+                    expires_at=new.expires_at,
+                    token_version=expected_version + 1,
+                    client_endpoint=new.client_endpoint or InstallationRow.client_endpoint,
+                    server_endpoint=new.server_endpoint or InstallationRow.server_endpoint,
+                    updated_at=time.time(),
+                )
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def mark_needs_reinstall(self, portal_key: str, message: str) -> None:
+        with self.db.write() as s:
+            row = self._row(s, portal_key)
+            row.status, row.status_message, row.updated_at = NEEDS_REINSTALL, message, time.time()
+
+    def update_endpoint(self, portal_key: str, client_endpoint: str) -> None:
+        with self.db.write() as s:
+            row = self._row(s, portal_key)
+            row.client_endpoint = client_endpoint
+            row.domain = urlsplit(client_endpoint).hostname or row.domain
+            row.updated_at = time.time()
+
+    # --- LimiterState ----------------------------------------------------------------------------
+    def reserve(self, portal: str, now: float, rate: float, burst: int) -> float:
+        """Atomically take one slot of the portal's bucket (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+        with self.db.write() as s:
+            stmt = select(InstallationRow.limiter_tat).where(InstallationRow.member_id == portal)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update()
+            tat = s.scalar(stmt)
+            if tat is None:
+                raise NotFound(f"no installation stored for portal {portal!r}")
+            new_tat, wait = gcra_reserve(tat, now, rate, burst)
+            s.execute(
+                update(InstallationRow).where(InstallationRow.member_id == portal).values(limiter_tat=new_tat)
+            )
+            return wait
+
+    def limits(self) -> Mapping[str, tuple[float, int]]:
+        """member_id -> (rate, burst) for every installation."""
+        with self.db.read() as s:
+            return {m: (r, b) for m, r, b in s.execute(
+                select(InstallationRow.member_id, InstallationRow.rate, InstallationRow.burst))}  # fmt: skip
+
+    # --- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _row(s: Session, member_id: str) -> InstallationRow:
+        row = s.scalar(select(InstallationRow).where(InstallationRow.member_id == member_id))
+        if row is None:
+            raise NotFound(f"no installation stored for portal {member_id!r}")
+        return row
+
+    def _pair(self, row: InstallationRow) -> TokenPair:
+        return TokenPair(
+            access_token=self.vault.decrypt(row.access_token_enc),
+            refresh_token=self.vault.decrypt(row.refresh_token_enc),
+            expires_at=row.expires_at, version=row.token_version, client_endpoint=row.client_endpoint,
+            server_endpoint=row.server_endpoint, domain=row.domain, member_id=row.member_id,
+        )  # fmt: skip
+
+
+def grant_from_fields(fields: Mapping[str, Any]) -> InstallGrant:
+    """Build a grant from a decoded install-page POST or an ONAPPINSTALL/ONAPPUPDATE event body."""
+    from b24robots.errors import InputError
+
+    auth = fields.get("auth")
+    if isinstance(auth, Mapping):  # an event: tokens in auth[...]
+        get = lambda k: str(auth.get(k, "") or "")  # noqa: E731
+        expires = get("expires")
+        expires_in = get("expires_in")
+        expires_at = float(expires) if expires.isdigit() else time.time() + float(expires_in or 3600)
+        grant = InstallGrant(
+            member_id=get("member_id"), domain=get("domain"), access_token=get("access_token"),
+            refresh_token=get("refresh_token"), expires_at=expires_at,
+            application_token=get("application_token"), client_endpoint=get("client_endpoint"),
+            server_endpoint=get("server_endpoint"), scopes=get("scope"), app_status=get("status"),
+            user_id=int(get("user_id")) if get("user_id").isdigit() else None,
+        )  # fmt: skip
+    else:  # the install page POST (frame auth) with DOMAIN in the query or the body
+        get = lambda k: str(fields.get(k, "") or "")  # noqa: E731
+        domain = get("DOMAIN")
+        protocol = "http" if get("PROTOCOL") == "0" else "https"
+        expires_in = get("AUTH_EXPIRES")
+        grant = InstallGrant(
+            member_id=get("member_id"), domain=domain, access_token=get("AUTH_ID"), refresh_token=get("REFRESH_ID"),
+            expires_at=time.time() + (float(expires_in) if expires_in.isdigit() else 3600.0),
+            application_token=get("APPLICATION_TOKEN"),
+            client_endpoint=get("CLIENT_ENDPOINT") or (f"{protocol}://{domain}/rest/" if domain else ""),
+            server_endpoint=get("SERVER_ENDPOINT"), scopes=get("APPLICATION_SCOPE"), app_status=get("status"),
+        )  # fmt: skip
+    missing = [
+        name
+        for name, value in (
+            ("member_id", grant.member_id), ("domain", grant.domain), ("access token", grant.access_token),
+            ("refresh token", grant.refresh_token), ("application token", grant.application_token),
+            ("client endpoint", grant.client_endpoint),
+        )  # fmt: skip
+        if not value
+    ]
+    if missing:
+        raise InputError("install", f"the install request lacks {', '.join(missing)}")
+    return grant

@@ -1,0 +1,225 @@
+"""Pure parts of the REST client: GCRA math, limiter state, error mapping, PHP query encoding."""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+
+import pytest
+import qs_codec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from qs_codec import EncodeOptions, Format, ListFormat
+
+from b24robots import errors
+from b24robots.rest import MemoryLimiterState, error_from_answer, gcra_reserve, http_build_query, map_error
+
+# -- GCRA -------------------------------------------------------------------------------------------
+
+
+def test_gcra_burst_then_rate() -> None:
+    tat, waits = 0.0, []
+    for _ in range(52):
+        tat, wait = gcra_reserve(tat, 100.0, 2.0, 50)
+        waits.append(wait)
+    assert waits[:50] == [0.0] * 50
+    assert waits[50] == pytest.approx(0.5)
+    assert waits[51] == pytest.approx(1.0)
+    # after a long pause the bucket is empty again
+    assert gcra_reserve(tat, 10_000.0, 2.0, 50) == (10_000.5, 0.0)
+
+
+class _Bucket:
+    """The portal's bucket as the docs describe it: +1 per request, leaks `rate`/s, max `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst, self.level, self.at = rate, burst, 0.0, 0.0
+
+    def level_at(self, t: float) -> float:
+        return max(0.0, self.level - (t - self.at) * self.rate)
+
+    def send(self, t: float) -> None:
+        self.level, self.at = self.level_at(t) + 1, t
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.sampled_from([0.5, 2.0, 5.0, 7.3]),
+    burst=st.integers(1, 60),
+    gaps=st.lists(st.floats(0, 3, allow_nan=False), min_size=1, max_size=150),
+)
+def test_gcra_equals_the_portal_bucket(rate: float, burst: int, gaps: list[float]) -> None:
+    """Requests sent in order at `now + wait` never overfill the bucket, and waits are minimal."""
+    bucket, tat, now, last_send = _Bucket(rate, burst), 0.0, 0.0, 0.0
+    for gap in gaps:
+        now += gap
+        tat, wait = gcra_reserve(tat, now, rate, burst)
+        send_at = max(now + wait, last_send)
+        assert bucket.level_at(send_at) + 1 <= burst + 1e-6  # accepted
+        if wait > 1e-6:  # one moment earlier would have been refused
+            assert bucket.level_at(send_at - 1e-3) + 1 > burst
+        bucket.send(send_at)
+        last_send = send_at
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst"), [(0, 50), (-1, 50), (float("nan"), 5), (2.0, 0), (2.0, 1.5), (True, 3)]
+)
+def test_gcra_rejects_bad_settings(rate: float, burst: int) -> None:
+    with pytest.raises(errors.ConfigError):
+        gcra_reserve(0.0, 0.0, rate, burst)
+
+
+def test_memory_limiter_is_thread_safe_and_per_portal() -> None:
+    state = MemoryLimiterState()
+
+    def worker() -> None:
+        for _ in range(200):
+            state.reserve("a", 0.0, 2.0, 50)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state.tat("a") == pytest.approx(1600 * 0.5)
+    assert state.tat("b") == 0.0
+    assert state.reserve("b", 0.0, 2.0, 50) == 0.0
+    assert state.reserve("a", 0.0, 2.0, 50) == pytest.approx(1601 * 0.5 - 25)
+
+
+# -- error mapping -----------------------------------------------------------------------------------
+
+SECTION_5_3 = [
+    (401, "expired_token", errors.ExpiredToken),
+    (401, "EXPIRED_TOKEN", errors.ExpiredToken),
+    (401, "invalid_token", errors.InvalidToken),
+    (401, "NO_AUTH_FOUND", errors.InvalidToken),
+    (401, "insufficient_scope", errors.AccessDenied),
+    (401, "authorization_error", errors.InvalidToken),
+    (401, "APPLICATION_NOT_FOUND", errors.ApplicationError),
+    (401, "CONNECTION_ERROR", errors.AuthError),
+    (401, "user_access_error", errors.AccessDenied),
+    (403, "user_access_error", errors.AccessDenied),
+    (403, "ACCESS_DENIED", errors.AccessDenied),
+    (401, "ACCESS_DENIED", errors.AccessDenied),
+    (403, "INVALID_CREDENTIALS", errors.AccessDenied),
+    (404, "ERROR_METHOD_NOT_FOUND", errors.MethodNotFound),
+    (400, "INVALID_REQUEST", errors.MethodError),
+    (400, "ERROR_BATCH_LENGTH_EXCEEDED", errors.BatchLimitError),
+    (405, "ERROR_BATCH_METHOD_NOT_ALLOWED", errors.BatchLimitError),
+    (429, "OPERATION_TIME_LIMIT", errors.OperationTimeLimit),
+    (503, "QUERY_LIMIT_EXCEEDED", errors.QueryLimitExceeded),
+    (503, "OVERLOAD_LIMIT", errors.ServerError),
+    (500, "INTERNAL_SERVER_ERROR", errors.ServerError),
+    (500, "ERROR_UNEXPECTED_ANSWER", errors.ServerError),
+    (400, "invalid_grant", errors.InvalidGrant),
+    (401, "invalid_client", errors.AuthError),
+    (402, "PAYMENT_REQUIRED", errors.ApplicationError),
+    # §1.7 registration errors and other method errors
+    (400, "ERROR_ACTIVITY_VALIDATION_FAILURE", errors.MethodError),
+    (400, "ERROR_UNSUPPORTED_PROTOCOL", errors.MethodError),
+    (400, "ERROR_WRONG_HANDLER_URL", errors.MethodError),
+    (400, "ERROR_ACTIVITY_ALREADY_INSTALLED", errors.MethodError),
+    (400, "ERROR_ACTIVITY_ADD_FAILURE", errors.MethodError),
+    (400, "ERROR_ACTIVITY_NOT_FOUND", errors.MethodError),
+    (400, "ERROR_CORE", errors.MethodError),
+    (400, "ERROR_EMPTY_LOG_MESSAGE", errors.MethodError),
+    (400, "", errors.MethodError),
+    (400, "404", errors.MethodError),
+    # unknown codes fall back on the status
+    (401, "SOMETHING_NEW", errors.AuthError),
+    (403, "SOMETHING_NEW", errors.AccessDenied),
+    (429, "SOMETHING_NEW", errors.QueryLimitExceeded),
+    (502, "SOMETHING_NEW", errors.ServerError),
+    (302, "SOMETHING_NEW", errors.TransportError),
+    (None, "SOMETHING_NEW", errors.MethodError),
+]
+
+
+@pytest.mark.parametrize(("status", "code", "cls"), SECTION_5_3)
+def test_map_error_classes(status: int | None, code: str, cls: type[errors.RestError]) -> None:
+    exc = map_error(status, code, "why", method="crm.deal.add", portal="x.bitrix24.com")
+    assert type(exc) is cls
+    assert (exc.code, exc.description, exc.method, exc.portal, exc.status) == (
+        code,
+        "why",
+        "crm.deal.add",
+        "x.bitrix24.com",
+        status,
+    )
+    assert "crm.deal.add on x.bitrix24.com" in str(exc)
+
+
+def test_error_from_answer_shapes() -> None:
+    exc = error_from_answer(
+        429, {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked"}, method="m"
+    )
+    assert isinstance(exc, errors.OperationTimeLimit) and exc.reset_at is None
+    exc = error_from_answer(
+        429, {"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": 1700000600}}
+    )
+    assert isinstance(exc, errors.OperationTimeLimit) and exc.reset_at == 1700000600.0
+    exc = error_from_answer(502, None, text="<html><body>Bad   gateway</body></html>")
+    assert isinstance(exc, errors.ServerError) and exc.code == "HTTP_502" and "Bad gateway" in exc.description
+    exc = error_from_answer(400, {"error": 404, "error_description": "Workflow not found"})
+    assert isinstance(exc, errors.MethodError) and exc.code == "404"
+
+
+# -- PHP query encoding ---------------------------------------------------------------------------
+
+
+def test_http_build_query_known_php_outputs() -> None:
+    # Expected strings are what PHP 8 prints for http_build_query() of the same arrays.
+    assert http_build_query({"a": "x y", "b": ["1", "2"]}) == "a=x+y&b%5B0%5D=1&b%5B1%5D=2"
+    assert http_build_query({"t": True, "f": False, "n": None, "e": [], "i": 5}) == "t=1&f=0&i=5"
+    assert http_build_query({"s": "a~b*c'd(é)"}) == "s=a%7Eb%2Ac%27d%28%C3%A9%29"
+    assert http_build_query({"FIELDS": {"TITLE": "A&B=C", "OPP": 1.5}}) == (
+        "FIELDS%5BTITLE%5D=A%26B%3DC&FIELDS%5BOPP%5D=1.5"
+    )
+
+
+@pytest.mark.parametrize("bad", [{"x": b"bytes"}, {"x": object()}, {"x": float("inf")}])
+def test_http_build_query_refuses_unencodable(bad: dict[str, object]) -> None:
+    with pytest.raises(TypeError, match="batch parameter x"):
+        http_build_query(bad)
+
+
+_keys = st.text(st.characters(codec="utf-8", exclude_characters="[]"), min_size=1, max_size=6)
+_leaf = st.one_of(st.text(max_size=8), st.integers(-1000, 1000))
+_tree = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _tree, max_size=4))
+def test_http_build_query_matches_qs_oracle(data: dict[str, object]) -> None:
+    oracle = qs_codec.encode(data, EncodeOptions(format=Format.RFC1738, list_format=ListFormat.INDICES))
+    # qs follows JavaScript encodeURIComponent and leaves these alone; PHP urlencode escapes them.
+    for char in "~()*!'":
+        oracle = oracle.replace(char, f"%{ord(char):02X}")
+    assert http_build_query(data) == oracle
+
+
+# -- dependency arrow ---------------------------------------------------------------------------------
+
+
+def test_rest_imports_only_errors_and_third_party() -> None:
+    root = Path(__file__).resolve().parents[2] / "src" / "b24robots" / "rest"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.name}: use absolute imports"
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if name.startswith("b24robots"):
+                    assert name == "b24robots.errors" or name.startswith(
+                        ("b24robots.rest", "b24robots.errors.")
+                    ), f"{path.name} imports {name}: rest/ may use only b24robots.errors"

@@ -1,0 +1,94 @@
+"""The dependency arrows stay one-way, and the public surface stays what we promise."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import b24robots
+
+SRC = Path(b24robots.__file__).parent
+
+# layer -> the b24robots layers it may import (besides itself, `errors`, `config` is not implied)
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "robots": {"errors"},
+    "inbound": {"errors", "robots"},
+    "rest": {"errors", "inbound"},
+    "sandbox": {"errors"},
+    "config": {"errors"},
+    "loader": {"errors", "robots"},
+    "store": {"errors", "robots", "rest", "config"},
+    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config"},
+    "web": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "config", "loader"},
+    "testing": {"errors", "inbound"},
+    "cli": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "web", "config", "loader", "testing"},
+}
+# the pytest plugin and the demo wire the whole product together, like the CLI does
+COMPOSITION_ROOTS = {"testing/plugin.py", "testing/app_fixtures.py"}
+
+
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py") if rel.parts else ""
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "b24robots" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def source_files() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if "migrations" not in p.parts)
+
+
+@pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(SRC)))
+def test_dependency_arrows(path: Path) -> None:
+    layer = layer_of(path)
+    if layer in ("__init__",) or str(path.relative_to(SRC)) in COMPOSITION_ROOTS:
+        return
+    assert layer in ALLOWED, f"new top-level module {layer!r}: add it to ALLOWED with its permitted imports"
+    bad = {imp for imp in imports_of(path) if imp != layer and imp not in ALLOWED[layer]}
+    bad.discard("__init__")
+    assert not bad, f"{path.relative_to(SRC)} ({layer}) must not import {sorted(bad)}"
+
+
+def test_arrows_have_no_cycles() -> None:
+    seen: dict[str, int] = {}
+
+    def visit(node: str, stack: tuple[str, ...]) -> None:
+        assert node not in stack, f"cycle: {' -> '.join((*stack, node))}"
+        if seen.get(node):
+            return
+        for dep in ALLOWED[node]:
+            visit(dep, (*stack, node))
+        seen[node] = 1
+
+    for layer in ALLOWED:
+        visit(layer, ())
+
+
+def test_public_surface() -> None:
+    assert sorted(b24robots.__all__) == sorted(
+        [
+            "Bool", "Date", "DateTime", "Double", "File", "Int", "Param", "ParamType", "Params", "Retry",
+            "RobotContext", "RobotFailure", "RobotSpec", "Router", "Select", "String", "Text", "User",
+            "__version__",
+        ]
+    )  # fmt: skip
+    for name in b24robots.__all__:
+        assert hasattr(b24robots, name), name
