@@ -20,11 +20,12 @@ ALLOWED: dict[str, set[str]] = {
     "sandbox": {"errors"},
     "config": {"errors"},
     "loader": {"errors", "robots"},
+    "logs": set(),
     "store": {"errors", "robots", "rest", "config"},
-    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config"},
-    "web": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "config", "loader"},
+    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs"},
+    "web": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "config", "loader", "logs"},
     "testing": {"errors", "inbound"},
-    "cli": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "web", "config", "loader", "testing"},
+    "cli": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "web", "config", "loader", "testing", "logs"},
 }
 # the pytest plugin and the demo wire the whole product together, like the CLI does
 COMPOSITION_ROOTS = {"testing/plugin.py", "testing/app_fixtures.py"}

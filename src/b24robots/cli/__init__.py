@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from b24robots import __version__
-from b24robots.cli import robots
+from b24robots.cli import ops, robots
 
 app = typer.Typer(
     help="b24robots: custom Bitrix24 robots whose logic runs in Python.",
@@ -13,6 +13,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(robots.app, name="robots")
+app.command()(ops.serve)
+app.command()(ops.worker)
+app.command()(ops.sync)
+app.command()(ops.journal)
+app.add_typer(ops.installations_app, name="installations")
+app.add_typer(ops.jobs_app, name="jobs")
 
 
 @app.command()

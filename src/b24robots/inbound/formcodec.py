@@ -347,7 +347,7 @@ def _key(key: object, path: tuple[str, ...]) -> str:
         if not text or bracket == 0 or (bracket > 0 and "]" in text[bracket:]):
             raise FormEncodeError(
                 f"top-level key {text!r} cannot be written as a form name "
-                "(it must be non-empty and not contain '[' followed by ']')"
+                "(it must be non-empty, not start with '[' and not contain '[' followed by ']')"
             )
     elif not text or "]" in text:
         raise FormEncodeError(
@@ -399,6 +399,12 @@ def _leaves(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
         here = (*path, _key(key, path))
         nested = _children(value)
         if nested is None:
+            if len(here) > 1 and "[" in here[0]:
+                # `a[b` + `[c]` would read back as the group `b[c`.
+                raise FormEncodeError(
+                    f"top-level key {here[0]!r} contains '[' and holds a container; "
+                    "it cannot be written as a form name"
+                )
             yield here, _scalar(value, here)
         elif id(value) in on_path:
             raise FormEncodeError(f"value of {_show(_name(here))} contains itself")

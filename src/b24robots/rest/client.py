@@ -64,6 +64,8 @@ _IDEMPOTENT = frozenset({"bizproc.event.send", "bizproc.activity.log", "app.info
 # Added to a positive limiter wait so that clock skew and latency never land a request on the
 # bucket's exact edge; it does not accumulate (the reservation itself stays exact).
 _LIMIT_MARGIN = 0.01
+_INVALID_GRANT_CHECKS = 5
+_INVALID_GRANT_PAUSE = 0.2
 _SECRET_QUERY = re.compile(r"((?:refresh_token|client_secret|access_token|auth|code)=)([^&\s\"']+)", re.I)
 
 
@@ -481,7 +483,15 @@ class RestClient:
             with attempt:
                 if attempt.num > 1:
                     log.info("retrying %s on %s (attempt %d)", method, portal_key, attempt.num)
-                return await self._attempt(portal_key, method, params)
+                try:
+                    return await self._attempt(portal_key, method, params)
+                except QueryLimitExceeded:
+                    # Our bucket was out of step with the portal's (another client or the same IP
+                    # used it): let at least one slot leak before the retry reserves again.
+                    if attempt.num < policy.attempts:
+                        rate, _ = self._rates.get(portal_key, self._default_rate)
+                        await self._sleep(1.0 / rate)
+                    raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _attempt(
@@ -617,9 +627,13 @@ class RestClient:
             try:
                 new = await self._oauth_refresh(portal_key, current)
             except InvalidGrant:
-                latest = await self._store(self._tokens.load, portal_key)
-                if latest.version != current.version:
-                    return latest  # re-installed or refreshed elsewhere while we tried
+                # With rotating refresh tokens, a process that lost the race gets invalid_grant
+                # while the winner is still storing its pair: give the winner a moment first.
+                for _ in range(_INVALID_GRANT_CHECKS):
+                    latest = await self._store(self._tokens.load, portal_key)
+                    if latest.version != current.version:
+                        return latest  # refreshed elsewhere or re-installed while we tried
+                    await self._sleep(_INVALID_GRANT_PAUSE)
                 await self._store(
                     self._tokens.mark_needs_reinstall,
                     portal_key,

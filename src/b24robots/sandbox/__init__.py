@@ -1,1 +1,18 @@
+"""Run stored robot code isolated, fast, with a capability API (``ctx``).
 
+See docs/stored-code.md for what stored code may do and how it is contained.
+"""
+
+from b24robots.sandbox._policy import ALLOWED_MODULES, SourceProblem, check_source
+from b24robots.sandbox.limits import SandboxLimits, SandboxResult
+from b24robots.sandbox.pool import LIMIT_NAMES, SandboxPool
+
+__all__ = [
+    "ALLOWED_MODULES",
+    "LIMIT_NAMES",
+    "SandboxLimits",
+    "SandboxPool",
+    "SandboxResult",
+    "SourceProblem",
+    "check_source",
+]

@@ -215,6 +215,11 @@ class _Modules:
     ) -> types.ModuleType:
         reason = _policy.import_refusal(name, level)
         if reason:
+            if isinstance(fromlist, list) and not fromlist and name in sys.modules:
+                # PyImport_Import (C code such as datetime.strptime loading _strptime) calls
+                # __import__ this way and then takes the module from sys.modules itself; the
+                # caller gets an empty stand-in, never the real module.
+                return types.ModuleType(name)
             raise ImportError(reason)
         return self.get(name if fromlist else name.partition(".")[0])
 
@@ -516,6 +521,8 @@ def zygote_main(ctrl_fd: int) -> None:
         with contextlib.suppress(ImportError):
             __import__(name)
     _seccomp.prepare()
+    # The pool passes an empty environment, but interpreter start-up may add LC_CTYPE (PEP 538).
+    os.environ.clear()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the server's business
     ctrl = socket.socket(fileno=ctrl_fd)
     workdirs: dict[int, str] = {}

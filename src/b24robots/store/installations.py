@@ -125,13 +125,16 @@ class Installations:
             row.updated_at = time.time()
             s.execute(RegistrationRow.__table__.delete().where(RegistrationRow.installation_id == row.id))
 
-    def verify(self, member_id: str, application_token: str) -> Installation | None:
-        """The installation if `application_token` matches the stored one (constant time), else None."""
+    def verify(self, member_id: str, application_token: str) -> tuple[Installation | None, str]:
+        """Check an application token in constant time: (installation, "ok"), (None, "unknown") for an
+        unknown portal, (None, "mismatch") for a wrong token."""
         with self.db.read() as s:
             row = s.scalar(select(InstallationRow).where(InstallationRow.member_id == member_id))
-            if row is None or not self.vault.matches(application_token, row.application_token_hash):
-                return None
-            return _public(row)
+            if row is None:
+                return None, "unknown"
+            if not self.vault.matches(application_token, row.application_token_hash):
+                return None, "mismatch"
+            return _public(row), "ok"
 
     # --- reads -------------------------------------------------------------------------------
     def list(self) -> list[Installation]:
@@ -252,6 +255,12 @@ class Installations:
                 update(InstallationRow).where(InstallationRow.member_id == portal).values(limiter_tat=new_tat)
             )
             return wait
+
+    def tat(self, member_id: str) -> float:
+        """The stored GCRA theoretical arrival time of a portal's bucket."""
+        with self.db.read() as s:
+            return float(s.scalar(select(InstallationRow.limiter_tat).where(InstallationRow.member_id == member_id))
+                         or 0.0)  # fmt: skip
 
     def limits(self) -> Mapping[str, tuple[float, int]]:
         """member_id -> (rate, burst) for every installation."""

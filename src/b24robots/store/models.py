@@ -98,6 +98,7 @@ class InvocationRow(Base):
     __table_args__ = (
         Index("ix_invocations_state_run_after", "state", "run_after"),
         Index("ix_invocations_installation_state", "installation_id", "state"),
+        Index("ix_invocations_deliver_after", "deliver_after"),
         Index("ix_invocations_robot_code", "robot_code"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -123,6 +124,7 @@ class InvocationRow(Base):
     run_after: Mapped[float] = mapped_column(Float)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deliver_after: Mapped[float | None] = mapped_column(Float, nullable=True)  # set while an answer is owed
     deliver_attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[float] = mapped_column(Float)

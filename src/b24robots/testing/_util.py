@@ -33,9 +33,7 @@ def get_bool(value: Any) -> bool:
     """``CBPHelper::getBool``: false for empty, ``'false'``, 0, ``'N'``/``'n'``; true otherwise."""
     if php_empty(value):
         return False
-    if isinstance(value, str) and value.lower() in ("false", "n"):
-        return False
-    return True
+    return not (isinstance(value, str) and value.lower() in ("false", "n"))
 
 
 def upper_keys(data: Mapping[str, Any]) -> dict[str, Any]:

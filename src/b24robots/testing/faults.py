@@ -53,7 +53,12 @@ class Faults:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def delay(
-        self, seconds: float, *, count: int | None = None, portal: str | None = None, method: str | None = None
+        self,
+        seconds: float,
+        *,
+        count: int | None = None,
+        portal: str | None = None,
+        method: str | None = None,
     ) -> FaultRule:
         """Answer REST calls ``seconds`` late (the next ``count`` calls, or all until cleared)."""
         return self._arm(FaultRule("delay", count, seconds=seconds, domain=portal, method=method))
@@ -70,7 +75,9 @@ class Faults:
     ) -> FaultRule:
         """The next ``n`` REST calls answer ``status`` with the given error (not executed)."""
         return self._arm(
-            FaultRule("fail", n, status=status, error=error, description=description, domain=portal, method=method)
+            FaultRule(
+                "fail", n, status=status, error=error, description=description, domain=portal, method=method
+            )
         )
 
     def drop_next(self, n: int = 1, *, portal: str | None = None, method: str | None = None) -> FaultRule:

@@ -395,7 +395,7 @@ class Portal:
     workflows: dict[str, Workflow] = field(default_factory=dict)
 
     def add_deal(self, **fields: Any) -> dict[str, str]:
-        """Add a deal; missing fields get defaults. Values are stored as strings, as the REST API shows them."""
+        """Add a deal; missing fields get defaults. Values are stored as strings, as REST shows them."""
         deal_id = self.next_deal_id
         self.next_deal_id += 1
         deal = {
@@ -427,7 +427,11 @@ class Portal:
             "deals": list(self.deals.values()),
             "installations": [i.as_json() for i in self.installations.values()],
             "registrations": [r.as_json() for r in self.registrations.values()],
-            "webhooks": [{"id": w.id, "user_id": w.user_id, "scopes": list(w.scopes)} for w in self.webhooks.values()],
-            "triggers": [{"client_id": t.client_id, "code": t.code, "name": t.name} for t in self.triggers.values()],
+            "webhooks": [
+                {"id": w.id, "user_id": w.user_id, "scopes": list(w.scopes)} for w in self.webhooks.values()
+            ],
+            "triggers": [
+                {"client_id": t.client_id, "code": t.code, "name": t.name} for t in self.triggers.values()
+            ],
             "workflows": [w.id for w in self.workflows.values()],
         }

@@ -406,7 +406,9 @@ def _trigger_add(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -
 
 def _trigger_list(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> MethodResult:
     client_id = _trigger_context(caller)
-    rows = [{"NAME": t.name, "CODE": t.code} for t in caller.portal.triggers.values() if t.client_id == client_id]
+    rows = [
+        {"NAME": t.name, "CODE": t.code} for t in caller.portal.triggers.values() if t.client_id == client_id
+    ]
     return MethodResult(rows)
 
 
@@ -496,7 +498,10 @@ def _batch(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> Meth
             continue  # non-string commands are skipped
         count += 1
         if count > BATCH_MAX_LENGTH:
-            errors[key] = {"error": "ERROR_BATCH_LENGTH_EXCEEDED", "error_description": "Max batch length exceeded"}
+            errors[key] = {
+                "error": "ERROR_BATCH_LENGTH_EXCEEDED",
+                "error_description": "Max batch length exceeded",
+            }
             continue
         method, _, query = command.partition("?")
         method = method.strip().lower()
@@ -560,6 +565,8 @@ METHODS: dict[str, MethodSpec] = {
 }
 for _kind, _is_robot in (("robot", True), ("activity", False)):
     for _action in ("add", "update", "delete", "list"):
-        METHODS[f"bizproc.{_kind}.{_action}"] = MethodSpec(_registration_method(_action, _is_robot), ("bizproc",))
+        METHODS[f"bizproc.{_kind}.{_action}"] = MethodSpec(
+            _registration_method(_action, _is_robot), ("bizproc",)
+        )
 
 __all__ = ["DEAL_FIELDS", "METHODS", "Caller", "MethodResult", "run_method", "time_block"]

@@ -1,0 +1,242 @@
+"""Running the server and operating it: serve, worker, sync, installations, journal, jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from b24robots.cli.common import Env, console, fail, friendly, when
+from b24robots.config import load_settings
+from b24robots.loader import load_router
+from b24robots.logs import setup_logging
+from b24robots.store.installations import Installations
+from b24robots.store.journal import STATES, Journal
+
+AppArg = Annotated[str | None, typer.Argument(help="the robots' Router or App as module:attribute (like uvicorn)")]
+
+
+def serve(
+    app: AppArg = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[bool, typer.Option(help="run workers and the sender in this process")] = True,
+) -> None:
+    """Run the web app, workers and sender in one process (SQLite by default)."""
+    import uvicorn
+
+    from b24robots.web.app import create_app
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    try:
+        router = load_router(app if app is not None else settings.app)
+        web = create_app(settings, router, run_workers=workers)
+    except Exception as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"b24robots on http://{host}:{port}  database: {settings.masked()['database_url']}  "
+        f"handler: {settings.handler_url}",
+        highlight=False,
+    )
+    uvicorn.run(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)
+
+
+def worker(app: AppArg = None) -> None:
+    """Run workers and the sender only (scale-out on PostgreSQL: start as many as you like)."""
+    from b24robots.web.services import build_services
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    try:
+        svc = build_services(settings, load_router(app if app is not None else settings.app))
+    except Exception as exc:
+        fail(str(exc))
+        return
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await svc.start(workers=True)
+        console.print(f"worker {svc.worker.owner if svc.worker else ''} running; Ctrl+C stops it gracefully")
+        await stop.wait()
+        await svc.stop()
+
+    asyncio.run(main())
+
+
+def sync(
+    portal: Annotated[str | None, typer.Option(help="domain or member_id; default: every active portal")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the changes without making them")] = False,
+    app: Annotated[str | None, typer.Option("--app", help="robots' Router, module:attribute")] = None,
+) -> None:
+    """Register, update and delete robots on portals so they match this server."""
+    from b24robots.web.services import build_services
+
+    @friendly
+    def go() -> None:
+        settings = load_settings()
+        svc = build_services(settings, load_router(app if app is not None else settings.app))
+
+        async def run() -> int:
+            for member_id, (rate, burst) in svc.installations.limits().items():
+                svc.rest.set_rate(member_id, rate, burst)
+            targets = [svc.installations.get(portal)] if portal else [
+                i for i in svc.installations.list() if i.active]  # fmt: skip
+            if not targets:
+                console.print("no active installations; install the application on a portal first")
+                return 0
+            failures = 0
+            with Progress(console=console) as progress:
+                for inst in targets:
+                    plan = await svc.syncer.plan(inst.member_id)
+                    task = progress.add_task(f"{inst.domain}", total=max(1, len(plan)))
+                    report = await svc.syncer.sync(
+                        inst.member_id, dry_run=dry_run, progress=lambda _c, t=task: progress.advance(t)
+                    )
+                    progress.update(task, completed=max(1, len(plan)))
+                    table = Table(title=f"{inst.domain}{' (dry run)' if dry_run else ''}")
+                    for col in ("action", "kind", "code"):
+                        table.add_column(col)
+                    for change in report.changes:
+                        table.add_row(change.action, change.kind, change.code)
+                    if not report.changes:
+                        table.add_row("-", "-", "nothing to change")
+                    console.print(table)
+                    if report.error:
+                        failures += 1
+                        console.print(f"[red]sync of {inst.domain} failed:[/red] {report.error}")
+            await svc.rest.aclose()
+            await svc.http.aclose()
+            return failures
+
+        if asyncio.run(run()):
+            raise typer.Exit(1)
+
+    go()
+
+
+installations_app = typer.Typer(help="Portals that installed the application.", no_args_is_help=True)
+
+
+@installations_app.command("list")
+@friendly
+def installations_list() -> None:
+    """List installations with status, token health, limits and last sync."""
+    env = Env()
+    from b24robots.store.crypto import Vault
+
+    vault = Vault.from_settings(
+        env.settings.secret_key.get_secret_value() if env.settings.secret_key else None, env.settings.data_dir
+    )
+    table = Table(title="Installations")
+    for col in ("domain", "member_id", "status", "token", "rate limit", "last sync", "sync result"):
+        table.add_column(col)
+    now = time.time()
+    for inst in Installations(env.db, vault).list():
+        token = "expired (refreshed on next call)" if inst.expires_at < now else f"valid until {when(inst.expires_at)}"
+        status = inst.status if not inst.status_message else f"{inst.status}: {inst.status_message}"
+        table.add_row(
+            inst.domain, inst.member_id[:8] + "…", status, token, f"{inst.rate:g}/s burst {inst.burst}",
+            when(inst.synced_at), inst.sync_status + (f" ({inst.sync_error})" if inst.sync_error else ""),
+        )  # fmt: skip
+    console.print(table)
+
+
+@installations_app.command("limits")
+@friendly
+def installations_limits(portal: str, rate: float, burst: int) -> None:
+    """Set a portal's REST rate limit (e.g. Enterprise: 5 50→250)."""
+    env = Env()
+    from b24robots.store.crypto import Vault
+
+    vault = Vault.from_settings(
+        env.settings.secret_key.get_secret_value() if env.settings.secret_key else None, env.settings.data_dir
+    )
+    inst = Installations(env.db, vault).set_limits(portal, rate, burst)
+    console.print(f"{inst.domain}: {inst.rate:g} requests/s, burst {inst.burst}")
+
+
+def journal(
+    status: Annotated[str | None, typer.Option(help=f"one of: {', '.join(STATES)}")] = None,
+    robot: Annotated[str | None, typer.Option(help="robot code")] = None,
+    portal: Annotated[str | None, typer.Option(help="portal domain or member_id")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """Show the journal of robot calls, newest first."""
+
+    @friendly
+    def go() -> None:
+        if status and status not in STATES:
+            fail(f"--status {status!r} is unknown; use one of: {', '.join(STATES)}")
+        env = Env()
+        installation_id = None
+        if portal:
+            from b24robots.store.models import InstallationRow
+
+            with env.db.read() as s:
+                from sqlalchemy import or_, select
+
+                installation_id = s.scalar(
+                    select(InstallationRow.id).where(
+                        or_(InstallationRow.domain == portal, InstallationRow.member_id == portal)
+                    )
+                )
+            if installation_id is None:
+                fail(f"no installation for {portal!r}; see `b24robots installations list`")
+        rows = Journal(env.db).list(state=status, robot=robot, installation_id=installation_id, limit=limit)
+        if as_json:
+            for inv in rows:
+                print(json.dumps({k: v for k, v in inv.__dict__.items() if k != "properties"}, ensure_ascii=False))
+            return
+        table = Table(title="Journal")
+        for col in ("id", "received", "robot", "document", "state", "attempts", "run ms", "error"):
+            table.add_column(col)
+        for inv in rows:
+            run_ms = (
+                f"{(inv.finished_at - inv.started_at) * 1000:.0f}" if inv.finished_at and inv.started_at else "-"
+            )
+            table.add_row(
+                str(inv.id), when(inv.received_at), inv.robot_code, inv.document_id[2] if inv.document_id[2:] else "",
+                inv.state, str(inv.attempts), run_ms, inv.error.splitlines()[0][:60] if inv.error else "",
+            )  # fmt: skip
+        console.print(table)
+
+    go()
+
+
+jobs_app = typer.Typer(help="Act on journal entries.", no_args_is_help=True)
+
+
+@jobs_app.command("retry")
+@friendly
+def jobs_retry(invocation_id: int) -> None:
+    """Run a failed or dead invocation again."""
+    inv = Journal(Env().db).retry(invocation_id)
+    console.print(f"invocation {inv.id} is queued again")
+
+
+@jobs_app.command("replay")
+@friendly
+def jobs_replay(invocation_id: int) -> None:
+    """Run an invocation again as a new journal entry with the same inputs."""
+    inv = Journal(Env().db).replay(invocation_id)
+    console.print(f"invocation {invocation_id} replayed as {inv.id}")
+
+
+@jobs_app.command("show")
+@friendly
+def jobs_show(invocation_id: int) -> None:
+    """Show one invocation: inputs, outputs, log lines, timings and error."""
+    inv = Journal(Env().db).get(invocation_id)
+    console.print_json(json.dumps({k: v for k, v in inv.__dict__.items()}, ensure_ascii=False, default=str))

@@ -1,0 +1,78 @@
+"""``b24robots portal``: run the Bitrix24 portal simulator as a standalone server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from b24robots.testing import PortalSimulator, SimulatorServer
+
+
+def run_portal(
+    host: str,
+    port: int,
+    rate: float,
+    burst: int,
+    client_id: str | None,
+    client_secret: str | None = None,
+    install_url: str | None = None,
+    events_url: str | None = None,
+    portals: int = 1,
+    api_only: bool = True,
+    scopes: str = "crm,bizproc,user_brief,placement",
+) -> None:
+    """Serve a simulator with ``portals`` portals until interrupted (Ctrl+C).
+
+    With ``client_id`` an app with that id (and ``client_secret``, generated when omitted) is
+    registered; with ``install_url`` as well it is installed on every portal once listening.
+    """
+    sim = PortalSimulator(rate=rate, burst=burst)
+    for _ in range(max(1, portals)):
+        sim.add_portal()
+    app = None
+    if client_id:
+        app = sim.register_app(
+            "Local application",
+            client_id=client_id,
+            client_secret=client_secret,
+            install_url=install_url,
+            events_url=events_url,
+            api_only=api_only,
+            scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+        )
+    server = SimulatorServer(sim, host=host, port=port)
+    server.start()
+    base = server.base_url
+    print(f"Bitrix24 portal simulator listening on {base}", flush=True)
+    print(f"  REST endpoint:   {base}/rest/<method>  (client_endpoint and server_endpoint: {base}/rest/)")
+    print(f"  OAuth token URL: {base}/oauth/token/")
+    print(f"  Web page:        {base}/sim/     JSON API: {base}/sim/api/state")
+    print(f"  Rate limit:      {rate}/s, burst {burst}")
+    for p in sim.portals.values():
+        print(f"  Portal:          {p.domain}  member_id={p.member_id}")
+    if app is None:
+        print("No app registered. Register one (the answer carries its client_secret):")
+        print(
+            f"  curl -X POST {base}/sim/api/apps -H 'Content-Type: application/json' "
+            '-d \'{"name": "My app", "install_url": "http://127.0.0.1:8000/b24/install", "api_only": true}\''
+        )
+    else:
+        secret_note = "as given" if client_secret else "generated; pass client_secret to choose it"
+        print(f"App {app.client_id} registered (client_secret {secret_note}).")
+    print("Install an app on a portal (POSTs ONAPPINSTALL or the install form to its install_url):")
+    print(
+        f"  curl -X POST {base}/sim/api/apps/<client_id>/install -H 'Content-Type: application/json' "
+        f'-d \'{{"portal": "{next(iter(sim.portals))}"}}\''
+    )
+    if app is not None and install_url:
+        for p in list(sim.portals.values()):
+            inst = asyncio.run(sim.install_app(app, p))
+            outcome = inst.deliveries[-1] if inst.deliveries else None
+            status = (outcome.status_code or outcome.error) if outcome else "not notified"
+            print(f"Installed on {p.domain}: {install_url} answered {status}", flush=True)
+    print("Press Ctrl+C to stop.", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,193 @@
+"""Run one invocation: resolve the robot, parse inputs, call the handler, decide the outcome.
+
+Module robots run in-process (sync handlers in a thread, async ones on the loop); stored robots
+run in the sandbox pool, with REST calls proxied back here where tokens and the rate limit live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from b24robots.errors import (
+    B24RobotsError,
+    InputError,
+    RestError,
+    SandboxError,
+    SandboxLimitExceeded,
+    StoredCodeError,
+)
+from b24robots.robots.context import RobotContext
+from b24robots.robots.params import default_outputs, dump_values, parse_values
+from b24robots.robots.registry import Registry, Resolved
+from b24robots.robots.signals import Retry, RobotFailure
+from b24robots.sandbox import SandboxLimits, SandboxPool
+from b24robots.store.journal import Invocation
+
+Kind = Literal["answer", "retry", "dead"]
+MAX_LOG_MESSAGE = 2000
+
+
+@dataclass
+class Outcome:
+    kind: Kind
+    outputs: dict[str, Any] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    log_message: str = ""
+    error: str = ""
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryRules:
+    max_attempts: int = 5
+    max_signal_retries: int = 50
+    base_delay: float = 5.0
+    max_delay: float = 600.0
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1)))
+
+
+def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Parsed inputs as JSON-safe values for the journal (dates as ISO text)."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, datetime | date):
+            return v.isoformat()
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        return v
+
+    return {k: conv(v) for k, v in values.items()}
+
+
+def short(text: str, limit: int = MAX_LOG_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Runner:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        sandbox: SandboxPool | None = None,
+        sandbox_limits: SandboxLimits | None = None,
+        rules: RetryRules | None = None,
+    ) -> None:
+        self.registry = registry
+        self.sandbox = sandbox
+        self.sandbox_limits = sandbox_limits
+        self.rules = rules or RetryRules()
+
+    async def run(self, inv: Invocation, ctx: RobotContext) -> Outcome:
+        resolved = self.registry.resolve(inv.robot_code)
+        if resolved is None:
+            return Outcome(
+                "dead",
+                error=f"robot {inv.robot_code!r} is not declared on this server any more",
+                log_message=f"b24robots: robot {inv.robot_code} is not available on the server",
+            )
+        spec = resolved.spec
+        try:
+            values = parse_values(spec.inputs, inv.properties)
+        except InputError as exc:
+            return Outcome(
+                "dead", outputs=default_outputs(spec.outputs), error=str(exc),
+                log_message=short(f"b24robots: bad input: {exc}"),
+            )  # fmt: skip
+        try:
+            raw = await self._call(resolved, values, ctx, inv)
+            outputs = dump_values(spec.outputs, raw)
+        except Retry as sig:
+            if inv.attempts >= self.rules.max_signal_retries:
+                return self._dead(spec.outputs, ctx, f"gave up after {inv.attempts} retries: {sig}")
+            return Outcome("retry", log=list(ctx.logs), error=f"retry requested: {sig}", delay=sig.delay)
+        except RobotFailure as fail:
+            merged = {**default_outputs(spec.outputs), **self._dump_partial(spec.outputs, fail.outputs)}
+            return Outcome(
+                "answer", outputs=merged, log=list(ctx.logs), log_message=short(fail.message), error=fail.message
+            )
+        except InputError as exc:  # the handler returned outputs that do not fit the declaration
+            return self._dead(spec.outputs, ctx, f"the robot returned bad outputs: {exc}")
+        except SandboxLimitExceeded as exc:
+            return self._dead(spec.outputs, ctx, f"stopped by the {exc.limit} limit: {exc}")
+        except StoredCodeError as exc:
+            return self._failed(spec.outputs, ctx, inv, str(exc), exc.traceback)
+        except (SandboxError, RestError, B24RobotsError) as exc:
+            return self._failed(spec.outputs, ctx, inv, f"{type(exc).__name__}: {exc}", "")
+        except Exception as exc:  # robot code is user code: anything may happen
+            tb = "".join(traceback.format_exception(exc))
+            return self._failed(spec.outputs, ctx, inv, f"{type(exc).__name__}: {exc}", tb)
+        return Outcome("answer", outputs=outputs, log=list(ctx.logs))
+
+    def _dump_partial(self, params: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return dump_values(params, values)
+        except InputError:
+            return {}
+
+    def _dead(self, params: Any, ctx: RobotContext, error: str) -> Outcome:
+        return Outcome(
+            "dead", outputs=default_outputs(params), log=list(ctx.logs), error=error,
+            log_message=short(f"b24robots: {error}"),
+        )  # fmt: skip
+
+    def _failed(self, params: Any, ctx: RobotContext, inv: Invocation, summary: str, tb: str) -> Outcome:
+        error = f"{summary}\n{tb}".strip()
+        if inv.attempts < self.rules.max_attempts:
+            return Outcome("retry", log=list(ctx.logs), error=error, delay=self.rules.backoff(inv.attempts))
+        outcome = self._dead(params, ctx, f"failed after {inv.attempts} attempts: {summary}")
+        outcome.error = f"failed after {inv.attempts} attempts: {error}"
+        return outcome
+
+    async def _call(self, resolved: Resolved, values: dict[str, Any], ctx: RobotContext, inv: Invocation) -> Any:
+        if resolved.module is not None:
+            module = resolved.module
+            if module.is_async:
+                result = await module.call(values, ctx)
+            else:
+                result = await asyncio.to_thread(module.call, values, ctx)
+                if inspect.isawaitable(result):
+                    result = await result
+            return module.outputs_of(result)
+        assert resolved.stored is not None
+        if self.sandbox is None:
+            raise SandboxError("stored robots cannot run: the sandbox pool is not started")
+        loop = asyncio.get_running_loop()
+        rest = ctx.rest
+
+        def on_call(method: str, params: dict[str, Any]) -> Any:
+            if rest is None:
+                raise SandboxError("no REST client for this portal")
+            return asyncio.run_coroutine_threadsafe(rest.call(method, params), loop).result()
+
+        def on_batch(commands: Any) -> Any:
+            if rest is None:
+                raise SandboxError("no REST client for this portal")
+            result = asyncio.run_coroutine_threadsafe(rest.batch(commands), loop).result()
+            return {
+                "result": getattr(result, "results", result),
+                "result_error": {
+                    k: {"error": e.code, "error_description": e.description}
+                    for k, e in getattr(result, "errors", {}).items()
+                },
+            }
+
+        context = {
+            "portal": ctx.portal, "document_id": list(ctx.document_id), "document_type": list(ctx.document_type),
+            "workflow_id": ctx.workflow_id, "robot": ctx.code,
+        }  # fmt: skip
+        stored = resolved.stored
+        result = await asyncio.to_thread(
+            self.sandbox.run, stored.source, values, context=context, limits=self.sandbox_limits,
+            on_call=on_call, on_batch=on_batch, filename=f"<robot {stored.spec.code} v{stored.version}>",
+        )  # fmt: skip
+        for line in result.log:
+            ctx.log(line)
+        return result.outputs

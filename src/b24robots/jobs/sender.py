@@ -1,0 +1,157 @@
+"""The sender: answers owed to portals, packed into `batch` calls of `bizproc.event.send`.
+
+Per portal it takes up to 50 owed answers and sends them in one `batch` request under the portal's
+shared leaky bucket (the REST client waits for a slot). Each answer is one command: RETURN_VALUES
+plus LOG_MESSAGE, where the log message carries the robot's `ctx.log` lines and the final message.
+`bizproc.event.send` is idempotent on the portal (the first answer wins), so failures are simply
+retried later. Several portals are served at once, the longest-waiting first, so none starves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from b24robots.errors import AccessDenied, B24RobotsError, RestError
+from b24robots.rest.client import RestClient
+from b24robots.store.installations import Installations
+from b24robots.store.journal import Invocation, Journal
+
+from .runner import short
+from .wakeup import Wakeup
+from .worker import owner_id
+
+log = logging.getLogger("b24robots.sender")
+
+BATCH_MAX = 50
+
+
+def log_text(inv: Invocation) -> str:
+    lines = [*inv.log, inv.log_message] if inv.log_message else list(inv.log)
+    return short("\n".join(line for line in lines if line))
+
+
+def command_for(inv: Invocation, token: str) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"event_token": token, "return_values": dict(inv.outputs or {})}
+    text = log_text(inv)
+    if text:
+        params["log_message"] = text
+    return "bizproc.event.send", params
+
+
+class Sender:
+    def __init__(
+        self,
+        journal: Journal,
+        installations: Installations,
+        rest: RestClient,
+        wakeup: Wakeup,
+        *,
+        concurrency: int = 8,
+        lease: float = 120.0,
+        poll: float = 5.0,
+        give_up_after: int = 25,
+        on_delivered: Callable[[int, list[Invocation]], None] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.installations = installations
+        self.rest = rest
+        self.wakeup = wakeup
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll = poll
+        self.give_up_after = give_up_after
+        self.owner = owner_id("sender")
+        self.on_delivered = on_delivered
+        self.last_loop = 0.0
+        self.batches = 0
+        self._stopping = asyncio.Event()
+        self._busy: set[int] = set()
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopping.is_set() and time.time() - self.last_loop < max(30.0, self.poll * 3)
+
+    async def run(self) -> None:
+        self.wakeup.bind(asyncio.get_running_loop())
+        tasks: set[asyncio.Task[None]] = set()
+        while not self._stopping.is_set():
+            self.last_loop = time.time()
+            try:
+                portals = await asyncio.to_thread(self.journal.portals_owing)
+            except Exception:
+                log.exception("looking for owed answers failed")
+                portals = []
+            started = 0
+            for installation_id in portals:
+                if installation_id in self._busy or len(self._busy) >= self.concurrency:
+                    continue
+                self._busy.add(installation_id)
+                task = asyncio.create_task(self._drain(installation_id))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                started += 1
+            if started == 0:
+                stop = asyncio.ensure_future(self._stopping.wait())
+                wake = asyncio.ensure_future(self.wakeup.wait(self.poll))
+                await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
+                for f in (stop, wake):
+                    if not f.done():
+                        f.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _drain(self, installation_id: int) -> None:
+        """Send one batch for this portal (the loop comes back for the next one)."""
+        try:
+            await self._send_batch(installation_id)
+        except Exception:
+            log.exception("delivering answers for installation %s failed", installation_id)
+        finally:
+            self._busy.discard(installation_id)
+            self.wakeup.notify()
+
+    async def _send_batch(self, installation_id: int) -> None:
+        invs = await asyncio.to_thread(
+            self.journal.claim_deliveries, installation_id, self.owner, limit=BATCH_MAX, lease=self.lease
+        )
+        if not invs:
+            return
+        now = time.time()
+        late = [i.id for i in invs if i.too_late(now)]
+        if late:
+            await asyncio.to_thread(self.journal.expire_late, late, self.owner)
+        due = [i for i in invs if i.id not in set(late)]
+        if not due:
+            return
+        portal = await asyncio.to_thread(self.installations.by_id, installation_id)
+        commands = {str(inv.id): command_for(inv, self.journal.original_token(inv)) for inv in due}
+        try:
+            result = await self.rest.batch(portal.member_id, commands)
+        except (RestError, B24RobotsError) as exc:
+            delay = min(300.0, 5.0 * 2 ** min(due[0].deliver_attempts, 6))
+            log.warning("batch of %d answers to %s failed: %s; retry in %.0f s", len(due), portal.domain, exc, delay)
+            await asyncio.to_thread(
+                self.journal.delivery_failed, [i.id for i in due], self.owner, error=str(exc), delay=delay,
+                give_up_after=self.give_up_after,
+            )  # fmt: skip
+            return
+        self.batches += 1
+        ok = [inv for inv in due if str(inv.id) not in result.errors]
+        failed = {inv.id: result.errors[str(inv.id)] for inv in due if str(inv.id) in result.errors}
+        if ok:
+            await asyncio.to_thread(self.journal.delivered, [i.id for i in ok], self.owner)
+        for inv_id, err in failed.items():
+            # a refused token can never be accepted: stop trying at once
+            give_up = 1 if isinstance(err, AccessDenied) else self.give_up_after
+            await asyncio.to_thread(
+                self.journal.delivery_failed, [inv_id], self.owner, error=str(err), delay=30.0, give_up_after=give_up
+            )
+        if self.on_delivered and ok:
+            self.on_delivered(installation_id, ok)

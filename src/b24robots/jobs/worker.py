@@ -1,0 +1,198 @@
+"""Workers: claim invocations with a lease, run them, record the outcome.
+
+Long handlers keep their lease alive with a heartbeat; a worker that dies loses its leases and the
+rows come back to another worker. Graceful shutdown waits for running handlers up to a grace
+period and then gives the remaining leases back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from b24robots.errors import B24RobotsError, NotFound
+from b24robots.rest.client import RestClient
+from b24robots.robots.context import RobotContext
+from b24robots.store.installations import Installation, Installations
+from b24robots.store.journal import Invocation, Journal
+
+from .runner import Outcome, Runner
+from .wakeup import Wakeup
+
+log = logging.getLogger("b24robots.jobs")
+
+
+def owner_id(role: str) -> str:
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerStats:
+    started: float = 0.0
+    runs: int = 0
+    last_loop: float = 0.0
+    running: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        journal: Journal,
+        installations: Installations,
+        runner: Runner,
+        rest: RestClient | None,
+        wakeup: Wakeup,
+        *,
+        concurrency: int = 4,
+        lease: float = 60.0,
+        poll: float = 5.0,
+        on_outcome: Callable[[Invocation, Outcome, float], None] | None = None,
+        on_answer: Callable[[], None] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.installations = installations
+        self.runner = runner
+        self.rest = rest
+        self.wakeup = wakeup
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll = poll
+        self.owner = owner_id("worker")
+        self.on_outcome = on_outcome
+        self.on_answer = on_answer
+        self.stats = WorkerStats()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._portals: dict[int, Installation] = {}
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopping.is_set() and time.time() - self.stats.last_loop < max(30.0, self.poll * 3)
+
+    async def run(self) -> None:
+        """Claim and run until `stop()`; then finish or release what is running."""
+        self.wakeup.bind(asyncio.get_running_loop())
+        self.stats.started = time.time()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while not self._stopping.is_set():
+                self.stats.last_loop = time.time()
+                free = self.concurrency - len(self._running)
+                claimed: list[Invocation] = []
+                if free > 0:
+                    try:
+                        claimed = await asyncio.to_thread(self.journal.claim, self.owner, free, self.lease)
+                    except Exception:
+                        log.exception("claiming invocations failed; retrying shortly")
+                        await asyncio.sleep(1.0)
+                for inv in claimed:
+                    task = asyncio.create_task(self._execute(inv))
+                    self._running[inv.id] = task
+                    task.add_done_callback(lambda _t, i=inv.id: self._done(i))
+                if claimed and len(self._running) < self.concurrency:
+                    continue  # there may be more waiting
+                await self._idle_wait()
+        finally:
+            heartbeat.cancel()
+
+    async def _idle_wait(self) -> None:
+        stop = asyncio.ensure_future(self._stopping.wait())
+        wake = asyncio.ensure_future(self.wakeup.wait(self.poll))
+        await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
+        for f in (stop, wake):
+            if not f.done():
+                f.cancel()
+
+    def _done(self, inv_id: int) -> None:
+        self._running.pop(inv_id, None)
+        self.wakeup.notify()  # a slot is free
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stopping.set()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=grace)
+        for task in list(self._running.values()):
+            task.cancel()
+        released = await asyncio.to_thread(self.journal.release, self.owner)
+        if released:
+            log.info("gave back %d unfinished invocation(s) for another worker", released)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            ids = list(self._running)
+            if ids:
+                try:
+                    await asyncio.to_thread(self.journal.extend, ids, self.owner, self.lease)
+                except Exception:
+                    log.exception("extending leases failed")
+
+    def _portal(self, installation_id: int) -> Installation:
+        found = self._portals.get(installation_id)
+        if found is None:
+            found = self.installations.by_id(installation_id)
+            self._portals[installation_id] = found
+        return found
+
+    async def _execute(self, inv: Invocation) -> None:
+        started = time.monotonic()
+        now = time.time()
+        try:
+            portal = await asyncio.to_thread(self._portal, inv.installation_id)
+        except NotFound:
+            await asyncio.to_thread(
+                self.journal.kill, inv.id, self.owner, error="the installation is gone", log=[], log_message="",
+                outputs={},
+            )  # fmt: skip
+            return
+        if inv.too_late(now):
+            await asyncio.to_thread(self.journal.expire_late, [inv.id], self.owner)
+            return
+        ctx = RobotContext(
+            portal=portal.domain, member_id=portal.member_id, code=inv.robot_code, workflow_id=inv.workflow_id,
+            document_id=inv.document_id, document_type=inv.document_type,
+            event_token=self.journal.original_token(inv), user_id=inv.auth_user_id, invocation_id=inv.id,
+            attempt=inv.attempts, rest=self.rest.for_portal(portal.member_id) if self.rest else None,
+        )  # fmt: skip
+        outcome = await self.runner.run(inv, ctx)
+        elapsed = time.monotonic() - started
+        try:
+            await asyncio.to_thread(self._record, inv, outcome)
+        except B24RobotsError:
+            log.exception("recording the outcome of invocation %s failed", inv.id)
+            return
+        self.stats.runs += 1
+        if self.on_outcome:
+            self.on_outcome(inv, outcome, elapsed)
+
+    def _record(self, inv: Invocation, outcome: Outcome) -> None:
+        now = time.time()
+        if outcome.kind == "retry":
+            if inv.deadline_at is not None and now + outcome.delay >= inv.deadline_at:
+                outcome = Outcome(
+                    "dead", outputs=outcome.outputs, log=outcome.log, error=outcome.error + " (no time left to retry)",
+                    log_message="b24robots: the robot could not finish before the workflow's timeout",
+                )  # fmt: skip
+            else:
+                self.journal.retry_later(
+                    inv.id, self.owner, delay=outcome.delay, error=outcome.error, log=outcome.log
+                )
+                return
+        if outcome.kind == "dead":
+            self.journal.kill(
+                inv.id, self.owner, error=outcome.error, log=outcome.log, log_message=outcome.log_message,
+                outputs=outcome.outputs,
+            )  # fmt: skip
+        else:
+            self.journal.finish(
+                inv.id, self.owner, outputs=outcome.outputs, log=outcome.log, log_message=outcome.log_message,
+                error=outcome.error,
+            )  # fmt: skip
+        if self.on_answer:
+            self.on_answer()

@@ -1,0 +1,719 @@
+"""The parent side: a warm pool of isolated children that run stored robot code.
+
+One zygote process per pool (a clean ``python -I -S``, started without environment) imports
+everything once and forks workers on request. Each worker locks itself down right after the fork
+and then serves up to ``max_runs_per_child`` runs for one portal; it is retired after its last
+run, after any failure or limit hit, or when a run for another portal needs a fresh child. A
+background thread keeps ``size`` workers forked ahead of demand, so a run costs a socket round
+trip, not an interpreter start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from b24robots.errors import (
+    RestError,
+    SandboxError,
+    SandboxLimitExceeded,
+    SourceRejected,
+    StoredCodeError,
+)
+from b24robots.sandbox import _wire
+from b24robots.sandbox._policy import SourceProblem
+from b24robots.sandbox.limits import SandboxLimits, SandboxResult
+
+log = logging.getLogger("b24robots.sandbox")
+
+LIMIT_NAMES = frozenset({"timeout", "cpu", "memory", "output", "file_size", "recursion", "open_files"})
+_GRACE_SECONDS = 0.5
+_CONTROL_TIMEOUT = 15.0
+_CHECKOUT_TIMEOUT = 30.0
+_LOG_SLACK = 512 * 1024
+_CREDENTIAL = re.compile(r"token|secret|password|passwd|credential|^auth$|client_id", re.IGNORECASE)
+
+_SANDBOX_DIR = Path(__file__).resolve().parent
+_BOOTSTRAP = f"""
+import sys, types
+for name, path in (("b24robots", {str(_SANDBOX_DIR.parent)!r}), ("b24robots.sandbox", {str(_SANDBOX_DIR)!r})):
+    module = types.ModuleType(name)
+    module.__path__ = [path]
+    sys.modules[name] = module
+from b24robots.sandbox import _runtime
+_runtime.zygote_main(int(sys.argv[1]))
+"""
+
+
+@dataclass
+class _Child:
+    pid: int
+    sock: socket.socket
+    zygote: _Zygote
+    isolation: dict[str, Any]
+    runs: int = 0
+    tenant: str | None = None
+
+
+@dataclass
+class _Status:
+    signal: int = 0
+    exit: int = -1
+    cpu: float = 0.0
+    maxrss_kb: int = 0
+
+
+class _Zygote:
+    """The fork server process and its control channel."""
+
+    def __init__(self, bwrap: str | None) -> None:
+        self.lock = threading.Lock()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        command = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, str(theirs.fileno())]
+        if bwrap:
+            command = [bwrap, *_bwrap_args(), "--", *command]
+        try:
+            self.process = subprocess.Popen(
+                command,
+                pass_fds=[theirs.fileno()],
+                env={},
+                cwd="/",
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.sock.settimeout(_CONTROL_TIMEOUT)
+        try:
+            self.hello, _ = self._receive()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _receive(self) -> tuple[dict[str, Any], list[int]]:
+        data, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
+        if not data:
+            raise SandboxError("the sandbox zygote exited")
+        message = json.loads(data)
+        if not isinstance(message, dict):
+            raise SandboxError("the sandbox zygote sent a malformed message")
+        return message, fds
+
+    def request(self, message: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        with self.lock:
+            try:
+                self.sock.sendall(json.dumps(message).encode())
+                return self._receive()
+            except (OSError, ValueError) as exc:
+                raise SandboxError(f"the sandbox zygote stopped answering: {exc}") from exc
+
+    def fork(self, caps: SandboxLimits) -> _Child:
+        reply, fds = self.request({"t": "fork", "caps": caps.as_dict()})
+        if reply.get("t") != "forked" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise SandboxError("the sandbox zygote could not fork a child")
+        pid = int(reply["pid"])
+        sock = socket.socket(fileno=fds[0])
+        sock.settimeout(_CONTROL_TIMEOUT)
+        try:
+            hello = _wire.recv(sock, 65536)
+        except (OSError, _wire.WireError) as exc:
+            sock.close()
+            self.reap(pid)
+            raise SandboxError(f"a sandbox child failed to start: {exc}") from exc
+        if hello.get("t") != "ready":
+            sock.close()
+            self.reap(pid)
+            raise SandboxError(f"a sandbox child failed to isolate itself: {hello.get('message', '?')}")
+        return _Child(pid=pid, sock=sock, zygote=self, isolation=dict(hello.get("isolation") or {}))
+
+    def reap(self, pid: int) -> _Status:
+        reply, _ = self.request({"t": "reap", "pid": pid})
+        return _Status(
+            signal=int(reply.get("signal", 0)),
+            exit=int(reply.get("exit", -1)),
+            cpu=float(reply.get("cpu", 0.0)),
+            maxrss_kb=int(reply.get("maxrss_kb", 0)),
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(json.dumps({"t": "quit"}).encode())
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.kill()
+            self.process.wait()
+        self.sock.close()
+
+
+def _bwrap_args() -> list[str]:
+    """A bubblewrap view with no network and only what the interpreter needs, read-only."""
+    args = ["--unshare-all", "--die-with-parent", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    paths = {"/usr", "/lib", "/lib64", "/bin", sys.base_prefix, sys.prefix, str(_SANDBOX_DIR)}
+    for path in sorted(paths):
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+@dataclass
+class _Stats:
+    runs: int = 0
+    recycled: int = 0
+    failures: int = 0
+    zygote_restarts: int = 0
+    isolation: dict[str, Any] = field(default_factory=dict)
+
+
+class SandboxPool:
+    """A warm pool of isolated children running stored code. Thread-safe; `run` blocks.
+
+    `caps` are the global limits; per-call limits are clamped to them. `language_hardening=False`
+    turns off the in-language layer (restricted builtins, import allow-list, source check) and
+    exists only to test that the OS layer holds on its own; never use it in production.
+    `bwrap` chooses bubblewrap: None uses it when it is on PATH and works.
+    """
+
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        max_runs_per_child: int = 100,
+        caps: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen, shared safely
+        language_hardening: bool = True,
+        bwrap: bool | None = None,
+    ) -> None:
+        if size < 1:
+            raise SandboxError("SandboxPool size must be at least 1")
+        if max_runs_per_child < 1:
+            raise SandboxError("max_runs_per_child must be at least 1")
+        self.size = size
+        self.max_runs_per_child = max_runs_per_child
+        self.caps = caps
+        self.language_hardening = language_hardening
+        self._want_bwrap = bwrap
+        self._bwrap: str | None = None
+        self._cond = threading.Condition()
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[_Child] = []
+        self._live = 0  # idle + busy + being forked; never above size
+        self._busy = 0
+        self._started = False
+        self._closed = False
+        self._zygote: _Zygote | None = None
+        self._zygote_lock = threading.Lock()
+        self._refiller: threading.Thread | None = None
+        self._stats = _Stats()
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> SandboxPool:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the zygote and fork `size` children; returns once the pool is warm."""
+        with self._cond:
+            if self._closed:
+                raise SandboxError("this sandbox pool is closed")
+            if self._started:
+                return
+            self._started = True
+        try:
+            self._ensure_zygote()
+            first = self._fork()
+            with self._cond:
+                self._idle.append(first)
+                self._live += 1
+            self._stats.isolation = self._describe(first)
+            self._warn_if_degraded()
+            self._refiller = threading.Thread(target=self._refill, name="sandbox-refill", daemon=True)
+            self._refiller.start()
+            with self._cond:
+                self._cond.wait_for(lambda: len(self._idle) >= self.size or self._closed, timeout=30)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Kill every child and the zygote. Runs in progress fail with SandboxError."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for child in idle:
+            child.sock.close()
+        with self._zygote_lock:
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.close()
+        if self._refiller is not None and self._refiller is not threading.current_thread():
+            self._refiller.join(timeout=5)
+
+    def health(self) -> dict[str, Any]:
+        """Children alive, runs served, children recycled and the isolation level in force."""
+        with self._cond:
+            idle, busy = len(self._idle), self._busy
+        zygote = self._zygote
+        return {
+            "started": self._started and not self._closed,
+            "size": self.size,
+            "children_alive": idle + busy,
+            "idle": idle,
+            "busy": busy,
+            "runs_served": self._stats.runs,
+            "recycled": self._stats.recycled,
+            "failures": self._stats.failures,
+            "zygote_alive": bool(zygote and zygote.alive),
+            "zygote_restarts": self._stats.zygote_restarts,
+            "isolation": self._stats.isolation.get("level", "unknown"),
+            "isolation_detail": dict(self._stats.isolation),
+        }
+
+    # ------------------------------------------------------------------------------ children
+    def _ensure_zygote(self) -> _Zygote:
+        with self._zygote_lock:
+            if self._closed:
+                raise SandboxError("this sandbox pool is closed")
+            if self._zygote is not None and self._zygote.alive:
+                return self._zygote
+            if self._zygote is not None:
+                self._stats.zygote_restarts += 1
+                log.warning("sandbox zygote died (exit %s); starting a new one", self._zygote.process.poll())
+                with contextlib.suppress(OSError):
+                    self._zygote.sock.close()
+            self._zygote = self._start_zygote()
+            return self._zygote
+
+    def _start_zygote(self) -> _Zygote:
+        if self._want_bwrap is not False:
+            found = shutil.which("bwrap")
+            if found:
+                try:
+                    zygote = _Zygote(found)
+                    self._bwrap = found
+                    return zygote
+                except (OSError, SandboxError, ValueError) as exc:
+                    log.warning("bubblewrap is installed but could not start the sandbox (%s); not using it", exc)
+            elif self._want_bwrap:
+                log.warning("bubblewrap was requested but `bwrap` is not on PATH")
+        self._bwrap = None
+        try:
+            return _Zygote(None)
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"the sandbox could not start: {exc}") from exc
+
+    def _fork(self) -> _Child:
+        zygote = self._ensure_zygote()
+        try:
+            return zygote.fork(self.caps)
+        except SandboxError:
+            if zygote.alive:
+                raise
+            return self._ensure_zygote().fork(self.caps)
+
+    def _refill(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._live < self.size)
+                if self._closed:
+                    return
+                self._live += 1
+            try:
+                child = self._fork()
+            except SandboxError as exc:
+                with self._cond:
+                    self._live -= 1
+                    if self._closed:
+                        return
+                failures += 1
+                log.error("could not fork a sandbox child: %s", exc)
+                time.sleep(min(0.05 * 2**failures, 5.0))
+                continue
+            failures = 0
+            with self._cond:
+                if self._closed:
+                    child.sock.close()
+                    return
+                self._idle.append(child)
+                self._cond.notify_all()
+
+    def _checkout(self, tenant: str) -> _Child:
+        """An idle child for `tenant`: one that already served it, else a fresh one. Children
+        bound to another portal are retired to make room, so portals never share a process."""
+        deadline = time.monotonic() + _CHECKOUT_TIMEOUT
+        while True:
+            doomed: list[_Child] = []
+            with self._cond:
+                if self._closed:
+                    raise SandboxError("this sandbox pool is closed")
+                doomed = [c for c in self._idle if _hung_up(c)]
+                if not doomed:
+                    chosen = next((c for c in self._idle if c.tenant == tenant), None)
+                    if chosen is None:
+                        chosen = next((c for c in self._idle if c.tenant is None), None)
+                    if chosen is not None:
+                        self._idle.remove(chosen)
+                        self._busy += 1
+                        chosen.tenant = tenant
+                        return chosen
+                    doomed = self._idle[:1]
+                for child in doomed:
+                    self._idle.remove(child)
+                    self._busy += 1
+                if not doomed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise SandboxError("no sandbox child became available in time")
+                    self._cond.wait(timeout=min(remaining, 1.0))
+            for child in doomed:
+                self._retire(child)
+
+    def _checkin(self, child: _Child) -> None:
+        if child.runs >= self.max_runs_per_child:
+            self._retire(child)
+            return
+        with self._cond:
+            self._busy -= 1
+            if self._closed:
+                child.sock.close()
+                return
+            self._idle.append(child)
+            self._cond.notify_all()
+
+    def _retire(self, child: _Child) -> _Status:
+        """Kill a busy child and collect how it ended; the refiller forks its replacement."""
+        child.sock.close()
+        try:
+            status = child.zygote.reap(child.pid)
+        except SandboxError:
+            status = _Status()
+            if not self._bwrap:  # the pid is ours to signal only outside a pid namespace
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            with contextlib.suppress(SandboxError):
+                self._ensure_zygote()  # its zygote is gone: start the next one now, not at the next fork
+        with self._cond:
+            self._busy -= 1
+            self._live -= 1
+            self._stats.recycled += 1
+            self._cond.notify_all()
+        return status
+
+    def _describe(self, child: _Child) -> dict[str, Any]:
+        facts = dict(child.isolation)
+        facts["bwrap"] = bool(self._bwrap)
+        if facts.get("seccomp") and (facts["bwrap"] or facts.get("chroot")):
+            facts["level"] = ("bwrap" if facts["bwrap"] else "chroot") + "+seccomp"
+        elif facts.get("seccomp"):
+            facts["level"] = "seccomp"
+        else:
+            facts["level"] = "rlimits-only"
+        return facts
+
+    def _warn_if_degraded(self) -> None:
+        level = self._stats.isolation["level"]
+        if level == "seccomp":
+            log.warning(
+                "SANDBOX ISOLATION DEGRADED: not root and no bubblewrap, so stored code can read any file "
+                "this user can read. Run as root or install bubblewrap."
+            )
+        elif level == "rlimits-only":
+            log.warning(
+                "SANDBOX ISOLATION DEGRADED: seccomp is unavailable (%s); stored code is contained only "
+                "by resource limits and the in-language checks.",
+                self._stats.isolation.get("seccomp_error", "unsupported architecture"),
+            )
+
+    # ------------------------------------------------------------------------------ running
+    def run(
+        self,
+        source: str,
+        inputs: dict[str, Any],
+        *,
+        context: dict[str, Any],
+        limits: SandboxLimits | None = None,
+        on_call: Callable[[str, dict[str, Any]], Any] | None = None,
+        on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None = None,
+        filename: str = "<robot>",
+    ) -> SandboxResult:
+        """Run `source`'s ``run(inputs, ctx)`` in a child and return its outputs.
+
+        Raises StoredCodeError (with a traceback of the stored code's own lines), SourceRejected,
+        SandboxLimitExceeded (`.limit` names the limit) or SandboxError. An exception raised by
+        `on_call`/`on_batch` other than RestError aborts the run and propagates unchanged;
+        a RestError is handed to the stored code as ``ctx.RestError``.
+        """
+        if limits is not None and not isinstance(limits, SandboxLimits):
+            raise SandboxError("limits must be a SandboxLimits")
+        effective = (limits or self.caps).clamp(self.caps)
+        job = self._job(source, inputs, context, effective, on_call, on_batch, filename)
+        if not self._started:
+            self.start()
+        tenant = str(context.get("portal") or "")
+        with self._slots:
+            child = self._checkout(tenant)
+            try:
+                result = self._drive(child, job, effective, on_call, on_batch)
+            except BaseException:
+                with self._cond:
+                    self._stats.failures += 1
+                raise
+            with self._cond:
+                self._stats.runs += 1
+            child.runs += 1
+            self._checkin(child)
+            return result
+
+    def _job(
+        self,
+        source: object,
+        inputs: object,
+        context: object,
+        limits: SandboxLimits,
+        on_call: object,
+        on_batch: object,
+        filename: object,
+    ) -> bytes:
+        if not isinstance(source, str):
+            raise SandboxError("source must be a string")
+        if not isinstance(filename, str) or not filename:
+            raise SandboxError("filename must be a non-empty string")
+        if not isinstance(inputs, dict) or not all(isinstance(k, str) for k in inputs):
+            raise SandboxError("inputs must be a dict with str keys")
+        if not isinstance(context, dict) or not all(isinstance(k, str) for k in context):
+            raise SandboxError("context must be a dict with str keys")
+        for key in context:
+            if _CREDENTIAL.search(key):
+                raise SandboxError(f"context key {key!r} looks like a credential; stored code never gets those")
+            if not key.isidentifier() or key.startswith("_") or key in ("log", "call", "batch", "RestError"):
+                raise SandboxError(f"context key {key!r} cannot be an attribute of ctx")
+        try:
+            encoded_inputs = _wire.encode(inputs)
+            encoded_context = _wire.encode(context)
+        except (TypeError, ValueError) as exc:
+            raise SandboxError(f"inputs and context must be JSON-able (dates and decimals allowed): {exc}") from None
+        job = {
+            "t": "job",
+            "source": source,
+            "filename": filename,
+            "inputs": encoded_inputs,
+            "context": encoded_context,
+            "limits": limits.as_dict(),
+            "hardening": self.language_hardening,
+            "can_call": on_call is not None,
+            "can_batch": on_batch is not None,
+        }
+        return _wire.dumps(job)
+
+    def _drive(
+        self,
+        child: _Child,
+        job: bytes,
+        limits: SandboxLimits,
+        on_call: Callable[[str, dict[str, Any]], Any] | None,
+        on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None,
+    ) -> SandboxResult:
+        started = time.perf_counter()
+        deadline = started + limits.wall_seconds + _GRACE_SECONDS
+        frame_limit = limits.output_bytes + _LOG_SLACK
+        calls = 0
+        try:
+            _wire.send_raw(child.sock, job)
+        except OSError:
+            raise self._died(child, limits) from None
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                self._retire(child)
+                raise _limit("timeout", limits)
+            child.sock.settimeout(remaining)
+            try:
+                message = _wire.recv(child.sock, frame_limit)
+            except TimeoutError:
+                self._retire(child)
+                raise _limit("timeout", limits) from None
+            except _wire.FrameTooLarge as exc:
+                self._retire(child)
+                raise _limit("output", limits, exc.size) from None
+            except (_wire.PeerClosed, OSError):
+                raise self._died(child, limits) from None
+            except _wire.WireError as exc:
+                self._retire(child)
+                raise SandboxError(f"the sandbox child broke the protocol: {exc.reason}") from None
+            kind = message.get("t")
+            if kind in ("call", "batch"):
+                calls += 1
+                served = time.perf_counter()
+                try:
+                    reply = _serve_call(message, on_call, on_batch)
+                except BaseException:
+                    self._retire(child)
+                    raise
+                deadline += time.perf_counter() - served
+                try:
+                    _wire.send(child.sock, reply)
+                except OSError:
+                    raise self._died(child, limits) from None
+                continue
+            if kind == "result":
+                try:
+                    outputs, lines = self._result(message, limits)
+                except SandboxError:
+                    self._retire(child)
+                    raise
+                return SandboxResult(
+                    outputs=outputs,
+                    log=lines,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    calls=calls,
+                )
+            self._retire(child)
+            raise _error(message, limits)
+
+    @staticmethod
+    def _result(message: dict[str, Any], limits: SandboxLimits) -> tuple[dict[str, Any], list[str]]:
+        raw = message.get("outputs")
+        size = len(_wire.dumps({"o": raw})) - 6
+        if size > limits.output_bytes:
+            raise _limit("output", limits, size)
+        try:
+            outputs = _wire.decode(raw)
+        except _wire.WireError as exc:
+            raise SandboxError(f"the outputs could not be decoded: {exc.reason}") from None
+        if not isinstance(outputs, dict):
+            raise SandboxError("run() must return a dict of outputs")
+        return outputs, _lines(message.get("log"))
+
+    def _died(self, child: _Child, limits: SandboxLimits) -> SandboxError:
+        status = self._retire(child)
+        name = signal.Signals(status.signal).name if status.signal in _SIGNALS else str(status.signal)
+        if status.signal == signal.SIGXCPU or status.cpu >= limits.cpu_seconds:
+            return _limit("cpu", limits)
+        if status.signal == signal.SIGXFSZ:
+            return _limit("file_size", limits)
+        if status.maxrss_kb * 1024 >= 0.8 * limits.memory_mb * 1024 * 1024:
+            return _limit("memory", limits)
+        if status.signal == signal.SIGSYS:
+            return SandboxError("the stored code made a forbidden system call and was killed")
+        if status.signal:
+            return SandboxError(f"the sandbox child died unexpectedly (signal {name})")
+        return SandboxError(f"the sandbox child exited unexpectedly (status {status.exit})")
+
+
+_SIGNALS = {s.value for s in signal.Signals}
+
+
+def _hung_up(child: _Child) -> bool:
+    """True when an idle child's socket shows EOF or an error: it died while waiting."""
+    try:
+        child.sock.settimeout(0.0)  # _drive sets its own timeout before every read
+        return child.sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _lines(value: object) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [item if isinstance(item, str) else str(item) for item in value]
+
+
+def _limit(name: str, limits: SandboxLimits, detail: object = None) -> SandboxLimitExceeded:
+    messages = {
+        "timeout": f"the robot ran longer than {limits.wall_seconds:g} s (wall-clock limit)",
+        "cpu": f"the robot used more than {limits.cpu_seconds:g} s of CPU time",
+        "memory": f"the robot needed more than {limits.memory_mb} MB of memory",
+        "output": f"the outputs exceed {limits.output_bytes} bytes as JSON"
+        + (f" ({detail} bytes)" if detail else ""),
+        "recursion": "the robot recursed too deeply (maximum recursion depth exceeded)",
+        "file_size": f"the robot wrote a file larger than {limits.file_size_mb} MB",
+        "open_files": f"the robot opened more than {limits.open_files} files",
+    }
+    return SandboxLimitExceeded(name, f"{messages[name]}; limit {name!r} stopped it")
+
+
+def _error(message: dict[str, Any], limits: SandboxLimits) -> SandboxError:
+    kind = message.get("kind")
+    error: SandboxError
+    if kind == "limit" and message.get("limit") in LIMIT_NAMES:
+        error = _limit(str(message["limit"]), limits, message.get("detail") or None)
+    elif kind == "code":
+        error = StoredCodeError(str(message.get("message", ""))[:2000], str(message.get("traceback", "")))
+    elif kind == "rejected":
+        problems = [
+            SourceProblem(int(p[0]), int(p[1]), str(p[2]), str(p[3]))
+            for p in message.get("problems") or []
+            if isinstance(p, list) and len(p) == 4
+        ]
+        text = "; ".join(str(p) for p in problems) or "the code was rejected"
+        error = SourceRejected(f"the stored code was refused: {text}", problems)
+    elif kind == "bad_return":
+        error = SandboxError(str(message.get("message", "run() returned a bad value"))[:2000])
+    else:
+        error = SandboxError(f"sandbox failure: {str(message.get('message', message.get('t')))[:500]}")
+    error.log = tuple(_lines(message.get("log")))
+    return error
+
+
+def _serve_call(
+    message: dict[str, Any],
+    on_call: Callable[[str, dict[str, Any]], Any] | None,
+    on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None,
+) -> dict[str, Any]:
+    """Answer one proxied REST request; RestError becomes a reply, anything else propagates."""
+    try:
+        if message["t"] == "call":
+            method, params = message.get("method"), _wire.decode(message.get("params"))
+            if not isinstance(method, str) or not isinstance(params, (dict, list)):
+                return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": "malformed ctx.call"}
+            if on_call is None:
+                return {"t": "reply", "ok": False, "code": "NOT_AVAILABLE", "description": "no REST access"}
+            result = on_call(method, params)  # type: ignore[arg-type]
+        else:
+            commands = _wire.decode(message.get("commands"))
+            if not isinstance(commands, (dict, list)):
+                return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": "malformed ctx.batch"}
+            if on_batch is None:
+                return {"t": "reply", "ok": False, "code": "NOT_AVAILABLE", "description": "no REST access"}
+            result = on_batch(commands)
+    except RestError as exc:
+        return {"t": "reply", "ok": False, "code": exc.code, "description": exc.description}
+    except _wire.WireError as exc:
+        return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": exc.reason}
+    try:
+        return {"t": "reply", "ok": True, "result": _wire.encode(result)}
+    except (TypeError, ValueError) as exc:
+        raise SandboxError(f"a REST handler returned a value stored code cannot receive: {exc}") from None

@@ -1,0 +1,441 @@
+"""The invocations table: the journal and the queue at once.
+
+States::
+
+    queued ──claim──▶ running ──ok──▶ answered ──sender──▶ delivered
+       ▲                 │  └──retry──▶ failed (run_after) ──claim──▶ running
+       └──lease expired──┘  └──give up / bad input / too late──▶ dead
+
+An answer is owed to the portal while `deliver_after` is set: for `answered` rows (the outputs) and
+for `dead` rows of waiting robots (a short log message and the outputs' defaults), so a workflow is
+never left waiting in silence. Claims take a lease; a worker that dies loses it and the row comes
+back. Nothing is deleted on dequeue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from b24robots.errors import NotFound, StoreError
+from b24robots.store.db import Database
+from b24robots.store.models import InstallationRow, InvocationRow
+
+QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD = "queued", "running", "answered", "delivered", "failed", "dead"
+STATES = (QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD)
+NOTIFY_CHANNEL = "b24r_queue"
+
+
+@dataclass(frozen=True)
+class NewInvocation:
+    event_token: str
+    installation_id: int
+    robot_code: str
+    origin: str
+    robot_version_id: int | None
+    workflow_id: str
+    document_id: list[str]
+    document_type: list[str]
+    use_subscription: bool
+    timeout_duration: int
+    portal_ts: int
+    auth_user_id: int | None
+    properties: dict[str, Any]
+    inputs: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A journal entry as the workers, the sender and the UI see it."""
+
+    id: int
+    event_token: str
+    installation_id: int
+    robot_code: str
+    origin: str
+    robot_version_id: int | None
+    workflow_id: str
+    document_id: list[str]
+    document_type: list[str]
+    use_subscription: bool
+    timeout_duration: int
+    auth_user_id: int | None
+    properties: dict[str, Any]
+    inputs: dict[str, Any] | None
+    outputs: dict[str, Any] | None
+    log: list[str]
+    log_message: str
+    state: str
+    attempts: int
+    deliver_attempts: int
+    error: str
+    received_at: float
+    started_at: float | None
+    finished_at: float | None
+    delivered_at: float | None
+    deadline_at: float | None
+    replay_of: int | None
+    deliver_after: float | None = None
+
+    @property
+    def owed(self) -> bool:
+        """An answer is still to be sent to the portal."""
+        return self.deliver_after is not None
+
+    def too_late(self, now: float) -> bool:
+        return self.deadline_at is not None and now >= self.deadline_at
+
+
+def _inv(row: InvocationRow) -> Invocation:
+    return Invocation(
+        id=row.id, event_token=row.event_token, installation_id=row.installation_id, robot_code=row.robot_code,
+        origin=row.origin, robot_version_id=row.robot_version_id, workflow_id=row.workflow_id,
+        document_id=list(row.document_id), document_type=list(row.document_type),
+        use_subscription=row.use_subscription, timeout_duration=row.timeout_duration,
+        auth_user_id=row.auth_user_id, properties=dict(row.properties), inputs=row.inputs, outputs=row.outputs,
+        log=list(row.log), log_message=row.log_message, state=row.state, attempts=row.attempts,
+        deliver_attempts=row.deliver_attempts, error=row.error, received_at=row.received_at,
+        started_at=row.started_at, finished_at=row.finished_at, delivered_at=row.delivered_at,
+        deadline_at=row.deadline_at, replay_of=row.replay_of, deliver_after=row.deliver_after,
+    )  # fmt: skip
+
+
+def _deadline(new: NewInvocation, now: float) -> float | None:
+    if new.timeout_duration <= 0:
+        return None
+    # the portal's clock may differ from ours; trust the earlier of the two starts
+    start = min(float(new.portal_ts), now) if new.portal_ts > 0 else now
+    return start + new.timeout_duration
+
+
+class Journal:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- intake ------------------------------------------------------------------------------
+    def enqueue(self, new: NewInvocation, *, now: float | None = None) -> tuple[int, bool]:
+        """Store a new invocation; returns (id, created). A known event_token is not stored again."""
+        return self._insert(new, state=QUEUED, now=now)
+
+    def enqueue_dead(
+        self, new: NewInvocation, *, error: str, log_message: str, outputs: dict[str, Any], now: float | None = None
+    ) -> tuple[int, bool]:
+        """Journal an invocation that cannot run (bad input, unknown robot); the portal is still answered."""
+        return self._insert(new, state=DEAD, now=now, error=error, log_message=log_message, outputs=outputs)
+
+    def _insert(
+        self,
+        new: NewInvocation,
+        *,
+        state: str,
+        now: float | None,
+        error: str = "",
+        log_message: str = "",
+        outputs: dict[str, Any] | None = None,
+    ) -> tuple[int, bool]:
+        now = time.time() if now is None else now
+        row = InvocationRow(
+            event_token=new.event_token, installation_id=new.installation_id, robot_code=new.robot_code,
+            origin=new.origin, robot_version_id=new.robot_version_id, workflow_id=new.workflow_id,
+            document_id=new.document_id, document_type=new.document_type, use_subscription=new.use_subscription,
+            timeout_duration=new.timeout_duration, portal_ts=new.portal_ts, auth_user_id=new.auth_user_id,
+            properties=new.properties, inputs=new.inputs, outputs=outputs, log=[], log_message=log_message,
+            state=state, attempts=0, run_after=now, error=error, received_at=now, deliver_attempts=0,
+            deadline_at=_deadline(new, now),
+            deliver_after=now if state == DEAD and new.use_subscription else None,
+            finished_at=now if state == DEAD else None,
+        )  # fmt: skip
+        try:
+            with self.db.write() as s:
+                s.add(row)
+                s.flush()
+                if state == QUEUED or row.deliver_after is not None:
+                    self._notify(s)
+                return row.id, True
+        except IntegrityError:
+            with self.db.read() as s:
+                existing = s.scalar(select(InvocationRow.id).where(InvocationRow.event_token == new.event_token))
+            if existing is None:
+                raise StoreError("the invocation could not be stored") from None
+            return existing, False
+
+    # --- workers -------------------------------------------------------------------------------
+    def claim(self, owner: str, limit: int, lease: float, now: float | None = None) -> list[Invocation]:
+        """Take up to `limit` runnable invocations (queued, failed and due, or with an expired lease)."""
+        now = time.time() if now is None else now
+        cond = or_(
+            and_(InvocationRow.state.in_((QUEUED, FAILED)), InvocationRow.run_after <= now),
+            and_(InvocationRow.state == RUNNING, InvocationRow.lease_expires_at < now),
+        )
+        with self.db.write() as s:
+            stmt = select(InvocationRow).where(cond).order_by(InvocationRow.run_after, InvocationRow.id).limit(limit)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = list(s.scalars(stmt))
+            for row in rows:
+                row.state = RUNNING
+                row.lease_owner = owner
+                row.lease_expires_at = now + lease
+                row.attempts += 1
+                row.started_at = now
+            s.flush()
+            return [_inv(r) for r in rows]
+
+    def extend(self, ids: Sequence[int], owner: str, lease: float, now: float | None = None) -> int:
+        """Push the lease of running invocations further; returns how many are still ours."""
+        if not ids:
+            return 0
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            result = s.execute(
+                update(InvocationRow)
+                .where(InvocationRow.id.in_(ids), InvocationRow.lease_owner == owner, InvocationRow.state == RUNNING)
+                .values(lease_expires_at=now + lease)
+            )
+            return int(getattr(result, "rowcount", 0))
+
+    def _owned(self, s: Session, inv_id: int, owner: str) -> InvocationRow | None:
+        row = s.get(InvocationRow, inv_id)
+        if row is None or row.state != RUNNING or row.lease_owner != owner:
+            return None  # the lease was lost: somebody else runs it now; our result is dropped
+        return row
+
+    def finish(
+        self, inv_id: int, owner: str, *, outputs: dict[str, Any], log: list[str], log_message: str = "",
+        error: str = "", now: float | None = None,
+    ) -> bool:  # fmt: skip
+        """The run ended (successfully, or with a business failure in `error`): an answer is owed."""
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            row = self._owned(s, inv_id, owner)
+            if row is None:
+                return False
+            row.state = ANSWERED
+            row.outputs, row.log, row.log_message, row.error = outputs, log, log_message, error
+            row.finished_at = now
+            row.lease_owner = row.lease_expires_at = None
+            row.deliver_after = now if row.use_subscription else None
+            self._notify(s)
+            return True
+
+    def retry_later(
+        self, inv_id: int, owner: str, *, delay: float, error: str, log: list[str], now: float | None = None
+    ) -> bool:
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            row = self._owned(s, inv_id, owner)
+            if row is None:
+                return False
+            row.state, row.run_after, row.error, row.log = FAILED, now + delay, error, log
+            row.lease_owner = row.lease_expires_at = None
+            return True
+
+    def kill(
+        self, inv_id: int, owner: str | None, *, error: str, log: list[str], log_message: str,
+        outputs: dict[str, Any], now: float | None = None,
+    ) -> bool:  # fmt: skip
+        """Give up: dead, with the error kept and (for waiting robots) a notice owed to the portal."""
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            row = self._owned(s, inv_id, owner) if owner is not None else s.get(InvocationRow, inv_id)
+            if row is None:
+                return False
+            row.state, row.error, row.log, row.log_message, row.outputs = DEAD, error, log, log_message, outputs
+            row.finished_at = now
+            row.lease_owner = row.lease_expires_at = None
+            too_late = row.deadline_at is not None and now >= row.deadline_at
+            row.deliver_after = now if row.use_subscription and not too_late else None
+            self._notify(s)
+            return True
+
+    def release(self, owner: str) -> int:
+        """Give back every lease of `owner` (graceful shutdown): the rows run again elsewhere."""
+        with self.db.write() as s:
+            result = s.execute(
+                update(InvocationRow)
+                .where(InvocationRow.lease_owner == owner, InvocationRow.state == RUNNING)
+                .values(state=QUEUED, lease_owner=None, lease_expires_at=None, attempts=InvocationRow.attempts - 1)
+            )
+            return int(getattr(result, "rowcount", 0))
+
+    # --- sender ----------------------------------------------------------------------------------
+    def portals_owing(self, now: float | None = None, limit: int = 100) -> list[int]:
+        """Installations with answers due, the longest-waiting first (fair across portals)."""
+        now = time.time() if now is None else now
+        with self.db.read() as s:
+            rows = s.execute(
+                select(InvocationRow.installation_id, func.min(InvocationRow.deliver_after).label("oldest"))
+                .join(InstallationRow, InstallationRow.id == InvocationRow.installation_id)
+                .where(
+                    InstallationRow.status == "active",
+                    InvocationRow.deliver_after <= now,
+                    or_(InvocationRow.lease_expires_at.is_(None), InvocationRow.lease_expires_at < now),
+                )
+                .group_by(InvocationRow.installation_id)
+                .order_by("oldest")
+                .limit(limit)
+            ).all()
+            return [r[0] for r in rows]
+
+    def claim_deliveries(
+        self, installation_id: int, owner: str, *, limit: int, lease: float, now: float | None = None
+    ) -> list[Invocation]:
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            stmt = (
+                select(InvocationRow)
+                .where(
+                    InvocationRow.installation_id == installation_id,
+                    InvocationRow.deliver_after <= now,
+                    or_(InvocationRow.lease_expires_at.is_(None), InvocationRow.lease_expires_at < now),
+                )
+                .order_by(InvocationRow.deliver_after, InvocationRow.id)
+                .limit(limit)
+            )
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = list(s.scalars(stmt))
+            for row in rows:
+                row.lease_owner, row.lease_expires_at = owner, now + lease
+            s.flush()
+            return [_inv(r) for r in rows]
+
+    def delivered(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
+                if row.lease_owner != owner:
+                    continue
+                if row.state == ANSWERED:
+                    row.state = DELIVERED
+                row.delivered_at, row.deliver_after = now, None
+                row.deliver_attempts += 1
+                row.lease_owner = row.lease_expires_at = None
+
+    def delivery_failed(
+        self, ids: Sequence[int], owner: str, *, error: str, delay: float, give_up_after: int,
+        now: float | None = None,
+    ) -> None:  # fmt: skip
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
+                if row.lease_owner != owner:
+                    continue
+                row.deliver_attempts += 1
+                row.lease_owner = row.lease_expires_at = None
+                row.error = f"delivery: {error}"
+                if row.deliver_attempts >= give_up_after or (row.deadline_at is not None and now >= row.deadline_at):
+                    row.state, row.deliver_after = DEAD, None
+                else:
+                    row.deliver_after = now + delay
+
+    def expire_late(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
+        """The workflow stopped waiting: never answer after timeout_duration."""
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
+                if row.lease_owner != owner:
+                    continue
+                row.state, row.deliver_after = DEAD, None
+                row.error = (row.error + "; " if row.error else "") + "not answered: the workflow's timeout passed"
+                row.lease_owner = row.lease_expires_at = None
+
+    # --- operators -------------------------------------------------------------------------------
+    def get(self, inv_id: int) -> Invocation:
+        with self.db.read() as s:
+            row = s.get(InvocationRow, inv_id)
+            if row is None:
+                raise NotFound(f"no invocation with id {inv_id}; see `b24robots journal`")
+            return _inv(row)
+
+    def list(
+        self, *, state: str | None = None, robot: str | None = None, installation_id: int | None = None,
+        since: float | None = None, limit: int = 50, before_id: int | None = None,
+    ) -> list[Invocation]:  # fmt: skip
+        with self.db.read() as s:
+            stmt = select(InvocationRow).order_by(InvocationRow.id.desc()).limit(limit)
+            if state:
+                stmt = stmt.where(InvocationRow.state == state)
+            if robot:
+                stmt = stmt.where(InvocationRow.robot_code == robot)
+            if installation_id is not None:
+                stmt = stmt.where(InvocationRow.installation_id == installation_id)
+            if since is not None:
+                stmt = stmt.where(InvocationRow.received_at >= since)
+            if before_id is not None:
+                stmt = stmt.where(InvocationRow.id < before_id)
+            return [_inv(r) for r in s.scalars(stmt)]
+
+    def retry(self, inv_id: int, now: float | None = None) -> Invocation:
+        """Run a failed or dead invocation again now (same event token)."""
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            row = s.get(InvocationRow, inv_id)
+            if row is None:
+                raise NotFound(f"no invocation with id {inv_id}")
+            if row.state not in (FAILED, DEAD):
+                raise StoreError(f"invocation {inv_id} is {row.state}; only failed or dead ones can be retried")
+            row.state, row.run_after, row.error, row.deliver_after = QUEUED, now, "", None
+            row.lease_owner = row.lease_expires_at = None
+            self._notify(s)
+            s.flush()
+            return _inv(row)
+
+    def replay(self, inv_id: int, now: float | None = None) -> Invocation:
+        """Run a finished invocation again as a new journal entry with the same inputs."""
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            src = s.get(InvocationRow, inv_id)
+            if src is None:
+                raise NotFound(f"no invocation with id {inv_id}")
+            count = s.scalar(select(func.count()).where(InvocationRow.replay_of == inv_id)) or 0
+            row = InvocationRow(
+                event_token=f"{src.event_token}#replay{count + 1}", installation_id=src.installation_id,
+                robot_code=src.robot_code, origin=src.origin, robot_version_id=None, workflow_id=src.workflow_id,
+                document_id=src.document_id, document_type=src.document_type,
+                use_subscription=src.use_subscription, timeout_duration=0, portal_ts=src.portal_ts,
+                auth_user_id=src.auth_user_id, properties=src.properties, inputs=src.inputs, log=[],
+                log_message="", state=QUEUED, attempts=0, run_after=now, error="", received_at=now,
+                deliver_attempts=0, replay_of=src.id,
+            )  # fmt: skip
+            s.add(row)
+            self._notify(s)
+            s.flush()
+            return _inv(row)
+
+    def original_token(self, inv: Invocation) -> str:
+        """The portal's event token (replays carry a suffix to stay unique in the journal)."""
+        return inv.event_token.split("#replay", 1)[0]
+
+    # --- metrics -------------------------------------------------------------------------------
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(state, robot_code, count) for every pair present."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(InvocationRow.state, InvocationRow.robot_code, func.count()).group_by(
+                    InvocationRow.state, InvocationRow.robot_code
+                )
+            ).all()
+            return [(st, code, int(n)) for st, code, n in rows]
+
+    def depth_by_portal(self) -> list[tuple[str, int, int]]:
+        """(domain, runnable, answers owed) per installation."""
+        with self.db.read() as s:
+            runnable = func.sum(case((InvocationRow.state.in_((QUEUED, FAILED, RUNNING)), 1), else_=0))
+            owed = func.sum(case((InvocationRow.deliver_after.is_not(None), 1), else_=0))
+            rows = s.execute(
+                select(InstallationRow.domain, runnable, owed)
+                .join(InstallationRow, InstallationRow.id == InvocationRow.installation_id)
+                .group_by(InstallationRow.domain)
+            ).all()
+            return [(d, int(a or 0), int(b or 0)) for d, a, b in rows]
+
+    def _notify(self, s: Session) -> None:
+        if not self.db.is_sqlite:
+            s.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))

@@ -1,0 +1,81 @@
+"""Prometheus metrics: event counters and histograms, plus journal gauges read at scrape time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from b24robots.store.installations import Installations
+from b24robots.store.journal import Journal
+
+if TYPE_CHECKING:
+    from b24robots.jobs.runner import Outcome
+    from b24robots.store.journal import Invocation
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _JournalCollector(Collector):
+    def __init__(self, journal: Journal, installations: Installations) -> None:
+        self.journal = journal
+        self.installations = installations
+
+    def collect(self) -> Iterator[Any]:
+        by_state = GaugeMetricFamily(
+            "b24robots_invocations", "Invocations in the journal by state and robot", labels=["state", "robot"]
+        )
+        for state, robot, n in self.journal.counts():
+            by_state.add_metric([state, robot], n)
+        yield by_state
+        depth = GaugeMetricFamily("b24robots_queue_depth", "Invocations waiting to run, per portal", labels=["portal"])
+        owed = GaugeMetricFamily("b24robots_answers_owed", "Answers waiting to be delivered, per portal",
+                                 labels=["portal"])  # fmt: skip
+        for domain, runnable, due in self.journal.depth_by_portal():
+            depth.add_metric([domain], runnable)
+            owed.add_metric([domain], due)
+        yield depth
+        yield owed
+        wait = GaugeMetricFamily(
+            "b24robots_limiter_wait_seconds", "How long the next REST call to a portal would wait", labels=["portal"]
+        )
+        now = time.time()
+        for inst in self.installations.list():
+            tat = self.installations.tat(inst.member_id)
+            wait.add_metric([inst.domain], max(0.0, tat - now - inst.burst / inst.rate))
+        yield wait
+
+
+class Metrics:
+    def __init__(self, journal: Journal, installations: Installations) -> None:
+        self.registry = CollectorRegistry()
+        self.acks = Histogram(
+            "b24robots_ack_seconds", "Time from receiving a robot call to answering it (after the durable commit)",
+            ["result"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.runs = Histogram(
+            "b24robots_run_seconds", "Robot run time", ["robot", "outcome"], buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.delivered = Counter(
+            "b24robots_answers_delivered", "Answers delivered with bizproc.event.send", registry=self.registry
+        )
+        self.batches = Counter("b24robots_delivery_batches", "batch requests sent", registry=self.registry)
+        self.registry.register(_JournalCollector(journal, installations))
+
+    def observe_ack(self, seconds: float, result: str) -> None:
+        self.acks.labels(result).observe(seconds)
+
+    def observe_run(self, inv: Invocation, outcome: Outcome, seconds: float) -> None:
+        self.runs.labels(inv.robot_code, outcome.kind).observe(seconds)
+
+    def observe_delivery(self, installation_id: int, invs: list[Invocation]) -> None:
+        self.batches.inc()
+        self.delivered.inc(len(invs))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,151 @@
+"""The composition root: every concrete component, built once from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from b24robots.config import Settings
+from b24robots.jobs.runner import Runner
+from b24robots.jobs.sender import Sender
+from b24robots.jobs.sync import Syncer, SyncReport
+from b24robots.jobs.wakeup import PgListener, Wakeup
+from b24robots.jobs.worker import Worker
+from b24robots.rest.client import RestClient, RetryPolicy
+from b24robots.rest.tokens import AppCredentials
+from b24robots.robots.registry import Registry
+from b24robots.robots.router import Router
+from b24robots.sandbox import SandboxPool
+from b24robots.store.crypto import Vault
+from b24robots.store.db import Database
+from b24robots.store.installations import Installations
+from b24robots.store.journal import Journal
+from b24robots.store.register import Register
+from b24robots.web.metrics import Metrics
+
+log = logging.getLogger("b24robots")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    vault: Vault
+    installations: Installations
+    register: Register
+    registry: Registry
+    journal: Journal
+    rest: RestClient
+    http: httpx.AsyncClient
+    runner: Runner
+    syncer: Syncer
+    metrics: Metrics
+    work_wakeup: Wakeup = field(default_factory=Wakeup)
+    deliver_wakeup: Wakeup = field(default_factory=Wakeup)
+    sandbox: SandboxPool | None = None
+    worker: Worker | None = None
+    sender: Sender | None = None
+    listener: PgListener | None = None
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _sync_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    # --- background machinery ----------------------------------------------------------------
+    async def start(self, *, workers: bool = True, sandbox: bool = True) -> None:
+        for member_id, (rate, burst) in self.installations.limits().items():
+            self.rest.set_rate(member_id, rate, burst)
+        if sandbox:
+            pool = SandboxPool(size=2)
+            await asyncio.to_thread(pool.start)
+            self.sandbox = pool
+            self.runner.sandbox = pool
+        if not workers:
+            return
+        self.worker = Worker(
+            self.journal, self.installations, self.runner, self.rest, self.work_wakeup,
+            concurrency=self.settings.workers, on_outcome=self.metrics.observe_run,
+            on_answer=self.deliver_wakeup.notify,
+        )  # fmt: skip
+        self.sender = Sender(
+            self.journal, self.installations, self.rest, self.deliver_wakeup,
+            on_delivered=self.metrics.observe_delivery,
+        )  # fmt: skip
+        if not self.db.is_sqlite:
+            self.listener = PgListener(self.db.url, self.work_wakeup, self.deliver_wakeup)
+            self.listener.start()
+        self._tasks = [
+            asyncio.create_task(self.worker.run(), name="b24r-worker"),
+            asyncio.create_task(self.sender.run(), name="b24r-sender"),
+        ]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self.worker:
+            await self.worker.stop(grace)
+        if self.sender:
+            await self.sender.stop()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=grace)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        for task in list(self._sync_tasks):
+            task.cancel()
+        if self.listener:
+            self.listener.stop()
+        if self.sandbox:
+            await asyncio.to_thread(self.sandbox.close)
+        await self.rest.aclose()
+        await self.http.aclose()
+        self.db.dispose()
+
+    def sync_soon(self, member_id: str) -> None:
+        """Sync a portal in the background (after install and ONAPPUPDATE)."""
+
+        async def go() -> SyncReport:
+            report = await self.syncer.sync(member_id)
+            log.info("sync of %s: %d change(s)%s", report.domain, len(report.changes),
+                     f", error: {report.error}" if report.error else "")  # fmt: skip
+            return report
+
+        task = asyncio.create_task(go())
+        self._sync_tasks.add(task)
+        task.add_done_callback(self._sync_tasks.discard)
+
+    async def wait_syncs(self) -> None:
+        if self._sync_tasks:
+            await asyncio.gather(*self._sync_tasks, return_exceptions=True)
+
+
+def build_services(
+    settings: Settings,
+    router: Router | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry: RetryPolicy | None = None,
+    database: Database | None = None,
+) -> Services:
+    db = database or Database(settings.effective_database_url)
+    db.migrate()
+    vault = Vault.from_settings(
+        settings.secret_key.get_secret_value() if settings.secret_key else None, settings.data_dir
+    )
+    installations = Installations(db, vault)
+    register = Register(db)
+    registry = Registry(router or Router(), register)
+    journal = Journal(db)
+    app_creds = (
+        AppCredentials(settings.client_id, settings.client_secret.get_secret_value()) if settings.client_id else None
+    )
+    rest = RestClient(
+        installations, app=app_creds, limiter=installations, transport=transport, retry=retry,
+        allow_http=settings.allow_http_portals,
+    )  # fmt: skip
+    http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
+    return Services(
+        settings=settings, db=db, vault=vault, installations=installations, register=register, registry=registry,
+        journal=journal, rest=rest, http=http, runner=Runner(registry),
+        syncer=Syncer(registry, installations, rest, settings.handler_url), metrics=Metrics(journal, installations),
+    )  # fmt: skip

@@ -1,0 +1,74 @@
+"""Shared fixtures and checks for the sandbox tests (imported by the test modules)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from b24robots.sandbox import SandboxLimits, SandboxPool
+
+CAPS = SandboxLimits(
+    cpu_seconds=2.0, wall_seconds=3.0, memory_mb=160, output_bytes=100_000, file_size_mb=2, open_files=32
+)
+#: Tight per-call limits for snippets that are meant to hit one.
+TIGHT = SandboxLimits(cpu_seconds=0.5, wall_seconds=1.0, memory_mb=128, output_bytes=50_000, file_size_mb=1)
+CONTEXT = {
+    "document_id": ["crm", "CCrmDocumentDeal", "DEAL_7"],
+    "document_type": ["crm", "CCrmDocumentDeal", "DEAL"],
+    "portal": "example.bitrix24.com",
+    "workflow_id": "wf-1",
+    "robot": "sum",
+}
+NORMAL = """\
+import datetime
+import math
+
+def run(inputs, ctx):
+    ctx.log("adding")
+    return {"sum": math.fsum(inputs["values"]), "next": inputs["day"] + datetime.timedelta(days=1)}
+"""
+IS_ROOT = os.geteuid() == 0
+
+
+def assert_serves_normally(pool: SandboxPool) -> None:
+    """The pool is healthy and answers an ordinary robot correctly."""
+    result = pool.run(NORMAL, {"values": [1.5, 2.5], "day": dt.date(2024, 2, 28)}, context=CONTEXT)
+    assert result.outputs == {"sum": 4.0, "next": dt.date(2024, 2, 29)}
+    assert result.log == ["adding"]
+    health = pool.health()
+    assert health["started"] and health["zygote_alive"]
+    assert health["isolation"] in {"chroot+seccomp", "bwrap+seccomp", "seccomp"}
+
+
+def zygote_children(pool: SandboxPool) -> set[int]:
+    """Pids of the processes the pool's zygote has forked (read from /proc)."""
+    zygote = pool._zygote
+    assert zygote is not None
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == zygote.process.pid:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[SandboxPool]:
+    with SandboxPool(2, caps=CAPS) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def raw_pool() -> Iterator[SandboxPool]:
+    """A pool with the in-language layer off: only the OS layer stands."""
+    with SandboxPool(2, caps=CAPS, language_hardening=False) as p:
+        yield p

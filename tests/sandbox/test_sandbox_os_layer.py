@@ -1,0 +1,133 @@
+"""The OS layer alone contains hostile code: these run with the in-language layer switched off."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+from sandbox_support import IS_ROOT, TIGHT, assert_serves_normally, raw_pool  # noqa: F401
+
+from b24robots.errors import SandboxError, SandboxLimitExceeded, StoredCodeError
+from b24robots.sandbox import SandboxLimits, SandboxPool
+
+
+def robot(body: str) -> str:
+    return "def run(inputs, ctx):\n" + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+def test_isolation_level_is_reported(raw_pool: SandboxPool) -> None:
+    detail = raw_pool.health()["isolation_detail"]
+    assert detail["seccomp"] is True
+    if IS_ROOT:
+        assert detail["chroot"] and detail["uid_dropped"]
+        assert raw_pool.health()["isolation"] in {"chroot+seccomp", "bwrap+seccomp"}
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("import os\nos.fork()", "PermissionError"),
+        ("import os\nos.posix_spawn('/bin/sh', ['sh'], {})", "PermissionError"),
+        ("import subprocess\nsubprocess.run(['true'])", "Error"),
+        ("import os\nos.execv('/bin/sh', ['sh'])", "PermissionError"),
+        ("import socket\nsocket.socket()", "PermissionError"),
+        ("import socket\nsocket.create_connection(('127.0.0.1', 9))", "PermissionError"),
+        ("import os\nos.kill(os.getppid(), 9)", "PermissionError"),
+        ("import os\nos.kill(1, 9)", "PermissionError"),
+        ("import os\nos.killpg(0, 9)", "PermissionError"),
+    ],
+    ids=["fork", "posix_spawn", "subprocess", "exec", "socket", "connect", "kill-parent", "kill-init",
+         "kill-group"],
+)
+def test_dangerous_system_calls_are_denied(raw_pool: SandboxPool, body: str, error: str) -> None:
+    with pytest.raises(StoredCodeError) as info:
+        raw_pool.run(robot(body + "\nreturn {}"), {}, context={})
+    assert error in str(info.value)
+    assert_serves_normally(raw_pool)
+
+
+@pytest.mark.parametrize(
+    ("call", "args"),
+    [("unshare", "0x10000000"), ("ptrace", "16, 1, 0, 0"), ("mount", "b'none', b'/', b'tmpfs', 0, 0"),
+     ("chroot", "b'/'"), ("setns", "0, 0")],
+)
+def test_namespace_and_debug_calls_are_denied(raw_pool: SandboxPool, call: str, args: str) -> None:
+    body = f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.{call}({args})\n"
+    body += "return {'r': r, 'errno': ctypes.get_errno()}"
+    result = raw_pool.run(robot(body), {}, context={})
+    assert result.outputs == {"r": -1, "errno": 1}  # EPERM from the seccomp filter
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the chroot needs root")
+def test_filesystem_is_out_of_reach(raw_pool: SandboxPool) -> None:
+    with pytest.raises(StoredCodeError) as info:
+        raw_pool.run(robot("return {'p': open('/etc/passwd').read()}"), {}, context={})
+    assert "FileNotFoundError" in str(info.value)
+    result = raw_pool.run(robot("import os\nreturn {'ls': os.listdir('/'), 'uid': os.getuid()}"), {}, context={})
+    assert result.outputs == {"ls": [], "uid": 65534}
+
+
+def test_environment_is_empty(raw_pool: SandboxPool) -> None:
+    os.environ["B24R_SANDBOX_TEST_SECRET"] = "s3cr3t"
+    try:
+        result = raw_pool.run(robot("import os\nreturn {'env': dict(os.environ)}"), {}, context={"portal": "p2"})
+    finally:
+        del os.environ["B24R_SANDBOX_TEST_SECRET"]
+    assert result.outputs == {"env": {}}
+
+
+def test_large_file_hits_file_size(raw_pool: SandboxPool) -> None:
+    body = "with open('big', 'wb') as f:\n    for _ in range(50):\n        f.write(b'x' * 1_000_000)\nreturn {}"
+    with pytest.raises(SandboxLimitExceeded) as info:
+        raw_pool.run(robot(body), {}, context={}, limits=TIGHT)
+    assert info.value.limit == "file_size"
+    assert_serves_normally(raw_pool)
+
+
+def test_open_files_limit(raw_pool: SandboxPool) -> None:
+    body = "keep = [open('f%d' % i, 'w') for i in range(1000)]\nreturn {}"
+    limits = SandboxLimits(open_files=16)
+    with pytest.raises(SandboxLimitExceeded) as info:
+        raw_pool.run(robot(body), {}, context={}, limits=limits)
+    assert info.value.limit == "open_files"
+    assert_serves_normally(raw_pool)
+
+
+def test_thread_spam_is_bounded(raw_pool: SandboxPool) -> None:
+    body = """\
+import _thread, time
+def spin():
+    while True:
+        time.sleep(0.01)
+for _ in range(10_000):
+    _thread.start_new_thread(spin, ())
+return {}"""
+    with pytest.raises(SandboxError) as info:
+        raw_pool.run(robot(body), {}, context={}, limits=TIGHT)
+    assert "can't start new thread" in str(info.value) or getattr(info.value, "limit", "") == "memory"
+    assert_serves_normally(raw_pool)
+
+
+def test_hard_exit_is_a_sandbox_error(raw_pool: SandboxPool) -> None:
+    with pytest.raises(SandboxError) as info:
+        raw_pool.run(robot("import os\nos._exit(7)"), {}, context={})
+    assert "exited unexpectedly (status 7)" in str(info.value)
+    assert_serves_normally(raw_pool)
+
+
+def test_killed_by_signal_is_a_sandbox_error(raw_pool: SandboxPool) -> None:
+    with pytest.raises(SandboxError) as info:
+        raw_pool.run(robot("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"), {}, context={})
+    assert "SIGSEGV" in str(info.value)
+    assert_serves_normally(raw_pool)
+
+
+def test_cpu_rlimit_kills_code_stuck_in_c(raw_pool: SandboxPool) -> None:
+    # The SIGPROF handler cannot interrupt C code; RLIMIT_CPU (SIGXCPU) still ends it.
+    limits = SandboxLimits(cpu_seconds=0.3, wall_seconds=3.0)
+    with pytest.raises(SandboxLimitExceeded) as info:
+        raw_pool.run(robot("import signal\nsignal.signal(signal.SIGPROF, signal.SIG_IGN)\nx = 7 ** (10 ** 10)"),
+                     {}, context={}, limits=limits)
+    assert info.value.limit == "cpu"
+    assert_serves_normally(raw_pool)
