@@ -11,6 +11,8 @@ The tree::
     ├── StoreError                  the register or the journal refused an operation
     │   └── NotFound                no such robot, version, installation or invocation
     ├── SimulatorError              the portal simulator was asked for something it cannot do (unknown robot ...)
+    ├── AdminAuthError              an admin user name/password is unacceptable, or a sign-in was refused
+    │   └── TooManyAttempts         sign-in is blocked for a while after repeated failures (.retry_after)
     ├── SandboxError                stored code could not run to completion (.log: its ctx.log lines)
     │   ├── SandboxLimitExceeded    a resource limit was hit (.limit: "timeout", "memory", "output", ...)
     │   └── StoredCodeError         the stored code raised; carries the formatted traceback
@@ -86,6 +88,18 @@ class NotFound(StoreError):
 
 class SimulatorError(B24RobotsError):
     """The test portal simulator refused a request from Python code; the message says why."""
+
+
+class AdminAuthError(B24RobotsError):
+    """An admin account operation or a sign-in was refused; the message says why."""
+
+
+class TooManyAttempts(AdminAuthError):
+    """Too many failed sign-ins for this user and address; `retry_after` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SandboxError(B24RobotsError):

@@ -51,7 +51,7 @@ values = st.recursive(texts, containers, max_leaves=16)
 forms = st.dictionaries(st.text(min_size=1, max_size=8).filter(top_key_ok), values, max_size=5)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(forms)
 @example({"a": {"b": ["x", {"c": "y"}]}, "имя": "значение + & = % ~"})
 @example({"a": {"b[c": "1", "d[": ["x"]}, "e]": "2", "f[g": "3"})
@@ -64,7 +64,7 @@ def test_decode_inverts_encode(data: dict[str, Any]) -> None:
     assert encode_form(decode_form(body, DEEP)) == body  # canonical bodies survive the other way
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(forms)
 def test_flatten_form_lists_the_pairs_encode_form_writes(data: dict[str, Any]) -> None:
     pairs = flatten_form(data)
@@ -116,7 +116,7 @@ QS_DECODE = qs_codec.DecodeOptions(
 QS_ENCODE = qs_codec.EncodeOptions(list_format=qs_codec.ListFormat.INDICES, format=qs_codec.Format.RFC1738)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(qs_forms)
 @example({"properties": {"tags": ["vip", "b2b"], "text": "Hello & welcome"}, "code": "send_sms"})
 @example({"a": [{"b": ["y", "z"]}, "x"]})
@@ -134,7 +134,7 @@ def php_urlencode_from_qs(text: str) -> str:
     return text.replace("~", "%7E").replace("(", "%28").replace(")", "%29")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(qs_forms, st.text(max_size=20))
 @example({"a": {"b": ["x y", "~()*'!"]}}, "€ 😀")
 def test_encode_agrees_with_qs_indices_format(data: dict[str, Any], extra: str) -> None:

@@ -30,8 +30,9 @@ OAUTH = "https://oauth.bitrix.info"
 class SimClock:
     """Simulated unix time; `sleep` advances it instead of waiting."""
 
-    def __init__(self, start: float = 1_750_000_000.0) -> None:
+    def __init__(self, start: float = 1_750_000_000.0, *, frozen: bool = False) -> None:
         self.now = start
+        self.frozen = frozen
         self.slept: list[float] = []
 
     def __call__(self) -> float:
@@ -39,7 +40,8 @@ class SimClock:
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        self.now += seconds
+        if not self.frozen:
+            self.now += seconds
         await asyncio.sleep(0)
 
 

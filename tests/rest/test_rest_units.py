@@ -195,7 +195,7 @@ _tree = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(_keys, _tree, max_size=4))
 def test_http_build_query_matches_qs_oracle(data: dict[str, object]) -> None:
     oracle = qs_codec.encode(data, EncodeOptions(format=Format.RFC1738, list_format=ListFormat.INDICES))

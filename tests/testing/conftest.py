@@ -246,6 +246,11 @@ class InterceptProxy:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -269,7 +274,8 @@ class InterceptProxy:
                         dst.write(chunk)
                         await dst.drain()
                 finally:
-                    dst.close()
+                    if not dst.is_closing():
+                        dst.close()
 
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):

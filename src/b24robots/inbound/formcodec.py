@@ -31,7 +31,10 @@ Encoding writes lists as ``a[0]``, ``a[1]`` and dicts as ``a[k]``, percent-encod
 ``urlencode`` (letters, digits and ``-_.`` stay, space is ``+``) and, by default, brackets as
 ``%5B``/``%5D``. Leaves may be ``str``, ``int``, ``float`` (``str()``), ``bool`` (``"1"``/``"0"``)
 or ``None`` (``""``; PHP would drop the pair). Empty lists and dicts vanish, as in PHP — the one
-lossy case besides dicts with keys exactly ``"0".."n-1"``, which come back as lists.
+lossy case besides dicts with keys exactly ``"0".."n-1"``, which come back as lists. Keys that no
+form name can carry raise :class:`~b24robots.errors.FormEncodeError`: an empty key, a nested key
+containing ``]``, a top-level key starting with ``[`` or containing ``[`` followed by ``]``, and a
+top-level key containing ``[`` that holds a container.
 """
 
 from __future__ import annotations

@@ -102,8 +102,15 @@ class Worker:
             heartbeat.cancel()
 
     async def _idle_wait(self) -> None:
+        timeout = self.poll
+        try:
+            due = await asyncio.to_thread(self.journal.next_due)
+        except Exception:
+            due = None
+        if due is not None:
+            timeout = min(self.poll, max(0.005, due - time.time()))
         stop = asyncio.ensure_future(self._stopping.wait())
-        wake = asyncio.ensure_future(self.wakeup.wait(self.poll))
+        wake = asyncio.ensure_future(self.wakeup.wait(timeout))
         await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
         for f in (stop, wake):
             if not f.done():

@@ -278,8 +278,10 @@ class _Worker:
         lower(resource.RLIMIT_FSIZE, int(limits["file_size_mb"]) * MIB)
         lower(resource.RLIMIT_NOFILE, int(limits["open_files"]))
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        # The interval timer reports "cpu" precisely; the rlimit kills code stuck inside C.
-        lower(resource.RLIMIT_CPU, int(usage.ru_utime + usage.ru_stime + float(limits["cpu_seconds"])) + 2)
+        # The interval timer reports "cpu" precisely; the rlimit (whole seconds, SIGXCPU kills)
+        # ends code stuck inside C, where the timer's handler cannot run.
+        used = usage.ru_utime + usage.ru_stime
+        lower(resource.RLIMIT_CPU, math.ceil(used + float(limits["cpu_seconds"]) + 0.5))
 
     def compiled(self, source: str, filename: str, hardening: bool) -> Any:
         key = (filename, source, hardening)

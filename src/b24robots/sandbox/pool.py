@@ -221,6 +221,7 @@ class SandboxPool:
         self._cond = threading.Condition()
         self._slots = threading.BoundedSemaphore(size)
         self._idle: list[_Child] = []
+        self._spent: list[_Child] = []  # served max_runs_per_child; waiting for the refiller to reap
         self._live = 0  # idle + busy + being forked; never above size
         self._busy = 0
         self._started = False
@@ -268,7 +269,8 @@ class SandboxPool:
         """Kill every child and the zygote. Runs in progress fail with SandboxError."""
         with self._cond:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle, self._idle = self._idle + self._spent, []
+            self._spent = []
             self._cond.notify_all()
         for child in idle:
             child.sock.close()
@@ -345,10 +347,15 @@ class SandboxPool:
         failures = 0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._live < self.size)
+                self._cond.wait_for(lambda: self._closed or bool(self._spent) or self._live < self.size)
                 if self._closed:
                     return
-                self._live += 1
+                spent = self._spent.pop() if self._spent else None
+                if spent is None:
+                    self._live += 1
+            if spent is not None:
+                self._retire(spent)
+                continue
             try:
                 child = self._fork()
             except SandboxError as exc:
@@ -400,15 +407,17 @@ class SandboxPool:
                 self._retire(child)
 
     def _checkin(self, child: _Child) -> None:
-        if child.runs >= self.max_runs_per_child:
-            self._retire(child)
-            return
         with self._cond:
             self._busy -= 1
             if self._closed:
                 child.sock.close()
                 return
-            self._idle.append(child)
+            if child.runs >= self.max_runs_per_child:
+                # Spent: the refiller reaps it and forks the replacement, off this caller's time.
+                self._busy += 1
+                self._spent.append(child)
+            else:
+                self._idle.append(child)
             self._cond.notify_all()
 
     def _retire(self, child: _Child) -> _Status:

@@ -187,6 +187,14 @@ class Journal:
             s.flush()
             return [_inv(r) for r in rows]
 
+    def next_due(self) -> float | None:
+        """When the earliest waiting retry (or expiring lease) becomes runnable; None if nothing waits."""
+        with self.db.read() as s:
+            retry = s.scalar(select(func.min(InvocationRow.run_after)).where(InvocationRow.state.in_((QUEUED, FAILED))))
+            lease = s.scalar(select(func.min(InvocationRow.lease_expires_at)).where(InvocationRow.state == RUNNING))
+        due = [t for t in (retry, lease) if t is not None]
+        return min(due) if due else None
+
     def extend(self, ids: Sequence[int], owner: str, lease: float, now: float | None = None) -> int:
         """Push the lease of running invocations further; returns how many are still ours."""
         if not ids:

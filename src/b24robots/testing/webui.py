@@ -80,7 +80,9 @@ def build_ui(sim: PortalSimulator) -> Starlette:
             except ApiError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
             except SimulatorError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=404 if "no " in str(exc)[:4] else 400)
+                return JSONResponse(
+                    {"error": str(exc)}, status_code=404 if str(exc).startswith("no ") else 400
+                )
             return JSONResponse(result)
 
         return endpoint

@@ -1,0 +1,92 @@
+"""Per-run overhead of the warm sandbox pool versus a fresh interpreter per run.
+
+    python bench/sandbox_overhead.py [--runs N] [--fresh-runs N] [--json PATH]
+
+Both sides run the same trivial robot; the pool also isolates it (rlimits, chroot, seccomp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from b24robots.sandbox import SandboxPool
+
+ROBOT = "def run(inputs, ctx):\n    return {'x': inputs['a'] + 1}\n"
+FRESH = ROBOT + "import json, sys\nprint(json.dumps(run({'a': 1}, None)))\n"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "runs": len(samples),
+        "p50_ms": percentile(samples, 0.50),
+        "p99_ms": percentile(samples, 0.99),
+        "mean_ms": statistics.fmean(samples),
+    }
+
+
+def bench_pool(runs: int) -> tuple[dict[str, float], dict[str, object]]:
+    with SandboxPool(2) as pool:
+        for _ in range(20):  # warm-up
+            pool.run(ROBOT, {"a": 1}, context={"portal": "bench.example"})
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            result = pool.run(ROBOT, {"a": 1}, context={"portal": "bench.example"})
+            samples.append((time.perf_counter() - start) * 1000)
+            assert result.outputs == {"x": 2}
+        return summary(samples), pool.health()
+
+
+def bench_fresh(runs: int) -> dict[str, float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-I", "-c", FRESH], capture_output=True, check=True, env={})
+        samples.append((time.perf_counter() - start) * 1000)
+        assert json.loads(out.stdout) == {"x": 2}
+    return summary(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000, help="runs through the warm pool")
+    parser.add_argument("--fresh-runs", type=int, default=50, help="fresh interpreters to start")
+    parser.add_argument("--json", type=Path, default=Path("sandbox_overhead.json"), help="where to write results")
+    args = parser.parse_args()
+
+    pool, health = bench_pool(args.runs)
+    fresh = bench_fresh(args.fresh_runs)
+    ratio = {key: fresh[key] / pool[key] for key in ("p50_ms", "p99_ms", "mean_ms")}
+
+    table = Table(title=f"Sandbox overhead per run (isolation: {health['isolation']})")
+    table.add_column("")
+    for key in ("runs", "p50 ms", "p99 ms", "mean ms"):
+        table.add_column(key, justify="right")
+    table.add_row("warm pool", str(pool["runs"]), *(f"{pool[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms")))
+    table.add_row("python -I -c", str(fresh["runs"]), *(f"{fresh[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms")))
+    table.add_row("ratio", "", *(f"{ratio[k]:.1f}x" for k in ("p50_ms", "p99_ms", "mean_ms")))
+    Console().print(table)
+    target = "met" if pool["p50_ms"] <= 5.0 else "MISSED"
+    print(f"target warm-pool p50 <= 5 ms: {target}")
+
+    report = {"warm_pool": pool, "fresh_interpreter": fresh, "ratio": ratio, "isolation": health["isolation"]}
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Languages of the admin UI: gettext catalogs (compiled .mo files ship in the package) and Jinja2.
+
+The language is the `b24r_lang` cookie when set, else the best match of Accept-Language, else
+English. Each language has its own Jinja2 environment with the catalog installed, so `_()` in a
+template and `t._()` in Python give the same translation.
+"""
+
+from __future__ import annotations
+
+import gettext
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+WEB_DIR = Path(__file__).resolve().parent.parent
+LOCALE_DIR = WEB_DIR / "locale"
+TEMPLATE_DIR = WEB_DIR / "templates"
+DOMAIN = "b24robots"
+LANGUAGES = ("en", "ru")
+LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}
+DEFAULT_LANGUAGE = "en"
+COOKIE = "b24r_lang"
+
+
+def pick_language(cookie: str | None, accept_language: str | None) -> str:
+    """The cookie wins; then the highest-weighted Accept-Language entry we have; then English."""
+    if cookie in LANGUAGES:
+        return cookie
+    best, best_q = DEFAULT_LANGUAGE, -1.0
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        lang = tag.strip().lower().split("-")[0]
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        q -= position * 1e-6  # equal weights: the earlier entry wins
+        if lang in LANGUAGES and q > best_q and q > 0:
+            best, best_q = lang, q
+    return best
+
+
+@cache
+def translations(lang: str) -> gettext.NullTranslations:
+    if lang == DEFAULT_LANGUAGE:
+        return gettext.NullTranslations()
+    return gettext.translation(DOMAIN, localedir=str(LOCALE_DIR), languages=[lang], fallback=True)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "—"
+
+
+@cache
+def environment(lang: str) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=select_autoescape(["html", "xml"]),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    env.filters["when"] = _when
+    env.globals["LANGUAGES"] = LANGUAGE_NAMES
+    return env
+
+
+@dataclass(frozen=True)
+class Translator:
+    """The request's language: `_()` for messages built in Python."""
+
+    lang: str
+
+    def _(self, message: str, **values: Any) -> str:
+        text = translations(self.lang).gettext(message)
+        return text % values if values else text
