@@ -60,7 +60,7 @@ async def later(ctx: RobotContext) -> CountOut:
 
 @router.robot("t.slow", name="Slow", outputs=CountOut)
 async def slow() -> CountOut:
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(2.5)
     return CountOut(n=1)
 
 
@@ -201,7 +201,7 @@ async def test_retry_signal(h: RobotHarness) -> None:
 
 async def test_never_answer_after_the_timeout(h: RobotHarness) -> None:
     wf = await h.sim.start_robot(h.portal, "t.slow", timeout_duration=1)
-    await wf.closed(timeout=5)
+    await wf.closed(timeout=10)
     await h.until_idle()
     assert wf.closed_by == "timeout" and wf.is_timeout
     inv = h.svc.journal.list(robot="t.slow")[0]
@@ -210,9 +210,9 @@ async def test_never_answer_after_the_timeout(h: RobotHarness) -> None:
 
 
 async def test_a_failing_robot_tells_the_portal_before_its_timeout(h: RobotHarness) -> None:
-    h.svc.runner.rules = RetryRules(max_attempts=50, base_delay=0.3, max_delay=0.3)
-    wf = await h.sim.start_robot(h.portal, "t.broken", timeout_duration=2)
-    await wf.closed(timeout=5)
+    h.svc.runner.rules = RetryRules(max_attempts=50, base_delay=1.0, max_delay=1.0)
+    wf = await h.sim.start_robot(h.portal, "t.broken", timeout_duration=4)
+    await wf.closed(timeout=10)
     assert wf.closed_by == "event"
     assert any("timeout" in e.message for e in wf.log)
 

@@ -7,8 +7,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from b24robots.sandbox import SandboxLimits, SandboxPool
 
 CAPS = SandboxLimits(
@@ -61,14 +59,13 @@ def zygote_children(pool: SandboxPool) -> set[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
+def hardened_pool() -> Iterator[SandboxPool]:
+    """Body of the `pool` fixture each test module declares."""
     with SandboxPool(2, caps=CAPS) as p:
         yield p
 
 
-@pytest.fixture(scope="module")
-def raw_pool() -> Iterator[SandboxPool]:
+def os_layer_pool() -> Iterator[SandboxPool]:
     """A pool with the in-language layer off: only the OS layer stands."""
     with SandboxPool(2, caps=CAPS, language_hardening=False) as p:
         yield p

@@ -7,16 +7,27 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox_support import CAPS, CONTEXT, assert_serves_normally, pool, zygote_children  # noqa: F401
+from sandbox_support import CAPS, CONTEXT, assert_serves_normally, hardened_pool, zygote_children
 
 from b24robots.errors import ConfigError, MethodError, SandboxError, SandboxLimitExceeded, StoredCodeError
 from b24robots.sandbox import SandboxLimits, SandboxPool, SandboxResult
 
-ECHO = "def run(inputs, ctx):\n    return {'inputs': inputs, 'types': [type(v).__name__ for v in inputs.values()]}\n"
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[SandboxPool]:
+    yield from hardened_pool()
+
+
+ECHO = """\
+def run(inputs, ctx):
+    return {"inputs": inputs, "types": [type(v).__name__ for v in inputs.values()]}
+"""
 
 
 def test_ctx_exposes_the_context(pool: SandboxPool) -> None:
@@ -212,7 +223,9 @@ def test_per_call_limits_are_clamped_to_caps() -> None:
     assert generous.clamp(caps) == caps
     with SandboxPool(1, caps=caps) as small:
         with pytest.raises(SandboxLimitExceeded) as info:
-            small.run("import time\ndef run(inputs, ctx):\n    time.sleep(60)\n", {}, context={}, limits=generous)
+            small.run(
+                "import time\ndef run(inputs, ctx):\n    time.sleep(60)\n", {}, context={}, limits=generous
+            )
         assert info.value.limit == "timeout"
         assert "0.5 s" in str(info.value)
 
@@ -224,7 +237,9 @@ def test_limits_validate() -> None:
         SandboxLimits(memory_mb=4)
     with pytest.raises(ConfigError, match="wall_seconds"):
         SandboxLimits(wall_seconds=float("inf"))
-    small = SandboxLimits(cpu_seconds=1, wall_seconds=2, memory_mb=64, output_bytes=10, file_size_mb=1, open_files=8)
+    small = SandboxLimits(
+        cpu_seconds=1, wall_seconds=2, memory_mb=64, output_bytes=10, file_size_mb=1, open_files=8
+    )
     assert SandboxLimits().clamp(small) == small
     assert small.clamp(SandboxLimits()) == small
 
@@ -279,9 +294,15 @@ def test_dead_zygote_is_restarted() -> None:
 def test_close_kills_every_process() -> None:
     small = SandboxPool(2, caps=CAPS)
     small.start()
-    busy = threading.Thread(
-        target=lambda: pytest.raises(SandboxError, small.run, "def run(i, c):\n    while True: pass\n", {}, context={})
-    )
+    outcome: list[BaseException] = []
+
+    def spin() -> None:
+        try:
+            small.run("def run(i, c):\n    while True: pass\n", {}, context={})
+        except BaseException as exc:
+            outcome.append(exc)
+
+    busy = threading.Thread(target=spin)
     busy.start()
     time.sleep(0.2)
     assert small._zygote is not None
@@ -291,9 +312,11 @@ def test_close_kills_every_process() -> None:
     small.close()
     busy.join(timeout=10)
     assert not busy.is_alive()
+    assert len(outcome) == 1 and type(outcome[0]) is SandboxError
     assert zygote.poll() is not None
     for pid in children:
-        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
     with pytest.raises(SandboxError, match="closed"):
         small.run(ECHO, {}, context={})
 

@@ -98,7 +98,14 @@ def test_allowed_modules_are_accepted_and_named_in_refusals() -> None:
 
 
 def test_safe_dunders_are_fine_and_others_are_not() -> None:
-    ok = "class A:\n    def __init__(self):\n        super().__init__()\n\ndef run(inputs, ctx):\n    return {'n': A.__name__}\n"
+    ok = """\
+class A:
+    def __init__(self):
+        super().__init__()
+
+def run(inputs, ctx):
+    return {'n': A.__name__}
+"""
     assert check_source(ok) == []
     bad = "def run(inputs, ctx):\n    return {'d': inputs.__dict__, 'm': run.__code__}\n"
     assert [p.message for p in check_source(bad)] == [
@@ -114,7 +121,13 @@ def test_bitrix_expressions_in_strings_are_not_format_fields() -> None:
 
 @pytest.mark.parametrize(
     "source",
-    [None, b"def run(i, c): pass", "def run(i, c):\n    return 1\x00\n", "(" * 500 + ")" * 500, "x = [" * 300000],
+    [
+        None,
+        b"def run(i, c): pass",
+        "def run(i, c):\n    return 1\x00\n",
+        "(" * 500 + ")" * 500,
+        "x = [" * 300000,
+    ],
 )
 def test_garbage_never_raises(source: object) -> None:
     problems = check_source(source)  # type: ignore[arg-type]

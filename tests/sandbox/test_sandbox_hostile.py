@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 
 import pytest
-from sandbox_support import TIGHT, assert_serves_normally, pool  # noqa: F401
+from sandbox_support import TIGHT, assert_serves_normally, hardened_pool
 
 from b24robots.errors import SandboxError, SandboxLimitExceeded, SourceRejected, StoredCodeError
 from b24robots.sandbox import SandboxPool
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[SandboxPool]:
+    yield from hardened_pool()
 
 
 def robot(body: str, top: str = "") -> str:
@@ -19,7 +25,10 @@ def robot(body: str, top: str = "") -> str:
 LIMIT_CASES = {
     "infinite-loop": (robot("while True:\n    pass"), {"cpu", "timeout"}),
     "loop-swallowing-every-exception": (
-        robot("while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"),
+        robot(
+            "while True:\n    try:\n        while True:\n            pass\n"
+            "    except BaseException:\n        pass"
+        ),
         {"cpu", "timeout"},
     ),
     "top-level-loop": ("while True:\n    pass\n" + robot("return {}"), {"cpu", "timeout"}),
@@ -108,7 +117,10 @@ RUNTIME_CASES = {
     ),
     "sys-through-module-attribute": (robot("import json\nreturn {'s': str(json.sys)}"), "AttributeError"),
     "os-through-private-attribute": (robot("import random\nreturn {'o': str(random._os)}"), "AttributeError"),
-    "attrgetter-withheld": (robot("import operator\nreturn {'a': str(operator.attrgetter)}"), "AttributeError"),
+    "attrgetter-withheld": (
+        robot("import operator\nreturn {'a': str(operator.attrgetter)}"),
+        "AttributeError",
+    ),
     "formatter-withheld": (
         robot("import string\nreturn {'f': str(string.Formatter().get_field('0', [1], {}))}"),
         "AttributeError",
@@ -116,7 +128,9 @@ RUNTIME_CASES = {
     "ctx-is-read-only": (robot("ctx.portal = 'other'\nreturn {}"), "AttributeError: ctx is read-only"),
     "system-exit": (robot("raise SystemExit(0)"), "SystemExit"),
     "hostile-exception-str": (
-        robot("raise E()", "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('nope')\n"),
+        robot(
+            "raise E()", "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('nope')\n"
+        ),
         "E",
     ),
     "call-without-rest-access": (
@@ -156,7 +170,16 @@ def test_bad_return_values_are_sandbox_errors(pool: SandboxPool, body: str, frag
 
 
 def test_exception_traceback_points_at_stored_lines(pool: SandboxPool) -> None:
-    source = "import json\n\ndef helper(x):\n    return x['missing']\n\ndef run(inputs, ctx):\n    ctx.log('before')\n    return {'v': helper({})}\n"
+    source = """\
+import json
+
+def helper(x):
+    return x['missing']
+
+def run(inputs, ctx):
+    ctx.log('before')
+    return {'v': helper({})}
+"""
     with pytest.raises(StoredCodeError) as info:
         pool.run(source, {}, context={}, filename="<robot deal_sum v3>")
     error = info.value

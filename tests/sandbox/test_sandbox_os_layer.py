@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 
 import pytest
-from sandbox_support import IS_ROOT, TIGHT, assert_serves_normally, raw_pool  # noqa: F401
+from sandbox_support import IS_ROOT, TIGHT, assert_serves_normally, os_layer_pool
 
 from b24robots.errors import SandboxError, SandboxLimitExceeded, StoredCodeError
 from b24robots.sandbox import SandboxLimits, SandboxPool
+
+
+@pytest.fixture(scope="module")
+def raw_pool() -> Iterator[SandboxPool]:
+    yield from os_layer_pool()
 
 
 def robot(body: str) -> str:
@@ -37,8 +43,17 @@ def test_isolation_level_is_reported(raw_pool: SandboxPool) -> None:
         ("import os\nos.kill(1, 9)", "PermissionError"),
         ("import os\nos.killpg(0, 9)", "PermissionError"),
     ],
-    ids=["fork", "posix_spawn", "subprocess", "exec", "socket", "connect", "kill-parent", "kill-init",
-         "kill-group"],
+    ids=[
+        "fork",
+        "posix_spawn",
+        "subprocess",
+        "exec",
+        "socket",
+        "connect",
+        "kill-parent",
+        "kill-init",
+        "kill-group",
+    ],
 )
 def test_dangerous_system_calls_are_denied(raw_pool: SandboxPool, body: str, error: str) -> None:
     with pytest.raises(StoredCodeError) as info:
@@ -49,8 +64,13 @@ def test_dangerous_system_calls_are_denied(raw_pool: SandboxPool, body: str, err
 
 @pytest.mark.parametrize(
     ("call", "args"),
-    [("unshare", "0x10000000"), ("ptrace", "16, 1, 0, 0"), ("mount", "b'none', b'/', b'tmpfs', 0, 0"),
-     ("chroot", "b'/'"), ("setns", "0, 0")],
+    [
+        ("unshare", "0x10000000"),
+        ("ptrace", "16, 1, 0, 0"),
+        ("mount", "b'none', b'/', b'tmpfs', 0, 0"),
+        ("chroot", "b'/'"),
+        ("setns", "0, 0"),
+    ],
 )
 def test_namespace_and_debug_calls_are_denied(raw_pool: SandboxPool, call: str, args: str) -> None:
     body = f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.{call}({args})\n"
@@ -64,21 +84,27 @@ def test_filesystem_is_out_of_reach(raw_pool: SandboxPool) -> None:
     with pytest.raises(StoredCodeError) as info:
         raw_pool.run(robot("return {'p': open('/etc/passwd').read()}"), {}, context={})
     assert "FileNotFoundError" in str(info.value)
-    result = raw_pool.run(robot("import os\nreturn {'ls': os.listdir('/'), 'uid': os.getuid()}"), {}, context={})
+    result = raw_pool.run(
+        robot("import os\nreturn {'ls': os.listdir('/'), 'uid': os.getuid()}"), {}, context={}
+    )
     assert result.outputs == {"ls": [], "uid": 65534}
 
 
 def test_environment_is_empty(raw_pool: SandboxPool) -> None:
     os.environ["B24R_SANDBOX_TEST_SECRET"] = "s3cr3t"
     try:
-        result = raw_pool.run(robot("import os\nreturn {'env': dict(os.environ)}"), {}, context={"portal": "p2"})
+        result = raw_pool.run(
+            robot("import os\nreturn {'env': dict(os.environ)}"), {}, context={"portal": "p2"}
+        )
     finally:
         del os.environ["B24R_SANDBOX_TEST_SECRET"]
     assert result.outputs == {"env": {}}
 
 
 def test_large_file_hits_file_size(raw_pool: SandboxPool) -> None:
-    body = "with open('big', 'wb') as f:\n    for _ in range(50):\n        f.write(b'x' * 1_000_000)\nreturn {}"
+    body = (
+        "with open('big', 'wb') as f:\n    for _ in range(50):\n        f.write(b'x' * 1_000_000)\nreturn {}"
+    )
     with pytest.raises(SandboxLimitExceeded) as info:
         raw_pool.run(robot(body), {}, context={}, limits=TIGHT)
     assert info.value.limit == "file_size"
@@ -127,7 +153,11 @@ def test_cpu_rlimit_kills_code_stuck_in_c(raw_pool: SandboxPool) -> None:
     # The SIGPROF handler cannot interrupt C code; RLIMIT_CPU (SIGXCPU) still ends it.
     limits = SandboxLimits(cpu_seconds=0.3, wall_seconds=3.0)
     with pytest.raises(SandboxLimitExceeded) as info:
-        raw_pool.run(robot("import signal\nsignal.signal(signal.SIGPROF, signal.SIG_IGN)\nx = 7 ** (10 ** 10)"),
-                     {}, context={}, limits=limits)
+        raw_pool.run(
+            robot("import signal\nsignal.signal(signal.SIGPROF, signal.SIG_IGN)\nx = 7 ** (10 ** 10)"),
+            {},
+            context={},
+            limits=limits,
+        )
     assert info.value.limit == "cpu"
     assert_serves_normally(raw_pool)

@@ -56,12 +56,16 @@ _INT64_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class FormLimits:
-    """Bounds that :func:`decode_form` enforces; exceeding any one raises ``FormDecodeError``."""
+    """Bounds that :func:`decode_form` enforces; exceeding any one raises ``FormDecodeError``.
+
+    ``max_list_length`` caps the items of a decoded list and the index an ``[]`` append may take;
+    an explicit index such as ``a[999999999]`` is just a dict key and allocates nothing extra.
+    """
 
     max_body_bytes: int = 1_048_576  # 1 MiB
-    max_depth: int = 8  # bracket groups per name
+    max_depth: int = 8  # bracket groups in one name
     max_keys: int = 5_000  # non-empty key=value pairs
-    max_list_length: int = 1_000  # items per list; an index an `[]` append may take is below this
+    max_list_length: int = 1_000
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -123,17 +127,14 @@ def _unescape(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
+# The bracket groups PHP reads: `[...]` runs back to back, each closed by the first `]`.
+_GROUPS = re.compile(r"(?:\[[^\]]*\])+")
+
+
 def _count_groups(name: str) -> int:
-    """How many bracket groups PHP would read in ``name`` (only used for error messages)."""
-    pos = name.find("[")
-    count = 0
-    while pos >= 0:
-        close = name.find("]", pos + 1)
-        if close < 0:
-            break
-        count += 1
-        pos = close + 1 if name.startswith("[", close + 1) else -1
-    return count
+    """How many bracket groups PHP reads in ``name`` (for error messages; C-speed on huge names)."""
+    found = _GROUPS.match(name, max(name.find("["), 0))
+    return found[0].count("]") if found else 0
 
 
 _INDEX_START = frozenset("-0123456789")

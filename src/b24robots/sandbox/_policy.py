@@ -223,7 +223,11 @@ class _Checker(ast.NodeVisitor):
 def _has_entry_point(tree: ast.Module) -> list[SourceProblem]:
     for node in tree.body:
         if isinstance(node, ast.AsyncFunctionDef) and node.name == "run":
-            return [SourceProblem(node.lineno, node.col_offset + 1, "run must be a plain def, not async", "entry_point")]
+            return [
+                SourceProblem(
+                    node.lineno, node.col_offset + 1, "run must be a plain def, not async", "entry_point"
+                )
+            ]
         if isinstance(node, ast.FunctionDef) and node.name == "run":
             args = node.args
             positional = len(args.posonlyargs) + len(args.args)

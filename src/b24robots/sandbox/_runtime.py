@@ -8,7 +8,7 @@ socket until the pool retires it. Per-run limits are lowered soft limits and int
 
 Control channel (pool <-> zygote, SOCK_SEQPACKET, one JSON object per packet):
 ``{"t": "fork", "caps": {...}}`` -> ``{"t": "forked", "pid": n}`` plus the worker's socket (SCM_RIGHTS);
-``{"t": "reap", "pid": n}`` -> ``{"t": "reaped", "pid": n, "signal": s, "exit": c, "cpu": sec, "maxrss_kb": k}``;
+``{"t": "reap", "pid": n}`` -> ``{"t": "reaped", "pid": n, "signal": .., "exit": .., "cpu": .., ...}``;
 ``{"t": "quit"}``. EOF on the channel makes the zygote kill its workers and exit.
 """
 
@@ -161,12 +161,65 @@ def _safe_delattr(obj: object, name: str) -> None:
     delattr(obj, _checked_name(name))
 
 
-_SAFE_BUILTINS = (
-    "abs all any ascii bin bool bytearray bytes callable chr classmethod complex dict dir divmod "
-    "enumerate filter float format frozenset hash hex id int isinstance issubclass iter len list map "
-    "max min next object oct ord pow property range repr reversed round set slice sorted staticmethod "
-    "str sum super tuple type zip NotImplemented Ellipsis __build_class__"
-).split()
+_SAFE_BUILTINS = frozenset(
+    [
+        "abs",
+        "all",
+        "any",
+        "ascii",
+        "bin",
+        "bool",
+        "bytearray",
+        "bytes",
+        "callable",
+        "chr",
+        "classmethod",
+        "complex",
+        "dict",
+        "dir",
+        "divmod",
+        "enumerate",
+        "filter",
+        "float",
+        "format",
+        "frozenset",
+        "hash",
+        "hex",
+        "id",
+        "int",
+        "isinstance",
+        "issubclass",
+        "iter",
+        "len",
+        "list",
+        "map",
+        "max",
+        "min",
+        "next",
+        "object",
+        "oct",
+        "ord",
+        "pow",
+        "property",
+        "range",
+        "repr",
+        "reversed",
+        "round",
+        "set",
+        "slice",
+        "sorted",
+        "staticmethod",
+        "str",
+        "sum",
+        "super",
+        "tuple",
+        "type",
+        "zip",
+        "NotImplemented",
+        "Ellipsis",
+        "__build_class__",
+    ]
+)
 
 
 def _exception_names() -> list[str]:
@@ -225,7 +278,7 @@ class _Modules:
 
 
 def _builtins_for(print_fn: Callable[..., None], modules: _Modules) -> dict[str, Any]:
-    table = {name: getattr(builtins, name) for name in _SAFE_BUILTINS + _EXCEPTIONS}
+    table = {name: getattr(builtins, name) for name in (*_SAFE_BUILTINS, *_EXCEPTIONS)}
     table.update(
         getattr=_safe_getattr,
         hasattr=_safe_hasattr,
@@ -376,10 +429,16 @@ class _Worker:
             exec(code, namespace)  # noqa: S102 - running the stored code is the point; it is contained
             entry = namespace.get("run")
             if not callable(entry):
-                raise _Rejected([_policy.SourceProblem(1, 0, "no callable run(inputs, ctx) defined", "entry_point")])
+                raise _Rejected(
+                    [_policy.SourceProblem(1, 0, "no callable run(inputs, ctx) defined", "entry_point")]
+                )
             outputs = entry(inputs, ctx)
             _armed = False
-            return {"t": "result", "outputs": self.encode_outputs(outputs, int(limits["output_bytes"])), "log": log}
+            return {
+                "t": "result",
+                "outputs": self.encode_outputs(outputs, int(limits["output_bytes"])),
+                "log": log,
+            }
         except BaseException as exc:
             _armed = False
             return self.report(exc, filename, log)

@@ -34,6 +34,7 @@ _OFF_NR = 0
 _OFF_ARCH = 4
 _OFF_ARG0_LOW = 16  # little-endian: the low 32 bits of args[0]
 
+# fmt: off
 _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
     "x86_64": (
         0xC000003E,  # AUDIT_ARCH_X86_64
@@ -52,7 +53,7 @@ _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
             "quotactl": 179, "vhangup": 153, "settimeofday": 164, "clock_settime": 227,
             "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "mbind": 237,
             "migrate_pages": 256, "move_pages": 279,
-        },  # fmt: skip
+        },
     ),
     "aarch64": (
         0xC00000B7,  # AUDIT_ARCH_AARCH64
@@ -70,9 +71,10 @@ _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
             "swapon": 224, "swapoff": 225, "syslog": 116, "quotactl": 60, "vhangup": 58,
             "settimeofday": 170, "clock_settime": 112, "sethostname": 161, "setdomainname": 162,
             "mbind": 235, "migrate_pages": 238, "move_pages": 239,
-        },  # fmt: skip
+        },
     ),
 }
+# fmt: on
 
 #: Calls handled by dedicated rules rather than a plain deny.
 _SPECIAL = frozenset({"clone", "clone3", "kill", "tkill", "tgkill"})

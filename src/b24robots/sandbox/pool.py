@@ -173,7 +173,8 @@ class _Zygote:
 
 def _bwrap_args() -> list[str]:
     """A bubblewrap view with no network and only what the interpreter needs, read-only."""
-    args = ["--unshare-all", "--die-with-parent", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    # A fresh tmpfs inside the namespace, not the host's /tmp.
+    args = ["--unshare-all", "--die-with-parent", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]  # noqa: S108
     paths = {"/usr", "/lib", "/lib64", "/bin", sys.base_prefix, sys.prefix, str(_SANDBOX_DIR)}
     for path in sorted(paths):
         if os.path.exists(path):
@@ -325,7 +326,9 @@ class SandboxPool:
                     self._bwrap = found
                     return zygote
                 except (OSError, SandboxError, ValueError) as exc:
-                    log.warning("bubblewrap is installed but could not start the sandbox (%s); not using it", exc)
+                    log.warning(
+                        "bubblewrap is installed but could not start the sandbox (%s); not using it", exc
+                    )
             elif self._want_bwrap:
                 log.warning("bubblewrap was requested but `bwrap` is not on PATH")
         self._bwrap = None
@@ -524,14 +527,18 @@ class SandboxPool:
             raise SandboxError("context must be a dict with str keys")
         for key in context:
             if _CREDENTIAL.search(key):
-                raise SandboxError(f"context key {key!r} looks like a credential; stored code never gets those")
+                raise SandboxError(
+                    f"context key {key!r} looks like a credential; stored code never gets those"
+                )
             if not key.isidentifier() or key.startswith("_") or key in ("log", "call", "batch", "RestError"):
                 raise SandboxError(f"context key {key!r} cannot be an attribute of ctx")
         try:
             encoded_inputs = _wire.encode(inputs)
             encoded_context = _wire.encode(context)
         except (TypeError, ValueError) as exc:
-            raise SandboxError(f"inputs and context must be JSON-able (dates and decimals allowed): {exc}") from None
+            raise SandboxError(
+                f"inputs and context must be JSON-able (dates and decimals allowed): {exc}"
+            ) from None
         job = {
             "t": "job",
             "source": source,
@@ -714,7 +721,12 @@ def _serve_call(
         else:
             commands = _wire.decode(message.get("commands"))
             if not isinstance(commands, (dict, list)):
-                return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": "malformed ctx.batch"}
+                return {
+                    "t": "reply",
+                    "ok": False,
+                    "code": "BAD_REQUEST",
+                    "description": "malformed ctx.batch",
+                }
             if on_batch is None:
                 return {"t": "reply", "ok": False, "code": "NOT_AVAILABLE", "description": "no REST access"}
             result = on_batch(commands)

@@ -1,0 +1,5 @@
+"""`python -m b24robots` is the `b24robots` command."""
+
+from b24robots.cli import main
+
+main()

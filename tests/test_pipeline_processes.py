@@ -1,0 +1,128 @@
+"""Worker processes: crash recovery (kill -9) and several workers sharing one PostgreSQL queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from b24robots.testing import PortalSimulator, SimulatorServer
+from b24robots.testing.app_fixtures import PUBLIC_URL, RobotHarness
+from tests.conftest import new_pg_database
+from tests.proc_robots import router
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def served_sim() -> Iterator[PortalSimulator]:
+    sim = PortalSimulator()
+    with SimulatorServer(sim):
+        yield sim
+
+
+def start_worker(h: RobotHarness, database_url: str, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "B24R_DATABASE_URL": database_url,
+        "B24R_DATA_DIR": str(data_dir),
+        "B24R_SECRET_KEY": "test-secret-key",
+        "B24R_ALLOW_HTTP_PORTALS": "true",
+        "B24R_PUBLIC_URL": PUBLIC_URL,
+        "B24R_CLIENT_ID": h.app.client_id,
+        "B24R_CLIENT_SECRET": h.app.client_secret,
+        "B24R_WORKERS": "8",
+        "B24R_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "b24robots", "worker", "tests.proc_robots:router"],
+        env=environ, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError
+
+
+async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
+    served_sim: PortalSimulator, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'q.db'}"
+    marker = tmp_path / "started"
+    async with RobotHarness(router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False,
+                            sandbox=False) as h:  # fmt: skip
+        await h.install()
+        wf = await h.sim.start_robot(h.portal, "p.sleepy")
+        first = start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="30")
+        try:
+            await wait_for(marker.exists, 20)
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+        finally:
+            stop(first)
+        inv = h.svc.journal.list()[0]
+        assert inv.state == "running" and inv.attempts == 1  # the lease is still held by the dead worker
+        # make the dead worker's lease expire now instead of in a minute
+        from b24robots.store.models import InvocationRow
+
+        with h.svc.db.write() as s:
+            s.get(InvocationRow, inv.id).lease_expires_at = time.time() - 1  # type: ignore[union-attr]
+        second = start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.1")
+        try:
+            await wf.closed(timeout=30)
+            await wait_for(lambda: h.svc.journal.get(inv.id).state == "delivered", 20)
+        finally:
+            stop(second)
+        inv = h.svc.journal.get(inv.id)
+        assert inv.attempts == 2 and inv.deliver_attempts == 1
+        assert wf.closed_by == "event" and wf.ignored_events == 0
+        assert str(wf.return_values["pid"]) == str(second.pid)
+
+
+@pytest.mark.postgres
+async def test_two_worker_processes_on_postgresql_deliver_each_of_1000_once(
+    served_sim: PortalSimulator, tmp_path: Path, pg_server, pg_template  # type: ignore[no-untyped-def]
+) -> None:
+    db_url = new_pg_database(pg_server, pg_template)
+    async with RobotHarness(router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False,
+                            sandbox=False) as h:  # fmt: skip
+        await h.install()
+        h.sim.portal(h.portal).bucket.burst = 1000  # this test is about exactly-once, not about the limit
+        workflows = [await h.sim.start_robot(h.portal, "p.quick") for _ in range(1000)]
+        workers = [start_worker(h, db_url, tmp_path), start_worker(h, db_url, tmp_path)]
+        try:
+            await asyncio.gather(*(wf.closed(timeout=120) for wf in workflows))
+            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.list(limit=2000)), 60)
+        finally:
+            for w in workers:
+                stop(w)
+        rows = h.svc.journal.list(limit=2000)
+        assert len(rows) == 1000
+        assert all(i.attempts == 1 and i.deliver_attempts == 1 for i in rows)
+        assert all(wf.ignored_events == 0 and wf.closed_by == "event" for wf in workflows)
+        pids = {str(wf.return_values["pid"]) for wf in workflows}
+        assert pids == {str(w.pid) for w in workers}, "both workers took a share"
