@@ -605,11 +605,15 @@ def zygote_main(ctrl_fd: int) -> None:
             kind = request.get("t")
             if kind == "fork":
                 caps = request["caps"]
-                workdir = tempfile.mkdtemp(prefix="b24r-sandbox-")
-                if root:
-                    os.chown(workdir, NOBODY, NOBODY)
-                parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                pid = os.fork()
+                try:
+                    workdir = tempfile.mkdtemp(prefix="b24r-sandbox-")
+                    if root:
+                        os.chown(workdir, NOBODY, NOBODY)
+                    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                    pid = os.fork()
+                except OSError as exc:
+                    reply({"t": "error", "message": f"fork failed: {exc}"})
+                    continue
                 if pid == 0:
                     try:
                         ctrl.close()

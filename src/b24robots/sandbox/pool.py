@@ -133,7 +133,7 @@ class _Zygote:
         if reply.get("t") != "forked" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            raise SandboxError("the sandbox zygote could not fork a child")
+            raise SandboxError(f"the sandbox zygote could not fork a child: {reply.get('message', '?')}")
         pid = int(reply["pid"])
         sock = socket.socket(fileno=fds[0])
         sock.settimeout(_CONTROL_TIMEOUT)
@@ -173,8 +173,13 @@ class _Zygote:
 
 def _bwrap_args() -> list[str]:
     """A bubblewrap view with no network and only what the interpreter needs, read-only."""
+    # As root, skip the user namespace: workers must still drop to a real `nobody`.
+    if os.geteuid() == 0:
+        args = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        args = ["--unshare-all"]
     # A fresh tmpfs inside the namespace, not the host's /tmp.
-    args = ["--unshare-all", "--die-with-parent", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]  # noqa: S108
+    args += ["--die-with-parent", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]  # noqa: S108
     paths = {"/usr", "/lib", "/lib64", "/bin", sys.base_prefix, sys.prefix, str(_SANDBOX_DIR)}
     for path in sorted(paths):
         if os.path.exists(path):

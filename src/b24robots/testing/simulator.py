@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import hmac
 import threading
 import time
@@ -137,6 +138,7 @@ class PortalSimulator:
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._deadlines: list[tuple[float, int, Workflow]] = []  # heap of waiting activities with a timeout
         self._asgi: ASGIApp | None = None
         if isinstance(self.clock, ManualClock):
             self.clock.add_listener(self._on_clock_moved)
@@ -722,6 +724,7 @@ class PortalSimulator:
                 workflow._close("no_subscription", now)
             elif timeout > 0:
                 workflow.deadline = now + timeout
+                heapq.heappush(self._deadlines, (workflow.deadline, self._next_id(), workflow))
                 if not isinstance(self.clock, ManualClock):
                     asyncio.get_running_loop().call_later(timeout, self.check_timeouts)
         delivery = self._deliver_robot(workflow, reg.handler, encoded)
@@ -741,14 +744,14 @@ class PortalSimulator:
         closed = 0
         with self._lock:
             now = self.now()
-            for p in self.portals.values():
-                for wf in p.workflows.values():
-                    if not wf.is_closed and wf.deadline is not None and wf.deadline <= now:
-                        wf.is_timeout = True
-                        wf.return_values["IsTimeout"] = 1
-                        wf.log.append(LogEntry(now, "timeout: no answer received", "timeout"))
-                        wf._close("timeout", now)
-                        closed += 1
+            while self._deadlines and self._deadlines[0][0] <= now:
+                wf = heapq.heappop(self._deadlines)[2]
+                if not wf.is_closed:
+                    wf.is_timeout = True
+                    wf.return_values["IsTimeout"] = 1
+                    wf.log.append(LogEntry(now, "timeout: no answer received", "timeout"))
+                    wf._close("timeout", now)
+                    closed += 1
         return closed
 
     def apply_event(
