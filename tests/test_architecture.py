@@ -25,7 +25,20 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs"},
     "web": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "config", "loader", "logs"},
     "testing": {"errors", "inbound"},
-    "cli": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "web", "config", "loader", "testing", "logs"},
+    "cli": {
+        "errors",
+        "robots",
+        "rest",
+        "inbound",
+        "store",
+        "sandbox",
+        "jobs",
+        "web",
+        "config",
+        "loader",
+        "testing",
+        "logs",
+    },
 }
 # the pytest plugin and the demo wire the whole product together, like the CLI does
 COMPOSITION_ROOTS = {"testing/plugin.py", "testing/app_fixtures.py"}
@@ -86,10 +99,26 @@ def test_arrows_have_no_cycles() -> None:
 def test_public_surface() -> None:
     assert sorted(b24robots.__all__) == sorted(
         [
-            "Bool", "Date", "DateTime", "Double", "File", "Int", "Param", "ParamType", "Params", "Retry",
-            "RobotContext", "RobotFailure", "RobotSpec", "Router", "Select", "String", "Text", "User",
+            "Bool",
+            "Date",
+            "DateTime",
+            "Double",
+            "File",
+            "Int",
+            "Param",
+            "ParamType",
+            "Params",
+            "Retry",
+            "RobotContext",
+            "RobotFailure",
+            "RobotSpec",
+            "Router",
+            "Select",
+            "String",
+            "Text",
+            "User",
             "__version__",
         ]
-    )  # fmt: skip
+    )
     for name in b24robots.__all__:
         assert hasattr(b24robots, name), name

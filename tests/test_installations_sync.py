@@ -15,7 +15,7 @@ from b24robots.errors import StoreError
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
-from b24robots.store.installations import InstallGrant, Installations
+from b24robots.store.installations import Installations, InstallGrant
 from b24robots.testing.app_fixtures import RobotHarness
 
 router = Router()
@@ -35,10 +35,15 @@ def two() -> None: ...
 
 def grant(member: str = "m" * 32, token: str = "apptoken") -> InstallGrant:
     return InstallGrant(
-        member_id=member, domain="x.bitrix24.com", access_token="a1", refresh_token="r1", expires_at=time.time() + 60,
-        application_token=token, client_endpoint="https://x.bitrix24.com/rest/",
+        member_id=member,
+        domain="x.bitrix24.com",
+        access_token="a1",
+        refresh_token="r1",
+        expires_at=time.time() + 60,
+        application_token=token,
+        client_endpoint="https://x.bitrix24.com/rest/",
         server_endpoint="https://oauth.bitrix.info/rest/",
-    )  # fmt: skip
+    )
 
 
 def test_tokens_are_encrypted_at_rest_and_app_token_is_hashed(db: Database, tmp_path: Path) -> None:
@@ -101,12 +106,18 @@ async def test_sync_is_idempotent_and_follows_the_registry(tmp_path: Path) -> No
         await h.install()
         member = h.portal.member_id
         assert sorted((r.code, r.is_robot) for r in h.portal.registrations.values()) == [
-            ("s.one", True), ("s.two", False)]  # fmt: skip
+            ("s.one", True),
+            ("s.two", False),
+        ]
         second = await h.svc.syncer.sync(member)
         assert second.ok and second.changes == []
         # a stored robot appears, one is redeclared differently -> add + update on the next sync
-        h.svc.register.save(RobotSpec(code="s.three", name="Three"), "def run(i, c):\n    return {}\n", author="t")
-        h.svc.register.save(RobotSpec(code="s.one", name="One, stored"), "def run(i, c):\n    return {}\n", author="t")
+        h.svc.register.save(
+            RobotSpec(code="s.three", name="Three"), "def run(i, c):\n    return {}\n", author="t"
+        )
+        h.svc.register.save(
+            RobotSpec(code="s.one", name="One, stored"), "def run(i, c):\n    return {}\n", author="t"
+        )
         plan = await h.svc.syncer.sync(member, dry_run=True)
         assert sorted((c.action, c.code) for c in plan.changes) == [("add", "s.three"), ("update", "s.one")]
         assert "s.three" not in {r.code for r in h.portal.registrations.values()}  # dry run changed nothing
@@ -150,21 +161,28 @@ async def test_invalid_grant_marks_the_installation_for_reinstall(tmp_path: Path
         assert inst.status == "needs_reinstall" and "re-install" in inst.status_message
 
 
-async def test_cli_sync_dry_run_and_installations_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_cli_sync_dry_run_and_installations_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from b24robots.testing import PortalSimulator, SimulatorServer
 
     sim = PortalSimulator()
     with SimulatorServer(sim):
         async with RobotHarness(router, data_dir=tmp_path, sim=sim, workers=False, sandbox=False) as h:
             await h.install()
-            h.svc.register.save(RobotSpec(code="s.four", name="Four"), "def run(i, c):\n    return {}\n",
-                                author="t")  # fmt: skip
+            h.svc.register.save(
+                RobotSpec(code="s.four", name="Four"), "def run(i, c):\n    return {}\n", author="t"
+            )
             env = {
-                "B24R_DATA_DIR": str(tmp_path), "B24R_SECRET_KEY": "test-secret-key",
-                "B24R_ALLOW_HTTP_PORTALS": "true", "B24R_PUBLIC_URL": "http://robots.example.test",
-                "B24R_CLIENT_ID": h.app.client_id, "B24R_CLIENT_SECRET": h.app.client_secret,
-                "B24R_APP": "tests.test_installations_sync:router", "COLUMNS": "200",
-            }  # fmt: skip
+                "B24R_DATA_DIR": str(tmp_path),
+                "B24R_SECRET_KEY": "test-secret-key",
+                "B24R_ALLOW_HTTP_PORTALS": "true",
+                "B24R_PUBLIC_URL": "http://robots.example.test",
+                "B24R_CLIENT_ID": h.app.client_id,
+                "B24R_CLIENT_SECRET": h.app.client_secret,
+                "B24R_APP": "tests.test_installations_sync:router",
+                "COLUMNS": "200",
+            }
             for k, v in env.items():
                 monkeypatch.setenv(k, v)
             runner = CliRunner()

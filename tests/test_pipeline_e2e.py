@@ -7,8 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from b24robots import Bool, Date, DateTime, Double, File, Int, Params, RobotContext, RobotFailure, Router, Select
-from b24robots import String, Text, User
+from b24robots import (
+    Bool,
+    Date,
+    DateTime,
+    Double,
+    File,
+    Int,
+    Params,
+    RobotContext,
+    RobotFailure,
+    Router,
+    Select,
+    String,
+    Text,
+    User,
+)
 from b24robots.testing.app_fixtures import RobotHarness
 
 router = Router()
@@ -44,9 +58,16 @@ class AllOut(Params):
 def all_types(inputs: AllIn, ctx: RobotContext) -> AllOut:
     ctx.log(f"echo for {ctx.document_id[2]}")
     return AllOut(
-        s=inputs.s.upper(), t=inputs.t, i=(inputs.i or 0) + 1, d=(inputs.d or 0) * 2, b=not inputs.b,
-        dt=inputs.dt, sel=inputs.sel, u=inputs.u, many=list(reversed(inputs.many)),
-    )  # fmt: skip
+        s=inputs.s.upper(),
+        t=inputs.t,
+        i=(inputs.i or 0) + 1,
+        d=(inputs.d or 0) * 2,
+        b=not inputs.b,
+        dt=inputs.dt,
+        sel=inputs.sel,
+        u=inputs.u,
+        many=list(reversed(inputs.many)),
+    )
 
 
 class FailOut(Params):
@@ -83,10 +104,19 @@ async def test_every_type_in_and_out(harness: RobotHarness) -> None:
     wf = await harness.run_robot(
         "e2e.all_types",
         properties={
-            "s": "hello", "t": "multi\nline", "i": 41, "d": 1.25, "b": True, "dt": date(2024, 5, 27),
-            "dtt": "27.05.2024 14:30:00", "sel": "b", "u": 7, "f": 99, "many": ["x", "y"],
+            "s": "hello",
+            "t": "multi\nline",
+            "i": 41,
+            "d": 1.25,
+            "b": True,
+            "dt": date(2024, 5, 27),
+            "dtt": "27.05.2024 14:30:00",
+            "sel": "b",
+            "u": 7,
+            "f": 99,
+            "many": ["x", "y"],
         },
-    )  # fmt: skip
+    )
     assert wf.closed_by == "event"
     rv = wf.return_values
     assert rv["s"] == "HELLO" and rv["t"] == "multi\nline"

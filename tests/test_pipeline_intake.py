@@ -88,12 +88,20 @@ def body_for(h: RobotHarness, **over: Any) -> dict[str, Any]:
         "timeout_duration": "0",
         "ts": "1746700621",
         "auth": {
-            "access_token": "x" * 32, "domain": inst.domain, "member_id": inst.member_id,
-            "application_token": pinst.application_token, "client_endpoint": inst.client_endpoint,
-            "server_endpoint": inst.server_endpoint, "expires": "1", "expires_in": "3600", "scope": "bizproc",
-            "status": "L", "user_id": "1", "refresh_token": "y" * 32,
+            "access_token": "x" * 32,
+            "domain": inst.domain,
+            "member_id": inst.member_id,
+            "application_token": pinst.application_token,
+            "client_endpoint": inst.client_endpoint,
+            "server_endpoint": inst.server_endpoint,
+            "expires": "1",
+            "expires_in": "3600",
+            "scope": "bizproc",
+            "status": "L",
+            "user_id": "1",
+            "refresh_token": "y" * 32,
         },
-    }  # fmt: skip
+    }
     for key, value in over.items():
         if key.startswith("auth_"):
             body["auth"][key[5:]] = value
@@ -173,7 +181,9 @@ async def test_random_bodies_never_500(h: RobotHarness, raw: bytes) -> None:
     ),
     token=st.text(min_size=1, max_size=40),
 )
-async def test_random_valid_looking_calls_never_500(h: RobotHarness, props: dict[str, Any], token: str) -> None:
+async def test_random_valid_looking_calls_never_500(
+    h: RobotHarness, props: dict[str, Any], token: str
+) -> None:
     status, body = await post(h, body_for(h, properties=props, event_token=token))
     assert status == 200 and body["status"] in ("queued", "rejected", "duplicate")
 

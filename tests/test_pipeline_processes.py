@@ -45,8 +45,11 @@ def start_worker(h: RobotHarness, database_url: str, data_dir: Path, **env: str)
     }
     return subprocess.Popen(
         [sys.executable, "-m", "b24robots", "worker", "tests.proc_robots:router"],
-        env=environ, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        env=environ,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -73,8 +76,9 @@ async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'q.db'}"
     marker = tmp_path / "started"
-    async with RobotHarness(router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False,
-                            sandbox=False) as h:  # fmt: skip
+    async with RobotHarness(
+        router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False, sandbox=False
+    ) as h:
         await h.install()
         wf = await h.sim.start_robot(h.portal, "p.sleepy")
         first = start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="30")
@@ -105,11 +109,15 @@ async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
 
 @pytest.mark.postgres
 async def test_two_worker_processes_on_postgresql_deliver_each_of_1000_once(
-    served_sim: PortalSimulator, tmp_path: Path, pg_server, pg_template  # type: ignore[no-untyped-def]
+    served_sim: PortalSimulator,
+    tmp_path: Path,
+    pg_server,
+    pg_template,  # type: ignore[no-untyped-def]
 ) -> None:
     db_url = new_pg_database(pg_server, pg_template)
-    async with RobotHarness(router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False,
-                            sandbox=False) as h:  # fmt: skip
+    async with RobotHarness(
+        router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False, sandbox=False
+    ) as h:
         await h.install()
         h.sim.portal(h.portal).bucket.burst = 1000  # this test is about exactly-once, not about the limit
         workflows = [await h.sim.start_robot(h.portal, "p.quick") for _ in range(1000)]

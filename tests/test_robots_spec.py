@@ -29,19 +29,26 @@ class SmsOut(Params):
 
 def ctx() -> RobotContext:
     return RobotContext(
-        portal="example.bitrix24.com", member_id="m", code="send_sms", workflow_id="w",
-        document_id=["crm", "CCrmDocumentDeal", "DEAL_1188"], document_type=["crm", "CCrmDocumentDeal", "DEAL"],
+        portal="example.bitrix24.com",
+        member_id="m",
+        code="send_sms",
+        workflow_id="w",
+        document_id=["crm", "CCrmDocumentDeal", "DEAL_1188"],
+        document_type=["crm", "CCrmDocumentDeal", "DEAL"],
         event_token="t",
-    )  # fmt: skip
+    )
 
 
 def test_registration_payload_matches_protocol_example() -> None:
     router = Router()
 
     @router.robot(
-        "send_sms", name={"en": "Send SMS", "de": "SMS senden"}, inputs=SmsIn, outputs=SmsOut,
+        "send_sms",
+        name={"en": "Send SMS", "de": "SMS senden"},
+        inputs=SmsIn,
+        outputs=SmsOut,
         filter={"INCLUDE": [["crm", "CCrmDocumentDeal"], ["crm", "CCrmDocumentLead"]]},
-    )  # fmt: skip
+    )
     def send_sms(inputs: SmsIn) -> SmsOut:
         return SmsOut(message_id="1", ok=True)
 
@@ -56,7 +63,11 @@ def test_registration_payload_matches_protocol_example() -> None:
             "phone": {"Name": "Phone", "Type": "string", "Required": "Y", "Multiple": "N"},
             "to": {"Name": "Recipient", "Type": "user", "Required": "N", "Multiple": "N"},
             "channel": {
-                "Name": "Channel", "Type": "select", "Required": "N", "Multiple": "N", "Default": "sms",
+                "Name": "Channel",
+                "Type": "select",
+                "Required": "N",
+                "Multiple": "N",
+                "Default": "sms",
                 "Options": {"sms": "SMS", "wa": "WhatsApp"},
             },
             "tags": {"Name": "Tags", "Type": "string", "Required": "N", "Multiple": "Y"},
@@ -66,7 +77,7 @@ def test_registration_payload_matches_protocol_example() -> None:
             "ok": {"Name": "OK", "Type": "bool", "Required": "N", "Multiple": "N"},
         },
         "FILTER": {"INCLUDE": [["crm", "CCrmDocumentDeal"], ["crm", "CCrmDocumentLead"]]},
-    }  # fmt: skip
+    }
 
 
 def test_empty_properties_are_omitted_and_subscription_is_explicit() -> None:
@@ -74,7 +85,10 @@ def test_empty_properties_are_omitted_and_subscription_is_explicit() -> None:
     payload = spec.to_registration("https://a.b/h")
     assert "PROPERTIES" not in payload and "RETURN_PROPERTIES" not in payload
     assert payload["USE_SUBSCRIPTION"] == "N"
-    assert RobotSpec(code="ping", name="Ping", use_subscription=True).to_registration("x")["USE_SUBSCRIPTION"] == "Y"
+    assert (
+        RobotSpec(code="ping", name="Ping", use_subscription=True).to_registration("x")["USE_SUBSCRIPTION"]
+        == "Y"
+    )
     act = RobotSpec(code="ping", name="Ping", kind="activity")
     assert act.method_prefix == "bizproc.activity"
 
@@ -109,10 +123,16 @@ def test_single_filter_rule_without_wrapping_list() -> None:
 
 def test_document_round_trip() -> None:
     spec = RobotSpec(
-        code="send_sms", kind="activity", name={"en": "Send", "ru": "Отправить"}, description="Sends",
-        inputs=SmsIn.params(), outputs=SmsOut.params(), auth_user_id=3,
-        document_type=("crm", "CCrmDocumentDeal", "DEAL"), filter={"EXCLUDE": ["box"]},
-    )  # fmt: skip
+        code="send_sms",
+        kind="activity",
+        name={"en": "Send", "ru": "Отправить"},
+        description="Sends",
+        inputs=SmsIn.params(),
+        outputs=SmsOut.params(),
+        auth_user_id=3,
+        document_type=("crm", "CCrmDocumentDeal", "DEAL"),
+        filter={"EXCLUDE": ["box"]},
+    )
     doc = spec.to_document()
     again = RobotSpec.from_document(doc)
     assert again == spec
@@ -203,8 +223,9 @@ def test_registry_prefers_the_stored_version() -> None:
     found = registry.resolve("send_sms")
     assert found is not None and found.origin == "module"
     spec = router.get("send_sms").spec  # type: ignore[union-attr]
-    stored.rows["send_sms"] = StoredRobot(spec=spec, source="def run(i, c): return {}", version=1, version_id=9,
-                                          content_hash="h")  # fmt: skip
+    stored.rows["send_sms"] = StoredRobot(
+        spec=spec, source="def run(i, c): return {}", version=1, version_id=9, content_hash="h"
+    )
     found = registry.resolve("send_sms")
     assert found is not None and found.origin == "stored" and found.version_id == 9
     assert registry.resolve("nope") is None

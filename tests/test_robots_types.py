@@ -37,7 +37,11 @@ VALUES: dict[ParamType, st.SearchStrategy[Any]] = {
 
 def param(ptype: ParamType, multiple: bool = False) -> Param[Any]:
     return Param(
-        name="P", type=ptype, key="p", multiple=multiple, options=OPTIONS if ptype is ParamType.SELECT else None
+        name="P",
+        type=ptype,
+        key="p",
+        multiple=multiple,
+        options=OPTIONS if ptype is ParamType.SELECT else None,
     )
 
 
@@ -87,8 +91,16 @@ for _t in ParamType:
         (ParamType.DATETIME, "27.05.2024 14:30", datetime(2024, 5, 27, 14, 30)),
         (ParamType.DATETIME, "05/27/2024 02:30:00 pm", datetime(2024, 5, 27, 14, 30)),
         (ParamType.DATETIME, "05/27/2024 12:05:00 am", datetime(2024, 5, 27, 0, 5)),
-        (ParamType.DATETIME, "2024-05-27T14:30:00+03:00", datetime(2024, 5, 27, 14, 30, tzinfo=timezone(timedelta(hours=3)))),
-        (ParamType.DATETIME, "27.05.2024 14:30:00 [10800]", datetime(2024, 5, 27, 14, 30, tzinfo=timezone(timedelta(hours=3)))),
+        (
+            ParamType.DATETIME,
+            "2024-05-27T14:30:00+03:00",
+            datetime(2024, 5, 27, 14, 30, tzinfo=timezone(timedelta(hours=3))),
+        ),
+        (
+            ParamType.DATETIME,
+            "27.05.2024 14:30:00 [10800]",
+            datetime(2024, 5, 27, 14, 30, tzinfo=timezone(timedelta(hours=3))),
+        ),
         (ParamType.SELECT, "wa", "wa"),
         (ParamType.STRING, "Привет, мир", "Привет, мир"),
     ],

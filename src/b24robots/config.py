@@ -20,12 +20,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".b24robots"), description="where the SQLite file and key file live")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file in data_dir")
     public_url: str = Field(
-        default="http://127.0.0.1:8000", description="the base URL Bitrix24 calls (handler = public_url + /b24/robot)"
+        default="http://127.0.0.1:8000",
+        description="the base URL Bitrix24 calls (handler = public_url + /b24/robot)",
     )
     client_id: str = Field(default="", description="the Bitrix24 application's client_id")
     client_secret: SecretStr = Field(default=SecretStr(""), description="the application's client_secret")
     secret_key: SecretStr | None = Field(default=None, description="key that encrypts tokens at rest")
-    allow_http_portals: bool = Field(default=False, description="accept plain-http portals (loopback simulators)")
+    allow_http_portals: bool = Field(
+        default=False, description="accept plain-http portals (loopback simulators)"
+    )
     app: str = Field(default="", description="import string module:attribute of the robots' Router or App")
     workers: int = Field(default=4, ge=1, le=256, description="concurrent robot runs per process")
     log_level: str = Field(default="INFO")

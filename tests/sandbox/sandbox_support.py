@@ -39,24 +39,39 @@ def assert_serves_normally(pool: SandboxPool) -> None:
     assert result.log == ["adding"]
     health = pool.health()
     assert health["started"] and health["zygote_alive"]
-    assert health["isolation"] in {"chroot+seccomp", "bwrap+seccomp", "seccomp"}
+    assert health["isolation"] in {"chroot+seccomp", "bwrap+chroot+seccomp", "bwrap+seccomp", "seccomp"}
 
 
-def zygote_children(pool: SandboxPool) -> set[int]:
-    """Pids of the processes the pool's zygote has forked (read from /proc)."""
-    zygote = pool._zygote
-    assert zygote is not None
-    found = set()
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, command line) for every process we can see."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == zygote.process.pid:
-                found.add(int(entry.name))
-    return found
+            table[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    return table
+
+
+def zygote_children(pool: SandboxPool) -> set[int]:
+    """Host pids of the workers the pool's zygote has forked (found in /proc, through bubblewrap too)."""
+    zygote = pool._zygote
+    assert zygote is not None
+    table = _processes()
+    below = {zygote.process.pid}
+    changed = True
+    while changed:
+        grown = below | {pid for pid, (ppid, _) in table.items() if ppid in below}
+        changed, below = grown != below, grown
+    ours = {
+        pid
+        for pid in below
+        if "zygote_main" in table[pid][1] and not table[pid][1].split("\0")[0].endswith("bwrap")
+    }
+    return {pid for pid in ours if table[pid][0] in ours}
 
 
 def hardened_pool() -> Iterator[SandboxPool]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import signal
 import time
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from b24robots.cli.common import Env, console, fail, friendly, when
@@ -90,8 +91,7 @@ def sync(
         async def run() -> int:
             for member_id, (rate, burst) in svc.installations.limits().items():
                 svc.rest.set_rate(member_id, rate, burst)
-            targets = [svc.installations.get(portal)] if portal else [
-                i for i in svc.installations.list() if i.active]  # fmt: skip
+            targets = [svc.installations.get(portal)] if portal else [i for i in svc.installations.list() if i.active]
             if not targets:
                 console.print("no active installations; install the application on a portal first")
                 return 0
@@ -101,7 +101,7 @@ def sync(
                     plan = await svc.syncer.plan(inst.member_id)
                     task = progress.add_task(f"{inst.domain}", total=max(1, len(plan)))
                     report = await svc.syncer.sync(
-                        inst.member_id, dry_run=dry_run, progress=lambda _c, t=task: progress.advance(t)
+                        inst.member_id, dry_run=dry_run, progress=functools.partial(_advance, progress, task)
                     )
                     progress.update(task, completed=max(1, len(plan)))
                     table = Table(title=f"{inst.domain}{' (dry run)' if dry_run else ''}")
@@ -125,6 +125,10 @@ def sync(
     go()
 
 
+def _advance(progress: Progress, task: TaskID, _change: object) -> None:
+    progress.advance(task)
+
+
 installations_app = typer.Typer(help="Portals that installed the application.", no_args_is_help=True)
 
 
@@ -146,9 +150,14 @@ def installations_list() -> None:
         token = "expired (refreshed on next call)" if inst.expires_at < now else f"valid until {when(inst.expires_at)}"
         status = inst.status if not inst.status_message else f"{inst.status}: {inst.status_message}"
         table.add_row(
-            inst.domain, inst.member_id[:8] + "…", status, token, f"{inst.rate:g}/s burst {inst.burst}",
-            when(inst.synced_at), inst.sync_status + (f" ({inst.sync_error})" if inst.sync_error else ""),
-        )  # fmt: skip
+            inst.domain,
+            inst.member_id[:8] + "…",
+            status,
+            token,
+            f"{inst.rate:g}/s burst {inst.burst}",
+            when(inst.synced_at),
+            inst.sync_status + (f" ({inst.sync_error})" if inst.sync_error else ""),
+        )
     console.print(table)
 
 
@@ -203,13 +212,17 @@ def journal(
         for col in ("id", "received", "robot", "document", "state", "attempts", "run ms", "error"):
             table.add_column(col)
         for inv in rows:
-            run_ms = (
-                f"{(inv.finished_at - inv.started_at) * 1000:.0f}" if inv.finished_at and inv.started_at else "-"
-            )
+            run_ms = f"{(inv.finished_at - inv.started_at) * 1000:.0f}" if inv.finished_at and inv.started_at else "-"
             table.add_row(
-                str(inv.id), when(inv.received_at), inv.robot_code, inv.document_id[2] if inv.document_id[2:] else "",
-                inv.state, str(inv.attempts), run_ms, inv.error.splitlines()[0][:60] if inv.error else "",
-            )  # fmt: skip
+                str(inv.id),
+                when(inv.received_at),
+                inv.robot_code,
+                inv.document_id[2] if inv.document_id[2:] else "",
+                inv.state,
+                str(inv.attempts),
+                run_ms,
+                inv.error.splitlines()[0][:60] if inv.error else "",
+            )
         console.print(table)
 
     go()

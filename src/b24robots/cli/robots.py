@@ -34,9 +34,13 @@ def list_robots(app_: AppOpt = None) -> None:
         info = stored.get(resolved.spec.code)
         origin = info.origin if info else "module"
         table.add_row(
-            resolved.spec.code, localize(resolved.spec.name), resolved.spec.kind, origin,
-            str(info.active_version) if info else "-", str(info.versions) if info else "-",
-        )  # fmt: skip
+            resolved.spec.code,
+            localize(resolved.spec.name),
+            resolved.spec.kind,
+            origin,
+            str(info.active_version) if info else "-",
+            str(info.versions) if info else "-",
+        )
     console.print(table)
 
 
@@ -68,7 +72,9 @@ def show(code: str, app_: AppOpt = None) -> None:
 def export(
     code: str,
     fmt: Annotated[str, typer.Option("--format", "-f", help="json or yaml")] = "yaml",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write; default stdout")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file to write; default stdout")
+    ] = None,
     app_: AppOpt = None,
 ) -> None:
     """Export a robot as a JSON or YAML document (bizproc.robot.add field names, plus `source`)."""
@@ -95,7 +101,9 @@ def read_document(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise DeclarationError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise DeclarationError(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
     if not isinstance(doc, dict):
         raise DeclarationError(f"{path} must hold one robot document (a mapping)")
     return doc
@@ -118,7 +126,9 @@ def import_(
     if source_file is not None:
         source = source_file.read_text(encoding="utf-8")
     if not isinstance(source, str) or not source.strip():
-        fail(f"{path} has no `source`; add the robot code (a run(inputs, ctx) function) or pass --source FILE")
+        fail(
+            f"{path} has no `source`; add the robot code (a run(inputs, ctx) function) or pass --source FILE"
+        )
         return
     spec = RobotSpec.from_document(doc)
     existed = env.register.exists(spec.code)
@@ -135,8 +145,14 @@ def versions(code: str) -> None:
     for col in ("version", "active", "author", "time", "comment", "hash"):
         table.add_column(col)
     for v in Env().register.versions(code):
-        table.add_row(str(v.number), "✓" if v.active else "", v.author, when(v.created_at), v.comment,
-                      v.content_hash[:12])  # fmt: skip
+        table.add_row(
+            str(v.number),
+            "✓" if v.active else "",
+            v.author,
+            when(v.created_at),
+            v.comment,
+            v.content_hash[:12],
+        )
     console.print(table)
 
 

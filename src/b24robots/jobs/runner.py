@@ -98,9 +98,11 @@ class Runner:
             values = parse_values(spec.inputs, inv.properties)
         except InputError as exc:
             return Outcome(
-                "dead", outputs=default_outputs(spec.outputs), error=str(exc),
+                "dead",
+                outputs=default_outputs(spec.outputs),
+                error=str(exc),
                 log_message=short(f"b24robots: bad input: {exc}"),
-            )  # fmt: skip
+            )
         try:
             raw = await self._call(resolved, values, ctx, inv)
             outputs = dump_values(spec.outputs, raw)
@@ -111,7 +113,11 @@ class Runner:
         except RobotFailure as fail:
             merged = {**default_outputs(spec.outputs), **self._dump_partial(spec.outputs, fail.outputs)}
             return Outcome(
-                "answer", outputs=merged, log=list(ctx.logs), log_message=short(fail.message), error=fail.message
+                "answer",
+                outputs=merged,
+                log=list(ctx.logs),
+                log_message=short(fail.message),
+                error=fail.message,
             )
         except InputError as exc:  # the handler returned outputs that do not fit the declaration
             return self._dead(spec.outputs, ctx, f"the robot returned bad outputs: {exc}")
@@ -134,9 +140,12 @@ class Runner:
 
     def _dead(self, params: Any, ctx: RobotContext, error: str) -> Outcome:
         return Outcome(
-            "dead", outputs=default_outputs(params), log=list(ctx.logs), error=error,
+            "dead",
+            outputs=default_outputs(params),
+            log=list(ctx.logs),
+            error=error,
             log_message=short(f"b24robots: {error}"),
-        )  # fmt: skip
+        )
 
     def _failed(self, params: Any, ctx: RobotContext, inv: Invocation, summary: str, tb: str) -> Outcome:
         error = f"{summary}\n{tb}".strip()
@@ -180,14 +189,23 @@ class Runner:
             }
 
         context = {
-            "portal": ctx.portal, "document_id": list(ctx.document_id), "document_type": list(ctx.document_type),
-            "workflow_id": ctx.workflow_id, "robot": ctx.code,
-        }  # fmt: skip
+            "portal": ctx.portal,
+            "document_id": list(ctx.document_id),
+            "document_type": list(ctx.document_type),
+            "workflow_id": ctx.workflow_id,
+            "robot": ctx.code,
+        }
         stored = resolved.stored
         result = await asyncio.to_thread(
-            self.sandbox.run, stored.source, values, context=context, limits=self.sandbox_limits,
-            on_call=on_call, on_batch=on_batch, filename=f"<robot {stored.spec.code} v{stored.version}>",
-        )  # fmt: skip
+            self.sandbox.run,
+            stored.source,
+            values,
+            context=context,
+            limits=self.sandbox_limits,
+            on_call=on_call,
+            on_batch=on_batch,
+            filename=f"<robot {stored.spec.code} v{stored.version}>",
+        )
         for line in result.log:
             ctx.log(line)
         return result.outputs

@@ -138,9 +138,13 @@ class Sender:
             delay = min(300.0, 5.0 * 2 ** min(due[0].deliver_attempts, 6))
             log.warning("batch of %d answers to %s failed: %s; retry in %.0f s", len(due), portal.domain, exc, delay)
             await asyncio.to_thread(
-                self.journal.delivery_failed, [i.id for i in due], self.owner, error=str(exc), delay=delay,
+                self.journal.delivery_failed,
+                [i.id for i in due],
+                self.owner,
+                error=str(exc),
+                delay=delay,
                 give_up_after=self.give_up_after,
-            )  # fmt: skip
+            )
             return
         self.batches += 1
         ok = [inv for inv in due if str(inv.id) not in result.errors]
@@ -151,7 +155,12 @@ class Sender:
             # a refused token can never be accepted: stop trying at once
             give_up = 1 if isinstance(err, AccessDenied) else self.give_up_after
             await asyncio.to_thread(
-                self.journal.delivery_failed, [inv_id], self.owner, error=str(err), delay=30.0, give_up_after=give_up
+                self.journal.delivery_failed,
+                [inv_id],
+                self.owner,
+                error=str(err),
+                delay=30.0,
+                give_up_after=give_up,
             )
         if self.on_delivered and ok:
             self.on_delivered(installation_id, ok)

@@ -113,11 +113,14 @@ class Syncer:
                 if exc.code != "ERROR_ACTIVITY_ALREADY_INSTALLED":
                     raise
                 await self.rest.call(
-                    member_id, f"{prefix}.update",
+                    member_id,
+                    f"{prefix}.update",
                     {"CODE": spec.code, "FIELDS": spec.registration_fields(self.handler_url)},
-                )  # fmt: skip
+                )
         else:
             await self.rest.call(
-                member_id, f"{prefix}.update", {"CODE": spec.code, "FIELDS": spec.registration_fields(self.handler_url)}
+                member_id,
+                f"{prefix}.update",
+                {"CODE": spec.code, "FIELDS": spec.registration_fields(self.handler_url)},
             )
         self.installations.set_registration(member_id, spec.code, spec.kind, spec.fingerprint(self.handler_url))

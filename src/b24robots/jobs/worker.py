@@ -8,6 +8,7 @@ period and then gives the remaining leases back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -94,7 +95,7 @@ class Worker:
                 for inv in claimed:
                     task = asyncio.create_task(self._execute(inv))
                     self._running[inv.id] = task
-                    task.add_done_callback(lambda _t, i=inv.id: self._done(i))
+                    task.add_done_callback(functools.partial(self._done, inv.id))
                 if claimed and len(self._running) < self.concurrency:
                     continue  # there may be more waiting
                 await self._idle_wait()
@@ -116,7 +117,7 @@ class Worker:
             if not f.done():
                 f.cancel()
 
-    def _done(self, inv_id: int) -> None:
+    def _done(self, inv_id: int, _task: object = None) -> None:
         self._running.pop(inv_id, None)
         self.wakeup.notify()  # a slot is free
 
@@ -154,19 +155,31 @@ class Worker:
             portal = await asyncio.to_thread(self._portal, inv.installation_id)
         except NotFound:
             await asyncio.to_thread(
-                self.journal.kill, inv.id, self.owner, error="the installation is gone", log=[], log_message="",
+                self.journal.kill,
+                inv.id,
+                self.owner,
+                error="the installation is gone",
+                log=[],
+                log_message="",
                 outputs={},
-            )  # fmt: skip
+            )
             return
         if inv.too_late(now):
             await asyncio.to_thread(self.journal.expire_late, [inv.id], self.owner)
             return
         ctx = RobotContext(
-            portal=portal.domain, member_id=portal.member_id, code=inv.robot_code, workflow_id=inv.workflow_id,
-            document_id=inv.document_id, document_type=inv.document_type,
-            event_token=self.journal.original_token(inv), user_id=inv.auth_user_id, invocation_id=inv.id,
-            attempt=inv.attempts, rest=self.rest.for_portal(portal.member_id) if self.rest else None,
-        )  # fmt: skip
+            portal=portal.domain,
+            member_id=portal.member_id,
+            code=inv.robot_code,
+            workflow_id=inv.workflow_id,
+            document_id=inv.document_id,
+            document_type=inv.document_type,
+            event_token=self.journal.original_token(inv),
+            user_id=inv.auth_user_id,
+            invocation_id=inv.id,
+            attempt=inv.attempts,
+            rest=self.rest.for_portal(portal.member_id) if self.rest else None,
+        )
         outcome = await self.runner.run(inv, ctx)
         elapsed = time.monotonic() - started
         try:
@@ -183,23 +196,32 @@ class Worker:
         if outcome.kind == "retry":
             if inv.deadline_at is not None and now + outcome.delay >= inv.deadline_at:
                 outcome = Outcome(
-                    "dead", outputs=outcome.outputs, log=outcome.log, error=outcome.error + " (no time left to retry)",
+                    "dead",
+                    outputs=outcome.outputs,
+                    log=outcome.log,
+                    error=outcome.error + " (no time left to retry)",
                     log_message="b24robots: the robot could not finish before the workflow's timeout",
-                )  # fmt: skip
-            else:
-                self.journal.retry_later(
-                    inv.id, self.owner, delay=outcome.delay, error=outcome.error, log=outcome.log
                 )
+            else:
+                self.journal.retry_later(inv.id, self.owner, delay=outcome.delay, error=outcome.error, log=outcome.log)
                 return
         if outcome.kind == "dead":
             self.journal.kill(
-                inv.id, self.owner, error=outcome.error, log=outcome.log, log_message=outcome.log_message,
+                inv.id,
+                self.owner,
+                error=outcome.error,
+                log=outcome.log,
+                log_message=outcome.log_message,
                 outputs=outcome.outputs,
-            )  # fmt: skip
+            )
         else:
             self.journal.finish(
-                inv.id, self.owner, outputs=outcome.outputs, log=outcome.log, log_message=outcome.log_message,
+                inv.id,
+                self.owner,
+                outputs=outcome.outputs,
+                log=outcome.log,
+                log_message=outcome.log_message,
                 error=outcome.error,
-            )  # fmt: skip
+            )
         if self.on_answer:
             self.on_answer()

@@ -14,6 +14,8 @@ Stored robots carry the same information as plain documents (`Param.from_documen
 
 from __future__ import annotations
 
+import builtins
+
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +34,9 @@ def check_text(value: object, what: str, *, required: bool) -> LocalizedText | N
     """Validate a plain or per-language text; return it normalised (lower-case language keys)."""
     if value is None or value == "" or value == {}:
         if required:
-            raise DeclarationError(f"{what} is empty; give a plain text or a map like {{'en': ..., 'ru': ...}}")
+            raise DeclarationError(
+                f"{what} is empty; give a plain text or a map like {{'en': ..., 'ru': ...}}"
+            )
         return None
     if isinstance(value, str):
         return value
@@ -40,14 +44,18 @@ def check_text(value: object, what: str, *, required: bool) -> LocalizedText | N
         out: dict[str, str] = {}
         for lang, text in value.items():
             if not isinstance(lang, str) or not LANG_RE.match(lang.lower()):
-                raise DeclarationError(f"{what}: {lang!r} is not a two-letter language code such as 'en' or 'ru'")
+                raise DeclarationError(
+                    f"{what}: {lang!r} is not a two-letter language code such as 'en' or 'ru'"
+                )
             if not isinstance(text, str) or not text:
                 raise DeclarationError(f"{what} for language {lang!r} must be a non-empty text")
             out[lang.lower()] = text
         if required and not out:
             raise DeclarationError(f"{what} is empty")
         return out
-    raise DeclarationError(f"{what} must be a text or a map of language code to text, not {type(value).__name__}")
+    raise DeclarationError(
+        f"{what} must be a text or a map of language code to text, not {type(value).__name__}"
+    )
 
 
 def localize(text: LocalizedText | None, lang: str = "en") -> str:
@@ -101,7 +109,9 @@ class Param(Generic[T]):
                 raise DeclarationError(f"{what} is a select; give options={{'key': 'Title', ...}}")
             for k, v in self.options.items():
                 if not isinstance(k, str) or not k or not isinstance(v, str):
-                    raise DeclarationError(f"{what}: option keys and titles must be non-empty texts, got {k!r}")
+                    raise DeclarationError(
+                        f"{what}: option keys and titles must be non-empty texts, got {k!r}"
+                    )
             object.__setattr__(self, "options", dict(self.options))
         elif self.options:
             raise DeclarationError(f"{what} has options but is of type {self.type.value}; use type 'select'")
@@ -109,7 +119,9 @@ class Param(Generic[T]):
             try:
                 self.dump(self.default)
             except InputError as exc:
-                raise DeclarationError(f"{what} default {self.default!r} does not fit: {exc.reason}") from None
+                raise DeclarationError(
+                    f"{what} default {self.default!r} does not fit: {exc.reason}"
+                ) from None
 
     @staticmethod
     def _check_key(key: str) -> None:
@@ -133,16 +145,16 @@ class Param(Generic[T]):
         )
 
     # descriptor protocol: `Inputs.phone` is the Param, `inputs.phone` the value
-    def __set_name__(self, owner: type, name: str) -> None:
+    def __set_name__(self, owner: builtins.type, name: str) -> None:
         # the key is validated by Params.__init_subclass__: errors raised here get wrapped in RuntimeError
         if not self.key:
             object.__setattr__(self, "key", name)
 
     @overload
-    def __get__(self, obj: None, owner: type) -> Param[T]: ...
+    def __get__(self, obj: None, owner: builtins.type) -> Param[T]: ...
     @overload
-    def __get__(self, obj: object, owner: type) -> T: ...
-    def __get__(self, obj: object | None, owner: type) -> Param[T] | T:
+    def __get__(self, obj: object, owner: builtins.type) -> T: ...
+    def __get__(self, obj: object | None, owner: builtins.type) -> Param[T] | T:
         if obj is None:
             return self
         return cast(T, obj.__dict__.get(self.key, self.default_value()))
@@ -157,7 +169,7 @@ class Param(Generic[T]):
     # --- the three faces of one declaration -------------------------------------------------
     def to_property(self) -> dict[str, Any]:
         """The PROPERTIES / RETURN_PROPERTIES entry (protocol §1.3)."""
-        prop: dict[str, Any] = {"Name": _wire_text(cast(LocalizedText, self.name)), "Type": self.type.value}
+        prop: dict[str, Any] = {"Name": _wire_text(self.name), "Type": self.type.value}
         if self.description:
             prop["Description"] = _wire_text(self.description)
         prop["Required"] = "Y" if self.required else "N"
@@ -205,7 +217,7 @@ class Param(Generic[T]):
 
     # --- documents (export/import, the register) ---------------------------------------------
     def to_document(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"name": _wire_text(cast(LocalizedText, self.name)), "type": self.type.value}
+        doc: dict[str, Any] = {"name": _wire_text(self.name), "type": self.type.value}
         if self.description:
             doc["description"] = _wire_text(self.description)
         doc["required"] = self.required
@@ -223,7 +235,9 @@ class Param(Generic[T]):
         known = {"name", "description", "type", "required", "multiple", "default", "options"}
         extra = sorted(set(doc) - known)
         if extra:
-            raise DeclarationError(f"parameter {key!r}: unknown field(s) {', '.join(extra)}; known: {sorted(known)}")
+            raise DeclarationError(
+                f"parameter {key!r}: unknown field(s) {', '.join(extra)}; known: {sorted(known)}"
+            )
         ptype = coerce_type(doc.get("type", "string"))
         multiple = _flag(doc.get("multiple"), f"parameter {key!r} multiple")
         options = doc.get("options")
@@ -267,7 +281,9 @@ def _as_list(raw: Any) -> list[str]:
         return [v if isinstance(v, str) else "" for v in raw]
     if isinstance(raw, Mapping):
         # `properties[x][5]=...` alone decodes to a dict; keep the values in key order
-        return [v if isinstance(v, str) else "" for _, v in sorted(raw.items(), key=lambda kv: _sort_key(kv[0]))]
+        return [
+            v if isinstance(v, str) else "" for _, v in sorted(raw.items(), key=lambda kv: _sort_key(kv[0]))
+        ]
     return [str(raw)]
 
 
@@ -312,7 +328,7 @@ User = cast(Any, _factory(ParamType.USER))
 File = cast(Any, _factory(ParamType.FILE))
 
 
-def Select(  # noqa: N802 - reads as a type in declarations
+def Select(
     name: LocalizedText,
     *,
     options: Mapping[str, str],
@@ -381,7 +397,7 @@ class Params:
         return iter(self.as_dict().items())
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.as_dict() == cast(Params, other).as_dict()
+        return type(other) is type(self) and self.as_dict() == other.as_dict()
 
     def __hash__(self) -> int:  # values may be lists; identity hash keeps instances usable in sets
         return id(self)
@@ -417,7 +433,7 @@ def default_outputs(params: Sequence[Param[Any]]) -> dict[str, str | list[str]]:
 
 
 def params_from_documents(docs: Mapping[str, Any] | None, what: str) -> tuple[Param[Any], ...]:
-    if docs is None or docs == {} or docs == []:
+    if not docs:
         return ()
     if not isinstance(docs, Mapping):
         raise DeclarationError(f"{what} must be a mapping of parameter key to parameter")

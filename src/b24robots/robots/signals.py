@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 
-class Retry(Exception):  # noqa: N818 - a signal, not an error
+class Retry(Exception):
     """Run this invocation again after `delay` seconds (if the workflow's timeout allows)."""
 
     def __init__(self, delay: float | timedelta = 30.0, reason: str = "") -> None:
@@ -23,7 +23,7 @@ class Retry(Exception):  # noqa: N818 - a signal, not an error
         self.reason = reason
 
 
-class RobotFailure(Exception):  # noqa: N818 - a signal, not an error
+class RobotFailure(Exception):
     """End the invocation as failed: `message` goes to the workflow log, `outputs` to RETURN_VALUES."""
 
     def __init__(self, message: str, outputs: Mapping[str, Any] | None = None) -> None:

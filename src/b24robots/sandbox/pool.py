@@ -451,7 +451,8 @@ class SandboxPool:
         facts = dict(child.isolation)
         facts["bwrap"] = bool(self._bwrap)
         if facts.get("seccomp") and (facts["bwrap"] or facts.get("chroot")):
-            facts["level"] = ("bwrap" if facts["bwrap"] else "chroot") + "+seccomp"
+            walls = [name for name in ("bwrap", "chroot") if facts.get(name)]
+            facts["level"] = "+".join([*walls, "seccomp"])
         elif facts.get("seccomp"):
             facts["level"] = "seccomp"
         else:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from b24robots.errors import NotFound, StoreError
@@ -74,12 +74,24 @@ class InstallGrant:
 
 def _public(row: InstallationRow) -> Installation:
     return Installation(
-        id=row.id, member_id=row.member_id, domain=row.domain, status=row.status,
-        status_message=row.status_message, scopes=row.scopes, client_endpoint=row.client_endpoint,
-        server_endpoint=row.server_endpoint, expires_at=row.expires_at, token_version=row.token_version,
-        rate=row.rate, burst=row.burst, sync_status=row.sync_status, sync_error=row.sync_error,
-        synced_at=row.synced_at, created_at=row.created_at, updated_at=row.updated_at,
-    )  # fmt: skip
+        id=row.id,
+        member_id=row.member_id,
+        domain=row.domain,
+        status=row.status,
+        status_message=row.status_message,
+        scopes=row.scopes,
+        client_endpoint=row.client_endpoint,
+        server_endpoint=row.server_endpoint,
+        expires_at=row.expires_at,
+        token_version=row.token_version,
+        rate=row.rate,
+        burst=row.burst,
+        sync_status=row.sync_status,
+        sync_error=row.sync_error,
+        synced_at=row.synced_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 class Installations:
@@ -123,7 +135,7 @@ class Installations:
             row.access_token_enc = ""
             row.refresh_token_enc = ""
             row.updated_at = time.time()
-            s.execute(RegistrationRow.__table__.delete().where(RegistrationRow.installation_id == row.id))
+            s.execute(delete(RegistrationRow).where(RegistrationRow.installation_id == row.id))
 
     def verify(self, member_id: str, application_token: str) -> tuple[Installation | None, str]:
         """Check an application token in constant time: (installation, "ok"), (None, "unknown") for an
@@ -199,7 +211,7 @@ class Installations:
         """The portal deleted every robot of the app (update or uninstall)."""
         with self.db.write() as s:
             row = self._row(s, member_id)
-            s.execute(RegistrationRow.__table__.delete().where(RegistrationRow.installation_id == row.id))
+            s.execute(delete(RegistrationRow).where(RegistrationRow.installation_id == row.id))
 
     # --- TokenStore ----------------------------------------------------------------------------
     def load(self, portal_key: str) -> TokenPair:
@@ -251,22 +263,23 @@ class Installations:
             if tat is None:
                 raise NotFound(f"no installation stored for portal {portal!r}")
             new_tat, wait = gcra_reserve(tat, now, rate, burst)
-            s.execute(
-                update(InstallationRow).where(InstallationRow.member_id == portal).values(limiter_tat=new_tat)
-            )
+            s.execute(update(InstallationRow).where(InstallationRow.member_id == portal).values(limiter_tat=new_tat))
             return wait
 
     def tat(self, member_id: str) -> float:
         """The stored GCRA theoretical arrival time of a portal's bucket."""
         with self.db.read() as s:
-            return float(s.scalar(select(InstallationRow.limiter_tat).where(InstallationRow.member_id == member_id))
-                         or 0.0)  # fmt: skip
+            return float(
+                s.scalar(select(InstallationRow.limiter_tat).where(InstallationRow.member_id == member_id)) or 0.0
+            )
 
     def limits(self) -> Mapping[str, tuple[float, int]]:
         """member_id -> (rate, burst) for every installation."""
         with self.db.read() as s:
-            return {m: (r, b) for m, r, b in s.execute(
-                select(InstallationRow.member_id, InstallationRow.rate, InstallationRow.burst))}  # fmt: skip
+            return {
+                m: (r, b)
+                for m, r, b in s.execute(select(InstallationRow.member_id, InstallationRow.rate, InstallationRow.burst))
+            }
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -280,9 +293,13 @@ class Installations:
         return TokenPair(
             access_token=self.vault.decrypt(row.access_token_enc),
             refresh_token=self.vault.decrypt(row.refresh_token_enc),
-            expires_at=row.expires_at, version=row.token_version, client_endpoint=row.client_endpoint,
-            server_endpoint=row.server_endpoint, domain=row.domain, member_id=row.member_id,
-        )  # fmt: skip
+            expires_at=row.expires_at,
+            version=row.token_version,
+            client_endpoint=row.client_endpoint,
+            server_endpoint=row.server_endpoint,
+            domain=row.domain,
+            member_id=row.member_id,
+        )
 
 
 def grant_from_fields(fields: Mapping[str, Any]) -> InstallGrant:
@@ -290,37 +307,55 @@ def grant_from_fields(fields: Mapping[str, Any]) -> InstallGrant:
     from b24robots.errors import InputError
 
     auth = fields.get("auth")
+    source: Mapping[str, Any] = auth if isinstance(auth, Mapping) else fields
+
+    def get(key: str) -> str:
+        value = source.get(key, "")
+        return value if isinstance(value, str) else ""
+
     if isinstance(auth, Mapping):  # an event: tokens in auth[...]
-        get = lambda k: str(auth.get(k, "") or "")  # noqa: E731
         expires = get("expires")
         expires_in = get("expires_in")
         expires_at = float(expires) if expires.isdigit() else time.time() + float(expires_in or 3600)
         grant = InstallGrant(
-            member_id=get("member_id"), domain=get("domain"), access_token=get("access_token"),
-            refresh_token=get("refresh_token"), expires_at=expires_at,
-            application_token=get("application_token"), client_endpoint=get("client_endpoint"),
-            server_endpoint=get("server_endpoint"), scopes=get("scope"), app_status=get("status"),
+            member_id=get("member_id"),
+            domain=get("domain"),
+            access_token=get("access_token"),
+            refresh_token=get("refresh_token"),
+            expires_at=expires_at,
+            application_token=get("application_token"),
+            client_endpoint=get("client_endpoint"),
+            server_endpoint=get("server_endpoint"),
+            scopes=get("scope"),
+            app_status=get("status"),
             user_id=int(get("user_id")) if get("user_id").isdigit() else None,
-        )  # fmt: skip
+        )
     else:  # the install page POST (frame auth) with DOMAIN in the query or the body
-        get = lambda k: str(fields.get(k, "") or "")  # noqa: E731
         domain = get("DOMAIN")
         protocol = "http" if get("PROTOCOL") == "0" else "https"
         expires_in = get("AUTH_EXPIRES")
         grant = InstallGrant(
-            member_id=get("member_id"), domain=domain, access_token=get("AUTH_ID"), refresh_token=get("REFRESH_ID"),
+            member_id=get("member_id"),
+            domain=domain,
+            access_token=get("AUTH_ID"),
+            refresh_token=get("REFRESH_ID"),
             expires_at=time.time() + (float(expires_in) if expires_in.isdigit() else 3600.0),
             application_token=get("APPLICATION_TOKEN"),
             client_endpoint=get("CLIENT_ENDPOINT") or (f"{protocol}://{domain}/rest/" if domain else ""),
-            server_endpoint=get("SERVER_ENDPOINT"), scopes=get("APPLICATION_SCOPE"), app_status=get("status"),
-        )  # fmt: skip
+            server_endpoint=get("SERVER_ENDPOINT"),
+            scopes=get("APPLICATION_SCOPE"),
+            app_status=get("status"),
+        )
     missing = [
         name
         for name, value in (
-            ("member_id", grant.member_id), ("domain", grant.domain), ("access token", grant.access_token),
-            ("refresh token", grant.refresh_token), ("application token", grant.application_token),
+            ("member_id", grant.member_id),
+            ("domain", grant.domain),
+            ("access token", grant.access_token),
+            ("refresh token", grant.refresh_token),
+            ("application token", grant.application_token),
             ("client endpoint", grant.client_endpoint),
-        )  # fmt: skip
+        )
         if not value
     ]
     if missing:

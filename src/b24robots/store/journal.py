@@ -14,6 +14,8 @@ back. Nothing is deleted on dequeue.
 
 from __future__ import annotations
 
+import builtins
+
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +29,14 @@ from b24robots.errors import NotFound, StoreError
 from b24robots.store.db import Database
 from b24robots.store.models import InstallationRow, InvocationRow
 
-QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD = "queued", "running", "answered", "delivered", "failed", "dead"
+QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD = (
+    "queued",
+    "running",
+    "answered",
+    "delivered",
+    "failed",
+    "dead",
+)
 STATES = (QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD)
 NOTIFY_CHANNEL = "b24r_queue"
 
@@ -94,16 +103,35 @@ class Invocation:
 
 def _inv(row: InvocationRow) -> Invocation:
     return Invocation(
-        id=row.id, event_token=row.event_token, installation_id=row.installation_id, robot_code=row.robot_code,
-        origin=row.origin, robot_version_id=row.robot_version_id, workflow_id=row.workflow_id,
-        document_id=list(row.document_id), document_type=list(row.document_type),
-        use_subscription=row.use_subscription, timeout_duration=row.timeout_duration,
-        auth_user_id=row.auth_user_id, properties=dict(row.properties), inputs=row.inputs, outputs=row.outputs,
-        log=list(row.log), log_message=row.log_message, state=row.state, attempts=row.attempts,
-        deliver_attempts=row.deliver_attempts, error=row.error, received_at=row.received_at,
-        started_at=row.started_at, finished_at=row.finished_at, delivered_at=row.delivered_at,
-        deadline_at=row.deadline_at, replay_of=row.replay_of, deliver_after=row.deliver_after,
-    )  # fmt: skip
+        id=row.id,
+        event_token=row.event_token,
+        installation_id=row.installation_id,
+        robot_code=row.robot_code,
+        origin=row.origin,
+        robot_version_id=row.robot_version_id,
+        workflow_id=row.workflow_id,
+        document_id=list(row.document_id),
+        document_type=list(row.document_type),
+        use_subscription=row.use_subscription,
+        timeout_duration=row.timeout_duration,
+        auth_user_id=row.auth_user_id,
+        properties=dict(row.properties),
+        inputs=row.inputs,
+        outputs=row.outputs,
+        log=list(row.log),
+        log_message=row.log_message,
+        state=row.state,
+        attempts=row.attempts,
+        deliver_attempts=row.deliver_attempts,
+        error=row.error,
+        received_at=row.received_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        delivered_at=row.delivered_at,
+        deadline_at=row.deadline_at,
+        replay_of=row.replay_of,
+        deliver_after=row.deliver_after,
+    )
 
 
 def _deadline(new: NewInvocation, now: float) -> float | None:
@@ -124,7 +152,13 @@ class Journal:
         return self._insert(new, state=QUEUED, now=now)
 
     def enqueue_dead(
-        self, new: NewInvocation, *, error: str, log_message: str, outputs: dict[str, Any], now: float | None = None
+        self,
+        new: NewInvocation,
+        *,
+        error: str,
+        log_message: str,
+        outputs: dict[str, Any],
+        now: float | None = None,
     ) -> tuple[int, bool]:
         """Journal an invocation that cannot run (bad input, unknown robot); the portal is still answered."""
         return self._insert(new, state=DEAD, now=now, error=error, log_message=log_message, outputs=outputs)
@@ -141,16 +175,33 @@ class Journal:
     ) -> tuple[int, bool]:
         now = time.time() if now is None else now
         row = InvocationRow(
-            event_token=new.event_token, installation_id=new.installation_id, robot_code=new.robot_code,
-            origin=new.origin, robot_version_id=new.robot_version_id, workflow_id=new.workflow_id,
-            document_id=new.document_id, document_type=new.document_type, use_subscription=new.use_subscription,
-            timeout_duration=new.timeout_duration, portal_ts=new.portal_ts, auth_user_id=new.auth_user_id,
-            properties=new.properties, inputs=new.inputs, outputs=outputs, log=[], log_message=log_message,
-            state=state, attempts=0, run_after=now, error=error, received_at=now, deliver_attempts=0,
+            event_token=new.event_token,
+            installation_id=new.installation_id,
+            robot_code=new.robot_code,
+            origin=new.origin,
+            robot_version_id=new.robot_version_id,
+            workflow_id=new.workflow_id,
+            document_id=new.document_id,
+            document_type=new.document_type,
+            use_subscription=new.use_subscription,
+            timeout_duration=new.timeout_duration,
+            portal_ts=new.portal_ts,
+            auth_user_id=new.auth_user_id,
+            properties=new.properties,
+            inputs=new.inputs,
+            outputs=outputs,
+            log=[],
+            log_message=log_message,
+            state=state,
+            attempts=0,
+            run_after=now,
+            error=error,
+            received_at=now,
+            deliver_attempts=0,
             deadline_at=_deadline(new, now),
             deliver_after=now if state == DEAD and new.use_subscription else None,
             finished_at=now if state == DEAD else None,
-        )  # fmt: skip
+        )
         try:
             with self.db.write() as s:
                 s.add(row)
@@ -166,7 +217,7 @@ class Journal:
             return existing, False
 
     # --- workers -------------------------------------------------------------------------------
-    def claim(self, owner: str, limit: int, lease: float, now: float | None = None) -> list[Invocation]:
+    def claim(self, owner: str, limit: int, lease: float, now: float | None = None) -> builtins.list[Invocation]:
         """Take up to `limit` runnable invocations (queued, failed and due, or with an expired lease)."""
         now = time.time() if now is None else now
         cond = or_(
@@ -203,7 +254,11 @@ class Journal:
         with self.db.write() as s:
             result = s.execute(
                 update(InvocationRow)
-                .where(InvocationRow.id.in_(ids), InvocationRow.lease_owner == owner, InvocationRow.state == RUNNING)
+                .where(
+                    InvocationRow.id.in_(ids),
+                    InvocationRow.lease_owner == owner,
+                    InvocationRow.state == RUNNING,
+                )
                 .values(lease_expires_at=now + lease)
             )
             return int(getattr(result, "rowcount", 0))
@@ -215,9 +270,16 @@ class Journal:
         return row
 
     def finish(
-        self, inv_id: int, owner: str, *, outputs: dict[str, Any], log: list[str], log_message: str = "",
-        error: str = "", now: float | None = None,
-    ) -> bool:  # fmt: skip
+        self,
+        inv_id: int,
+        owner: str,
+        *,
+        outputs: dict[str, Any],
+        log: list[str],
+        log_message: str = "",
+        error: str = "",
+        now: float | None = None,
+    ) -> bool:
         """The run ended (successfully, or with a business failure in `error`): an answer is owed."""
         now = time.time() if now is None else now
         with self.db.write() as s:
@@ -245,16 +307,29 @@ class Journal:
             return True
 
     def kill(
-        self, inv_id: int, owner: str | None, *, error: str, log: list[str], log_message: str,
-        outputs: dict[str, Any], now: float | None = None,
-    ) -> bool:  # fmt: skip
+        self,
+        inv_id: int,
+        owner: str | None,
+        *,
+        error: str,
+        log: list[str],
+        log_message: str,
+        outputs: dict[str, Any],
+        now: float | None = None,
+    ) -> bool:
         """Give up: dead, with the error kept and (for waiting robots) a notice owed to the portal."""
         now = time.time() if now is None else now
         with self.db.write() as s:
             row = self._owned(s, inv_id, owner) if owner is not None else s.get(InvocationRow, inv_id)
             if row is None:
                 return False
-            row.state, row.error, row.log, row.log_message, row.outputs = DEAD, error, log, log_message, outputs
+            row.state, row.error, row.log, row.log_message, row.outputs = (
+                DEAD,
+                error,
+                log,
+                log_message,
+                outputs,
+            )
             row.finished_at = now
             row.lease_owner = row.lease_expires_at = None
             too_late = row.deadline_at is not None and now >= row.deadline_at
@@ -273,7 +348,7 @@ class Journal:
             return int(getattr(result, "rowcount", 0))
 
     # --- sender ----------------------------------------------------------------------------------
-    def portals_owing(self, now: float | None = None, limit: int = 100) -> list[int]:
+    def portals_owing(self, now: float | None = None, limit: int = 100) -> builtins.list[int]:
         """Installations with answers due, the longest-waiting first (fair across portals)."""
         now = time.time() if now is None else now
         with self.db.read() as s:
@@ -293,7 +368,7 @@ class Journal:
 
     def claim_deliveries(
         self, installation_id: int, owner: str, *, limit: int, lease: float, now: float | None = None
-    ) -> list[Invocation]:
+    ) -> builtins.list[Invocation]:
         now = time.time() if now is None else now
         with self.db.write() as s:
             stmt = (
@@ -327,9 +402,15 @@ class Journal:
                 row.lease_owner = row.lease_expires_at = None
 
     def delivery_failed(
-        self, ids: Sequence[int], owner: str, *, error: str, delay: float, give_up_after: int,
+        self,
+        ids: Sequence[int],
+        owner: str,
+        *,
+        error: str,
+        delay: float,
+        give_up_after: int,
         now: float | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         now = time.time() if now is None else now
         with self.db.write() as s:
             for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
@@ -363,9 +444,15 @@ class Journal:
             return _inv(row)
 
     def list(
-        self, *, state: str | None = None, robot: str | None = None, installation_id: int | None = None,
-        since: float | None = None, limit: int = 50, before_id: int | None = None,
-    ) -> list[Invocation]:  # fmt: skip
+        self,
+        *,
+        state: str | None = None,
+        robot: str | None = None,
+        installation_id: int | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> builtins.list[Invocation]:
         with self.db.read() as s:
             stmt = select(InvocationRow).order_by(InvocationRow.id.desc()).limit(limit)
             if state:
@@ -404,14 +491,30 @@ class Journal:
                 raise NotFound(f"no invocation with id {inv_id}")
             count = s.scalar(select(func.count()).where(InvocationRow.replay_of == inv_id)) or 0
             row = InvocationRow(
-                event_token=f"{src.event_token}#replay{count + 1}", installation_id=src.installation_id,
-                robot_code=src.robot_code, origin=src.origin, robot_version_id=None, workflow_id=src.workflow_id,
-                document_id=src.document_id, document_type=src.document_type,
-                use_subscription=src.use_subscription, timeout_duration=0, portal_ts=src.portal_ts,
-                auth_user_id=src.auth_user_id, properties=src.properties, inputs=src.inputs, log=[],
-                log_message="", state=QUEUED, attempts=0, run_after=now, error="", received_at=now,
-                deliver_attempts=0, replay_of=src.id,
-            )  # fmt: skip
+                event_token=f"{src.event_token}#replay{count + 1}",
+                installation_id=src.installation_id,
+                robot_code=src.robot_code,
+                origin=src.origin,
+                robot_version_id=None,
+                workflow_id=src.workflow_id,
+                document_id=src.document_id,
+                document_type=src.document_type,
+                use_subscription=src.use_subscription,
+                timeout_duration=0,
+                portal_ts=src.portal_ts,
+                auth_user_id=src.auth_user_id,
+                properties=src.properties,
+                inputs=src.inputs,
+                log=[],
+                log_message="",
+                state=QUEUED,
+                attempts=0,
+                run_after=now,
+                error="",
+                received_at=now,
+                deliver_attempts=0,
+                replay_of=src.id,
+            )
             s.add(row)
             self._notify(s)
             s.flush()
@@ -422,7 +525,7 @@ class Journal:
         return inv.event_token.split("#replay", 1)[0]
 
     # --- metrics -------------------------------------------------------------------------------
-    def counts(self) -> list[tuple[str, str, int]]:
+    def counts(self) -> builtins.list[tuple[str, str, int]]:
         """(state, robot_code, count) for every pair present."""
         with self.db.read() as s:
             rows = s.execute(
@@ -432,7 +535,7 @@ class Journal:
             ).all()
             return [(st, code, int(n)) for st, code, n in rows]
 
-    def depth_by_portal(self) -> list[tuple[str, int, int]]:
+    def depth_by_portal(self) -> builtins.list[tuple[str, int, int]]:
         """(domain, runnable, answers owed) per installation."""
         with self.db.read() as s:
             runnable = func.sum(case((InvocationRow.state.in_((QUEUED, FAILED, RUNNING)), 1), else_=0))

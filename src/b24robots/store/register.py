@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import hashlib
 import json
 import time
@@ -74,7 +76,12 @@ class Register:
             robot = s.scalar(select(RobotRow).where(RobotRow.code == spec.code))
             if robot is None:
                 robot = RobotRow(
-                    code=spec.code, kind=spec.kind, origin=origin, active_version=0, created_at=now, updated_at=now
+                    code=spec.code,
+                    kind=spec.kind,
+                    origin=origin,
+                    active_version=0,
+                    created_at=now,
+                    updated_at=now,
                 )
                 s.add(robot)
                 s.flush()
@@ -82,12 +89,19 @@ class Register:
                 active = self._version(s, robot.id, robot.active_version)
                 if active is not None and active.content_hash == digest:
                     return self._info(active, robot)
-            number = (s.scalar(select(func.max(RobotVersionRow.number)).where(RobotVersionRow.robot_id == robot.id))
-                      or 0) + 1  # fmt: skip
+            number = (
+                s.scalar(select(func.max(RobotVersionRow.number)).where(RobotVersionRow.robot_id == robot.id)) or 0
+            ) + 1
             row = RobotVersionRow(
-                robot_id=robot.id, number=number, document=document, source=source, content_hash=digest,
-                author=author, comment=comment, created_at=now,
-            )  # fmt: skip
+                robot_id=robot.id,
+                number=number,
+                document=document,
+                source=source,
+                content_hash=digest,
+                author=author,
+                comment=comment,
+                created_at=now,
+            )
             s.add(row)
             if activate or robot.active_version == 0:
                 robot.active_version = number
@@ -114,19 +128,26 @@ class Register:
             s.delete(robot)
 
     # --- reads -------------------------------------------------------------------------------
-    def list(self) -> list[RobotInfo]:
+    def list(self) -> builtins.list[RobotInfo]:
         with self.db.read() as s:
             counts = dict(
                 s.execute(select(RobotVersionRow.robot_id, func.count()).group_by(RobotVersionRow.robot_id)).all()
             )
             rows = s.scalars(select(RobotRow).order_by(RobotRow.code)).all()
             return [
-                RobotInfo(r.code, r.kind, r.origin, r.active_version, int(counts.get(r.id, 0)), r.created_at,
-                          r.updated_at)  # fmt: skip
+                RobotInfo(
+                    r.code,
+                    r.kind,
+                    r.origin,
+                    r.active_version,
+                    int(counts.get(r.id, 0)),
+                    r.created_at,
+                    r.updated_at,
+                )
                 for r in rows
             ]
 
-    def versions(self, code: str) -> list[VersionInfo]:
+    def versions(self, code: str) -> builtins.list[VersionInfo]:
         with self.db.read() as s:
             robot = self._robot(s, code)
             rows = s.scalars(
@@ -156,7 +177,7 @@ class Register:
             ).first()
             return _stored(pair[1]) if pair else None
 
-    def active_all(self) -> list[StoredRobot]:
+    def active_all(self) -> builtins.list[StoredRobot]:
         with self.db.read() as s:
             rows = s.scalars(
                 select(RobotVersionRow)
@@ -182,10 +203,16 @@ class Register:
     @staticmethod
     def _info(row: RobotVersionRow, robot: RobotRow) -> VersionInfo:
         return VersionInfo(
-            id=row.id, number=row.number, author=row.author, comment=row.comment, created_at=row.created_at,
-            content_hash=row.content_hash, active=row.number == robot.active_version, document=dict(row.document),
+            id=row.id,
+            number=row.number,
+            author=row.author,
+            comment=row.comment,
+            created_at=row.created_at,
+            content_hash=row.content_hash,
+            active=row.number == robot.active_version,
+            document=dict(row.document),
             source=row.source,
-        )  # fmt: skip
+        )
 
 
 def _stored(row: RobotVersionRow) -> StoredRobot:

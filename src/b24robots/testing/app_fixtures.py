@@ -66,15 +66,23 @@ class RobotHarness:
 
     async def __aenter__(self) -> RobotHarness:
         settings = Settings(
-            data_dir=self.data_dir, database_url=self.database_url, public_url=PUBLIC_URL,
-            client_id=self.app.client_id, client_secret=SecretStr(self.app.client_secret),
-            secret_key=SecretStr("test-secret-key"), allow_http_portals=True, **self.extra,
-        )  # fmt: skip
+            data_dir=self.data_dir,
+            database_url=self.database_url,
+            public_url=PUBLIC_URL,
+            client_id=self.app.client_id,
+            client_secret=SecretStr(self.app.client_secret),
+            secret_key=SecretStr("test-secret-key"),
+            allow_http_portals=True,
+            **self.extra,
+        )
         db = Database(settings.effective_database_url)
         self.services = build_services(
-            settings, self.router, transport=httpx.ASGITransport(app=self.sim.app),
-            retry=RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.05, wait_jitter=0.0, timeout=5.0), database=db,
-        )  # fmt: skip
+            settings,
+            self.router,
+            transport=httpx.ASGITransport(app=self.sim.app),
+            retry=RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.05, wait_jitter=0.0, timeout=5.0),
+            database=db,
+        )
         self.asgi = create_app(services=self.services, run_workers=self.workers, run_sandbox=self.sandbox)
         self.sim.handler_transport = httpx.ASGITransport(app=self.asgi)
         await self.services.start(workers=self.workers, sandbox=self.sandbox)
@@ -106,10 +114,7 @@ class RobotHarness:
         """Wait until nothing is queued, running, failed-and-due or owed to a portal."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            busy = [
-                i for i in self.svc.journal.list(limit=1000)
-                if i.state in (QUEUED, RUNNING) or i.owed
-            ]  # fmt: skip
+            busy = [i for i in self.svc.journal.list(limit=1000) if i.state in (QUEUED, RUNNING) or i.owed]
             if not busy:
                 return
             await asyncio.sleep(0.02)

@@ -82,11 +82,17 @@ class Intake:
             return 401, {"error": "unauthorized", "reason": "the request has no auth block"}
         member_id, app_token = str(auth.get("member_id") or ""), str(auth.get("application_token") or "")
         if not member_id or not app_token:
-            return 401, {"error": "unauthorized", "reason": "auth[member_id] and auth[application_token] are required"}
+            return 401, {
+                "error": "unauthorized",
+                "reason": "auth[member_id] and auth[application_token] are required",
+            }
         inst, verdict = self.s.installations.verify(member_id, app_token)
         if inst is None:
             if verdict == "unknown":
-                return 401, {"error": "unauthorized", "reason": "unknown portal: install the application first"}
+                return 401, {
+                    "error": "unauthorized",
+                    "reason": "unknown portal: install the application first",
+                }
             return 403, {"error": "forbidden", "reason": "the application token does not match this portal"}
         if not inst.active:
             return 403, {"error": "forbidden", "reason": f"the installation is {inst.status}"}
@@ -99,30 +105,44 @@ class Intake:
         if properties is None or properties == "":
             properties = {}
         if not isinstance(properties, Mapping):
-            return 400, {"error": "bad_request", "reason": "properties must be a bracketed map (properties[key]=...)"}
+            return 400, {
+                "error": "bad_request",
+                "reason": "properties must be a bracketed map (properties[key]=...)",
+            }
         resolved = self.s.registry.resolve(code)
         new = NewInvocation(
-            event_token=token, installation_id=inst.id, robot_code=code,
+            event_token=token,
+            installation_id=inst.id,
+            robot_code=code,
             origin=resolved.origin if resolved else "unknown",
-            robot_version_id=resolved.version_id if resolved else None, workflow_id=_text(form, "workflow_id"),
-            document_id=_triple(form.get("document_id")), document_type=_triple(form.get("document_type")),
+            robot_version_id=resolved.version_id if resolved else None,
+            workflow_id=_text(form, "workflow_id"),
+            document_id=_triple(form.get("document_id")),
+            document_type=_triple(form.get("document_type")),
             use_subscription=_text(form, "use_subscription").upper() != "N",
-            timeout_duration=_int(form.get("timeout_duration")), portal_ts=_int(form.get("ts")),
-            auth_user_id=_int(auth.get("user_id"), 0) or None, properties=dict(properties), inputs=None,
-        )  # fmt: skip
+            timeout_duration=_int(form.get("timeout_duration")),
+            portal_ts=_int(form.get("ts")),
+            auth_user_id=_int(auth.get("user_id"), 0) or None,
+            properties=dict(properties),
+            inputs=None,
+        )
         if resolved is None:
             inv_id, created = self.s.journal.enqueue_dead(
-                new, error=f"no robot with code {code!r} on this server",
-                log_message=f"b24robots: robot {code} is not available on the server", outputs={},
-            )  # fmt: skip
+                new,
+                error=f"no robot with code {code!r} on this server",
+                log_message=f"b24robots: robot {code} is not available on the server",
+                outputs={},
+            )
             return 200, {"status": "rejected" if created else "duplicate", "id": inv_id}
         try:
             values = parse_values(resolved.spec.inputs, properties)
         except InputError as exc:
             inv_id, created = self.s.journal.enqueue_dead(
-                new, error=f"bad input: {exc}", log_message=short(f"b24robots: bad input: {exc}"),
+                new,
+                error=f"bad input: {exc}",
+                log_message=short(f"b24robots: bad input: {exc}"),
                 outputs=default_outputs(resolved.spec.outputs),
-            )  # fmt: skip
+            )
             if created:
                 self.s.deliver_wakeup.notify()
             return 200, {"status": "rejected" if created else "duplicate", "id": inv_id, "reason": str(exc)}
@@ -193,7 +213,9 @@ def create_app(
             status, body = await run_in_threadpool(intake.accept, form)
         except StoreError as exc:
             log.error("could not store a robot call: %s", exc)
-            return _error(503, "unavailable", "the journal is not writable right now; the portal will not retry")
+            return _error(
+                503, "unavailable", "the journal is not writable right now; the portal will not retry"
+            )
         svc.metrics.observe_ack(time.perf_counter() - started, str(body.get("status", body.get("error"))))
         return JSONResponse(body, status_code=status)
 
@@ -207,7 +229,9 @@ def create_app(
             return 400, problem, None
         # trust the grant only after the portal confirms the token belongs to our application
         try:
-            resp = await svc.http.get(f"{grant.client_endpoint.rstrip('/')}/app.info", params={"auth": grant.access_token})
+            resp = await svc.http.get(
+                f"{grant.client_endpoint.rstrip('/')}/app.info", params={"auth": grant.access_token}
+            )
             info = resp.json().get("result") if resp.status_code == 200 else None
         except Exception as exc:  # the portal is unreachable or answered garbage
             return 502, f"could not confirm the installation with the portal ({type(exc).__name__})", None
@@ -275,7 +299,9 @@ def create_app(
         if svc.sandbox is not None:
             checks["sandbox"] = svc.sandbox.health()
         ok = all(v for k, v in checks.items() if k != "sandbox")
-        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
+        )
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:

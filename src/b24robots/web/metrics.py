@@ -27,21 +27,28 @@ class _JournalCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         by_state = GaugeMetricFamily(
-            "b24robots_invocations", "Invocations in the journal by state and robot", labels=["state", "robot"]
+            "b24robots_invocations",
+            "Invocations in the journal by state and robot",
+            labels=["state", "robot"],
         )
         for state, robot, n in self.journal.counts():
             by_state.add_metric([state, robot], n)
         yield by_state
-        depth = GaugeMetricFamily("b24robots_queue_depth", "Invocations waiting to run, per portal", labels=["portal"])
-        owed = GaugeMetricFamily("b24robots_answers_owed", "Answers waiting to be delivered, per portal",
-                                 labels=["portal"])  # fmt: skip
+        depth = GaugeMetricFamily(
+            "b24robots_queue_depth", "Invocations waiting to run, per portal", labels=["portal"]
+        )
+        owed = GaugeMetricFamily(
+            "b24robots_answers_owed", "Answers waiting to be delivered, per portal", labels=["portal"]
+        )
         for domain, runnable, due in self.journal.depth_by_portal():
             depth.add_metric([domain], runnable)
             owed.add_metric([domain], due)
         yield depth
         yield owed
         wait = GaugeMetricFamily(
-            "b24robots_limiter_wait_seconds", "How long the next REST call to a portal would wait", labels=["portal"]
+            "b24robots_limiter_wait_seconds",
+            "How long the next REST call to a portal would wait",
+            labels=["portal"],
         )
         now = time.time()
         for inst in self.installations.list():
@@ -54,13 +61,19 @@ class Metrics:
     def __init__(self, journal: Journal, installations: Installations) -> None:
         self.registry = CollectorRegistry()
         self.acks = Histogram(
-            "b24robots_ack_seconds", "Time from receiving a robot call to answering it (after the durable commit)",
-            ["result"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.runs = Histogram(
-            "b24robots_run_seconds", "Robot run time", ["robot", "outcome"], buckets=LATENCY_BUCKETS,
+            "b24robots_ack_seconds",
+            "Time from receiving a robot call to answering it (after the durable commit)",
+            ["result"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        )  # fmt: skip
+        )
+        self.runs = Histogram(
+            "b24robots_run_seconds",
+            "Robot run time",
+            ["robot", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.delivered = Counter(
             "b24robots_answers_delivered", "Answers delivered with bizproc.event.send", registry=self.registry
         )

@@ -65,14 +65,22 @@ class Services:
         if not workers:
             return
         self.worker = Worker(
-            self.journal, self.installations, self.runner, self.rest, self.work_wakeup,
-            concurrency=self.settings.workers, on_outcome=self.metrics.observe_run,
+            self.journal,
+            self.installations,
+            self.runner,
+            self.rest,
+            self.work_wakeup,
+            concurrency=self.settings.workers,
+            on_outcome=self.metrics.observe_run,
             on_answer=self.deliver_wakeup.notify,
-        )  # fmt: skip
+        )
         self.sender = Sender(
-            self.journal, self.installations, self.rest, self.deliver_wakeup,
+            self.journal,
+            self.installations,
+            self.rest,
+            self.deliver_wakeup,
             on_delivered=self.metrics.observe_delivery,
-        )  # fmt: skip
+        )
         if not self.db.is_sqlite:
             self.listener = PgListener(self.db.url, self.work_wakeup, self.deliver_wakeup)
             self.listener.start()
@@ -106,8 +114,12 @@ class Services:
 
         async def go() -> SyncReport:
             report = await self.syncer.sync(member_id)
-            log.info("sync of %s: %d change(s)%s", report.domain, len(report.changes),
-                     f", error: {report.error}" if report.error else "")  # fmt: skip
+            log.info(
+                "sync of %s: %d change(s)%s",
+                report.domain,
+                len(report.changes),
+                f", error: {report.error}" if report.error else "",
+            )
             return report
 
         task = asyncio.create_task(go())
@@ -137,15 +149,30 @@ def build_services(
     registry = Registry(router or Router(), register)
     journal = Journal(db)
     app_creds = (
-        AppCredentials(settings.client_id, settings.client_secret.get_secret_value()) if settings.client_id else None
+        AppCredentials(settings.client_id, settings.client_secret.get_secret_value())
+        if settings.client_id
+        else None
     )
     rest = RestClient(
-        installations, app=app_creds, limiter=installations, transport=transport, retry=retry,
+        installations,
+        app=app_creds,
+        limiter=installations,
+        transport=transport,
+        retry=retry,
         allow_http=settings.allow_http_portals,
-    )  # fmt: skip
+    )
     http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
     return Services(
-        settings=settings, db=db, vault=vault, installations=installations, register=register, registry=registry,
-        journal=journal, rest=rest, http=http, runner=Runner(registry),
-        syncer=Syncer(registry, installations, rest, settings.handler_url), metrics=Metrics(journal, installations),
-    )  # fmt: skip
+        settings=settings,
+        db=db,
+        vault=vault,
+        installations=installations,
+        register=register,
+        registry=registry,
+        journal=journal,
+        rest=rest,
+        http=http,
+        runner=Runner(registry),
+        syncer=Syncer(registry, installations, rest, settings.handler_url),
+        metrics=Metrics(journal, installations),
+    )
