@@ -67,9 +67,7 @@ def zygote_children(pool: SandboxPool) -> set[int]:
         grown = below | {pid for pid, (ppid, _) in table.items() if ppid in below}
         changed, below = grown != below, grown
     ours = {
-        pid
-        for pid in below
-        if "zygote_main" in table[pid][1] and not table[pid][1].split("\0")[0].endswith("bwrap")
+        pid for pid in below if "zygote_main" in table[pid][1] and not table[pid][1].split("\0")[0].endswith("bwrap")
     }
     return {pid for pid in ours if table[pid][0] in ours}
 

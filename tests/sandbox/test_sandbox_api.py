@@ -103,9 +103,7 @@ def run(inputs, ctx):
     both = ctx.batch({"a": "user.current", "b": "app.info"})
     return {"id": deal["ID"], "year": deal["DATE_CREATE"].year, "batch": both["result"]}
 """
-    result = pool.run(
-        source, {"id": 7, "since": dt.date(2024, 1, 1)}, context={}, on_call=on_call, on_batch=on_batch
-    )
+    result = pool.run(source, {"id": 7, "since": dt.date(2024, 1, 1)}, context={}, on_call=on_call, on_batch=on_batch)
     assert result.outputs == {"id": 7, "year": 2024, "batch": {"a": "A", "b": "B"}}
     assert result.calls == 2
     assert seen == [
@@ -223,9 +221,7 @@ def test_per_call_limits_are_clamped_to_caps() -> None:
     assert generous.clamp(caps) == caps
     with SandboxPool(1, caps=caps) as small:
         with pytest.raises(SandboxLimitExceeded) as info:
-            small.run(
-                "import time\ndef run(inputs, ctx):\n    time.sleep(60)\n", {}, context={}, limits=generous
-            )
+            small.run("import time\ndef run(inputs, ctx):\n    time.sleep(60)\n", {}, context={}, limits=generous)
         assert info.value.limit == "timeout"
         assert "0.5 s" in str(info.value)
 
@@ -237,9 +233,7 @@ def test_limits_validate() -> None:
         SandboxLimits(memory_mb=4)
     with pytest.raises(ConfigError, match="wall_seconds"):
         SandboxLimits(wall_seconds=float("inf"))
-    small = SandboxLimits(
-        cpu_seconds=1, wall_seconds=2, memory_mb=64, output_bytes=10, file_size_mb=1, open_files=8
-    )
+    small = SandboxLimits(cpu_seconds=1, wall_seconds=2, memory_mb=64, output_bytes=10, file_size_mb=1, open_files=8)
     assert SandboxLimits().clamp(small) == small
     assert small.clamp(SandboxLimits()) == small
 

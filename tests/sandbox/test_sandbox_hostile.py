@@ -25,10 +25,7 @@ def robot(body: str, top: str = "") -> str:
 LIMIT_CASES = {
     "infinite-loop": (robot("while True:\n    pass"), {"cpu", "timeout"}),
     "loop-swallowing-every-exception": (
-        robot(
-            "while True:\n    try:\n        while True:\n            pass\n"
-            "    except BaseException:\n        pass"
-        ),
+        robot("while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"),
         {"cpu", "timeout"},
     ),
     "top-level-loop": ("while True:\n    pass\n" + robot("return {}"), {"cpu", "timeout"}),
@@ -128,9 +125,7 @@ RUNTIME_CASES = {
     "ctx-is-read-only": (robot("ctx.portal = 'other'\nreturn {}"), "AttributeError: ctx is read-only"),
     "system-exit": (robot("raise SystemExit(0)"), "SystemExit"),
     "hostile-exception-str": (
-        robot(
-            "raise E()", "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('nope')\n"
-        ),
+        robot("raise E()", "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('nope')\n"),
         "E",
     ),
     "call-without-rest-access": (

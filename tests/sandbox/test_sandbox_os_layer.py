@@ -7,7 +7,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from sandbox_support import IS_ROOT, TIGHT, assert_serves_normally, os_layer_pool
+from sandbox_support import CAPS, IS_ROOT, TIGHT, assert_serves_normally, os_layer_pool
 
 from b24robots.errors import SandboxError, SandboxLimitExceeded, StoredCodeError
 from b24robots.sandbox import SandboxLimits, SandboxPool
@@ -84,27 +84,21 @@ def test_filesystem_is_out_of_reach(raw_pool: SandboxPool) -> None:
     with pytest.raises(StoredCodeError) as info:
         raw_pool.run(robot("return {'p': open('/etc/passwd').read()}"), {}, context={})
     assert "FileNotFoundError" in str(info.value)
-    result = raw_pool.run(
-        robot("import os\nreturn {'ls': os.listdir('/'), 'uid': os.getuid()}"), {}, context={}
-    )
+    result = raw_pool.run(robot("import os\nreturn {'ls': os.listdir('/'), 'uid': os.getuid()}"), {}, context={})
     assert result.outputs == {"ls": [], "uid": 65534}
 
 
 def test_environment_is_empty(raw_pool: SandboxPool) -> None:
     os.environ["B24R_SANDBOX_TEST_SECRET"] = "s3cr3t"
     try:
-        result = raw_pool.run(
-            robot("import os\nreturn {'env': dict(os.environ)}"), {}, context={"portal": "p2"}
-        )
+        result = raw_pool.run(robot("import os\nreturn {'env': dict(os.environ)}"), {}, context={"portal": "p2"})
     finally:
         del os.environ["B24R_SANDBOX_TEST_SECRET"]
     assert result.outputs == {"env": {}}
 
 
 def test_large_file_hits_file_size(raw_pool: SandboxPool) -> None:
-    body = (
-        "with open('big', 'wb') as f:\n    for _ in range(50):\n        f.write(b'x' * 1_000_000)\nreturn {}"
-    )
+    body = "with open('big', 'wb') as f:\n    for _ in range(50):\n        f.write(b'x' * 1_000_000)\nreturn {}"
     with pytest.raises(SandboxLimitExceeded) as info:
         raw_pool.run(robot(body), {}, context={}, limits=TIGHT)
     assert info.value.limit == "file_size"
@@ -161,3 +155,14 @@ def test_cpu_rlimit_kills_code_stuck_in_c(raw_pool: SandboxPool) -> None:
         )
     assert info.value.limit == "cpu"
     assert_serves_normally(raw_pool)
+
+
+def test_pool_without_bubblewrap_still_isolates() -> None:
+    with SandboxPool(1, caps=CAPS, language_hardening=False, bwrap=False) as plain:
+        detail = plain.health()["isolation_detail"]
+        assert detail["bwrap"] is False and detail["seccomp"] is True
+        with pytest.raises(StoredCodeError, match="PermissionError"):
+            plain.run(robot("import os\nos.fork()\nreturn {}"), {}, context={})
+        if IS_ROOT:
+            result = plain.run(robot("import os\nreturn {'ls': os.listdir('/')}"), {}, context={})
+            assert result.outputs == {"ls": []}

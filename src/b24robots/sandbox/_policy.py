@@ -224,9 +224,7 @@ def _has_entry_point(tree: ast.Module) -> list[SourceProblem]:
     for node in tree.body:
         if isinstance(node, ast.AsyncFunctionDef) and node.name == "run":
             return [
-                SourceProblem(
-                    node.lineno, node.col_offset + 1, "run must be a plain def, not async", "entry_point"
-                )
+                SourceProblem(node.lineno, node.col_offset + 1, "run must be a plain def, not async", "entry_point")
             ]
         if isinstance(node, ast.FunctionDef) and node.name == "run":
             args = node.args
@@ -241,9 +239,7 @@ def _has_entry_point(tree: ast.Module) -> list[SourceProblem]:
                     "entry_point",
                 )
             ]
-    return [
-        SourceProblem(1, 0, "no entry point: define `def run(inputs, ctx):` at the top level", "entry_point")
-    ]
+    return [SourceProblem(1, 0, "no entry point: define `def run(inputs, ctx):` at the top level", "entry_point")]
 
 
 def check_source(source: str, filename: str = "<robot>") -> list[SourceProblem]:

@@ -429,9 +429,7 @@ class _Worker:
             exec(code, namespace)  # noqa: S102 - running the stored code is the point; it is contained
             entry = namespace.get("run")
             if not callable(entry):
-                raise _Rejected(
-                    [_policy.SourceProblem(1, 0, "no callable run(inputs, ctx) defined", "entry_point")]
-                )
+                raise _Rejected([_policy.SourceProblem(1, 0, "no callable run(inputs, ctx) defined", "entry_point")])
             outputs = entry(inputs, ctx)
             _armed = False
             return {

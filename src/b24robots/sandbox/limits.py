@@ -30,13 +30,9 @@ class SandboxLimits:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"SandboxLimits.{item.name} must be a number, not {type(value).__name__}")
             if not math.isfinite(value) or value <= 0:
-                raise ConfigError(
-                    f"SandboxLimits.{item.name} must be a positive finite number, got {value!r}"
-                )
+                raise ConfigError(f"SandboxLimits.{item.name} must be a positive finite number, got {value!r}")
         if self.memory_mb < 32:
-            raise ConfigError(
-                "SandboxLimits.memory_mb must be at least 32 (the interpreter alone needs ~25 MB)"
-            )
+            raise ConfigError("SandboxLimits.memory_mb must be at least 32 (the interpreter alone needs ~25 MB)")
         if self.open_files < 8:
             raise ConfigError("SandboxLimits.open_files must be at least 8")
 

@@ -331,9 +331,7 @@ class SandboxPool:
                     self._bwrap = found
                     return zygote
                 except (OSError, SandboxError, ValueError) as exc:
-                    log.warning(
-                        "bubblewrap is installed but could not start the sandbox (%s); not using it", exc
-                    )
+                    log.warning("bubblewrap is installed but could not start the sandbox (%s); not using it", exc)
             elif self._want_bwrap:
                 log.warning("bubblewrap was requested but `bwrap` is not on PATH")
         self._bwrap = None
@@ -533,18 +531,14 @@ class SandboxPool:
             raise SandboxError("context must be a dict with str keys")
         for key in context:
             if _CREDENTIAL.search(key):
-                raise SandboxError(
-                    f"context key {key!r} looks like a credential; stored code never gets those"
-                )
+                raise SandboxError(f"context key {key!r} looks like a credential; stored code never gets those")
             if not key.isidentifier() or key.startswith("_") or key in ("log", "call", "batch", "RestError"):
                 raise SandboxError(f"context key {key!r} cannot be an attribute of ctx")
         try:
             encoded_inputs = _wire.encode(inputs)
             encoded_context = _wire.encode(context)
         except (TypeError, ValueError) as exc:
-            raise SandboxError(
-                f"inputs and context must be JSON-able (dates and decimals allowed): {exc}"
-            ) from None
+            raise SandboxError(f"inputs and context must be JSON-able (dates and decimals allowed): {exc}") from None
         job = {
             "t": "job",
             "source": source,
@@ -633,6 +627,8 @@ class SandboxPool:
             outputs = _wire.decode(raw)
         except _wire.WireError as exc:
             raise SandboxError(f"the outputs could not be decoded: {exc.reason}") from None
+        except RecursionError:
+            raise _limit("recursion", limits) from None
         if not isinstance(outputs, dict):
             raise SandboxError("run() must return a dict of outputs")
         return outputs, _lines(message.get("log"))
@@ -678,8 +674,7 @@ def _limit(name: str, limits: SandboxLimits, detail: object = None) -> SandboxLi
         "timeout": f"the robot ran longer than {limits.wall_seconds:g} s (wall-clock limit)",
         "cpu": f"the robot used more than {limits.cpu_seconds:g} s of CPU time",
         "memory": f"the robot needed more than {limits.memory_mb} MB of memory",
-        "output": f"the outputs exceed {limits.output_bytes} bytes as JSON"
-        + (f" ({detail} bytes)" if detail else ""),
+        "output": f"the outputs exceed {limits.output_bytes} bytes as JSON" + (f" ({detail} bytes)" if detail else ""),
         "recursion": "the robot recursed too deeply (maximum recursion depth exceeded)",
         "file_size": f"the robot wrote a file larger than {limits.file_size_mb} MB",
         "open_files": f"the robot opened more than {limits.open_files} files",
@@ -740,6 +735,8 @@ def _serve_call(
         return {"t": "reply", "ok": False, "code": exc.code, "description": exc.description}
     except _wire.WireError as exc:
         return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": exc.reason}
+    except RecursionError:
+        return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": "arguments nested too deeply"}
     try:
         return {"t": "reply", "ok": True, "result": _wire.encode(result)}
     except (TypeError, ValueError) as exc:

@@ -146,6 +146,10 @@ class FormErrors:
     def __bool__(self) -> bool:
         return bool(self.fields or self.source)
 
+    @property
+    def source_list(self) -> list[dict[str, Any]]:
+        return [{"line": p.line, "col": p.col, "message": p.message} for p in self.source]
+
 
 def spec_from_form(form: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> tuple[RobotSpec | None, FormErrors]:
     """Validate the editor form. `base` is the current document (keeps fields the editor does not show)."""

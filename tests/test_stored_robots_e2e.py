@@ -1,0 +1,84 @@
+"""Stored robots run in the sandbox, end to end through the simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from b24robots.robots.spec import RobotSpec
+from b24robots.testing.app_fixtures import RobotHarness
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_example() -> tuple[RobotSpec, str]:
+    doc = yaml.safe_load((ROOT / "examples" / "deal_total.yaml").read_text(encoding="utf-8"))
+    source = doc.pop("source")
+    return RobotSpec.from_document(doc), source
+
+
+CALLER = '''
+def run(inputs, ctx):
+    deal = ctx.call("crm.deal.get", {"id": ctx.document_id[2].split("_")[-1]})
+    ctx.log("deal " + deal["TITLE"])
+    return {"title": deal["TITLE"], "portal": ctx.portal}
+'''
+
+BROKEN = '''
+def run(inputs, ctx):
+    x = 1
+    return {"v": x / 0}
+'''
+
+
+async def test_stored_robot_runs_in_the_sandbox_and_rolls_back(tmp_path: Path) -> None:
+    async with RobotHarness(data_dir=tmp_path) as h:
+        spec, source = load_example()
+        h.svc.register.save(spec, source, author="anna", comment="first")
+        await h.install()
+        assert "demo.deal_total" in {r.code for r in h.portal.registrations.values()}
+        wf = await h.run_robot("demo.deal_total", properties={"amount": 100.0, "vat_rate": "20"})
+        assert float(wf.return_values["total"]) == 120.0 and float(wf.return_values["vat"]) == 20.0
+        assert any("VAT 20% on 100" in e.message for e in wf.log)
+        inv = h.svc.journal.list(robot="demo.deal_total")[0]
+        assert inv.origin == "stored" and inv.state == "delivered"
+
+        # version 2 changes the rounding; rollback to version 1 restores it
+        h.svc.register.save(spec, source.replace("ROUND_HALF_UP", "ROUND_DOWN"), author="anna", comment="v2")
+        wf = await h.run_robot("demo.deal_total", properties={"amount": 0.05, "vat_rate": "10"})
+        assert float(wf.return_values["vat"]) == 0.0
+        h.svc.register.activate("demo.deal_total", 1)
+        wf = await h.run_robot("demo.deal_total", properties={"amount": 0.05, "vat_rate": "10"})
+        assert float(wf.return_values["vat"]) == 0.01
+
+
+async def test_stored_code_calls_rest_through_the_parent(tmp_path: Path) -> None:
+    async with RobotHarness(data_dir=tmp_path) as h:
+        deal = h.portal.add_deal(TITLE="Big order")
+        spec = RobotSpec.from_document(
+            {
+                "code": "st.caller",
+                "name": "Caller",
+                "return_properties": {"title": {"name": "Title"}, "portal": {"name": "Portal"}},
+            }
+        )
+        h.svc.register.save(spec, CALLER, author="anna")
+        await h.install()
+        wf = await h.run_robot("st.caller", document_id=("crm", "CCrmDocumentDeal", f"DEAL_{deal['ID']}"))
+        assert wf.return_values["title"] == "Big order"
+        assert wf.return_values["portal"] == h.portal.domain
+        assert any(c.method == "crm.deal.get" for c in h.sim.calls)
+
+
+async def test_stored_code_error_points_at_its_own_line(tmp_path: Path) -> None:
+    async with RobotHarness(data_dir=tmp_path) as h:
+        h.svc.runner.rules = type(h.svc.runner.rules)(max_attempts=1)
+        spec = RobotSpec.from_document({"code": "st.broken", "name": "Broken", "return_properties": {"v": {"name": "V"}}})
+        h.svc.register.save(spec, BROKEN, author="anna")
+        await h.install()
+        wf = await h.run_robot("st.broken")
+        assert any("ZeroDivisionError" in e.message for e in wf.log)
+        inv = h.svc.journal.list(robot="st.broken")[0]
+        assert inv.state == "dead"
+        assert "line 4" in inv.error and "<robot st.broken v1>" in inv.error
