@@ -112,12 +112,8 @@ async def test_sync_is_idempotent_and_follows_the_registry(tmp_path: Path) -> No
         second = await h.svc.syncer.sync(member)
         assert second.ok and second.changes == []
         # a stored robot appears, one is redeclared differently -> add + update on the next sync
-        h.svc.register.save(
-            RobotSpec(code="s.three", name="Three"), "def run(i, c):\n    return {}\n", author="t"
-        )
-        h.svc.register.save(
-            RobotSpec(code="s.one", name="One, stored"), "def run(i, c):\n    return {}\n", author="t"
-        )
+        h.svc.register.save(RobotSpec(code="s.three", name="Three"), "def run(i, c):\n    return {}\n", author="t")
+        h.svc.register.save(RobotSpec(code="s.one", name="One, stored"), "def run(i, c):\n    return {}\n", author="t")
         plan = await h.svc.syncer.sync(member, dry_run=True)
         assert sorted((c.action, c.code) for c in plan.changes) == [("add", "s.three"), ("update", "s.one")]
         assert "s.three" not in {r.code for r in h.portal.registrations.values()}  # dry run changed nothing
@@ -161,18 +157,14 @@ async def test_invalid_grant_marks_the_installation_for_reinstall(tmp_path: Path
         assert inst.status == "needs_reinstall" and "re-install" in inst.status_message
 
 
-async def test_cli_sync_dry_run_and_installations_list(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_cli_sync_dry_run_and_installations_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from b24robots.testing import PortalSimulator, SimulatorServer
 
     sim = PortalSimulator()
     with SimulatorServer(sim):
         async with RobotHarness(router, data_dir=tmp_path, sim=sim, workers=False, sandbox=False) as h:
             await h.install()
-            h.svc.register.save(
-                RobotSpec(code="s.four", name="Four"), "def run(i, c):\n    return {}\n", author="t"
-            )
+            h.svc.register.save(RobotSpec(code="s.four", name="Four"), "def run(i, c):\n    return {}\n", author="t")
             env = {
                 "B24R_DATA_DIR": str(tmp_path),
                 "B24R_SECRET_KEY": "test-secret-key",

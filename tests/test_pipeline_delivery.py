@@ -29,9 +29,7 @@ async def test_backlog_of_500_answers_goes_out_in_about_ten_batches(tmp_path: Pa
         svc = h.svc
         workflows = [await h.sim.start_robot(h.portal, "d.fast", wait_delivery=True) for _ in range(500)]
         # answer all of them first: a backlog of owed answers
-        worker = Worker(
-            svc.journal, svc.installations, svc.runner, svc.rest, Wakeup(), concurrency=16, poll=0.05
-        )
+        worker = Worker(svc.journal, svc.installations, svc.runner, svc.rest, Wakeup(), concurrency=16, poll=0.05)
         task = asyncio.create_task(worker.run())
         for _ in range(400):
             if sum(1 for i in svc.journal.list(limit=1000) if i.state == "answered") == 500:

@@ -181,9 +181,7 @@ async def test_random_bodies_never_500(h: RobotHarness, raw: bytes) -> None:
     ),
     token=st.text(min_size=1, max_size=40),
 )
-async def test_random_valid_looking_calls_never_500(
-    h: RobotHarness, props: dict[str, Any], token: str
-) -> None:
+async def test_random_valid_looking_calls_never_500(h: RobotHarness, props: dict[str, Any], token: str) -> None:
     status, body = await post(h, body_for(h, properties=props, event_token=token))
     assert status == 200 and body["status"] in ("queued", "rejected", "duplicate")
 

@@ -85,10 +85,7 @@ def test_empty_properties_are_omitted_and_subscription_is_explicit() -> None:
     payload = spec.to_registration("https://a.b/h")
     assert "PROPERTIES" not in payload and "RETURN_PROPERTIES" not in payload
     assert payload["USE_SUBSCRIPTION"] == "N"
-    assert (
-        RobotSpec(code="ping", name="Ping", use_subscription=True).to_registration("x")["USE_SUBSCRIPTION"]
-        == "Y"
-    )
+    assert RobotSpec(code="ping", name="Ping", use_subscription=True).to_registration("x")["USE_SUBSCRIPTION"] == "Y"
     act = RobotSpec(code="ping", name="Ping", kind="activity")
     assert act.method_prefix == "bizproc.activity"
 

@@ -18,18 +18,18 @@ def load_example() -> tuple[RobotSpec, str]:
     return RobotSpec.from_document(doc), source
 
 
-CALLER = '''
+CALLER = """
 def run(inputs, ctx):
     deal = ctx.call("crm.deal.get", {"id": ctx.document_id[2].split("_")[-1]})
     ctx.log("deal " + deal["TITLE"])
     return {"title": deal["TITLE"], "portal": ctx.portal}
-'''
+"""
 
-BROKEN = '''
+BROKEN = """
 def run(inputs, ctx):
     x = 1
     return {"v": x / 0}
-'''
+"""
 
 
 async def test_stored_robot_runs_in_the_sandbox_and_rolls_back(tmp_path: Path) -> None:
@@ -74,7 +74,9 @@ async def test_stored_code_calls_rest_through_the_parent(tmp_path: Path) -> None
 async def test_stored_code_error_points_at_its_own_line(tmp_path: Path) -> None:
     async with RobotHarness(data_dir=tmp_path) as h:
         h.svc.runner.rules = type(h.svc.runner.rules)(max_attempts=1)
-        spec = RobotSpec.from_document({"code": "st.broken", "name": "Broken", "return_properties": {"v": {"name": "V"}}})
+        spec = RobotSpec.from_document(
+            {"code": "st.broken", "name": "Broken", "return_properties": {"v": {"name": "V"}}}
+        )
         h.svc.register.save(spec, BROKEN, author="anna")
         await h.install()
         wf = await h.run_robot("st.broken")

@@ -224,9 +224,7 @@ def test_body_size_limit_for_str_counts_utf8_bytes() -> None:
     limits = FormLimits(max_body_bytes=10)
     assert decode_form("a=жжжж", limits) == {"a": "жжжж"}  # 10 bytes
     assert reason_of("a=жжжжж", limits) == "body is 12 bytes; the limit is 10 (max_body_bytes)"
-    assert (
-        reason_of("a=xxxxxxxxxx", limits) == "body is 12 characters; the limit is 10 bytes (max_body_bytes)"
-    )
+    assert reason_of("a=xxxxxxxxxx", limits) == "body is 12 characters; the limit is 10 bytes (max_body_bytes)"
 
 
 def test_depth_limit() -> None:
@@ -263,9 +261,7 @@ def test_list_length_limit_for_appends() -> None:
     ok = "&".join(["a[]=x"] * 1000)
     assert len(decode_form(ok)["a"]) == 1000
     too_long = ok + "&a[]=y"
-    assert reason_of(too_long) == (
-        "key 'a[]' appends at list index 1000; the limit is 1000 items (max_list_length)"
-    )
+    assert reason_of(too_long) == ("key 'a[]' appends at list index 1000; the limit is 1000 items (max_list_length)")
 
 
 def test_list_length_limit_for_indexed_runs() -> None:

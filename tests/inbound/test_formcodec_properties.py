@@ -100,9 +100,7 @@ def qs_containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
-qs_values = st.recursive(texts, qs_containers, max_leaves=12).filter(
-    lambda v: depth(v) <= DEFAULT_LIMITS.max_depth
-)
+qs_values = st.recursive(texts, qs_containers, max_leaves=12).filter(lambda v: depth(v) <= DEFAULT_LIMITS.max_depth)
 qs_forms = st.dictionaries(qs_keys, qs_values, max_size=5)
 
 QS_DECODE = qs_codec.DecodeOptions(

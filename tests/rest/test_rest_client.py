@@ -267,9 +267,7 @@ async def test_tokens_and_secret_never_logged(env: Env, caplog: pytest.LogCaptur
 def test_redact_and_repr() -> None:
     assert redact("5d971c6800782a4e") == "5d97…"
     assert redact("") == "∅"
-    pair = TokenPair(
-        "access-secret-1", "refresh-secret-2", 0.0, 1, "https://x/rest/", "https://o/rest/", "x", "m"
-    )
+    pair = TokenPair("access-secret-1", "refresh-secret-2", 0.0, 1, "https://x/rest/", "https://o/rest/", "x", "m")
     assert "access-secret-1" not in repr(pair) and "refresh-secret-2" not in repr(pair)
     assert "secret-value" not in repr(AppCredentials("id", "secret-value"))
 
@@ -386,9 +384,7 @@ async def test_batch_retry_depends_on_every_command(env: Env) -> None:
 def test_is_idempotent_rules() -> None:
     assert is_idempotent("CRM.DEAL.LIST") and is_idempotent("profile") and is_idempotent("user.get")
     assert not is_idempotent("crm.deal.add") and not is_idempotent("bizproc.robot.add")
-    assert is_idempotent(
-        "batch", {"cmd": {"a": "bizproc.event.send?EVENT_TOKEN=x", "b": "crm.deal.get?id=1"}}
-    )
+    assert is_idempotent("batch", {"cmd": {"a": "bizproc.event.send?EVENT_TOKEN=x", "b": "crm.deal.get?id=1"}})
     assert not is_idempotent("batch", {"cmd": ["crm.deal.get", "crm.deal.delete?id=1"]})
     assert not is_idempotent("batch", {"cmd": {}})
 

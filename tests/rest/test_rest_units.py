@@ -63,9 +63,7 @@ def test_gcra_equals_the_portal_bucket(rate: float, burst: int, gaps: list[float
         last_send = send_at
 
 
-@pytest.mark.parametrize(
-    ("rate", "burst"), [(0, 50), (-1, 50), (float("nan"), 5), (2.0, 0), (2.0, 1.5), (True, 3)]
-)
+@pytest.mark.parametrize(("rate", "burst"), [(0, 50), (-1, 50), (float("nan"), 5), (2.0, 0), (2.0, 1.5), (True, 3)])
 def test_gcra_rejects_bad_settings(rate: float, burst: int) -> None:
     with pytest.raises(errors.ConfigError):
         gcra_reserve(0.0, 0.0, rate, burst)
@@ -153,13 +151,9 @@ def test_map_error_classes(status: int | None, code: str, cls: type[errors.RestE
 
 
 def test_error_from_answer_shapes() -> None:
-    exc = error_from_answer(
-        429, {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked"}, method="m"
-    )
+    exc = error_from_answer(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked"}, method="m")
     assert isinstance(exc, errors.OperationTimeLimit) and exc.reset_at is None
-    exc = error_from_answer(
-        429, {"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": 1700000600}}
-    )
+    exc = error_from_answer(429, {"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": 1700000600}})
     assert isinstance(exc, errors.OperationTimeLimit) and exc.reset_at == 1700000600.0
     exc = error_from_answer(502, None, text="<html><body>Bad   gateway</body></html>")
     assert isinstance(exc, errors.ServerError) and exc.code == "HTTP_502" and "Bad gateway" in exc.description
@@ -220,6 +214,6 @@ def test_rest_imports_only_errors_and_third_party() -> None:
                 names = [f"{node.module}.{a.name}" for a in node.names]
             for name in names:
                 if name.startswith("b24robots"):
-                    assert name == "b24robots.errors" or name.startswith(
-                        ("b24robots.rest", "b24robots.errors.")
-                    ), f"{path.name} imports {name}: rest/ may use only b24robots.errors"
+                    assert name == "b24robots.errors" or name.startswith(("b24robots.rest", "b24robots.errors.")), (
+                        f"{path.name} imports {name}: rest/ may use only b24robots.errors"
+                    )

@@ -93,12 +93,9 @@ async def test_list_paging_totals(env: Env) -> None:
 
 async def test_event_send_in_a_batch(env: Env, robot: Robot) -> None:
     await env.ok("bizproc.robot.add", robot())
-    flows = [
-        await env.sim.start_robot(env.portal, "send_sms", properties={"phone": str(i)}) for i in range(3)
-    ]
+    flows = [await env.sim.start_robot(env.portal, "send_sms", properties={"phone": str(i)}) for i in range(3)]
     cmd = {
-        wf.id: "bizproc.event.send?"
-        + f"event_token={wf.event_token.replace('|', '%7C')}&return_values[count]={i}"
+        wf.id: "bizproc.event.send?" + f"event_token={wf.event_token.replace('|', '%7C')}&return_values[count]={i}"
         for i, wf in enumerate(flows, start=1)
     }
     result = await batch(env, cmd)

@@ -74,9 +74,7 @@ async def test_return_values_matched_case_insensitively_unknown_dropped(env: Env
 
 async def test_falsy_values_are_stored_raw(env: Env, robot: Robot) -> None:
     wf = await start(env, robot)
-    await env.rest(
-        "bizproc.event.send", {"event_token": wf.event_token, "return_values": {"count": "0", "ok": ""}}
-    )
+    await env.rest("bizproc.event.send", {"event_token": wf.event_token, "return_values": {"count": "0", "ok": ""}})
     await wf.closed(timeout=2)
     assert wf.return_values["count"] == "0" and wf.return_values["ok"] == ""
 
@@ -95,22 +93,16 @@ async def test_use_subscription_n_closes_at_once_and_send_is_a_noop(env: Env, ro
     wf = await start(env, robot, USE_SUBSCRIPTION="N")
     assert wf.is_closed and wf.closed_by == "no_subscription"
     assert "IsTimeout" not in wf.return_values
-    response = await env.rest(
-        "bizproc.event.send", {"event_token": wf.event_token, "return_values": {"ok": "Y"}}
-    )
+    response = await env.rest("bizproc.event.send", {"event_token": wf.event_token, "return_values": {"ok": "Y"}})
     assert response.json()["result"] is True
     await asyncio.sleep(0.01)
     assert wf.return_values["ok"] == "N"
 
 
-async def test_empty_registered_subscription_lets_the_instance_decide(
-    env: Env, robot: Robot, receiver: Any
-) -> None:
+async def test_empty_registered_subscription_lets_the_instance_decide(env: Env, robot: Robot, receiver: Any) -> None:
     await env.ok("bizproc.robot.add", robot(USE_SUBSCRIPTION=""))
     waiting = await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"})
-    closed = await env.sim.start_robot(
-        env.portal, "send_sms", properties={"phone": "1"}, use_subscription="N"
-    )
+    closed = await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"}, use_subscription="N")
     assert waiting.state == "waiting" and closed.is_closed
     assert [r.form["use_subscription"] for r in receiver.at("/robot")] == ["Y", "N"]
 

@@ -62,9 +62,7 @@ async def test_failed_delivery_leaves_the_robot_waiting(env: Env, robot: Robot, 
 
 async def test_json_api_faults(env: Env) -> None:
     api = env.client
-    assert (
-        await api.post("/sim/api/faults", json={"kind": "fail", "count": 1, "status": 503})
-    ).status_code == 200
+    assert (await api.post("/sim/api/faults", json={"kind": "fail", "count": 1, "status": 503})).status_code == 200
     assert (await env.rest("profile")).status_code == 503
     assert (
         await api.post("/sim/api/faults", json={"kind": "fill_bucket", "portal": env.portal.domain})

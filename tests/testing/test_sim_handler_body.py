@@ -47,9 +47,7 @@ FIELD_ORDER = [
 
 
 def raw_names(body: bytes) -> list[str]:
-    return [
-        pair.split("=", 1)[0].replace("%5B", "[").replace("%5D", "]") for pair in body.decode().split("&")
-    ]
+    return [pair.split("=", 1)[0].replace("%5B", "[").replace("%5D", "]") for pair in body.decode().split("&")]
 
 
 async def test_every_field_of_the_handler_body(env: Env, robot: Robot, receiver: Any) -> None:
@@ -81,9 +79,7 @@ async def test_every_field_of_the_handler_body(env: Env, robot: Robot, receiver:
     assert auth["client_endpoint"] == f"{env.sim.base_url}/rest/" == auth["server_endpoint"]
     assert auth["status"] == "L" and auth["user_id"] == "1"
     assert auth["application_token"] == inst.application_token
-    assert re.fullmatch(r"[0-9a-f]{70}", auth["access_token"]) and re.fullmatch(
-        r"[0-9a-f]{70}", auth["refresh_token"]
-    )
+    assert re.fullmatch(r"[0-9a-f]{70}", auth["access_token"]) and re.fullmatch(r"[0-9a-f]{70}", auth["refresh_token"])
     # event_token = wf|activity|eventId . hex HMAC-SHA256 keyed with "bizproc" + portal secret
     wf_id, activity, event_id = unsign_event_token(env.portal.signing_secret, form["event_token"]) or (
         "",

@@ -54,9 +54,7 @@ async def test_api_only_install_posts_onappinstall(world: Any, receiver: Any) ->
     assert info["INSTALLED"] is True
 
 
-async def test_ui_install_posts_the_frame_form_and_waits_for_install_finish(
-    world: Any, receiver: Any
-) -> None:
+async def test_ui_install_posts_the_frame_form_and_waits_for_install_finish(world: Any, receiver: Any) -> None:
     sim, portal = world
     app = sim.register_app("UI", install_url="https://app.example.test/install?x=1", api_only=False)
     inst = await sim.install_app(app, portal, finish=False)
@@ -130,14 +128,9 @@ async def test_reinstall_gives_new_installation(env: Env) -> None:
 
 async def test_triggers(env: Env) -> None:
     assert await env.ok("crm.automation.trigger.add", {"CODE": "paid", "NAME": "Paid"}) is True
-    assert (
-        await env.ok("crm.automation.trigger.add", {"CODE": "paid", "NAME": "Paid v2"}) is True
-    )  # name updated
+    assert await env.ok("crm.automation.trigger.add", {"CODE": "paid", "NAME": "Paid v2"}) is True  # name updated
     assert await env.ok("crm.automation.trigger.list") == [{"NAME": "Paid v2", "CODE": "paid"}]
-    assert (
-        await env.ok("crm.automation.trigger.execute", {"CODE": "paid", "OWNER_TYPE_ID": 2, "OWNER_ID": 1})
-        is True
-    )
+    assert await env.ok("crm.automation.trigger.execute", {"CODE": "paid", "OWNER_TYPE_ID": 2, "OWNER_ID": 1}) is True
     assert [(f.code, f.owner_type_id, f.owner_id) for f in env.portal.trigger_firings] == [("paid", 2, 1)]
     assert await env.ok("crm.automation.trigger.delete", {"CODE": "paid"}) is True
     assert await env.ok("crm.automation.trigger.list") == []
@@ -159,9 +152,7 @@ async def test_triggers(env: Env) -> None:
         ("execute", {"CODE": "t", "OWNER_TYPE_ID": 2, "OWNER_ID": 0}, "Incorrect parameter OWNER_ID."),
     ],
 )
-async def test_trigger_errors_have_an_empty_code(
-    env: Env, method: str, params: dict[str, Any], text: str
-) -> None:
+async def test_trigger_errors_have_an_empty_code(env: Env, method: str, params: dict[str, Any], text: str) -> None:
     await env.ok("crm.automation.trigger.add", {"CODE": "t", "NAME": "T"})
     response = await env.rest(f"crm.automation.trigger.{method}", params)
     assert response.status_code == 400
@@ -169,9 +160,7 @@ async def test_trigger_errors_have_an_empty_code(
 
 
 async def test_trigger_admin_check_comes_first(env: Env) -> None:
-    response = await env.rest(
-        "crm.automation.trigger.add", {"CODE": "x", "NAME": "x"}, token=env.user.access_token
-    )
+    response = await env.rest("crm.automation.trigger.add", {"CODE": "x", "NAME": "x"}, token=env.user.access_token)
     assert response.status_code == 403
     assert response.json()["error_description"] == "Access denied! Admin permissions required"
     hook = env.sim.add_webhook(env.portal, user_id=2)
@@ -181,16 +170,12 @@ async def test_trigger_admin_check_comes_first(env: Env) -> None:
 
 async def test_deals(env: Env) -> None:
     assert (await env.ok("crm.deal.get", {"id": 1}))["TITLE"] == "Deal #1"
-    assert (
-        await env.ok("crm.deal.update", {"id": 1, "fields": {"STAGE_ID": "WON", "OPPORTUNITY": 10}}) is True
-    )
+    assert await env.ok("crm.deal.update", {"id": 1, "fields": {"STAGE_ID": "WON", "OPPORTUNITY": 10}}) is True
     deal = await env.ok("crm.deal.get", {"ID": "1"})
     assert deal["STAGE_ID"] == "WON" and deal["OPPORTUNITY"] == "10"
     new_id = await env.ok("crm.deal.add", {"fields": {"TITLE": "New"}})
     assert (await env.ok("crm.deal.list", {"filter": {"TITLE": "New"}}))[0]["ID"] == str(new_id)
-    assert [
-        d["ID"] for d in await env.ok("crm.deal.list", {"order": {"ID": "DESC"}, "filter": {">ID": 2}})
-    ] == [
+    assert [d["ID"] for d in await env.ok("crm.deal.list", {"order": {"ID": "DESC"}, "filter": {">ID": 2}})] == [
         str(new_id),
         "3",
     ]

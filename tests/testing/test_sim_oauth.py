@@ -57,19 +57,13 @@ async def test_old_refresh_token_kept_when_rotation_is_off(env: Env) -> None:
 
 async def test_authorization_code_grant(env: Env, clock: Any) -> None:
     code = env.sim.issue_auth_code(env.app, env.portal, user_id=2)
-    response = await env.client.post(
-        "/oauth/token/", data=grant(env, grant_type="authorization_code", code=code)
-    )
+    response = await env.client.post("/oauth/token/", data=grant(env, grant_type="authorization_code", code=code))
     assert response.status_code == 200 and response.json()["user_id"] == 2
-    again = await env.client.post(
-        "/oauth/token/", data=grant(env, grant_type="authorization_code", code=code)
-    )
+    again = await env.client.post("/oauth/token/", data=grant(env, grant_type="authorization_code", code=code))
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     stale = env.sim.issue_auth_code(env.app, env.portal)
     clock.advance(31)
-    late = await env.client.post(
-        "/oauth/token/", data=grant(env, grant_type="authorization_code", code=stale)
-    )
+    late = await env.client.post("/oauth/token/", data=grant(env, grant_type="authorization_code", code=stale))
     assert late.json()["error"] == "invalid_grant"
 
 

@@ -12,9 +12,7 @@ from b24robots.testing.registration import internal_code, prepare_activity_data
 Env = Any
 
 
-async def expect_error(
-    env: Env, method: str, params: dict[str, Any], status: int, code: str, text: str, **kw: Any
-):
+async def expect_error(env: Env, method: str, params: dict[str, Any], status: int, code: str, text: str, **kw: Any):
     response = await env.rest(method, params, **kw)
     assert response.status_code == status, response.text
     assert response.json() == {"error": code, "error_description": text}  # exactly two keys, no time block
@@ -69,9 +67,7 @@ async def test_add_accepts_form_body_and_query_string(env: Env, robot: Callable[
 @pytest.mark.parametrize("how", ["access_token", "bearer"])
 async def test_token_in_access_token_param_or_bearer_header(env: Env, how: str) -> None:
     if how == "access_token":
-        response = await env.client.post(
-            "/rest/bizproc.robot.list", json={"access_token": env.admin.access_token}
-        )
+        response = await env.client.post("/rest/bizproc.robot.list", json={"access_token": env.admin.access_token})
     else:
         response = await env.client.post(
             "/rest/bizproc.robot.list", headers={"Authorization": f"Bearer {env.admin.access_token}"}
@@ -87,9 +83,7 @@ async def test_non_admin_is_refused(env: Env, robot: Callable[..., dict[str, Any
 
 async def test_webhook_has_no_application_context(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
     hook = env.sim.add_webhook(env.portal, user_id=1)
-    response = await env.client.post(
-        f"/rest/{hook.user_id}/{hook.secret}/bizproc.robot.add.json", json=robot()
-    )
+    response = await env.client.post(f"/rest/{hook.user_id}/{hook.secret}/bizproc.robot.add.json", json=robot())
     assert response.status_code == 403
     assert response.json() == {
         "error": "ACCESS_DENIED",
@@ -150,9 +144,7 @@ async def test_validation_errors(
     assert env.portal.registrations == {}
 
 
-async def test_handler_on_an_ip_address_passes_the_dot_rule(
-    env: Env, robot: Callable[..., dict[str, Any]]
-) -> None:
+async def test_handler_on_an_ip_address_passes_the_dot_rule(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
     assert await env.ok("bizproc.robot.add", robot(HANDLER="http://127.0.0.1:8000/robot")) is True
 
 
@@ -182,9 +174,7 @@ async def test_duplicate_code_across_robots_and_activities_of_one_app(
     await expect_error(env, "bizproc.activity.add", robot(), 400, "ERROR_ACTIVITY_ALREADY_INSTALLED", text)
 
 
-async def test_code_is_unique_per_application_not_per_portal(
-    env: Env, robot: Callable[..., dict[str, Any]]
-) -> None:
+async def test_code_is_unique_per_application_not_per_portal(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
     other = env.sim.register_app("Other")
     await env.sim.install_app(other, env.portal, notify=False)
     other_token = env.sim.issue_tokens(other, env.portal).access_token
@@ -194,15 +184,11 @@ async def test_code_is_unique_per_application_not_per_portal(
     assert len(env.portal.registrations) == 2
 
 
-async def test_update_replaces_fields_and_is_filtered_by_kind(
-    env: Env, robot: Callable[..., dict[str, Any]]
-) -> None:
+async def test_update_replaces_fields_and_is_filtered_by_kind(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
     await env.ok("bizproc.robot.add", robot())
     new_props = {"text": {"Name": "Text"}}
     assert (
-        await env.ok(
-            "bizproc.robot.update", {"CODE": "send_sms", "FIELDS": {"PROPERTIES": new_props, "NAME": ""}}
-        )
+        await env.ok("bizproc.robot.update", {"CODE": "send_sms", "FIELDS": {"PROPERTIES": new_props, "NAME": ""}})
         is True
     )
     row = env.portal.registrations[internal_code(env.app.client_id, "send_sms")]
@@ -218,12 +204,8 @@ async def test_update_replaces_fields_and_is_filtered_by_kind(
     )
 
 
-@pytest.mark.parametrize(
-    "fields", [None, {}, {"PLACEMENT_HANDLER": "https://app.example.test/p"}, {"UNKNOWN": 1}]
-)
-async def test_update_without_recognised_fields(
-    env: Env, fields: Any, robot: Callable[..., dict[str, Any]]
-) -> None:
+@pytest.mark.parametrize("fields", [None, {}, {"PLACEMENT_HANDLER": "https://app.example.test/p"}, {"UNKNOWN": 1}])
+async def test_update_without_recognised_fields(env: Env, fields: Any, robot: Callable[..., dict[str, Any]]) -> None:
     await env.ok("bizproc.robot.add", robot())
     params: dict[str, Any] = {"CODE": "send_sms"}
     if fields is not None:
@@ -233,9 +215,7 @@ async def test_update_without_recognised_fields(
     )
 
 
-async def test_update_checks_code_then_existence_then_handler(
-    env: Env, robot: Callable[..., dict[str, Any]]
-) -> None:
+async def test_update_checks_code_then_existence_then_handler(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
     await expect_error(
         env,
         "bizproc.robot.update",
@@ -294,14 +274,10 @@ async def test_delete(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
     assert await env.ok("bizproc.robot.list") == []
 
 
-async def test_placement_handler_is_validated_and_recorded(
-    env: Env, robot: Callable[..., dict[str, Any]]
-) -> None:
+async def test_placement_handler_is_validated_and_recorded(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
     bad = robot(USE_PLACEMENT="Y", PLACEMENT_HANDLER="http://localhost/p")
     await expect_error(env, "bizproc.robot.add", bad, 400, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL")
-    await env.ok(
-        "bizproc.robot.add", robot(USE_PLACEMENT="Y", PLACEMENT_HANDLER="https://app.example.test/p")
-    )
+    await env.ok("bizproc.robot.add", robot(USE_PLACEMENT="Y", PLACEMENT_HANDLER="https://app.example.test/p"))
     assert env.portal.placements == {(env.app.client_id, "send_sms"): "https://app.example.test/p"}
     await env.ok("bizproc.robot.update", {"CODE": "send_sms", "FIELDS": {"USE_PLACEMENT": "N"}})
     assert env.portal.placements == {}

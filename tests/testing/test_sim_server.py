@@ -22,9 +22,7 @@ Robot = Callable[..., dict[str, Any]]
 @pytest.fixture
 def app_server(receiver: Any) -> Iterator[str]:
     """The recording receiver served by uvicorn on 127.0.0.1 (a real handler URL)."""
-    server = uvicorn.Server(
-        uvicorn.Config(receiver.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
+    server = uvicorn.Server(uvicorn.Config(receiver.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -65,18 +63,14 @@ async def test_end_to_end_over_real_http(app_server: str, receiver: Any, robot: 
             assert (await client.post("/rest/profile", json={"auth": token})).status_code == 200
 
 
-async def test_web_page_and_json_api(
-    b24_portal_server: SimulatorServer, app_server: str, robot: Robot
-) -> None:
+async def test_web_page_and_json_api(b24_portal_server: SimulatorServer, app_server: str, robot: Robot) -> None:
     sim = b24_portal_server.sim
     portal = sim.portal()
     app = next(iter(sim.apps.values()))
     await sim.install_app(app, portal, notify=False)
     token = sim.issue_tokens(app, portal).access_token
     async with httpx.AsyncClient(base_url=b24_portal_server.base_url) as client:
-        await client.post(
-            "/rest/bizproc.robot.add", json={**robot(HANDLER=f"{app_server}/robot"), "auth": token}
-        )
+        await client.post("/rest/bizproc.robot.add", json={**robot(HANDLER=f"{app_server}/robot"), "auth": token})
         started = await client.post(
             "/sim/api/workflows",
             json={"code": "send_sms", "properties": {"phone": "+7"}, "document_id": "DEAL_2"},

@@ -8,9 +8,7 @@ import pytest
 
 Env = Any
 APP_ONLY = [
-    f"bizproc.{kind}.{action}"
-    for kind in ("robot", "activity")
-    for action in ("add", "update", "delete", "list")
+    f"bizproc.{kind}.{action}" for kind in ("robot", "activity") for action in ("add", "update", "delete", "list")
 ] + [f"crm.automation.trigger.{action}" for action in ("add", "list", "delete", "execute")]
 
 
@@ -31,9 +29,7 @@ async def test_usable_methods_and_bad_secret(env: Env) -> None:
     deal = await env.client.get(f"{base}crm.deal.get.json", params={"id": 1})
     assert deal.json()["result"]["ID"] == "1"
     log = await env.client.post(f"{base}bizproc.activity.log", json={"event_token": "x", "log_message": "y"})
-    assert (
-        log.status_code == 403 and log.json()["error_description"] == "Access denied!"
-    )  # reached the method
+    assert log.status_code == 403 and log.json()["error_description"] == "Access denied!"  # reached the method
     wrong = await env.client.get(f"/rest/1/{'z' * 16}/profile")
     assert wrong.status_code == 403 and wrong.json()["error"] == "INVALID_CREDENTIALS"
 

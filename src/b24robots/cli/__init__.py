@@ -17,6 +17,7 @@ app.command()(ops.serve)
 app.command()(ops.worker)
 app.command()(ops.sync)
 app.command()(ops.journal)
+app.command()(ops.portal)
 app.add_typer(ops.installations_app, name="installations")
 app.add_typer(ops.jobs_app, name="jobs")
 

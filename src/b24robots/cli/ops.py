@@ -129,6 +129,37 @@ def _advance(progress: Progress, task: TaskID, _change: object) -> None:
     progress.advance(task)
 
 
+def portal(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8800,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    rate: Annotated[float, typer.Option(help="REST requests per second each portal allows")] = 2.0,
+    burst: Annotated[int, typer.Option(help="the leaky bucket's size")] = 50,
+    portals: Annotated[int, typer.Option(help="how many portals to simulate")] = 1,
+    client_id: Annotated[str | None, typer.Option(help="register a local app with this client_id")] = None,
+    client_secret: Annotated[str | None, typer.Option(help="its client_secret (generated if omitted)")] = None,
+    install_url: Annotated[
+        str | None, typer.Option(help="the app's install URL, e.g. http://127.0.0.1:8000/b24/install")
+    ] = None,
+    events_url: Annotated[
+        str | None, typer.Option(help="the app's event URL, e.g. http://127.0.0.1:8000/b24/events")
+    ] = None,
+) -> None:
+    """Run the Bitrix24 portal simulator (open /sim/ in a browser to click through robots)."""
+    from b24robots.cli.portal_cmd import run_portal
+
+    run_portal(
+        host,
+        port,
+        rate,
+        burst,
+        client_id,
+        client_secret=client_secret,
+        install_url=install_url,
+        events_url=events_url,
+        portals=portals,
+    )
+
+
 installations_app = typer.Typer(help="Portals that installed the application.", no_args_is_help=True)
 
 

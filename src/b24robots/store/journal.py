@@ -15,7 +15,6 @@ back. Nothing is deleted on dequeue.
 from __future__ import annotations
 
 import builtins
-
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass

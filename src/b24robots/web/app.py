@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from b24robots.config import Settings, load_settings
@@ -21,6 +22,9 @@ from b24robots.robots.params import default_outputs, parse_values
 from b24robots.robots.router import Router
 from b24robots.store.installations import InstallGrant, grant_from_fields
 from b24robots.store.journal import NewInvocation
+from b24robots.web.admin import STATIC_DIR as ADMIN_STATIC_DIR
+from b24robots.web.admin import STATIC_URL as ADMIN_STATIC_URL
+from b24robots.web.admin import build_admin_router
 from b24robots.web.services import Services, build_services
 
 log = logging.getLogger("b24robots.web")
@@ -308,4 +312,6 @@ def create_app(
         body = await run_in_threadpool(svc.metrics.render)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
+    app.include_router(build_admin_router(svc))
+    app.mount(ADMIN_STATIC_URL, StaticFiles(directory=ADMIN_STATIC_DIR), name="admin-static")
     return app

@@ -1,7 +1,7 @@
 """The admin web UI: server-rendered pages (Jinja2 + htmx) under /admin, static files under /admin/static.
 
-    app.include_router(build_admin_router(services))
-    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="admin-static")
+app.include_router(build_admin_router(services))
+app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="admin-static")
 """
 
 from __future__ import annotations

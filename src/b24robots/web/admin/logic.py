@@ -63,11 +63,15 @@ def _param_row(key: str, doc: Mapping[str, Any]) -> dict[str, str]:
         default = ", ".join(str(d) for d in default)
     options = doc.get("options") or {}
     return {
-        "key": key, "name": plain, "name_ru": ru, "type": str(doc.get("type", "string")),
-        "required": "Y" if doc.get("required") in (True, "Y") else "", "default": str(default or ""),
+        "key": key,
+        "name": plain,
+        "name_ru": ru,
+        "type": str(doc.get("type", "string")),
+        "required": "Y" if doc.get("required") in (True, "Y") else "",
+        "default": str(default or ""),
         "multiple": "Y" if doc.get("multiple") in (True, "Y") else "",
         "options": "; ".join(f"{k}={v}" for k, v in options.items()),
-    }  # fmt: skip
+    }
 
 
 def form_from_document(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -76,13 +80,21 @@ def form_from_document(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
     desc, desc_en, desc_ru = _split_text(doc.get("description"))
     us = doc.get("use_subscription", "")
     return {
-        "code": doc.get("code", ""), "kind": doc.get("kind", "robot"), "name": name, "name_en": name_en,
-        "name_ru": name_ru, "description": desc, "description_en": desc_en, "description_ru": desc_ru,
+        "code": doc.get("code", ""),
+        "kind": doc.get("kind", "robot"),
+        "name": name,
+        "name_en": name_en,
+        "name_ru": name_ru,
+        "description": desc,
+        "description_en": desc_en,
+        "description_ru": desc_ru,
         "use_subscription": "Y" if us in (True, "Y") else "N" if us in (False, "N") else "",
-        "auth_user_id": str(doc.get("auth_user_id", 1)), "source": source, "comment": "",
+        "auth_user_id": str(doc.get("auth_user_id", 1)),
+        "source": source,
+        "comment": "",
         "inputs": [_param_row(k, v) for k, v in (doc.get("properties") or {}).items()],
         "outputs": [_param_row(k, v) for k, v in (doc.get("return_properties") or {}).items()],
-    }  # fmt: skip
+    }
 
 
 def empty_form() -> dict[str, Any]:
@@ -101,8 +113,20 @@ def form_from_fields(fields: Sequence[tuple[str, str]]) -> dict[str, Any]:
         else:
             flat[name] = value
     form = empty_form()
-    for key in ("code", "kind", "name", "name_en", "name_ru", "description", "description_en", "description_ru",
-                "use_subscription", "auth_user_id", "source", "comment"):  # fmt: skip
+    for key in (
+        "code",
+        "kind",
+        "name",
+        "name_en",
+        "name_ru",
+        "description",
+        "description_en",
+        "description_ru",
+        "use_subscription",
+        "auth_user_id",
+        "source",
+        "comment",
+    ):
         form[key] = flat.get(key, "").replace("\r\n", "\n") if key == "source" else flat.get(key, "").strip()
     for group, target in (("in", "inputs"), ("out", "outputs")):
         form[target] = [
@@ -151,7 +175,9 @@ class FormErrors:
         return [{"line": p.line, "col": p.col, "message": p.message} for p in self.source]
 
 
-def spec_from_form(form: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> tuple[RobotSpec | None, FormErrors]:
+def spec_from_form(
+    form: Mapping[str, Any], base: Mapping[str, Any] | None = None
+) -> tuple[RobotSpec | None, FormErrors]:
     """Validate the editor form. `base` is the current document (keeps fields the editor does not show)."""
     errors = FormErrors()
     try:
@@ -180,10 +206,13 @@ def spec_from_form(form: Mapping[str, Any], base: Mapping[str, Any] | None = Non
                     raise DeclarationError(f"parameter key {key!r} is used twice")
                 ptype = row["type"] or "string"
                 pdoc: dict[str, Any] = {
-                    "name": _text_value(row["name"], "", row["name_ru"]) if not row["name_ru"]
+                    "name": _text_value(row["name"], "", row["name_ru"])
+                    if not row["name_ru"]
                     else {"en": row["name"] or row["name_ru"], "ru": row["name_ru"]},
-                    "type": ptype, "required": row["required"] == "Y", "multiple": row["multiple"] == "Y",
-                }  # fmt: skip
+                    "type": ptype,
+                    "required": row["required"] == "Y",
+                    "multiple": row["multiple"] == "Y",
+                }
                 options = _options(row["options"], f"parameter {key!r}")
                 if options:
                     pdoc["options"] = options
@@ -203,9 +232,13 @@ def spec_from_form(form: Mapping[str, Any], base: Mapping[str, Any] | None = Non
     if errors:
         return None, errors
     doc: dict[str, Any] = {
-        "code": form["code"], "kind": form["kind"], "name": name, "auth_user_id": int(auth_user_id),
-        "properties": docs["in"], "return_properties": docs["out"],
-    }  # fmt: skip
+        "code": form["code"],
+        "kind": form["kind"],
+        "name": name,
+        "auth_user_id": int(auth_user_id),
+        "properties": docs["in"],
+        "return_properties": docs["out"],
+    }
     if description:
         doc["description"] = description
     if form["use_subscription"] in ("Y", "N"):
@@ -238,9 +271,13 @@ def version_text(v: VersionInfo) -> list[str]:
 def diff_versions(a: VersionInfo, b: VersionInfo, context: int = 3) -> list[DiffLine]:
     """A unified diff from version `a` to version `b`; an empty list when they are equal."""
     lines = difflib.unified_diff(
-        version_text(a), version_text(b), fromfile=f"version {a.number}", tofile=f"version {b.number}",
-        lineterm="", n=context,
-    )  # fmt: skip
+        version_text(a),
+        version_text(b),
+        fromfile=f"version {a.number}",
+        tofile=f"version {b.number}",
+        lineterm="",
+        n=context,
+    )
     out: list[DiffLine] = []
     for line in lines:
         if line.startswith(("---", "+++")):
@@ -299,8 +336,10 @@ def raw_inputs(spec: RobotSpec, given: Mapping[str, str]) -> dict[str, Any]:
             props[p.key] = text.strip()
     unknown = sorted(set(given) - {p.key for p in spec.inputs})
     if unknown:
-        raise InputError(unknown[0], f"is not an input of robot {spec.code!r} (inputs: "
-                                     f"{', '.join(p.key for p in spec.inputs) or 'none'})")  # fmt: skip
+        raise InputError(
+            unknown[0],
+            f"is not an input of robot {spec.code!r} (inputs: {', '.join(p.key for p in spec.inputs) or 'none'})",
+        )
     return props
 
 
@@ -316,10 +355,15 @@ async def test_run(
         result.error = f"bad input: {exc}"
         return result
     ctx = RobotContext(
-        portal=TEST_RUN_PORTAL, member_id="", code=spec.code, workflow_id="test-run",
-        document_id=["crm", "CCrmDocumentDeal", document_id], document_type=["crm", "CCrmDocumentDeal", "DEAL"],
-        event_token="test-run", rest=_NoRest(),
-    )  # fmt: skip
+        portal=TEST_RUN_PORTAL,
+        member_id="",
+        code=spec.code,
+        workflow_id="test-run",
+        document_id=["crm", "CCrmDocumentDeal", document_id],
+        document_type=["crm", "CCrmDocumentDeal", "DEAL"],
+        event_token="test-run",  # noqa: S106 - not a secret: test runs have no portal event
+        rest=_NoRest(),
+    )
     started = time.perf_counter()
     try:
         if resolved.module is not None:
@@ -333,11 +377,20 @@ async def test_run(
                 raise RestError("NOT_AVAILABLE_IN_TEST_RUN", "REST calls are not available in a test run")
 
             run = await asyncio.to_thread(
-                sandbox.run, resolved.stored.source, jsonable(values),
-                context={"portal": TEST_RUN_PORTAL, "document_id": list(ctx.document_id),
-                         "document_type": list(ctx.document_type), "workflow_id": "test-run", "robot": spec.code},
-                on_call=refuse, on_batch=refuse, filename=f"<robot {spec.code} v{resolved.stored.version}>",
-            )  # fmt: skip
+                sandbox.run,
+                resolved.stored.source,
+                jsonable(values),
+                context={
+                    "portal": TEST_RUN_PORTAL,
+                    "document_id": list(ctx.document_id),
+                    "document_type": list(ctx.document_type),
+                    "workflow_id": "test-run",
+                    "robot": spec.code,
+                },
+                on_call=refuse,
+                on_batch=refuse,
+                filename=f"<robot {spec.code} v{resolved.stored.version}>",
+            )
             ctx.logs.extend(run.log)
             raw = run.outputs
         result.outputs = dict(dump_values(spec.outputs, raw))
@@ -401,8 +454,11 @@ class _Rewrite:
                 self.generic_visit(node)
                 if isinstance(node.value, ast.Name) and node.value.id == rw.inputs_name and node.attr in rw.keys:
                     return ast.copy_location(
-                        ast.Subscript(value=ast.Name(rw.inputs_name, ast.Load()), slice=ast.Constant(node.attr),
-                                      ctx=node.ctx), node)  # fmt: skip
+                        ast.Subscript(
+                            value=ast.Name(rw.inputs_name, ast.Load()), slice=ast.Constant(node.attr), ctx=node.ctx
+                        ),
+                        node,
+                    )
                 return node
 
             def visit_Call(self, node: ast.Call) -> Any:
@@ -475,8 +531,10 @@ def adopt_source(robot: ModuleRobot) -> Adoption:
             call_args.append(f"{arg.arg}=ctx")
         elif arg.arg in value_names:
             call_args.append(f"{arg.arg}=inputs.get({arg.arg!r})")
-    header = (f"# Adopted from the module robot {spec.code} ({robot.handler.__module__}.{robot.handler.__qualname__}).\n"
-              "# inputs is a dict of the input values; return a dict of the output values.\n")  # fmt: skip
+    header = (
+        f"# Adopted from the module robot {spec.code} ({robot.handler.__module__}.{robot.handler.__qualname__}).\n"
+        "# inputs is a dict of the input values; return a dict of the output values.\n"
+    )
     body = "\n".join(prelude)
     source = (
         f"{header}{body}{chr(10) * 3 if body else chr(10)}{ast.unparse(func)}\n\n\n"
@@ -505,8 +563,11 @@ def _template(robot: ModuleRobot, why: str) -> Adoption:
         original = textwrap.dedent(inspect.getsource(robot.handler))
     except (OSError, TypeError):
         original = "(source not available)"
-    lines = [f"# Adopted from the module robot {spec.code}: {why}.",
-             "# Finish this code before saving. The original handler, for reference:", "#"]  # fmt: skip
+    lines = [
+        f"# Adopted from the module robot {spec.code}: {why}.",
+        "# Finish this code before saving. The original handler, for reference:",
+        "#",
+    ]
     lines += [f"#   {line}" if line else "#" for line in original.splitlines()]
     lines += ["", "", "def run(inputs, ctx):"]
     for p in spec.inputs:

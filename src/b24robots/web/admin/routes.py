@@ -23,11 +23,12 @@ from starlette.concurrency import run_in_threadpool
 from b24robots.errors import AdminAuthError, B24RobotsError, NotFound, TooManyAttempts
 from b24robots.robots.params import localize
 from b24robots.robots.registry import Resolved
+from b24robots.sandbox import check_source
 from b24robots.store.installations import Installation
 from b24robots.store.journal import DEAD, STATES
 from b24robots.store.users import AdminUser, Users
 from b24robots.web.admin import logic
-from b24robots.web.admin.auth import CSRF_FIELD, CSRF_HEADER, COOKIE, Session, SessionCodec
+from b24robots.web.admin.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
 from b24robots.web.admin.i18n import COOKIE as LANG_COOKIE
 from b24robots.web.admin.i18n import LANGUAGES, Translator, environment, pick_language
 from b24robots.web.services import Services
@@ -88,10 +89,14 @@ class Ctx:
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         env = environment(self.t.lang)
         html = env.get_template(template).render(
-            user=self.user, csrf=self.session.csrf, lang=self.t.lang, path=self.request.url.path,
+            user=self.user,
+            csrf=self.session.csrf,
+            lang=self.t.lang,
+            path=self.request.url.path,
             full_path=str(self.request.url.path) + (f"?{self.request.url.query}" if self.request.url.query else ""),
-            flash=self.session.pop_flash() if not template.startswith("_") else [], **values,
-        )  # fmt: skip
+            flash=self.session.pop_flash() if not template.startswith("_") else [],
+            **values,
+        )
         return HTMLResponse(html, status_code=status)
 
     def redirect(self, url: str) -> Response:
@@ -113,7 +118,9 @@ class Admin:
         self.router = APIRouter(include_in_schema=False)
 
     # --- plumbing ----------------------------------------------------------------------------
-    def page(self, path: str, methods: tuple[str, ...] = ("GET",), *, public: bool = False) -> Callable[[Endpoint], Endpoint]:
+    def page(
+        self, path: str, methods: tuple[str, ...] = ("GET",), *, public: bool = False
+    ) -> Callable[[Endpoint], Endpoint]:
         def register(fn: Endpoint) -> Endpoint:
             async def endpoint(request: Request) -> Response:
                 response = await self._handle(request, fn, public)
@@ -141,9 +148,13 @@ class Admin:
             given = request.headers.get(CSRF_HEADER) or ctx.field(CSRF_FIELD)
             if not session.csrf_ok(given):
                 response: Response = ctx.render(
-                    "error.html", 403, title=ctx._("Form expired"),
-                    message=ctx._("The form was open too long or came from another site. Reload the page and try again."),
-                )  # fmt: skip
+                    "error.html",
+                    403,
+                    title=ctx._("Form expired"),
+                    message=ctx._(
+                        "The form was open too long or came from another site. Reload the page and try again."
+                    ),
+                )
                 self.codec.save(response, session)
                 return response
         if user is None and not public:
@@ -165,7 +176,9 @@ class Admin:
     def portals(self) -> list[Installation]:
         return self.svc.installations.list()
 
-    def sync_state(self, resolved: Resolved, portals: list[Installation], regs: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    def sync_state(
+        self, resolved: Resolved, portals: list[Installation], regs: dict[str, dict[str, Any]]
+    ) -> list[dict[str, str]]:
         """Per active portal: ok (registered as now declared), outdated (registered, changed since) or missing."""
         out = []
         fingerprint = resolved.spec.fingerprint(self.svc.settings.handler_url)
@@ -181,16 +194,26 @@ class Admin:
         """Run a sync on every active portal (or one) and leave the outcome as flash messages."""
         targets = [i for i in self.portals() if i.active and (member_id is None or i.member_id == member_id)]
         if not targets:
-            ctx.flash("warning", ctx._("No portal has installed the application yet, so there is nowhere to register robots."))
+            ctx.flash(
+                "warning", ctx._("No portal has installed the application yet, so there is nowhere to register robots.")
+            )
             return
         for inst in targets:
             report = await self.svc.syncer.sync(inst.member_id)
             counts = {a: sum(1 for c in report.changes if c.action == a) for a in ("add", "update", "delete")}
             if report.error:
-                ctx.flash("error", ctx._("%(portal)s: registration failed: %(error)s", portal=inst.domain, error=report.error))
+                ctx.flash(
+                    "error", ctx._("%(portal)s: registration failed: %(error)s", portal=inst.domain, error=report.error)
+                )
             else:
-                ctx.flash("success", ctx._("%(portal)s: %(add)d added, %(update)d updated, %(delete)d removed",
-                                           portal=inst.domain, **counts))  # fmt: skip
+                ctx.flash(
+                    "success",
+                    ctx._(
+                        "%(portal)s: %(add)d added, %(update)d updated, %(delete)d removed",
+                        portal=inst.domain,
+                        **counts,
+                    ),
+                )
 
 
 def build_router(services: Services) -> APIRouter:
@@ -266,12 +289,17 @@ def build_router(services: Services) -> APIRouter:
             rows = []
             for resolved in svc.registry.all():
                 info = stored.get(resolved.spec.code)
-                rows.append({
-                    "code": resolved.spec.code, "name": localize(resolved.spec.name, ctx.t.lang),
-                    "kind": resolved.spec.kind, "origin": info.origin if info else "module",
-                    "version": info.active_version if info else None, "versions": info.versions if info else 0,
-                    "sync": admin.sync_state(resolved, portals, regs),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "code": resolved.spec.code,
+                        "name": localize(resolved.spec.name, ctx.t.lang),
+                        "kind": resolved.spec.kind,
+                        "origin": info.origin if info else "module",
+                        "version": info.active_version if info else None,
+                        "versions": info.versions if info else 0,
+                        "sync": admin.sync_state(resolved, portals, regs),
+                    }
+                )
             return {"rows": rows, "portals": [p for p in portals if p.active]}
 
         return ctx.render("robots.html", **await run_in_threadpool(load))
@@ -283,8 +311,15 @@ def build_router(services: Services) -> APIRouter:
 
     @page("/admin/new-robot")
     async def new_robot(ctx: Ctx) -> Response:
-        return ctx.render("robot_edit.html", form=logic.empty_form(), errors=logic.FormErrors(), new=True,
-                          types=logic.PARAM_TYPES, info=None, module_twin=False)  # fmt: skip
+        return ctx.render(
+            "robot_edit.html",
+            form=logic.empty_form(),
+            errors=logic.FormErrors(),
+            new=True,
+            types=logic.PARAM_TYPES,
+            info=None,
+            module_twin=False,
+        )
 
     async def save(ctx: Ctx, code: str | None) -> Response:
         form = logic.form_from_fields(ctx.form)
@@ -300,8 +335,16 @@ def build_router(services: Services) -> APIRouter:
                 errors.fields["code"] = ctx._("A module robot has this code; open it and use Adopt to edit it here.")
         if errors or spec is None:
             info = await run_in_threadpool(svc.register.version, code) if code else None
-            return ctx.render("robot_edit.html", 422, form=form, errors=errors, new=code is None,
-                              types=logic.PARAM_TYPES, info=info, module_twin=False)  # fmt: skip
+            return ctx.render(
+                "robot_edit.html",
+                422,
+                form=form,
+                errors=errors,
+                new=code is None,
+                types=logic.PARAM_TYPES,
+                info=info,
+                module_twin=False,
+            )
         author = ctx.user.username if ctx.user else "admin"
         before = (await run_in_threadpool(svc.register.version, code)).number if code else 0
         info = await run_in_threadpool(
@@ -310,8 +353,13 @@ def build_router(services: Services) -> APIRouter:
         if info.number == before:
             ctx.flash("info", ctx._("Nothing changed: version %(n)d stays active.", n=info.number))
         else:
-            ctx.flash("success", ctx._("Saved version %(n)d; it is active now. Register it in Bitrix24 to update the "
-                                       "portals.", n=info.number))  # fmt: skip
+            ctx.flash(
+                "success",
+                ctx._(
+                    "Saved version %(n)d; it is active now. Register it in Bitrix24 to update the portals.",
+                    n=info.number,
+                ),
+            )
         return ctx.redirect(f"/admin/robots/{quote(spec.code)}")
 
     @page("/admin/new-robot", ("POST",))
@@ -320,7 +368,7 @@ def build_router(services: Services) -> APIRouter:
 
     @page("/admin/actions/check", ("POST",))
     async def check(ctx: Ctx) -> Response:
-        problems = logic.check_source(ctx.field("source"))
+        problems = check_source(ctx.field("source"))
         return JSONResponse({"problems": [{"line": p.line, "col": p.col, "message": p.message} for p in problems]})
 
     def module_source(resolved: Resolved) -> str:
@@ -336,15 +384,27 @@ def build_router(services: Services) -> APIRouter:
             info = await run_in_threadpool(svc.register.version, code)
             form = logic.form_from_document(info.document, info.source)
             resolved = svc.registry.resolve(code)
-            return ctx.render("robot_edit.html", form=form, errors=logic.FormErrors(), new=False,
-                              types=logic.PARAM_TYPES, info=info, module_twin=code in svc.registry.router,
-                              inputs=resolved.spec.inputs if resolved else ())  # fmt: skip
+            return ctx.render(
+                "robot_edit.html",
+                form=form,
+                errors=logic.FormErrors(),
+                new=False,
+                types=logic.PARAM_TYPES,
+                info=info,
+                module_twin=code in svc.registry.router,
+                inputs=resolved.spec.inputs if resolved else (),
+            )
         resolved = svc.registry.resolve(code)
         if resolved is None or resolved.module is None:
             raise NotFound(ctx._("There is no robot with the code %(code)s.", code=code))
         doc = resolved.spec.to_document()
-        return ctx.render("robot_module.html", spec=resolved.spec, doc=doc, source=module_source(resolved),
-                          handler=f"{resolved.module.handler.__module__}.{resolved.module.handler.__qualname__}")  # fmt: skip
+        return ctx.render(
+            "robot_module.html",
+            spec=resolved.spec,
+            doc=doc,
+            source=module_source(resolved),
+            handler=f"{resolved.module.handler.__module__}.{resolved.module.handler.__qualname__}",
+        )
 
     @page("/admin/robots/{code}", ("POST",))
     async def update_robot(ctx: Ctx) -> Response:
@@ -370,8 +430,9 @@ def build_router(services: Services) -> APIRouter:
         if a not in history or b not in history:
             raise NotFound(ctx._("Choose two versions of %(code)s that exist.", code=code))
         lines = logic.diff_versions(history[a], history[b])
-        return ctx.render("diff.html", code=code, a=history[a], b=history[b], lines=lines,
-                          numbers=sorted(history, reverse=True))  # fmt: skip
+        return ctx.render(
+            "diff.html", code=code, a=history[a], b=history[b], lines=lines, numbers=sorted(history, reverse=True)
+        )
 
     @page("/admin/robots/{code}/activate", ("POST",))
     async def activate(ctx: Ctx) -> Response:
@@ -380,8 +441,14 @@ def build_router(services: Services) -> APIRouter:
         if not number.isdigit():
             raise NotFound(ctx._("Choose a version to activate."))
         info = await run_in_threadpool(svc.register.activate, code, int(number))
-        ctx.flash("success", ctx._("Version %(n)d of %(code)s is active now. Register it in Bitrix24 if its "
-                                   "parameters changed.", n=info.number, code=code))  # fmt: skip
+        ctx.flash(
+            "success",
+            ctx._(
+                "Version %(n)d of %(code)s is active now. Register it in Bitrix24 if its parameters changed.",
+                n=info.number,
+                code=code,
+            ),
+        )
         return ctx.redirect(f"/admin/robots/{quote(code)}/versions")
 
     @page("/admin/robots/{code}/adopt", ("POST",))
@@ -396,17 +463,34 @@ def build_router(services: Services) -> APIRouter:
         if not adoption.converted:
             form = logic.form_from_document(module.spec.to_document(), adoption.source)
             form["comment"] = "adopted from the module robot"
-            errors = logic.FormErrors(fields={"source": ctx._("Converted only in part (%(why)s): finish the code, "
-                                                              "then save.", why=adoption.note)})  # fmt: skip
-            return ctx.render("robot_edit.html", form=form, errors=errors, new=True, adopting=True,
-                              types=logic.PARAM_TYPES, info=None, module_twin=True)  # fmt: skip
+            errors = logic.FormErrors(
+                fields={
+                    "source": ctx._("Converted only in part (%(why)s): finish the code, then save.", why=adoption.note)
+                }
+            )
+            return ctx.render(
+                "robot_edit.html",
+                form=form,
+                errors=errors,
+                new=True,
+                adopting=True,
+                types=logic.PARAM_TYPES,
+                info=None,
+                module_twin=True,
+            )
         author = ctx.user.username if ctx.user else "admin"
         info = await run_in_threadpool(
-            lambda: svc.register.save(module.spec, adoption.source, author=author,
-                                      comment="adopted from the module robot", origin="adopted")  # fmt: skip
+            lambda: svc.register.save(
+                module.spec, adoption.source, author=author, comment="adopted from the module robot", origin="adopted"
+            )
         )
-        ctx.flash("success", ctx._("Adopted: stored version %(n)d now runs instead of the module code. Check it with "
-                                   "a test run.", n=info.number))  # fmt: skip
+        ctx.flash(
+            "success",
+            ctx._(
+                "Adopted: stored version %(n)d now runs instead of the module code. Check it with a test run.",
+                n=info.number,
+            ),
+        )
         return ctx.redirect(f"/admin/robots/{quote(code)}")
 
     @page("/admin/robots/{code}/test-run", ("POST",))
@@ -428,16 +512,24 @@ def build_router(services: Services) -> APIRouter:
         status = state or (ctx.query("status") if ctx.query("status") in STATES else None)
         before = ctx.query("before")
         rows = svc.journal.list(
-            state=status, robot=ctx.query("robot") or None, installation_id=installation_id,
-            since=time.time() - since if since else None, limit=PAGE_SIZE,
+            state=status,
+            robot=ctx.query("robot") or None,
+            installation_id=installation_id,
+            since=time.time() - since if since else None,
+            limit=PAGE_SIZE,
             before_id=int(before) if before.isdigit() else None,
-        )  # fmt: skip
+        )
         return {
-            "rows": rows, "portals": portals, "states": STATES, "robots": [r.spec.code for r in svc.registry.all()],
-            "filters": {k: ctx.query(k) for k in ("robot", "portal", "status", "since")}, "fixed_state": state,
-            "live": not before, "older": rows[-1].id if len(rows) == PAGE_SIZE else None,
+            "rows": rows,
+            "portals": portals,
+            "states": STATES,
+            "robots": [r.spec.code for r in svc.registry.all()],
+            "filters": {k: ctx.query(k) for k in ("robot", "portal", "status", "since")},
+            "fixed_state": state,
+            "live": not before,
+            "older": rows[-1].id if len(rows) == PAGE_SIZE else None,
             "query": urlencode({k: ctx.query(k) for k in ("robot", "portal", "status", "since") if ctx.query(k)}),
-        }  # fmt: skip
+        }
 
     @page("/admin/journal")
     async def journal(ctx: Ctx) -> Response:
@@ -504,8 +596,15 @@ def build_router(services: Services) -> APIRouter:
             rate, burst = float(ctx.field("rate")), int(ctx.field("burst"))
             inst = await run_in_threadpool(svc.installations.set_limits, member_id, rate, burst)
             svc.rest.set_rate(inst.member_id, inst.rate, inst.burst)
-            ctx.flash("success", ctx._("%(portal)s: %(rate)s requests/s, burst %(burst)d.",
-                                       portal=inst.domain, rate=f"{inst.rate:g}", burst=inst.burst))  # fmt: skip
+            ctx.flash(
+                "success",
+                ctx._(
+                    "%(portal)s: %(rate)s requests/s, burst %(burst)d.",
+                    portal=inst.domain,
+                    rate=f"{inst.rate:g}",
+                    burst=inst.burst,
+                ),
+            )
         except ValueError:
             ctx.flash("error", ctx._("Give the rate as a number (e.g. 2) and the burst as a whole number (e.g. 50)."))
         except NotFound:

@@ -1,0 +1,106 @@
+"""The command line: robots import/export/versions/activate, and errors that name the fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from b24robots.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "deal_total.yaml"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("B24R_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("B24R_SECRET_KEY", "k")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def run(cli: CliRunner, *args: str) -> tuple[int, str]:
+    result = cli.invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_import_versions_activate_export(cli: CliRunner, tmp_path: Path) -> None:
+    code, out = run(cli, "robots", "import", str(EXAMPLE), "--author", "anna", "--comment", "first")
+    assert code == 0 and "created robot demo.deal_total: version 1 is active" in out
+    edited = tmp_path / "v2.yaml"
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    doc["source"] = doc["source"].replace("ROUND_HALF_UP", "ROUND_DOWN")
+    edited.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    code, out = run(cli, "robots", "import", str(edited), "--author", "boris", "--comment", "round down")
+    assert code == 0 and "updated robot demo.deal_total: version 2 is active" in out
+    code, out = run(cli, "robots", "versions", "demo.deal_total")
+    assert code == 0 and "anna" in out and "boris" in out and "round down" in out
+    code, out = run(cli, "robots", "activate", "demo.deal_total", "1")
+    assert code == 0 and "version 1 is active" in out
+    result = cli.invoke(app, ["robots", "export", "demo.deal_total", "-f", "json"])
+    exported = json.loads(result.output)
+    assert exported["code"] == "demo.deal_total" and "ROUND_HALF_UP" in exported["source"]
+    assert exported["properties"]["vat_rate"]["options"] == {"0": "0%", "10": "10%", "20": "20%"}
+    code, out = run(cli, "robots", "list", "--app", "examples.demo_robots:router")
+    assert code == 0 and "demo.deal_total" in out and "demo.discount" in out and "module" in out
+
+
+def test_export_round_trips_through_import(cli: CliRunner, tmp_path: Path) -> None:
+    run(cli, "robots", "import", str(EXAMPLE))
+    out = tmp_path / "out.yaml"
+    assert run(cli, "robots", "export", "demo.deal_total", "-o", str(out))[0] == 0
+    code, text = run(cli, "robots", "import", str(out))
+    assert code == 0 and "version 1 is active" in text  # identical content: no new version
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["robots", "versions", "nope"], "no stored robot with code 'nope'; see `b24robots robots list`"),
+        (["robots", "activate", "nope", "1"], "no stored robot"),
+        (["robots", "export", "nope"], "no robot with code 'nope'"),
+        (["robots", "export", "x", "-f", "xml"], "use json or yaml"),
+        (["journal", "--status", "lost"], "use one of: queued"),
+        (["jobs", "retry", "42"], "no invocation with id 42"),
+    ],
+)
+def test_errors_name_the_fix_without_tracebacks(cli: CliRunner, args: list[str], message: str) -> None:
+    code, out = run(cli, *args)
+    assert code == 2 and message in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ("code: Bad Code\nname: x\nsource: 'def run(i, c): return {}'\n", "robot code 'Bad Code' is invalid"),
+        ("code: a\nname: x\n", "has no `source`"),
+        ("code: a\nname: x\nsource: s\nproperties: {p: {name: P, type: money}}\n", "unknown parameter type 'money'"),
+        ("code: a\nname: [unclosed\n", "is not valid YAML"),
+        ("- just\n- a list\n", "must hold one robot document"),
+    ],
+)
+def test_import_errors(cli: CliRunner, tmp_path: Path, doc: str, message: str) -> None:
+    path = tmp_path / "robot.yaml"
+    path.write_text(doc, encoding="utf-8")
+    code, out = run(cli, "robots", "import", str(path))
+    assert code == 2 and message in out
+
+
+def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "b24robots", "robots", "list"],
+        env={"PATH": "/usr/bin:/bin", "B24R_PUBLIC_URL": "not a url", "B24R_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "B24R_PUBLIC_URL" in proc.stderr and "Traceback" not in proc.stderr
