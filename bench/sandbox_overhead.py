@@ -65,9 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="runs through the warm pool")
     parser.add_argument("--fresh-runs", type=int, default=50, help="fresh interpreters to start")
-    parser.add_argument(
-        "--json", type=Path, default=Path("sandbox_overhead.json"), help="where to write results"
-    )
+    parser.add_argument("--json", type=Path, default=Path("sandbox_overhead.json"), help="where to write results")
     args = parser.parse_args()
 
     pool, health = bench_pool(args.runs)
@@ -78,12 +76,8 @@ def main() -> None:
     table.add_column("")
     for key in ("runs", "p50 ms", "p99 ms", "mean ms"):
         table.add_column(key, justify="right")
-    table.add_row(
-        "warm pool", str(pool["runs"]), *(f"{pool[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms"))
-    )
-    table.add_row(
-        "python -I -c", str(fresh["runs"]), *(f"{fresh[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms"))
-    )
+    table.add_row("warm pool", str(pool["runs"]), *(f"{pool[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms")))
+    table.add_row("python -I -c", str(fresh["runs"]), *(f"{fresh[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms")))
     table.add_row("ratio", "", *(f"{ratio[k]:.1f}x" for k in ("p50_ms", "p99_ms", "mean_ms")))
     Console().print(table)
     target = "met" if pool["p50_ms"] <= 5.0 else "MISSED"

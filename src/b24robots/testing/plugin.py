@@ -1,20 +1,38 @@
-"""pytest plugin: a portal simulator per test.
+"""pytest plugin (registered as the `b24robots` pytest11 entry point): test robots the way we do.
 
 Fixtures:
 
 * ``b24_portal`` — a :class:`PortalSimulator` with one portal (``portal1.bitrix24.test``) and one
   registered (not yet installed) API-only app; use it in-process through ``b24_portal.app``.
 * ``b24_portal_server`` — the same, served on ``127.0.0.1`` on a free port (``.base_url``).
+* ``b24_router`` — the Router under test; override it in your ``conftest.py``::
 
-Helpers are methods of the simulator: ``install_app``, ``issue_tokens``, ``start_robot``,
-``call``, ``expire_tokens``, ``fill_bucket``, ``faults`` ...
+      @pytest.fixture
+      def b24_router():
+          from myproject.robots import router
+          return router
+
+* ``b24_server`` (async) — a b24robots server (SQLite in a temporary folder, workers, sender and the
+  sandbox running) with the app installed on a simulated portal and every robot registered. Its
+  ``run_robot(code, properties=...)`` starts the robot on a deal and returns the closed workflow
+  after the server is idle; ``until_idle()``, ``sim``, ``portal`` and ``svc`` are there too::
+
+      async def test_discount(b24_server):
+          wf = await b24_server.run_robot("demo.discount", properties={"amount": 100})
+          assert wf.return_values["total"] == 100.0
+
+Helpers of the simulator: ``install_app``, ``issue_tokens``, ``start_robot``, ``call``,
+``expire_tokens``, ``fill_bucket``, ``faults`` ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+
+from b24robots.robots.router import Router
 
 from .server import SimulatorServer
 from .simulator import PortalSimulator
@@ -37,3 +55,19 @@ def b24_portal() -> PortalSimulator:
 def b24_portal_server() -> Iterator[SimulatorServer]:
     with SimulatorServer(make_simulator()) as server:
         yield server
+
+
+@pytest.fixture
+def b24_router() -> Router:
+    """The robots under test; override this fixture to return your Router."""
+    return Router()
+
+
+@pytest.fixture
+async def b24_server(b24_router: Router, tmp_path: Path) -> AsyncIterator[object]:
+    """Our server wired to a simulated portal, app installed, robots registered, workers running."""
+    from .app_fixtures import RobotHarness  # the full server stack loads only when this fixture is used
+
+    async with RobotHarness(b24_router, data_dir=tmp_path / "b24robots") as harness:
+        await harness.install()
+        yield harness

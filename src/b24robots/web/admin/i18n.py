@@ -83,3 +83,35 @@ class Translator:
     def _(self, message: str, **values: Any) -> str:
         text = translations(self.lang).gettext(message)
         return text % values if values else text
+
+
+# Shown through `_(name)` with a value known only at run time, so extraction cannot see them.
+DYNAMIC_MESSAGES = ("queued", "running", "answered", "delivered", "failed", "dead")
+
+
+def extract_messages() -> dict[str, str]:
+    """Every translatable message of the UI -> where it was first seen (templates and admin Python code)."""
+    import ast
+
+    found: dict[str, str] = {}
+    env = environment(DEFAULT_LANGUAGE)
+    for path in sorted(TEMPLATE_DIR.glob("*.html")):
+        source = path.read_text(encoding="utf-8")
+        for lineno, _func, message in env.extract_translations(source):
+            if isinstance(message, tuple):  # a call with keyword arguments: (text, None, ...)
+                message = message[0]
+            if isinstance(message, str):
+                found.setdefault(message, f"templates/{path.name}:{lineno}")
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            first = node.args[0]
+            if name == "_" and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                found.setdefault(first.value, f"admin/{path.name}:{node.lineno}")
+    for message in DYNAMIC_MESSAGES:
+        found.setdefault(message, "journal states")
+    return found
