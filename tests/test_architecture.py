@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "loader": {"errors", "robots"},
     "logs": set(),
-    "store": {"errors", "robots", "rest", "config"},
+    "store": {"errors", "robots", "rest", "config", "sandbox"},
     "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs"},
     "web": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "config", "loader", "logs"},
     "testing": {"errors", "inbound"},

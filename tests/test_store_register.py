@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from b24robots.errors import DeclarationError, NotFound
+from b24robots.errors import DeclarationError, NotFound, SourceRejected
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.db import Database
 from b24robots.store.register import Register
@@ -77,6 +77,21 @@ def test_list_and_active_all(db: Database) -> None:
     listed = {r.code: (r.versions, r.active_version) for r in reg.list()}
     assert listed == {"calc.total": (1, 1), "other": (2, 2)}
     assert sorted(s.spec.code for s in reg.active_all()) == ["calc.total", "other"]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def run(inputs, ctx):\n    return {\n", "line 2"),
+        ("import os\ndef run(inputs, ctx):\n    return {}\n", "line 1"),
+        ("def main():\n    pass\n", "no entry point"),
+    ],
+)
+def test_code_is_compiled_and_linted_on_save(db: Database, source: str, message: str) -> None:
+    with pytest.raises(SourceRejected, match=message) as info:
+        Register(db).save(spec(), source, author="anna")
+    assert info.value.problems
+    assert not Register(db).exists("calc.total")
 
 
 def test_author_required(db: Database) -> None:

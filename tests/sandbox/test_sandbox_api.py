@@ -243,6 +243,7 @@ def test_limits_validate() -> None:
     [
         ({"inputs": {"f": object()}}, "JSON-able"),
         ({"inputs": {1: 2}}, "str keys"),
+        ({"inputs": {"n": 10**5000}}, "JSON-able"),
         ({"context": {"auth": {"access_token": "x"}}}, "looks like a credential"),
         ({"context": {"refresh_token": "x"}}, "looks like a credential"),
         ({"context": {"log": 1}}, "cannot be an attribute"),

@@ -154,6 +154,7 @@ def test_runtime_escape_attempts_fail_cleanly(pool: SandboxPool, name: str) -> N
         ("return {'x': object()}", "not JSON-able"),
         ("return {'x': float('nan')}", "not JSON-able"),
         ("return {'x': {1, 2}}", "not JSON-able"),
+        ("return {'x': 10 ** 5000}", "not JSON-able"),
     ],
 )
 def test_bad_return_values_are_sandbox_errors(pool: SandboxPool, body: str, fragment: str) -> None:

@@ -455,9 +455,9 @@ class _Worker:
                 raise _BadReturn(f"output names must be str, not {type(key).__name__} ({key!r:.40})")
         try:
             encoded = _wire.encode(outputs)
+            size = len(_wire.dumps(encoded))
         except (TypeError, ValueError) as exc:
             raise _BadReturn(f"run() returned a value that is not JSON-able: {exc}") from None
-        size = len(_wire.dumps(encoded))
         if size > limit:
             raise _LimitHit("output:" + str(size))
         return encoded
@@ -575,8 +575,9 @@ def _kill_and_reap(pid: int) -> dict[str, Any]:
     }
 
 
-def zygote_main(ctrl_fd: int) -> None:
-    """Serve fork and reap requests on `ctrl_fd` until told to quit or the pool goes away."""
+def zygote_main(ctrl_fd: int, base: str | None = None) -> None:
+    """Serve fork and reap requests on `ctrl_fd` until told to quit or the pool goes away.
+    Workers' private directories are made under `base` (the system temp dir when None)."""
     for name in _PRELOAD:
         with contextlib.suppress(ImportError):
             __import__(name)
@@ -605,7 +606,7 @@ def zygote_main(ctrl_fd: int) -> None:
             if kind == "fork":
                 caps = request["caps"]
                 try:
-                    workdir = tempfile.mkdtemp(prefix="b24r-sandbox-")
+                    workdir = tempfile.mkdtemp(prefix="worker-", dir=base)
                     if root:
                         os.chown(workdir, NOBODY, NOBODY)
                     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -141,7 +141,7 @@ def recv(sock: socket.socket, limit: int = MAX_FRAME) -> dict[str, Any]:
         raise FrameTooLarge(size, limit)
     try:
         message = json.loads(_recv_exact(sock, size))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, an int too long to parse
         raise WireError(f"malformed message: {exc}") from exc
     if not isinstance(message, dict):
         raise WireError("malformed message: not an object")

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -56,7 +57,7 @@ for name, path in (("b24robots", {str(_SANDBOX_DIR.parent)!r}), ("b24robots.sand
     module.__path__ = [path]
     sys.modules[name] = module
 from b24robots.sandbox import _runtime
-_runtime.zygote_main(int(sys.argv[1]))
+_runtime.zygote_main(int(sys.argv[1]), sys.argv[2] or None)
 """
 
 
@@ -83,8 +84,11 @@ class _Zygote:
 
     def __init__(self, bwrap: str | None) -> None:
         self.lock = threading.Lock()
+        # Workers' private directories live under one base per zygote, removed with it even if the
+        # zygote is killed. Under bubblewrap they live in its own tmpfs instead.
+        self.base = None if bwrap else tempfile.mkdtemp(prefix="b24r-sandbox-")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, str(theirs.fileno())]
+        command = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, str(theirs.fileno()), self.base or ""]
         if bwrap:
             command = [bwrap, *_bwrap_args(), "--", *command]
         try:
@@ -169,6 +173,12 @@ class _Zygote:
             self.process.kill()
             self.process.wait()
         self.sock.close()
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the workers' directories (after the zygote is gone)."""
+        if self.base:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _bwrap_args() -> list[str]:
@@ -319,6 +329,7 @@ class SandboxPool:
                 log.warning("sandbox zygote died (exit %s); starting a new one", self._zygote.process.poll())
                 with contextlib.suppress(OSError):
                     self._zygote.sock.close()
+                self._zygote.discard()
             self._zygote = self._start_zygote()
             return self._zygote
 
@@ -537,7 +548,8 @@ class SandboxPool:
         try:
             encoded_inputs = _wire.encode(inputs)
             encoded_context = _wire.encode(context)
-        except (TypeError, ValueError) as exc:
+            _wire.dumps({"i": encoded_inputs, "c": encoded_context})  # e.g. an int too long for JSON
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SandboxError(f"inputs and context must be JSON-able (dates and decimals allowed): {exc}") from None
         job = {
             "t": "job",

@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from b24robots.errors import DeclarationError, NotFound, StoreError
+from b24robots.errors import DeclarationError, NotFound, SourceRejected, StoreError
 from b24robots.robots.registry import StoredRobot
 from b24robots.robots.spec import RobotSpec
+from b24robots.sandbox import check_source
 from b24robots.store.db import Database
 from b24robots.store.models import RobotRow, RobotVersionRow
 
@@ -68,6 +69,10 @@ class Register:
         """Add a version (creating the robot on first save). An identical active version is not duplicated."""
         if not author:
             raise DeclarationError("a version needs an author")
+        problems = check_source(source)
+        if problems:
+            listed = "; ".join(str(p) for p in problems)
+            raise SourceRejected(f"the code of {spec.code!r} cannot be saved: {listed}", problems)
         document = spec.to_document()
         digest = content_hash(document, source)
         now = time.time()

@@ -1,0 +1,92 @@
+"""The robots of `b24robots demo`: one module robot and one stored robot (shipped in the wheel).
+
+The module robot is the one of examples/demo_robots.py; the stored robot is examples/deal_total.yaml.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from b24robots.robots.context import RobotContext
+from b24robots.robots.params import Bool, Date, Double, Int, Params, Select, String
+from b24robots.robots.router import Router
+from b24robots.robots.signals import RobotFailure
+
+router = Router("demo")
+
+
+class DiscountIn(Params):
+    amount = Double({"en": "Amount", "ru": "Сумма"}, required=True)
+    segment = Select(
+        {"en": "Customer segment", "ru": "Сегмент клиента"},
+        options={"retail": "Retail", "wholesale": "Wholesale", "vip": "VIP"},
+        default="retail",
+    )
+    days = Int({"en": "Payment terms, days", "ru": "Отсрочка, дней"}, default=0)
+
+
+class DiscountOut(Params):
+    discount = Double({"en": "Discount", "ru": "Скидка"})
+    total = Double({"en": "Total", "ru": "Итого"})
+    pay_by = Date({"en": "Pay by", "ru": "Оплатить до"})
+    approved = Bool({"en": "Approved", "ru": "Одобрено"})
+    note = String({"en": "Note", "ru": "Примечание"})
+
+
+RATES = {"retail": 0.0, "wholesale": 0.05, "vip": 0.1}
+
+
+@router.robot(
+    "demo.discount",
+    name={"en": "Calculate discount", "ru": "Рассчитать скидку"},
+    description={"en": "Discount by customer segment", "ru": "Скидка по сегменту клиента"},
+    inputs=DiscountIn,
+    outputs=DiscountOut,
+)
+def discount(inputs: DiscountIn, ctx: RobotContext) -> DiscountOut:
+    if inputs.amount < 0:
+        raise RobotFailure("the amount is negative", outputs={"approved": False})
+    rate = RATES[inputs.segment]
+    ctx.log(f"segment {inputs.segment}: rate {rate:.0%}")
+    value = round(inputs.amount * rate, 2)
+    return DiscountOut(
+        discount=value,
+        total=round(inputs.amount - value, 2),
+        pay_by=date.today() + timedelta(days=inputs.days),
+        approved=inputs.amount < 1_000_000,
+        note=f"{ctx.document_id[2]}: {rate:.0%}",
+    )
+
+
+DEAL_TOTAL: dict[str, Any] = {
+    "code": "demo.deal_total",
+    "kind": "robot",
+    "name": {"en": "Deal total with VAT", "ru": "Сумма сделки с НДС"},
+    "use_subscription": "Y",
+    "auth_user_id": 1,
+    "properties": {
+        "amount": {"name": {"en": "Amount", "ru": "Сумма"}, "type": "double", "required": True},
+        "vat_rate": {
+            "name": {"en": "VAT rate", "ru": "Ставка НДС"},
+            "type": "select",
+            "options": {"0": "0%", "10": "10%", "20": "20%"},
+            "default": "20",
+        },
+    },
+    "return_properties": {
+        "total": {"name": {"en": "Total", "ru": "Итого"}, "type": "double"},
+        "vat": {"name": {"en": "VAT", "ru": "НДС"}, "type": "double"},
+    },
+}
+
+DEAL_TOTAL_SOURCE = """from decimal import Decimal, ROUND_HALF_UP
+
+
+def run(inputs, ctx):
+    amount = Decimal(str(inputs["amount"]))
+    rate = Decimal(inputs["vat_rate"]) / 100
+    vat = (amount * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    ctx.log(f"VAT {inputs['vat_rate']}% on {amount}")
+    return {"total": float(amount + vat), "vat": float(vat)}
+"""
