@@ -5,14 +5,17 @@ from __future__ import annotations
 import typer
 
 from b24robots import __version__
-from b24robots.cli import ops, robots
+from b24robots.cli import admin, demo, ops, robots, robots_extra
 
 app = typer.Typer(
     help="b24robots: custom Bitrix24 robots whose logic runs in Python.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+robots_extra.register(robots.app)
 app.add_typer(robots.app, name="robots")
+app.add_typer(admin.app, name="admin")
+app.command()(demo.demo)
 app.command()(ops.serve)
 app.command()(ops.worker)
 app.command()(ops.sync)

@@ -19,7 +19,9 @@ from b24robots.web.admin import logic
 
 Author = Annotated[str | None, typer.Option(help="version author; default: your user name")]
 Comment = Annotated[str, typer.Option(help="version comment")]
-SourceOpt = Annotated[Path | None, typer.Option("--source", help="Python file with run(inputs, ctx); overrides `source`")]
+SourceOpt = Annotated[
+    Path | None, typer.Option("--source", help="Python file with run(inputs, ctx); overrides `source`")
+]
 
 
 def _save(path: Path, author: str | None, comment: str, source_file: Path | None, expect: str | None) -> None:

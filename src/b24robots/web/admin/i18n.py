@@ -97,7 +97,7 @@ def extract_messages() -> dict[str, str]:
     env = environment(DEFAULT_LANGUAGE)
     for path in sorted(TEMPLATE_DIR.glob("*.html")):
         source = path.read_text(encoding="utf-8")
-        for lineno, _func, message in env.extract_translations(source):
+        for lineno, _func, message in env.extract_translations(source):  # type: ignore[attr-defined]
             if isinstance(message, tuple):  # a call with keyword arguments: (text, None, ...)
                 message = message[0]
             if isinstance(message, str):
