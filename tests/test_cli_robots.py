@@ -105,3 +105,74 @@ def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "B24R_PUBLIC_URL" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_show_and_journal_commands(cli: CliRunner, tmp_path: Path) -> None:
+    import time
+
+    from b24robots.store.crypto import Vault
+    from b24robots.store.db import Database
+    from b24robots.store.installations import Installations, InstallGrant
+    from b24robots.store.journal import Journal, NewInvocation
+
+    run(cli, "robots", "import", str(EXAMPLE))
+    code, out = run(cli, "robots", "show", "demo.deal_total")
+    assert code == 0 and "vat_rate" in out and "ROUND_HALF_UP" in out
+
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'b24robots.db'}")
+    inst = Installations(db, Vault(b"k")).install(
+        InstallGrant(
+            member_id="m" * 32,
+            domain="acme.bitrix24.com",
+            access_token="secret-access",
+            refresh_token="secret-r",
+            expires_at=time.time() + 60,
+            application_token="t",
+            client_endpoint="https://acme.bitrix24.com/rest/",
+            server_endpoint="https://oauth.bitrix.info/rest/",
+        )
+    )
+    journal = Journal(db)
+    inv_id, _ = journal.enqueue(
+        NewInvocation(
+            event_token="e1",
+            installation_id=inst.id,
+            robot_code="demo.deal_total",
+            origin="stored",
+            robot_version_id=1,
+            workflow_id="w",
+            document_id=["crm", "CCrmDocumentDeal", "DEAL_7"],
+            document_type=["crm", "CCrmDocumentDeal", "DEAL"],
+            use_subscription=True,
+            timeout_duration=0,
+            portal_ts=0,
+            auth_user_id=1,
+            properties={"amount": "5"},
+            inputs={"amount": 5.0},
+        )
+    )
+    (claimed,) = journal.claim("w", 1, lease=30)
+    journal.kill(claimed.id, "w", error="boom", log=[], log_message="m", outputs={})
+    code, out = run(cli, "journal", "--portal", "acme.bitrix24.com", "--status", "dead")
+    assert code == 0 and "DEAL_7" in out and "boom" in out
+    code, out = run(cli, "journal", "--portal", "nowhere.example.com")
+    assert code == 2 and "no installation for 'nowhere.example.com'" in out
+    code, out = run(cli, "jobs", "show", str(inv_id))
+    assert code == 0 and '"amount": 5.0' in out and "secret-access" not in out
+    code, out = run(cli, "jobs", "replay", str(inv_id))
+    assert code == 0 and f"invocation {inv_id} replayed as" in out
+    code, out = run(cli, "jobs", "retry", str(inv_id))
+    assert code == 0 and "queued again" in out
+    code, out = run(cli, "installations", "list")
+    assert code == 0 and "acme.bitrix24.com" in out and "secret-access" not in out
+
+
+def test_settings_mask_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from b24robots.config import load_settings
+
+    monkeypatch.setenv("B24R_CLIENT_SECRET", "very-secret")
+    monkeypatch.setenv("B24R_DATABASE_URL", "postgresql+psycopg://u:pw123@db/x")
+    settings = load_settings()
+    masked = settings.masked()
+    assert masked["client_secret"] == "**********" and "very-secret" not in repr(settings)
+    assert masked["database_url"] == "postgresql+psycopg://u:****@db/x"

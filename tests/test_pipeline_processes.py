@@ -134,3 +134,22 @@ async def test_two_worker_processes_on_postgresql_deliver_each_of_1000_once(
         assert all(wf.ignored_events == 0 and wf.closed_by == "event" for wf in workflows)
         pids = {str(wf.return_values["pid"]) for wf in workflows}
         assert pids == {str(w.pid) for w in workers}, "both workers took a share"
+
+
+async def test_sigterm_gives_the_lease_back(served_sim: PortalSimulator, tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'q.db'}"
+    marker = tmp_path / "started"
+    async with RobotHarness(router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False,
+                            sandbox=False) as h:  # fmt: skip
+        await h.install()
+        await h.sim.start_robot(h.portal, "p.sleepy")
+        proc = start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60")
+        try:
+            await wait_for(marker.exists, 20)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)  # the grace period is 10 s, then leases are released
+        finally:
+            stop(proc)
+        assert proc.returncode == 0
+        inv = h.svc.journal.list()[0]
+        assert inv.state == "queued" and inv.attempts == 0  # ready for the next worker at once

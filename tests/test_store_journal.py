@@ -9,7 +9,7 @@ import pytest
 from b24robots.errors import NotFound, StoreError
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
-from b24robots.store.installations import InstallGrant, Installations
+from b24robots.store.installations import Installations, InstallGrant
 from b24robots.store.journal import Journal, NewInvocation
 
 
