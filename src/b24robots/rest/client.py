@@ -303,8 +303,7 @@ class RestClient:
     async def batch(
         self,
         portal_key: str,
-        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]]
-        | Sequence[tuple[str, Mapping[str, Any] | None]],
+        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
         halt: bool = False,
     ) -> BatchResult:
         """Run many commands, at most 50 per HTTP request, and split the answers back per key.
@@ -341,9 +340,7 @@ class RestClient:
                 if key in failures:
                     err = failures[key]
                     code, desc = (
-                        (err.get("error"), err.get("error_description"))
-                        if isinstance(err, Mapping)
-                        else (err, "")
+                        (err.get("error"), err.get("error_description")) if isinstance(err, Mapping) else (err, "")
                     )
                     out.errors[key] = map_error(
                         None, str(code or "ERROR_UNKNOWN"), str(desc or ""), method=method, portal=domain
@@ -385,8 +382,7 @@ class RestClient:
     def _batch_items(
         self,
         portal_key: str,
-        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]]
-        | Sequence[tuple[str, Mapping[str, Any] | None]],
+        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
     ) -> list[tuple[str, str, str]]:
         pairs: Iterable[tuple[Any, Any]]
         if isinstance(commands, Mapping):
@@ -453,9 +449,7 @@ class RestClient:
                 if waited or wait is None or wait > self._retry.max_operation_wait:
                     raise
                 waited = True
-                log.warning(
-                    "%s on %s blocked by operating-time limit; waiting %.1fs", method, exc.portal, wait
-                )
+                log.warning("%s on %s blocked by operating-time limit; waiting %.1fs", method, exc.portal, wait)
                 await self._sleep(max(wait, 0.0))
 
     async def _with_retries(
@@ -494,9 +488,7 @@ class RestClient:
                     raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
-    async def _attempt(
-        self, portal_key: str, method: str, params: dict[str, Any]
-    ) -> tuple[dict[str, Any], str]:
+    async def _attempt(self, portal_key: str, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
         pair = await self._store(self._tokens.load, portal_key)
         try:
             return await self._send(portal_key, pair, method, params)
@@ -570,17 +562,11 @@ class RestClient:
 
         if status in _REDIRECTS:
             if redirected:
-                raise TransportError(
-                    "TOO_MANY_REDIRECTS", "the portal redirected twice", method=method, portal=domain
-                )
-            new_endpoint = self._moved_endpoint(
-                portal_key, pair, url, response.headers.get("location"), method
-            )
+                raise TransportError("TOO_MANY_REDIRECTS", "the portal redirected twice", method=method, portal=domain)
+            new_endpoint = self._moved_endpoint(portal_key, pair, url, response.headers.get("location"), method)
             await self._store(self._tokens.update_endpoint, portal_key, new_endpoint)
             log.warning("portal %s moved; new REST endpoint %s stored", domain, new_endpoint)
-            moved = replace(
-                pair, client_endpoint=new_endpoint, domain=urlsplit(new_endpoint).hostname or domain
-            )
+            moved = replace(pair, client_endpoint=new_endpoint, domain=urlsplit(new_endpoint).hostname or domain)
             return await self._send(portal_key, moved, method, params, redirected=True)
 
         try:
@@ -637,8 +623,7 @@ class RestClient:
                 await self._store(
                     self._tokens.mark_needs_reinstall,
                     portal_key,
-                    "The refresh token was refused (invalid_grant);"
-                    " re-install the application on the portal.",
+                    "The refresh token was refused (invalid_grant); re-install the application on the portal.",
                 )
                 raise
             if await self._store(self._tokens.swap, portal_key, current.version, new):
@@ -729,8 +714,7 @@ class PortalClient:
 
     async def batch(
         self,
-        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]]
-        | Sequence[tuple[str, Mapping[str, Any] | None]],
+        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
         halt: bool = False,
     ) -> BatchResult:
         return await self._client.batch(self.portal_key, commands, halt)

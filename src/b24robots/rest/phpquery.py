@@ -1,56 +1,37 @@
-"""PHP `http_build_query` for `batch` commands (`"method?" + query`), written for the client side.
+"""PHP `http_build_query` for `batch` commands (`"method?" + query`).
 
-Rules (PHP defaults, RFC 1738): nested keys in bracket notation with the brackets percent-encoded,
-list items indexed `[0]`, `[1]`...; spaces as `+`; `True`/`False` as `1`/`0`; `None` and empty
-containers are left out (PHP skips them too).
+The encoding itself is the form codec's (`encode_form`: brackets percent-encoded, lists indexed,
+spaces as `+`, booleans as `1`/`0`); the one PHP rule added here is that `None` values are left out
+(`http_build_query` skips nulls, where a form body carries an empty value).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from urllib.parse import quote_plus
+from collections.abc import Mapping
+from typing import Any
+
+from b24robots.errors import FormEncodeError
+from b24robots.inbound.formcodec import encode_form
 
 __all__ = ["http_build_query"]
 
 
-def _scalar(value: object, path: str) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TypeError(f"batch parameter {path}: {value!r} cannot be sent to Bitrix24")
-        return repr(value)
-    if isinstance(value, str):
-        return value
-    raise TypeError(
-        f"batch parameter {path}: values must be str, int, float, bool, None, dicts or lists,"
-        f" got {type(value).__name__}"
-    )
-
-
-def _walk(prefix: str, value: object, out: list[str]) -> None:
-    if value is None:
-        return
+def _without_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"batch parameters: {value!r} cannot be sent to Bitrix24")
     if isinstance(value, Mapping):
-        for key, item in value.items():
-            _walk(f"{prefix}[{key}]", item, out)
-    elif isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
-        for index, item in enumerate(value):
-            _walk(f"{prefix}[{index}]", item, out)
-    else:
-        # PHP urlencode leaves only letters, digits and "-_." alone; quote_plus also keeps "~".
-        text = _scalar(value, prefix)
-        out.append(f"{quote_plus(prefix, safe='')}={quote_plus(text, safe='')}".replace("~", "%7E"))
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value if v is not None]
+    return value
 
 
 def http_build_query(params: Mapping[str, object]) -> str:
-    """Encode `params` exactly as PHP `http_build_query($params)` does."""
+    """Encode `params` exactly as PHP `http_build_query($params)` does; TypeError if it cannot be sent."""
     if not isinstance(params, Mapping):
         raise TypeError(f"batch parameters must be a mapping, got {type(params).__name__}")
-    out: list[str] = []
-    for key, value in params.items():
-        _walk(str(key), value, out)
-    return "&".join(out)
+    try:
+        return encode_form(_without_none(params)).decode("ascii")
+    except FormEncodeError as exc:
+        raise TypeError(f"batch parameters: {exc.reason}") from None

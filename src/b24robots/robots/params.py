@@ -15,7 +15,6 @@ Stored robots carry the same information as plain documents (`Param.from_documen
 from __future__ import annotations
 
 import builtins
-
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
