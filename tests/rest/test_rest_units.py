@@ -174,7 +174,7 @@ def test_http_build_query_known_php_outputs() -> None:
 
 @pytest.mark.parametrize("bad", [{"x": b"bytes"}, {"x": object()}, {"x": float("inf")}])
 def test_http_build_query_refuses_unencodable(bad: dict[str, object]) -> None:
-    with pytest.raises(TypeError, match="batch parameters: .*x"):
+    with pytest.raises(TypeError, match=r"batch parameters: .*x"):
         http_build_query(bad)
 
 
