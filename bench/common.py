@@ -378,3 +378,14 @@ def run_load(
         "wall_s": wall,
         "per_s": ok / wall if wall > 0 else 0.0,
     }
+
+
+async def register_robot(sim: PortalSimulator, app: SimApp, portal: Portal, handler_url: str) -> None:
+    """Register `bench.echo` for `app` with `handler_url` (what the baseline app's installer would do)."""
+    from bench.robots import MODULE_CODE, router
+
+    module = router.get(MODULE_CODE)
+    assert module is not None
+    added = await sim.call("bizproc.robot.add", module.spec.to_registration(handler_url), app=app, portal=portal)
+    if added.status_code != 200:
+        raise RuntimeError(f"could not register the baseline robot: {added.text}")

@@ -189,3 +189,13 @@ async def test_cli_sync_dry_run_and_installations_list(tmp_path: Path, monkeypat
             listed = await asyncio.to_thread(runner.invoke, cli, ["installations", "list"])
             assert listed.exit_code == 0 and h.portal.domain in listed.output and "ok" in listed.output
             assert h.svc.installations.load(h.portal.member_id).access_token not in listed.output
+
+
+async def test_plain_http_portals_are_refused_unless_allowed(tmp_path: Path) -> None:
+    async with RobotHarness(
+        router, data_dir=tmp_path, workers=False, sandbox=False, settings={"allow_http_portals": False}
+    ) as h:
+        await h.sim.install_app(h.app, h.portal)
+        delivery = h.sim.deliveries[-1]
+        assert delivery.status_code == 400 and "https" in delivery.response_text
+        assert h.svc.installations.list() == []

@@ -65,16 +65,17 @@ class RobotHarness:
         return self.services
 
     async def __aenter__(self) -> RobotHarness:
-        settings = Settings(
-            data_dir=self.data_dir,
-            database_url=self.database_url,
-            public_url=PUBLIC_URL,
-            client_id=self.app.client_id,
-            client_secret=SecretStr(self.app.client_secret),
-            secret_key=SecretStr("test-secret-key"),
-            allow_http_portals=True,
-            **self.extra,
-        )
+        options: dict[str, Any] = {
+            "data_dir": self.data_dir,
+            "database_url": self.database_url,
+            "public_url": PUBLIC_URL,
+            "client_id": self.app.client_id,
+            "client_secret": SecretStr(self.app.client_secret),
+            "secret_key": SecretStr("test-secret-key"),
+            "allow_http_portals": True,
+        }
+        options.update(self.extra)
+        settings = Settings(**options)
         db = Database(settings.effective_database_url)
         self.services = build_services(
             settings,
