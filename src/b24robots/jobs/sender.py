@@ -29,17 +29,21 @@ log = logging.getLogger("b24robots.sender")
 BATCH_MAX = 50
 
 
-def log_text(inv: Invocation) -> str:
-    lines = [*inv.log, inv.log_message] if inv.log_message else list(inv.log)
-    return short("\n".join(line for line in lines if line))
+def commands_for(inv: Invocation, token: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The batch commands that answer one invocation, keyed `<id>` (the answer) and `<id>.log`.
 
-
-def command_for(inv: Invocation, token: str) -> tuple[str, dict[str, Any]]:
+    The robot's `ctx.log` lines go to the workflow log with `bizproc.activity.log` first (one call,
+    lines joined); `bizproc.event.send` then carries RETURN_VALUES and the final message.
+    """
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    lines = [line for line in inv.log if line]
+    if lines:
+        out[f"{inv.id}.log"] = ("bizproc.activity.log", {"event_token": token, "log_message": short("\n".join(lines))})
     params: dict[str, Any] = {"event_token": token, "return_values": dict(inv.outputs or {})}
-    text = log_text(inv)
-    if text:
-        params["log_message"] = text
-    return "bizproc.event.send", params
+    if inv.log_message:
+        params["log_message"] = short(inv.log_message)
+    out[str(inv.id)] = ("bizproc.event.send", params)
+    return out
 
 
 class Sender:
@@ -131,7 +135,17 @@ class Sender:
         if not due:
             return
         portal = await asyncio.to_thread(self.installations.by_id, installation_id)
-        commands = {str(inv.id): command_for(inv, self.journal.original_token(inv)) for inv in due}
+        commands: dict[str, tuple[str, dict[str, Any]]] = {}
+        packed: list[Invocation] = []
+        for inv in due:
+            cmds = commands_for(inv, self.journal.original_token(inv))
+            if len(commands) + len(cmds) > BATCH_MAX:
+                break
+            commands.update(cmds)
+            packed.append(inv)
+        if len(packed) < len(due):  # no room in this batch: they stay owed for the next one
+            await asyncio.to_thread(self.journal.unlease, [i.id for i in due[len(packed) :]], self.owner)
+        due = packed
         try:
             result = await self.rest.batch(portal.member_id, commands)
         except (RestError, B24RobotsError) as exc:

@@ -388,6 +388,15 @@ class Journal:
             s.flush()
             return [_inv(r) for r in rows]
 
+    def unlease(self, ids: Sequence[int], owner: str) -> None:
+        """Give delivery leases back untouched (the answers did not fit into this batch)."""
+        with self.db.write() as s:
+            s.execute(
+                update(InvocationRow)
+                .where(InvocationRow.id.in_(ids), InvocationRow.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
     def delivered(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self.db.write() as s:
