@@ -1,8 +1,9 @@
 """The sender: answers owed to portals, packed into `batch` calls of `bizproc.event.send`.
 
 Per portal it takes up to 50 owed answers and sends them in one `batch` request under the portal's
-shared leaky bucket (the REST client waits for a slot). Each answer is one command: RETURN_VALUES
-plus LOG_MESSAGE, where the log message carries the robot's `ctx.log` lines and the final message.
+shared leaky bucket (the REST client waits for a slot). Each answer is a `bizproc.event.send` with
+RETURN_VALUES and the final LOG_MESSAGE, preceded by one `bizproc.activity.log` carrying the robot's
+`ctx.log` lines when it wrote any; a batch holds at most 50 commands.
 `bizproc.event.send` is idempotent on the portal (the first answer wins), so failures are simply
 retried later. Several portals are served at once, the longest-waiting first, so none starves.
 """
