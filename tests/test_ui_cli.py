@@ -7,8 +7,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
 import pytest
 import typer
 import yaml
@@ -34,19 +34,19 @@ def run(tmp_path: Path, *args: str, stdin: str = "", check: bool = True) -> subp
     return proc
 
 
-def commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+def commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every command below `group` as ("robots test-run", command); groups included."""
     out = []
     for name, cmd in sorted(group.commands.items()):
         path = f"{prefix} {name}".strip()
         out.append((path, cmd))
-        if isinstance(cmd, click.Group):
+        if hasattr(cmd, "commands"):
             out.extend(commands(cmd, path))
     return out
 
 
 def test_every_command_has_help_and_is_in_the_guide() -> None:
     root = typer.main.get_command(cli_app)
-    assert isinstance(root, click.Group)
     guide = GUIDE.read_text(encoding="utf-8")
     found = commands(root)
     assert len(found) > 20

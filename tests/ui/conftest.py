@@ -120,7 +120,8 @@ def chrome() -> Iterator[Any]:
 
 @pytest.fixture
 def page(chrome: Any, live: Live) -> Iterator[Any]:
-    context = chrome.new_context(viewport={"width": 1360, "height": 900}, locale="en-US")
+    # bypass_csp only lets the test evaluate expressions; the pages themselves run under the strict policy
+    context = chrome.new_context(viewport={"width": 1360, "height": 900}, locale="en-US", bypass_csp=True)
     context.set_default_timeout(15_000)
     pg = context.new_page()
     try:

@@ -118,7 +118,9 @@ def demo(
     server = _Server(create_app(services=svc), host, port)
     try:
         server.start()
-        console.print(f"[green]✓[/green] portal simulator on {sim_server.base_url}, b24robots on {public_url}", soft_wrap=True)
+        console.print(
+            f"[green]✓[/green] portal simulator on {sim_server.base_url}, b24robots on {public_url}", soft_wrap=True
+        )
 
         async def install_and_run() -> list[str]:
             await sim.install_app(sim_app, portal)

@@ -217,9 +217,7 @@ def create_app(
             status, body = await run_in_threadpool(intake.accept, form)
         except StoreError as exc:
             log.error("could not store a robot call: %s", exc)
-            return _error(
-                503, "unavailable", "the journal is not writable right now; the portal will not retry"
-            )
+            return _error(503, "unavailable", "the journal is not writable right now; the portal will not retry")
         svc.metrics.observe_ack(time.perf_counter() - started, str(body.get("status", body.get("error"))))
         return JSONResponse(body, status_code=status)
 
@@ -303,9 +301,7 @@ def create_app(
         if svc.sandbox is not None:
             checks["sandbox"] = svc.sandbox.health()
         ok = all(v for k, v in checks.items() if k != "sandbox")
-        return JSONResponse(
-            {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
-        )
+        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:

@@ -34,9 +34,7 @@ class _JournalCollector(Collector):
         for state, robot, n in self.journal.counts():
             by_state.add_metric([state, robot], n)
         yield by_state
-        depth = GaugeMetricFamily(
-            "b24robots_queue_depth", "Invocations waiting to run, per portal", labels=["portal"]
-        )
+        depth = GaugeMetricFamily("b24robots_queue_depth", "Invocations waiting to run, per portal", labels=["portal"])
         owed = GaugeMetricFamily(
             "b24robots_answers_owed", "Answers waiting to be delivered, per portal", labels=["portal"]
         )

@@ -149,9 +149,7 @@ def build_services(
     registry = Registry(router or Router(), register)
     journal = Journal(db)
     app_creds = (
-        AppCredentials(settings.client_id, settings.client_secret.get_secret_value())
-        if settings.client_id
-        else None
+        AppCredentials(settings.client_id, settings.client_secret.get_secret_value()) if settings.client_id else None
     )
     rest = RestClient(
         installations,

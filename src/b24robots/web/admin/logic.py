@@ -45,9 +45,11 @@ NEW_ROBOT_SOURCE = '''def run(inputs, ctx):
 
 
 def _split_text(text: Any) -> tuple[str, str, str]:
-    """(plain, en, ru) of a plain or per-language text."""
+    """(main, en, ru) fields of a plain or per-language text: English (or the first language) goes into
+    the main field, which saves back as "en" when a Russian text is given."""
     if isinstance(text, Mapping):
-        return "", str(text.get("en", "")), str(text.get("ru", ""))
+        main = str(text.get("en") or next(iter(text.values()), ""))
+        return main, "", str(text.get("ru", ""))
     return str(text or ""), "", ""
 
 
