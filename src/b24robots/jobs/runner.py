@@ -104,7 +104,7 @@ class Runner:
                 log_message=short(f"b24robots: bad input: {exc}"),
             )
         try:
-            raw = await self._call(resolved, values, ctx, inv)
+            raw = await self.call(resolved, values, ctx)
             outputs = dump_values(spec.outputs, raw)
         except Retry as sig:
             if inv.attempts >= self.rules.max_signal_retries:
@@ -155,7 +155,13 @@ class Runner:
         outcome.error = f"failed after {inv.attempts} attempts: {error}"
         return outcome
 
-    async def _call(self, resolved: Resolved, values: dict[str, Any], ctx: RobotContext, inv: Invocation) -> Any:
+    async def call(self, resolved: Resolved, values: dict[str, Any], ctx: RobotContext) -> dict[str, Any]:
+        """Run the robot's code once and return its raw outputs (not yet dumped).
+
+        Module robots run in-process; stored robots in the sandbox, where `ctx.call` / `ctx.batch`
+        are served by `ctx.rest` (a RestError raised there reaches the stored code as `ctx.RestError`).
+        Control signals and errors propagate to the caller.
+        """
         if resolved.module is not None:
             module = resolved.module
             if module.is_async:
@@ -208,4 +214,4 @@ class Runner:
         )
         for line in result.log:
             ctx.log(line)
-        return result.outputs
+        return dict(result.outputs)

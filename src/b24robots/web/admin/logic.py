@@ -5,7 +5,6 @@ Nothing here renders HTML or reads requests; the routes and the CLI are thin ski
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import difflib
 import inspect
@@ -18,11 +17,11 @@ from typing import Any
 
 import yaml
 
-from b24robots.errors import B24RobotsError, DeclarationError, InputError, RestError, SandboxError, StoredCodeError
-from b24robots.jobs.runner import jsonable
+from b24robots.errors import B24RobotsError, DeclarationError, InputError, RestError, StoredCodeError
+from b24robots.jobs.runner import Runner
 from b24robots.robots.context import RobotContext
 from b24robots.robots.params import Param, check_text, dump_values, parse_values
-from b24robots.robots.registry import Resolved
+from b24robots.robots.registry import Registry, Resolved
 from b24robots.robots.router import ModuleRobot
 from b24robots.robots.signals import Retry, RobotFailure
 from b24robots.robots.spec import KINDS, RobotSpec, check_code
@@ -368,33 +367,7 @@ async def test_run(
     )
     started = time.perf_counter()
     try:
-        if resolved.module is not None:
-            raw = await _run_module(resolved.module, values, ctx)
-        else:
-            assert resolved.stored is not None
-            if sandbox is None:
-                raise SandboxError("the sandbox is not running on this server, so stored code cannot run")
-
-            def refuse(*_: Any) -> Any:
-                raise RestError("NOT_AVAILABLE_IN_TEST_RUN", "REST calls are not available in a test run")
-
-            run = await asyncio.to_thread(
-                sandbox.run,
-                resolved.stored.source,
-                jsonable(values),
-                context={
-                    "portal": TEST_RUN_PORTAL,
-                    "document_id": list(ctx.document_id),
-                    "document_type": list(ctx.document_type),
-                    "workflow_id": "test-run",
-                    "robot": spec.code,
-                },
-                on_call=refuse,
-                on_batch=refuse,
-                filename=f"<robot {spec.code} v{resolved.stored.version}>",
-            )
-            ctx.logs.extend(run.log)
-            raw = run.outputs
+        raw = await Runner(registry=Registry(), sandbox=sandbox).call(resolved, values, ctx)
         result.outputs = dict(dump_values(spec.outputs, raw))
         result.ok = True
     except RobotFailure as fail:
@@ -416,16 +389,6 @@ async def test_run(
     result.duration_ms = (time.perf_counter() - started) * 1000
     result.log = result.log or list(ctx.logs)
     return result
-
-
-async def _run_module(module: ModuleRobot, values: dict[str, Any], ctx: RobotContext) -> dict[str, Any]:
-    if module.is_async:
-        out = await module.call(values, ctx)
-    else:
-        out = await asyncio.to_thread(module.call, values, ctx)
-        if inspect.isawaitable(out):
-            out = await out
-    return module.outputs_of(out)
 
 
 # --- adopting a module robot ------------------------------------------------------------------
