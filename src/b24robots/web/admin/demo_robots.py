@@ -1,6 +1,7 @@
 """The robots of `b24robots demo`: one module robot and one stored robot (shipped in the wheel).
 
-The module robot is the one of examples/demo_robots.py; the stored robot is examples/deal_total.yaml.
+The module robot is also the example of `examples/demo_robots.py`; the stored robot is the one of
+`examples/deal_total.yaml`. Written with the public API only, as a robot author would.
 """
 
 from __future__ import annotations
@@ -8,10 +9,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from b24robots.robots.context import RobotContext
-from b24robots.robots.params import Bool, Date, Double, Int, Params, Select, String
-from b24robots.robots.router import Router
-from b24robots.robots.signals import RobotFailure
+from b24robots import Bool, Date, Double, Int, Params, RobotContext, RobotFailure, Router, Select, String
 
 router = Router("demo")
 
