@@ -32,8 +32,11 @@ def create_baseline(rest_url: str, client_id: str) -> FastAPI:
         auth = form.get("auth")
         if not isinstance(auth, dict) or not auth.get("access_token"):
             return None
-        answer = await http.get(f"{rest_url}app.info", params={"auth": auth["access_token"]})
-        info = answer.json().get("result") if answer.status_code == 200 else None
+        try:
+            answer = await http.get(f"{rest_url}app.info", params={"auth": auth["access_token"]})
+            info = answer.json().get("result") if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
         install = info.get("install") if isinstance(info, dict) else None
         if not isinstance(install, dict) or info is None:
             return None

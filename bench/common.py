@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +28,22 @@ if str(ROOT) not in sys.path:  # `bench.*` and `tests.pgserver` import from the 
 from b24robots.testing import Portal, PortalSimulator, SimApp  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+_TEMP_DIRS: list[Path] = []
 SECRET_KEY = "bench-secret-key"
+
+
+def _remove_temp_dirs() -> None:
+    for path in _TEMP_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def temp_dir(prefix: str) -> Path:
+    """A scratch directory removed when the script exits."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if not _TEMP_DIRS:
+        atexit.register(_remove_temp_dirs)
+    _TEMP_DIRS.append(path)
+    return path
 
 
 # --- statistics ------------------------------------------------------------------------------------
@@ -120,23 +137,27 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 
 def children(pid: int) -> list[int]:
-    """Direct child processes of `pid` (from /proc/<pid>/task/*/children)."""
+    """Every descendant process of `pid` (from /proc/<pid>/task/*/children, recursively)."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            out += [int(c) for c in (task / "children").read_text().split()]
+            direct = [int(c) for c in (task / "children").read_text().split()]
         except OSError:
             continue
+        for child in direct:
+            out += [child, *children(child)]
     return out
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll `url` until it answers 200; RuntimeError (with the process' stderr) otherwise."""
+def wait_http(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
+    """Poll `url` until it answers 200; RuntimeError (with the end of the process' log) otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"the server exited with {proc.returncode}: {err[-2000:]}")
+            err = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"the server exited with {proc.returncode}: {err}")
         try:
             if httpx.get(url, timeout=2.0).status_code == 200:
                 return
@@ -144,6 +165,12 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def spawn(cmd: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a server; its output goes to `log` (a pipe nobody reads would block it once full)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -171,7 +198,7 @@ class OurServer:
     ) -> None:
         self.app = app
         self.port = port or free_port()
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="b24r-bench-"))
+        self.data_dir = data_dir or temp_dir("b24r-bench-")
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'b24robots.db'}"
         self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
@@ -212,8 +239,9 @@ class OurServer:
         cmd = [sys.executable, "-m", "b24robots", "serve", "bench.robots:router", "--port", str(self.port)]
         if not self.workers:
             cmd.append("--no-workers")
-        self.proc = subprocess.Popen(cmd, env=self.env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_http(f"{self.base_url}/healthz", proc=self.proc)
+        self.log = self.data_dir / "server.log"
+        self.proc = spawn(cmd, self.env(), self.log)
+        wait_http(f"{self.base_url}/healthz", proc=self.proc, log=self.log)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -313,8 +341,9 @@ class BaselineServer:
             self.client_id,
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_http(f"{self.base_url}/healthz", proc=self.proc)
+        self.log = temp_dir("b24r-baseline-") / "server.log"
+        self.proc = spawn(cmd, env, self.log)
+        wait_http(f"{self.base_url}/healthz", proc=self.proc, log=self.log)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -331,8 +360,8 @@ def run_load(
     wall time of the measured window.
     """
     clients = max(1, min(clients, concurrency))
-    work = Path(tempfile.mkdtemp(prefix="b24r-load-"))
-    start_at = time.time() + 0.5 + 0.2 * clients  # every generator imports first, then all begin together
+    work = temp_dir("b24r-load-")
+    start_at = time.time() + 0.35 + 0.15 * clients  # every generator imports first, then all begin together
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     for k in range(clients):
         mine = list(bodies[k::clients])

@@ -19,23 +19,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from b24robots.jobs.sender import Sender, command_for  # noqa: E402
-from b24robots.jobs.wakeup import Wakeup  # noqa: E402
-from b24robots.jobs.worker import Worker, owner_id  # noqa: E402
-from b24robots.testing import Portal, Workflow  # noqa: E402
-from b24robots.testing.app_fixtures import RobotHarness  # noqa: E402
-from bench.common import fmt_ratio, machine, percentile, ratio, result_path, verdict, write_result  # noqa: E402
-from bench.robots import MODULE_CODE, PROPERTIES, router  # noqa: E402
+from b24robots.jobs.sender import Sender, commands_for
+from b24robots.jobs.wakeup import Wakeup
+from b24robots.jobs.worker import Worker, owner_id
+from b24robots.testing import Portal, Workflow
+from b24robots.testing.app_fixtures import RobotHarness
+from bench.common import fmt_ratio, machine, percentile, ratio, result_path, temp_dir, verdict, write_result
+from bench.robots import MODULE_CODE, PROPERTIES, router
 
 TARGET_PER_S = 90.0
 
@@ -67,9 +66,10 @@ async def backlog(h: RobotHarness, portals: list[Portal], per_portal: int) -> li
 
 
 async def fill_bucket(h: RobotHarness, portal: Portal) -> None:
-    """Use the portal's whole burst through our client, so the sender starts at the sustained rate."""
-    burst = h.sim.portal(portal).bucket.burst
-    for _ in range(burst):
+    """Top the portal's bucket up to its burst through our client, so the sender starts at the sustained rate."""
+    bucket = h.sim.portal(portal).bucket
+    level = max(0.0, h.svc.installations.tat(portal.member_id) - time.time()) * bucket.rate
+    for _ in range(max(0, int(bucket.burst - level) - 1)):
         await h.svc.rest.call(portal.member_id, "app.info")
 
 
@@ -115,7 +115,8 @@ async def drain_one_by_one(h: RobotHarness, portal: Portal, workflows: list[Work
         invs = await asyncio.to_thread(svc.journal.claim_deliveries, inst.id, owner, limit=1, lease=120.0)
         if not invs:
             break
-        method, params = command_for(invs[0], svc.journal.original_token(invs[0]))
+        # the same answer the Sender would put into a batch (bench.echo writes no ctx.log lines)
+        method, params = commands_for(invs[0], svc.journal.original_token(invs[0]))[str(invs[0].id)]
         await svc.rest.call(portal.member_id, method, params)
         await asyncio.to_thread(svc.journal.delivered, [invs[0].id], owner)
         sent += 1
@@ -162,7 +163,7 @@ async def fairness(h: RobotHarness, portals: int, per_portal: int) -> dict[str, 
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    data_dir = Path(tempfile.mkdtemp(prefix="b24r-bench-delivery-"))
+    data_dir = temp_dir("b24r-bench-delivery-")
     async with RobotHarness(router, data_dir=data_dir, workers=False, sandbox=False) as h:
         await h.install()
         bucket = h.sim.portal(h.portal).bucket

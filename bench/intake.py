@@ -20,14 +20,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from b24robots.store.db import Database  # noqa: E402
-from b24robots.store.journal import Journal  # noqa: E402
-from b24robots.testing import PortalSimulator, SimulatorServer  # noqa: E402
-from bench import pg  # noqa: E402
-from bench.common import (  # noqa: E402
+from b24robots.store.db import Database
+from b24robots.store.journal import Journal
+from b24robots.testing import PortalSimulator, SimulatorServer
+from bench import pg
+from bench.common import (
     BaselineServer,
     OurServer,
     capture_bodies,
@@ -45,7 +45,7 @@ from bench.common import (  # noqa: E402
     verdict,
     write_result,
 )
-from bench.robots import MODULE_CODE, PROPERTIES  # noqa: E402
+from bench.robots import MODULE_CODE, PROPERTIES
 
 TARGET_P99_MS = 10.0
 

@@ -10,7 +10,6 @@ import socket
 import time
 
 import psycopg
-
 from tests.pgserver import PostgresServer
 
 

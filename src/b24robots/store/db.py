@@ -7,6 +7,7 @@ engine whose transactions stay deferred, so readers never wait for writers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,7 @@ class Database:
             self.read_engine = self.engine
         else:
             raise ConfigError(f"database {self.dialect!r} is not supported; use SQLite or PostgreSQL")
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -77,8 +79,17 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction: committed on success, rolled back on any exception."""
-        with self._writer() as session, session.begin():
+        """A write transaction: committed on success, rolled back on any exception.
+
+        On SQLite the writers of this process queue on a lock first: SQLite's own busy handler
+        polls with sleeps of up to 100 ms, which turned lock contention into a long latency tail.
+        Other processes still meet at `BEGIN IMMEDIATE` with the busy timeout.
+        """
+        if self._write_lock is None:
+            with self._writer() as session, session.begin():
+                yield session
+            return
+        with self._write_lock, self._writer() as session, session.begin():
             yield session
 
     @contextmanager
