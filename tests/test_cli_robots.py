@@ -83,7 +83,7 @@ def test_errors_name_the_fix_without_tracebacks(cli: CliRunner, args: list[str],
         ("code: a\nname: x\n", "has no `source`"),
         ("code: a\nname: x\nsource: s\nproperties: {p: {name: P, type: money}}\n", "unknown parameter type 'money'"),
         ("code: a\nname: [unclosed\n", "is not valid YAML"),
-        ("code: a\nname: x\nsource: |\n  def run(inputs, ctx):\n      return {\n", "cannot be saved: line 2"),
+        ("code: a\nname: x\nsource: |\n  def run(inputs, ctx):\n      return {\n", "line 2"),
         ("- just\n- a list\n", "must hold one robot document"),
     ],
 )

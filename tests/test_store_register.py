@@ -97,3 +97,17 @@ def test_code_is_compiled_and_linted_on_save(db: Database, source: str, message:
 def test_author_required(db: Database) -> None:
     with pytest.raises(DeclarationError, match="author"):
         Register(db).save(spec(), SOURCE_V1, author="")
+
+
+def test_limits_are_versioned_validated_and_kept(db: Database) -> None:
+    reg = Register(db)
+    reg.save(spec(), SOURCE_V1, author="anna", limits={"cpu_seconds": 1, "memory_mb": 64})
+    active = reg.active("calc.total")
+    assert active is not None and active.limits == {"cpu_seconds": 1, "memory_mb": 64}
+    reg.save(spec(), SOURCE_V2, author="anna")  # no limits given: the active version's are kept
+    active = reg.active("calc.total")
+    assert active is not None and active.version == 2 and active.limits == {"cpu_seconds": 1, "memory_mb": 64}
+    with pytest.raises(DeclarationError, match="unknown limit"):
+        reg.save(spec(), SOURCE_V1, author="anna", limits={"gpu": 1})
+    with pytest.raises(DeclarationError, match="at least 32"):
+        reg.save(spec(), SOURCE_V1, author="anna", limits={"memory_mb": 8})

@@ -84,3 +84,25 @@ async def test_stored_code_error_points_at_its_own_line(tmp_path: Path) -> None:
         inv = h.svc.journal.list(robot="st.broken")[0]
         assert inv.state == "dead"
         assert "line 4" in inv.error and "<robot st.broken v1>" in inv.error
+
+
+SPIN = '''
+def run(inputs, ctx):
+    n = 0
+    while True:
+        n += 1
+'''
+
+
+async def test_per_robot_limits_apply_within_the_caps(tmp_path: Path) -> None:
+    async with RobotHarness(data_dir=tmp_path, settings={"sandbox_wall_seconds": 5.0}) as h:
+        h.svc.runner.rules = type(h.svc.runner.rules)(max_attempts=1)
+        spec = RobotSpec.from_document({"code": "st.spin", "name": "Spin", "return_properties": {"v": {"name": "V"}}})
+        h.svc.register.save(spec, SPIN, author="anna", limits={"cpu_seconds": 0.3, "wall_seconds": 60})
+        await h.install()
+        wf = await h.run_robot("st.spin", timeout=20)
+        inv = h.svc.journal.list(robot="st.spin")[0]
+        assert inv.state == "dead" and ("cpu" in inv.error or "timeout" in inv.error)
+        assert inv.finished_at is not None and inv.started_at is not None
+        assert inv.finished_at - inv.started_at < 4.5  # the robot's 0.3 s CPU limit, not the 5 s cap
+        assert any("limit" in e.message for e in wf.log)

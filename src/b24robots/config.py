@@ -26,11 +26,14 @@ class Settings(BaseSettings):
     client_id: str = Field(default="", description="the Bitrix24 application's client_id")
     client_secret: SecretStr = Field(default=SecretStr(""), description="the application's client_secret")
     secret_key: SecretStr | None = Field(default=None, description="key that encrypts tokens at rest")
-    allow_http_portals: bool = Field(
-        default=False, description="accept plain-http portals (loopback simulators)"
-    )
+    allow_http_portals: bool = Field(default=False, description="accept plain-http portals (loopback simulators)")
     app: str = Field(default="", description="import string module:attribute of the robots' Router or App")
     workers: int = Field(default=4, ge=1, le=256, description="concurrent robot runs per process")
+    sandbox_pool: int = Field(default=2, ge=1, le=64, description="warm sandbox children kept ready")
+    sandbox_cpu_seconds: float = Field(default=10.0, gt=0, description="cap on a stored robot's CPU time per run")
+    sandbox_wall_seconds: float = Field(default=30.0, gt=0, description="cap on a stored robot's wall time per run")
+    sandbox_memory_mb: int = Field(default=512, ge=32, description="cap on a stored robot's address space")
+    sandbox_output_bytes: int = Field(default=1_000_000, gt=0, description="cap on the size of a run's outputs")
     log_level: str = Field(default="INFO")
 
     @field_validator("public_url")

@@ -15,6 +15,7 @@ from b24robots.cli.common import Env, console, default_author, fail, friendly, o
 from b24robots.errors import DeclarationError
 from b24robots.robots.params import localize
 from b24robots.robots.spec import RobotSpec
+from b24robots.sandbox import check_source
 
 app = typer.Typer(help="List, show, export, import and version robots.", no_args_is_help=True)
 
@@ -51,6 +52,8 @@ def _document(env: Env, code: str) -> dict[str, Any]:
         raise AssertionError  # unreachable
     doc = resolved.spec.to_document()
     if resolved.stored is not None:
+        if resolved.stored.limits:
+            doc["limits"] = dict(resolved.stored.limits)
         doc["source"] = resolved.stored.source
     return doc
 
@@ -72,9 +75,7 @@ def show(code: str, app_: AppOpt = None) -> None:
 def export(
     code: str,
     fmt: Annotated[str, typer.Option("--format", "-f", help="json or yaml")] = "yaml",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="file to write; default stdout")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write; default stdout")] = None,
     app_: AppOpt = None,
 ) -> None:
     """Export a robot as a JSON or YAML document (bizproc.robot.add field names, plus `source`)."""
@@ -101,9 +102,7 @@ def read_document(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise DeclarationError(
-            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from None
+        raise DeclarationError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
     if not isinstance(doc, dict):
         raise DeclarationError(f"{path} must hold one robot document (a mapping)")
     return doc
@@ -120,19 +119,49 @@ def import_(
     ] = None,
 ) -> None:
     """Import a robot document; an existing CODE gets a new version."""
+    save_document(path, author=author, comment=comment, source_file=source_file)
+
+
+def save_document(
+    path: Path,
+    *,
+    author: str | None,
+    comment: str,
+    source_file: Path | None,
+    must_exist: bool | None = None,
+    expect_code: str | None = None,
+) -> None:
+    """Save a robot document (and its `source`, or `source_file`) as a new version.
+
+    `must_exist` True/False refuses a missing/existing robot (edit/add); None accepts both (import).
+    Code problems are listed with their lines and nothing is saved.
+    """
     env = Env()
     doc = read_document(path)
     source = doc.pop("source", None)
     if source_file is not None:
-        source = source_file.read_text(encoding="utf-8")
+        try:
+            source = source_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read {source_file}: {exc.strerror}")
     if not isinstance(source, str) or not source.strip():
-        fail(
-            f"{path} has no `source`; add the robot code (a run(inputs, ctx) function) or pass --source FILE"
-        )
+        fail(f"{path} has no `source`; add the robot code (a run(inputs, ctx) function) or pass --source FILE")
         return
+    limits = doc.pop("limits", None)
     spec = RobotSpec.from_document(doc)
+    if expect_code is not None and spec.code != expect_code:
+        fail(f"{path} declares robot {spec.code!r}, not {expect_code!r}; the code of a robot cannot change")
     existed = env.register.exists(spec.code)
-    info = env.register.save(spec, source, author=author or default_author(), comment=comment)
+    if must_exist is False and existed:
+        fail(f"robot {spec.code!r} exists already; use `b24robots robots edit {spec.code} {path}`")
+    if must_exist is True and not existed:
+        fail(f"no stored robot {spec.code!r}; create it with `b24robots robots add {path}`")
+    problems = check_source(source)
+    if problems:
+        for p in problems:
+            console.print(f"[red]line {p.line}:{p.col}:[/red] {p.message}", highlight=False)
+        fail("the code was not saved; fix the problems above")
+    info = env.register.save(spec, source, author=author or default_author(), comment=comment, limits=limits)
     verb = "updated" if existed else "created"
     console.print(f"{verb} robot [bold]{spec.code}[/bold]: version {info.number} is active")
 

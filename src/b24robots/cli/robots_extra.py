@@ -11,10 +11,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from b24robots.cli.common import Env, console, default_author, fail, friendly
-from b24robots.cli.robots import AppOpt, read_document
+from b24robots.cli.robots import AppOpt, save_document
 from b24robots.errors import DeclarationError
-from b24robots.robots.spec import RobotSpec
-from b24robots.sandbox import SandboxPool, check_source
+from b24robots.sandbox import SandboxPool
 from b24robots.web.admin import logic
 
 Author = Annotated[str | None, typer.Option(help="version author; default: your user name")]
@@ -24,43 +23,16 @@ SourceOpt = Annotated[
 ]
 
 
-def _save(path: Path, author: str | None, comment: str, source_file: Path | None, expect: str | None) -> None:
-    env = Env()
-    doc = read_document(path)
-    source = doc.pop("source", None)
-    if source_file is not None:
-        try:
-            source = source_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"cannot read {source_file}: {exc.strerror}")
-    if not isinstance(source, str) or not source.strip():
-        fail(f"{path} has no `source`; add the robot code (a run(inputs, ctx) function) or pass --source FILE")
-        return
-    spec = RobotSpec.from_document(doc)
-    if expect is None and env.register.exists(spec.code):
-        fail(f"robot {spec.code!r} exists already; use `b24robots robots edit {spec.code} {path}`")
-    if expect is not None:
-        if spec.code != expect:
-            fail(f"{path} declares robot {spec.code!r}, not {expect!r}; the code of a robot cannot change")
-        if not env.register.exists(expect):
-            fail(f"no stored robot {expect!r}; create it with `b24robots robots add {path}`")
-    problems = check_source(source)
-    if problems:
-        for p in problems:
-            console.print(f"[red]line {p.line}:{p.col}:[/red] {p.message}", highlight=False)
-        fail("the code was not saved; fix the problems above")
-    info = env.register.save(spec, source, author=author or default_author(), comment=comment)
-    console.print(f"robot [bold]{spec.code}[/bold]: version {info.number} is active")
-
-
 def add(path: Path, author: Author = None, comment: Comment = "", source_file: SourceOpt = None) -> None:
     """Create a stored robot from a document (like `import`, but refuses an existing CODE)."""
-    friendly(_save)(path, author, comment, source_file, None)
+    friendly(save_document)(path, author=author, comment=comment, source_file=source_file, must_exist=False)
 
 
 def edit(code: str, path: Path, author: Author = None, comment: Comment = "", source_file: SourceOpt = None) -> None:
     """Save a new version of stored robot CODE from a document."""
-    friendly(_save)(path, author, comment, source_file, code)
+    friendly(save_document)(
+        path, author=author, comment=comment, source_file=source_file, must_exist=True, expect_code=code
+    )
 
 
 @friendly

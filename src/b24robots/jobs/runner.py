@@ -202,12 +202,13 @@ class Runner:
             "robot": ctx.code,
         }
         stored = resolved.stored
+        limits = SandboxLimits(**stored.limits) if stored.limits else self.sandbox_limits
         result = await asyncio.to_thread(
             self.sandbox.run,
             stored.source,
             values,
             context=context,
-            limits=self.sandbox_limits,
+            limits=limits,
             on_call=on_call,
             on_batch=on_batch,
             filename=f"<robot {stored.spec.code} v{stored.version}>",

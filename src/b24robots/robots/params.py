@@ -33,9 +33,7 @@ def check_text(value: object, what: str, *, required: bool) -> LocalizedText | N
     """Validate a plain or per-language text; return it normalised (lower-case language keys)."""
     if value is None or value == "" or value == {}:
         if required:
-            raise DeclarationError(
-                f"{what} is empty; give a plain text or a map like {{'en': ..., 'ru': ...}}"
-            )
+            raise DeclarationError(f"{what} is empty; give a plain text or a map like {{'en': ..., 'ru': ...}}")
         return None
     if isinstance(value, str):
         return value
@@ -43,18 +41,14 @@ def check_text(value: object, what: str, *, required: bool) -> LocalizedText | N
         out: dict[str, str] = {}
         for lang, text in value.items():
             if not isinstance(lang, str) or not LANG_RE.match(lang.lower()):
-                raise DeclarationError(
-                    f"{what}: {lang!r} is not a two-letter language code such as 'en' or 'ru'"
-                )
+                raise DeclarationError(f"{what}: {lang!r} is not a two-letter language code such as 'en' or 'ru'")
             if not isinstance(text, str) or not text:
                 raise DeclarationError(f"{what} for language {lang!r} must be a non-empty text")
             out[lang.lower()] = text
         if required and not out:
             raise DeclarationError(f"{what} is empty")
         return out
-    raise DeclarationError(
-        f"{what} must be a text or a map of language code to text, not {type(value).__name__}"
-    )
+    raise DeclarationError(f"{what} must be a text or a map of language code to text, not {type(value).__name__}")
 
 
 def localize(text: LocalizedText | None, lang: str = "en") -> str:
@@ -98,9 +92,7 @@ class Param(Generic[T]):
         object.__setattr__(self, "type", coerce_type(self.type))
         what = f"parameter {self.key!r}" if self.key else "parameter"
         object.__setattr__(self, "name", check_text(self.name, f"{what} name", required=True))
-        object.__setattr__(
-            self, "description", check_text(self.description, f"{what} description", required=False)
-        )
+        object.__setattr__(self, "description", check_text(self.description, f"{what} description", required=False))
         if self.key:
             self._check_key(self.key)
         if self.type is ParamType.SELECT:
@@ -108,9 +100,7 @@ class Param(Generic[T]):
                 raise DeclarationError(f"{what} is a select; give options={{'key': 'Title', ...}}")
             for k, v in self.options.items():
                 if not isinstance(k, str) or not k or not isinstance(v, str):
-                    raise DeclarationError(
-                        f"{what}: option keys and titles must be non-empty texts, got {k!r}"
-                    )
+                    raise DeclarationError(f"{what}: option keys and titles must be non-empty texts, got {k!r}")
             object.__setattr__(self, "options", dict(self.options))
         elif self.options:
             raise DeclarationError(f"{what} has options but is of type {self.type.value}; use type 'select'")
@@ -118,9 +108,7 @@ class Param(Generic[T]):
             try:
                 self.dump(self.default)
             except InputError as exc:
-                raise DeclarationError(
-                    f"{what} default {self.default!r} does not fit: {exc.reason}"
-                ) from None
+                raise DeclarationError(f"{what} default {self.default!r} does not fit: {exc.reason}") from None
 
     @staticmethod
     def _check_key(key: str) -> None:
@@ -234,9 +222,7 @@ class Param(Generic[T]):
         known = {"name", "description", "type", "required", "multiple", "default", "options"}
         extra = sorted(set(doc) - known)
         if extra:
-            raise DeclarationError(
-                f"parameter {key!r}: unknown field(s) {', '.join(extra)}; known: {sorted(known)}"
-            )
+            raise DeclarationError(f"parameter {key!r}: unknown field(s) {', '.join(extra)}; known: {sorted(known)}")
         ptype = coerce_type(doc.get("type", "string"))
         multiple = _flag(doc.get("multiple"), f"parameter {key!r} multiple")
         options = doc.get("options")
@@ -280,9 +266,7 @@ def _as_list(raw: Any) -> list[str]:
         return [v if isinstance(v, str) else "" for v in raw]
     if isinstance(raw, Mapping):
         # `properties[x][5]=...` alone decodes to a dict; keep the values in key order
-        return [
-            v if isinstance(v, str) else "" for _, v in sorted(raw.items(), key=lambda kv: _sort_key(kv[0]))
-        ]
+        return [v if isinstance(v, str) else "" for _, v in sorted(raw.items(), key=lambda kv: _sort_key(kv[0]))]
     return [str(raw)]
 
 

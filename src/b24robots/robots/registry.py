@@ -7,8 +7,9 @@ the same CODE: that is what adopting a module robot into the register means.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from b24robots.robots.router import ModuleRobot, Router
 from b24robots.robots.spec import RobotSpec
@@ -23,6 +24,7 @@ class StoredRobot:
     version: int
     version_id: int
     content_hash: str
+    limits: Mapping[str, Any] | None = None  # the robot's own sandbox limits, within the server's caps
 
 
 class StoredSource(Protocol):

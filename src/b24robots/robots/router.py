@@ -95,12 +95,8 @@ def _plan(
         if p.kind is p.POSITIONAL_ONLY:
             raise DeclarationError(f"robot {code!r}: positional-only parameter {name!r}; drop the '/'")
         hint = hints.get(name, p.annotation)
-        if isinstance(
-            hint, str
-        ):  # a string annotation we could not resolve (e.g. a class local to a function)
-            hint = {"RobotContext": RobotContext, getattr(inputs_class, "__name__", ""): inputs_class}.get(
-                hint
-            )
+        if isinstance(hint, str):  # a string annotation we could not resolve (e.g. a class local to a function)
+            hint = {"RobotContext": RobotContext, getattr(inputs_class, "__name__", ""): inputs_class}.get(hint)
         if hint is RobotContext or name in ("ctx", "context"):
             plan.append((name, "ctx"))
         elif (inputs_class is not None and hint is inputs_class) or name == "inputs":
@@ -227,9 +223,7 @@ class Router:
     def add(self, robot: ModuleRobot) -> None:
         code = robot.spec.code
         if code in self._robots:
-            raise DeclarationError(
-                f"robot code {code!r} is declared twice; codes must be unique per application"
-            )
+            raise DeclarationError(f"robot code {code!r} is declared twice; codes must be unique per application")
         self._robots[code] = robot
 
     def include_router(self, other: Router) -> None:

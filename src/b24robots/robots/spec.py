@@ -28,9 +28,7 @@ DOCUMENT_TYPE_EXAMPLE = "['crm', 'CCrmDocumentDeal', 'DEAL']"
 def check_code(code: object) -> str:
     """Validate a robot CODE (protocol §1.2) and return it."""
     if not isinstance(code, str) or not code:
-        raise DeclarationError(
-            "robot code is empty; use latin letters, digits, '.', '-' and '_' (e.g. 'send_sms')"
-        )
+        raise DeclarationError("robot code is empty; use latin letters, digits, '.', '-' and '_' (e.g. 'send_sms')")
     if len(code) > CODE_MAX:
         raise DeclarationError(f"robot code is {len(code)} characters; Bitrix24 allows at most {CODE_MAX}")
     if not CODE_RE.match(code):
@@ -43,11 +41,7 @@ def check_code(code: object) -> str:
 def _check_document_type(value: object) -> tuple[str, str, str] | None:
     if value is None or value == [] or value == ():
         return None
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 3
-        or not all(isinstance(v, str) and v for v in value)
-    ):
+    if not isinstance(value, list | tuple) or len(value) != 3 or not all(isinstance(v, str) and v for v in value):
         raise DeclarationError(
             f"document_type must be three texts [module, entity, type], e.g. {DOCUMENT_TYPE_EXAMPLE}; got {value!r}"
         )
@@ -79,9 +73,7 @@ def _check_filter(value: object) -> dict[str, Any] | None:
             out[key] = rules
             continue
         if key not in ("INCLUDE", "EXCLUDE"):
-            raise DeclarationError(
-                f"filter key {raw_key!r} is unknown; use INCLUDE, EXCLUDE or MIN_API_VERSION"
-            )
+            raise DeclarationError(f"filter key {raw_key!r} is unknown; use INCLUDE, EXCLUDE or MIN_API_VERSION")
         # a single rule may be given without a wrapping list (protocol §1.5)
         if isinstance(rules, str) or (
             isinstance(rules, list | tuple) and rules and all(isinstance(r, str) for r in rules)
@@ -124,9 +116,7 @@ class RobotSpec:
                 if not p.key:
                     raise DeclarationError(f"robot {self.code!r}: an {group} parameter has no key")
                 if p.key in seen:
-                    raise DeclarationError(
-                        f"robot {self.code!r}: {group} parameter {p.key!r} is declared twice"
-                    )
+                    raise DeclarationError(f"robot {self.code!r}: {group} parameter {p.key!r} is declared twice")
                 seen.add(p.key)
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
@@ -137,14 +127,8 @@ class RobotSpec:
                 f"robot {self.code!r} has outputs, which only reach the workflow if it waits for the answer; "
                 "set use_subscription=True or remove the outputs"
             )
-        if (
-            isinstance(self.auth_user_id, bool)
-            or not isinstance(self.auth_user_id, int)
-            or self.auth_user_id < 0
-        ):
-            raise DeclarationError(
-                f"robot {self.code!r}: auth_user_id must be a user id (a whole number >= 0)"
-            )
+        if isinstance(self.auth_user_id, bool) or not isinstance(self.auth_user_id, int) or self.auth_user_id < 0:
+            raise DeclarationError(f"robot {self.code!r}: auth_user_id must be a user id (a whole number >= 0)")
         object.__setattr__(self, "document_type", _check_document_type(self.document_type))
         object.__setattr__(self, "filter", _check_filter(self.filter))
 
@@ -223,12 +207,11 @@ class RobotSpec:
             "properties",
             "return_properties",
             "source",
+            "limits",  # the register's own field (sandbox limits), not part of the registration
         }
         extra = sorted(set(doc) - known)
         if extra:
-            raise DeclarationError(
-                f"unknown field(s) {', '.join(extra)}; known fields: {', '.join(sorted(known))}"
-            )
+            raise DeclarationError(f"unknown field(s) {', '.join(extra)}; known fields: {', '.join(sorted(known))}")
         code = check_code(doc.get("code"))
         us = doc.get("use_subscription")
         use_subscription: bool | None

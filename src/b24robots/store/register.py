@@ -6,16 +6,17 @@ import builtins
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from b24robots.errors import DeclarationError, NotFound, SourceRejected, StoreError
+from b24robots.errors import ConfigError, DeclarationError, NotFound, SourceRejected, StoreError
 from b24robots.robots.registry import StoredRobot
 from b24robots.robots.spec import RobotSpec
-from b24robots.sandbox import check_source
+from b24robots.sandbox import SandboxLimits, check_source
 from b24robots.store.db import Database
 from b24robots.store.models import RobotRow, RobotVersionRow
 
@@ -65,19 +66,31 @@ class Register:
         comment: str = "",
         origin: str = "stored",
         activate: bool = True,
+        limits: Mapping[str, Any] | None = None,
     ) -> VersionInfo:
-        """Add a version (creating the robot on first save). An identical active version is not duplicated."""
+        """Add a version (creating the robot on first save). An identical active version is not duplicated.
+
+        `limits` are the robot's own sandbox limits (a subset of SandboxLimits' fields; the server's
+        caps still apply). None keeps the limits of the active version.
+        """
         if not author:
             raise DeclarationError("a version needs an author")
+        if limits is not None:
+            limits = check_limits(limits, spec.code)
         problems = check_source(source)
         if problems:
             listed = "; ".join(str(p) for p in problems)
             raise SourceRejected(f"the code of {spec.code!r} cannot be saved: {listed}", problems)
-        document = spec.to_document()
-        digest = content_hash(document, source)
         now = time.time()
         with self.db.write() as s:
             robot = s.scalar(select(RobotRow).where(RobotRow.code == spec.code))
+            active = self._version(s, robot.id, robot.active_version) if robot is not None else None
+            if limits is None and active is not None:
+                limits = active.document.get("limits")
+            document = spec.to_document()
+            if limits:
+                document["limits"] = dict(limits)
+            digest = content_hash(document, source)
             if robot is None:
                 robot = RobotRow(
                     code=spec.code,
@@ -89,10 +102,8 @@ class Register:
                 )
                 s.add(robot)
                 s.flush()
-            else:
-                active = self._version(s, robot.id, robot.active_version)
-                if active is not None and active.content_hash == digest:
-                    return self._info(active, robot)
+            elif active is not None and active.content_hash == digest:
+                return self._info(active, robot)
             number = (
                 s.scalar(select(func.max(RobotVersionRow.number)).where(RobotVersionRow.robot_id == robot.id)) or 0
             ) + 1
@@ -224,6 +235,29 @@ def _stored(row: RobotVersionRow) -> StoredRobot:
         spec = RobotSpec.from_document(row.document)
     except DeclarationError as exc:  # a document we wrote ourselves should always load
         raise StoreError(f"stored version {row.id} is not a valid robot: {exc}") from None
+    limits = row.document.get("limits")
     return StoredRobot(
-        spec=spec, source=row.source, version=row.number, version_id=row.id, content_hash=row.content_hash
+        spec=spec,
+        source=row.source,
+        version=row.number,
+        version_id=row.id,
+        content_hash=row.content_hash,
+        limits=dict(limits) if isinstance(limits, Mapping) else None,
     )
+
+
+def check_limits(limits: object, code: str) -> dict[str, Any]:
+    """Validate a robot's sandbox limits document; DeclarationError naming the fix."""
+    if not isinstance(limits, Mapping):
+        raise DeclarationError(f"robot {code!r}: limits must be a mapping such as {{cpu_seconds: 2, memory_mb: 128}}")
+    known = {f.name for f in fields(SandboxLimits)}
+    unknown = sorted(set(limits) - known)
+    if unknown:
+        raise DeclarationError(
+            f"robot {code!r}: unknown limit(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    try:
+        SandboxLimits(**limits)
+    except (ConfigError, TypeError) as exc:
+        raise DeclarationError(f"robot {code!r}: {exc}") from None
+    return dict(limits)

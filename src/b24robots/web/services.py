@@ -19,7 +19,7 @@ from b24robots.rest.client import RestClient, RetryPolicy
 from b24robots.rest.tokens import AppCredentials
 from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
-from b24robots.sandbox import SandboxPool
+from b24robots.sandbox import SandboxLimits, SandboxPool
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
 from b24robots.store.installations import Installations
@@ -58,7 +58,14 @@ class Services:
         for member_id, (rate, burst) in self.installations.limits().items():
             self.rest.set_rate(member_id, rate, burst)
         if sandbox:
-            pool = SandboxPool(size=2)
+            cfg = self.settings
+            caps = SandboxLimits(
+                cpu_seconds=cfg.sandbox_cpu_seconds,
+                wall_seconds=cfg.sandbox_wall_seconds,
+                memory_mb=cfg.sandbox_memory_mb,
+                output_bytes=cfg.sandbox_output_bytes,
+            )
+            pool = SandboxPool(size=cfg.sandbox_pool, caps=caps)
             await asyncio.to_thread(pool.start)
             self.sandbox = pool
             self.runner.sandbox = pool
