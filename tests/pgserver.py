@@ -28,7 +28,10 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """`durable=False` (tests) turns fsync and synchronous_commit off; benchmarks use `durable=True`."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         bindir = _bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed; run: apt-get install -y postgresql")
@@ -50,9 +53,10 @@ class PostgresServer:
 
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+        sync = "on" if self.durable else "off"
         opts = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c fsync={sync} -c synchronous_commit={sync} -c full_page_writes={sync} -c max_connections=200"
         )
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-w", "-l", str(self.root / "log"), "start")
         deadline = time.monotonic() + 20
