@@ -135,7 +135,10 @@ async def test_app_update_deletes_robots_and_we_register_them_again(tmp_path: Pa
 async def test_uninstall_stops_all_calls_for_the_portal(tmp_path: Path) -> None:
     async with RobotHarness(router, data_dir=tmp_path, workers=False, sandbox=False) as h:
         await h.install()
+        await h.sim.start_robot(h.portal, "s.one", properties={"text": "queued before the uninstall"})
         await h.sim.uninstall_app(h.app, h.portal)
+        (inv,) = h.svc.journal.list()
+        assert inv.state == "dead" and "uninstalled" in inv.error and not inv.owed
         inst = h.svc.installations.get(h.portal.member_id)
         assert inst.status == "uninstalled"
         before = len(h.sim.calls)

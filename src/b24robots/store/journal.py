@@ -336,6 +336,23 @@ class Journal:
             self._notify(s)
             return True
 
+    def abandon_portal(self, installation_id: int, reason: str, now: float | None = None) -> int:
+        """The portal is gone (uninstall): whatever waits to run or to be answered there is dead."""
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            result = s.execute(
+                update(InvocationRow)
+                .where(
+                    InvocationRow.installation_id == installation_id,
+                    or_(InvocationRow.state.in_((QUEUED, FAILED, RUNNING)), InvocationRow.deliver_after.is_not(None)),
+                )
+                .values(
+                    state=DEAD, error=reason, deliver_after=None, lease_owner=None, lease_expires_at=None,
+                    finished_at=func.coalesce(InvocationRow.finished_at, now),
+                )
+            )  # fmt: skip
+            return int(getattr(result, "rowcount", 0))
+
     def release(self, owner: str) -> int:
         """Give back every lease of `owner` (graceful shutdown): the rows run again elsewhere."""
         with self.db.write() as s:

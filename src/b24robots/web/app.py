@@ -231,8 +231,9 @@ def create_app(
             return 400, problem, None
         # trust the grant only after the portal confirms the token belongs to our application
         try:
-            resp = await svc.http.get(
-                f"{grant.client_endpoint.rstrip('/')}/app.info", params={"auth": grant.access_token}
+            # the token travels in the body, never in a URL that proxies might log
+            resp = await svc.http.post(
+                f"{grant.client_endpoint.rstrip('/')}/app.info", json={"auth": grant.access_token}
             )
             info = resp.json().get("result") if resp.status_code == 200 else None
         except Exception as exc:  # the portal is unreachable or answered garbage
@@ -284,6 +285,9 @@ def create_app(
             return _error(status, "unauthorized", "unknown portal or wrong application token")
         if event == "ONAPPUNINSTALL":
             await run_in_threadpool(svc.installations.uninstall, member_id)
+            await run_in_threadpool(
+                svc.journal.abandon_portal, inst.id, "not run or not answered: the application was uninstalled"
+            )
             log.info("portal %s uninstalled the application", inst.domain)
             return JSONResponse({"status": "uninstalled"})
         if event in ("ONAPPUPDATE", "ONAPPINSTALL"):
