@@ -347,10 +347,14 @@ class Journal:
                     or_(InvocationRow.state.in_((QUEUED, FAILED, RUNNING)), InvocationRow.deliver_after.is_not(None)),
                 )
                 .values(
-                    state=DEAD, error=reason, deliver_after=None, lease_owner=None, lease_expires_at=None,
+                    state=DEAD,
+                    error=reason,
+                    deliver_after=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
                     finished_at=func.coalesce(InvocationRow.finished_at, now),
                 )
-            )  # fmt: skip
+            )
             return int(getattr(result, "rowcount", 0))
 
     def release(self, owner: str) -> int:
