@@ -235,3 +235,20 @@ async def test_healthz_and_metrics(h: RobotHarness) -> None:
     assert 'b24robots_invocations{robot="t.echo",state="delivered"} 1.0' in text
     assert "b24robots_ack_seconds_bucket" in text and "b24robots_run_seconds_count" in text
     assert "b24robots_queue_depth" in text and "b24robots_answers_delivered_total 1.0" in text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/b24/install", "/b24/events"]),
+    raw=st.binary(max_size=300)
+    | st.dictionaries(
+        st.sampled_from(["event", "auth", "AUTH_ID", "member_id", "DOMAIN", "REFRESH_ID", "APPLICATION_TOKEN"]),
+        st.text(max_size=20)
+        | st.dictionaries(st.sampled_from(["member_id", "domain", "application_token"]), st.text(max_size=10)),
+    ).map(encode_form),
+)
+async def test_install_and_event_endpoints_never_500(h: RobotHarness, path: str, raw: bytes) -> None:
+    async with h.client() as client:
+        resp = await client.post(path, content=raw, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert resp.status_code in (400, 401, 403, 502), resp.text
+    assert len(h.svc.installations.list()) == 1  # nothing new was trusted
