@@ -202,3 +202,11 @@ async def test_plain_http_portals_are_refused_unless_allowed(tmp_path: Path) -> 
         delivery = h.sim.deliveries[-1]
         assert delivery.status_code == 400 and "https" in delivery.response_text
         assert h.svc.installations.list() == []
+
+
+def test_the_stored_rate_limit_wins_for_every_process(db: Database) -> None:
+    a = Installations(db, Vault(b"k"))
+    a.install(grant())
+    a.set_limits("m" * 32, 5.0, 250)  # e.g. from `b24robots installations limits` in another process
+    waits = [a.reserve("m" * 32, 1000.0, 2.0, 50) for _ in range(251)]  # a caller that assumes 2/s, 50
+    assert max(waits[:250]) < 1e-6 and waits[250] == pytest.approx(0.2)

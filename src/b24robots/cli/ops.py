@@ -89,8 +89,6 @@ def sync(
         svc = build_services(settings, load_router(app if app is not None else settings.app))
 
         async def run() -> int:
-            for member_id, (rate, burst) in svc.installations.limits().items():
-                svc.rest.set_rate(member_id, rate, burst)
             targets = [svc.installations.get(portal)] if portal else [i for i in svc.installations.list() if i.active]
             if not targets:
                 console.print("no active installations; install the application on a portal first")

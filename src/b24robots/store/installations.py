@@ -254,15 +254,22 @@ class Installations:
 
     # --- LimiterState ----------------------------------------------------------------------------
     def reserve(self, portal: str, now: float, rate: float, burst: int) -> float:
-        """Atomically take one slot of the portal's bucket (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+        """Atomically take one slot of the portal's bucket (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite).
+
+        The rate and burst stored in the row win over the caller's (`rate`, `burst` are what a caller
+        assumes), so `b24robots installations limits` reaches every running process at once.
+        """
         with self.db.write() as s:
-            stmt = select(InstallationRow.limiter_tat).where(InstallationRow.member_id == portal)
+            stmt = select(InstallationRow.limiter_tat, InstallationRow.rate, InstallationRow.burst).where(
+                InstallationRow.member_id == portal
+            )
             if not self.db.is_sqlite:
                 stmt = stmt.with_for_update()
-            tat = s.scalar(stmt)
-            if tat is None:
+            row = s.execute(stmt).first()
+            if row is None:
                 raise NotFound(f"no installation stored for portal {portal!r}")
-            new_tat, wait = gcra_reserve(tat, now, rate, burst)
+            tat, stored_rate, stored_burst = row
+            new_tat, wait = gcra_reserve(tat, now, stored_rate or rate, stored_burst or burst)
             s.execute(update(InstallationRow).where(InstallationRow.member_id == portal).values(limiter_tat=new_tat))
             return wait
 
@@ -272,14 +279,6 @@ class Installations:
             return float(
                 s.scalar(select(InstallationRow.limiter_tat).where(InstallationRow.member_id == member_id)) or 0.0
             )
-
-    def limits(self) -> Mapping[str, tuple[float, int]]:
-        """member_id -> (rate, burst) for every installation."""
-        with self.db.read() as s:
-            return {
-                m: (r, b)
-                for m, r, b in s.execute(select(InstallationRow.member_id, InstallationRow.rate, InstallationRow.burst))
-            }
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod

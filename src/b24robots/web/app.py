@@ -247,7 +247,6 @@ def create_app(
         # the app.info check above was one request against the portal's bucket: account for it
         await run_in_threadpool(svc.installations.reserve, inst.member_id, time.time(), inst.rate, inst.burst)
         await run_in_threadpool(svc.installations.clear_registrations, inst.member_id)
-        svc.rest.set_rate(inst.member_id, inst.rate, inst.burst)
         svc.sync_soon(inst.member_id)
         return 200, "installed", grant
 

@@ -55,8 +55,6 @@ class Services:
 
     # --- background machinery ----------------------------------------------------------------
     async def start(self, *, workers: bool = True, sandbox: bool = True) -> None:
-        for member_id, (rate, burst) in self.installations.limits().items():
-            self.rest.set_rate(member_id, rate, burst)
         if sandbox:
             cfg = self.settings
             caps = SandboxLimits(
