@@ -43,6 +43,7 @@ class RobotHarness:
         workers: bool = True,
         sandbox: bool = True,
         settings: dict[str, Any] | None = None,
+        api_only: bool = True,
     ) -> None:
         self.router = router or Router()
         self.data_dir = data_dir
@@ -55,7 +56,10 @@ class RobotHarness:
             self.sim.add_portal() if not self.sim.portals else next(iter(self.sim.portals.values()))
         )
         self.app: SimApp = self.sim.register_app(
-            "b24robots", install_url=f"{PUBLIC_URL}/b24/install", events_url=f"{PUBLIC_URL}/b24/events"
+            "b24robots",
+            install_url=f"{PUBLIC_URL}/b24/install",
+            events_url=f"{PUBLIC_URL}/b24/events",
+            api_only=api_only,
         )
         self.services: Services | None = None
 
