@@ -129,10 +129,10 @@ class Sender:
         if not invs:
             return
         now = time.time()
-        late = [i.id for i in invs if i.too_late(now)]
+        late = {i.id for i in invs if i.too_late(now)}
         if late:
-            await asyncio.to_thread(self.journal.expire_late, late, self.owner)
-        due = [i for i in invs if i.id not in set(late)]
+            await asyncio.to_thread(self.journal.expire_late, sorted(late), self.owner)
+        due = [i for i in invs if i.id not in late]
         if not due:
             return
         portal = await asyncio.to_thread(self.installations.by_id, installation_id)
