@@ -194,7 +194,9 @@ class Worker:
     def _record(self, inv: Invocation, outcome: Outcome) -> None:
         now = time.time()
         if outcome.kind == "retry":
-            if inv.deadline_at is not None and now + outcome.delay >= inv.deadline_at:
+            # leave time to deliver the failure notice before the workflow stops waiting
+            margin = min(5.0, max(1.0, 0.25 * inv.timeout_duration))
+            if inv.deadline_at is not None and now + outcome.delay + margin >= inv.deadline_at:
                 outcome = Outcome(
                     "dead",
                     outputs=outcome.outputs,
