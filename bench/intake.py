@@ -146,27 +146,39 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def render(report: dict[str, Any], console: Console) -> None:
-    table = Table(title="Intake: acknowledged robot calls (real HTTP, durable commit)")
-    for col in ("server", "conc.", "acks/s", "p50 ms", "p99 ms", "acks/s vs baseline", "p99 vs baseline"):
-        table.add_column(col, justify="right" if col not in ("server",) else "left")
+HEADERS = ["server", "concurrency", "acks/s", "p50 ms", "p99 ms", "acks/s vs baseline", "p99 vs baseline"]
+
+
+def rows(report: dict[str, Any]) -> list[list[str]]:
+    """The table's rows, shared by the console output and docs/benchmarks.md."""
     base = report["baseline"]
+    out: list[list[str]] = []
     for db, data in report["ours"].items():
         for level, r in data["levels"].items():
             b = base[level]
-            table.add_row(
-                f"ours, {db}",
-                level,
-                f"{r['per_s']:.0f}",
-                f"{r['p50_ms']:.2f}",
-                f"{r['p99_ms']:.2f}",
-                fmt_ratio(ratio(r["per_s"], b["per_s"])),
-                fmt_ratio(ratio(r["p99_ms"], b["p99_ms"])),
+            out.append(
+                [
+                    f"ours, {db}",
+                    level,
+                    f"{r['per_s']:.0f}",
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    fmt_ratio(ratio(r["per_s"], b["per_s"])),
+                    fmt_ratio(ratio(r["p99_ms"], b["p99_ms"])),
+                ]
             )
-    for level, b in base.items():
-        table.add_row("baseline (app.info)", level, f"{b['per_s']:.0f}", f"{b['p50_ms']:.2f}", f"{b['p99_ms']:.2f}")
-    for level, c in report["client_ceiling"].items():
-        table.add_row("load ceiling (/noop)", level, f"{c['per_s']:.0f}", f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}")
+    for label, group in (("baseline: parse + app.info", base), ("load ceiling: /noop", report["client_ceiling"])):
+        for level, r in group.items():
+            out.append([label, level, f"{r['per_s']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", "", ""])
+    return out
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    table = Table(title="Intake: acknowledged robot calls (real HTTP, durable commit)")
+    for col in HEADERS:
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for row in rows(report):
+        table.add_row(*row)
     console.print(table)
     sqlite16 = report["ours"]["sqlite"]["levels"].get("16")
     if sqlite16 is not None:

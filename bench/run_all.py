@@ -20,6 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import e2e, intake
 from bench.common import RESULTS, ROOT, fmt_ratio, machine, ratio, verdict
 
 SCRIPTS = ("intake", "delivery", "sandbox_overhead", "e2e", "memory")
@@ -62,39 +63,8 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def intake_section(d: dict[str, Any]) -> tuple[str, bool]:
-    base = d["baseline"]
-    rows: list[list[str]] = []
-    for db, data in d["ours"].items():
-        for level, r in data["levels"].items():
-            b = base[level]
-            rows.append(
-                [
-                    f"ours, {db}",
-                    level,
-                    f"{r['per_s']:.0f}",
-                    f"{r['p50_ms']:.2f}",
-                    f"{r['p99_ms']:.2f}",
-                    fmt_ratio(ratio(r["per_s"], b["per_s"])),
-                    fmt_ratio(ratio(r["p99_ms"], b["p99_ms"])),
-                ]
-            )
-    for level, b in base.items():
-        rows.append(
-            [
-                "baseline: parse + app.info",
-                level,
-                f"{b['per_s']:.0f}",
-                f"{b['p50_ms']:.2f}",
-                f"{b['p99_ms']:.2f}",
-                "",
-                "",
-            ]
-        )
-    for level, c in d["client_ceiling"].items():
-        rows.append(
-            ["load ceiling: /noop", level, f"{c['per_s']:.0f}", f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", "", ""]
-        )
-    headers = ["server", "concurrency", "acks/s", "p50 ms", "p99 ms", "acks/s vs baseline", "p99 vs baseline"]
+    rows = intake.rows(d)
+    headers = intake.HEADERS
     pg = d.get("postgres_settings") or {}
     notes = [
         f"{d['requests']} measured requests per level (ours), after {d['warmup']} unmeasured; closed loop "
@@ -198,36 +168,7 @@ def sandbox_section(d: dict[str, Any]) -> tuple[str, bool]:
 
 
 def e2e_section(d: dict[str, Any]) -> tuple[str, bool]:
-    base = d["real_ports"]["baseline"]
-    rows = []
-    for path, label in (
-        ("in_process", "in-process (ASGI transports)"),
-        ("real_ports", "real ports (uvicorn + SimulatorServer)"),
-    ):
-        for robot in ("module", "stored"):
-            r = d[path][robot]
-            rows.append(
-                [
-                    label,
-                    robot,
-                    str(r["n"]),
-                    f"{r['p50_ms']:.1f}",
-                    f"{r['p99_ms']:.1f}",
-                    f"{r['mean_ms']:.1f}",
-                    fmt_ratio(ratio(r["p50_ms"], base["p50_ms"])),
-                ]
-            )
-    rows.append(
-        [
-            "real ports, baseline",
-            "answer inline",
-            str(base["n"]),
-            f"{base['p50_ms']:.1f}",
-            f"{base['p99_ms']:.1f}",
-            f"{base['mean_ms']:.1f}",
-            "1.00x",
-        ]
-    )
+    rows = e2e.rows(d)
     notes = [
         "Time from `start_robot` (the simulator builds and POSTs the call) until the simulator has applied "
         "our `bizproc.event.send`; one run at a time, the server idle in between.",
@@ -237,9 +178,7 @@ def e2e_section(d: dict[str, Any]) -> tuple[str, bool]:
         "back-to-back runs measure latency, not the 2/s limit.",
     ]
     worst = max(d[p][r]["p50_ms"] for p in ("in_process", "real_ports") for r in ("module", "stored"))
-    return table(
-        ["path", "robot", "runs", "p50 ms", "p99 ms", "mean ms", "p50 vs baseline"], rows
-    ) + "\n\n" + "\n".join(f"- {n}" for n in notes), worst <= 100.0
+    return table(e2e.HEADERS, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes), worst <= 100.0
 
 
 def memory_section(d: dict[str, Any]) -> str:
