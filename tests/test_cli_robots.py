@@ -108,45 +108,25 @@ def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
 
 
 def test_show_and_journal_commands(cli: CliRunner, tmp_path: Path) -> None:
-    import time
-
-    from b24robots.store.crypto import Vault
     from b24robots.store.db import Database
-    from b24robots.store.installations import Installations, InstallGrant
-    from b24robots.store.journal import Journal, NewInvocation
+    from b24robots.store.journal import Journal
+    from tests.test_store_journal import install, new
 
     run(cli, "robots", "import", str(EXAMPLE))
     code, out = run(cli, "robots", "show", "demo.deal_total")
     assert code == 0 and "vat_rate" in out and "ROUND_HALF_UP" in out
 
     db = Database(f"sqlite:///{tmp_path / 'data' / 'b24robots.db'}")
-    inst = Installations(db, Vault(b"k")).install(
-        InstallGrant(
-            member_id="m" * 32,
-            domain="acme.bitrix24.com",
-            access_token="secret-access",
-            refresh_token="secret-r",
-            expires_at=time.time() + 60,
-            application_token="t",
-            client_endpoint="https://acme.bitrix24.com/rest/",
-            server_endpoint="https://oauth.bitrix.info/rest/",
-        )
-    )
+    iid = install(db, domain="acme.bitrix24.com", access_token="secret-access")
     journal = Journal(db)
     inv_id, _ = journal.enqueue(
-        NewInvocation(
-            event_token="e1",
-            installation_id=inst.id,
+        new(
+            iid,
+            "e1",
             robot_code="demo.deal_total",
             origin="stored",
             robot_version_id=1,
-            workflow_id="w",
             document_id=["crm", "CCrmDocumentDeal", "DEAL_7"],
-            document_type=["crm", "CCrmDocumentDeal", "DEAL"],
-            use_subscription=True,
-            timeout_duration=0,
-            portal_ts=0,
-            auth_user_id=1,
             properties={"amount": "5"},
             inputs={"amount": 5.0},
         )

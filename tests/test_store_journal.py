@@ -13,12 +13,13 @@ from b24robots.store.installations import Installations, InstallGrant
 from b24robots.store.journal import Journal, NewInvocation
 
 
-def install(db: Database, member: str = "m" * 32) -> int:
+def install(db: Database, member: str = "m" * 32, *, domain: str = "", access_token: str = "a") -> int:
+    """An installation row (also used by the CLI tests)."""
     inst = Installations(db, Vault(b"k")).install(
         InstallGrant(
             member_id=member,
-            domain=f"{member[:4]}.bitrix24.com",
-            access_token="a",
+            domain=domain or f"{member[:4]}.bitrix24.com",
+            access_token=access_token,
             refresh_token="r",
             expires_at=time.time() + 3600,
             application_token="t",

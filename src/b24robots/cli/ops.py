@@ -15,6 +15,7 @@ from rich.table import Table
 
 from b24robots.cli.common import Env, console, fail, friendly, when
 from b24robots.config import load_settings
+from b24robots.jobs.sync import Change
 from b24robots.loader import load_router
 from b24robots.logs import setup_logging
 from b24robots.store.installations import Installations
@@ -96,12 +97,14 @@ def sync(
             failures = 0
             with Progress(console=console) as progress:
                 for inst in targets:
-                    plan = await svc.syncer.plan(inst.member_id)
-                    task = progress.add_task(f"{inst.domain}", total=max(1, len(plan)))
+                    task = progress.add_task(f"{inst.domain}", total=None)
                     report = await svc.syncer.sync(
-                        inst.member_id, dry_run=dry_run, progress=functools.partial(_advance, progress, task)
+                        inst.member_id,
+                        dry_run=dry_run,
+                        on_plan=functools.partial(_planned, progress, task),
+                        progress=functools.partial(_advance, progress, task),
                     )
-                    progress.update(task, completed=max(1, len(plan)))
+                    progress.update(task, total=max(1, len(report.changes)), completed=max(1, len(report.changes)))
                     table = Table(title=f"{inst.domain}{' (dry run)' if dry_run else ''}")
                     for col in ("action", "kind", "code"):
                         table.add_column(col)
@@ -121,6 +124,10 @@ def sync(
             raise typer.Exit(1)
 
     go()
+
+
+def _planned(progress: Progress, task: TaskID, changes: list[Change]) -> None:
+    progress.update(task, total=max(1, len(changes)))
 
 
 def _advance(progress: Progress, task: TaskID, _change: object) -> None:

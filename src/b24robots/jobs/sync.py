@@ -74,13 +74,21 @@ class Syncer:
         return [str(c) for c in result or []]
 
     async def sync(
-        self, member_id: str, *, dry_run: bool = False, progress: Callable[[Change], None] | None = None
+        self,
+        member_id: str,
+        *,
+        dry_run: bool = False,
+        on_plan: Callable[[list[Change]], None] | None = None,
+        progress: Callable[[Change], None] | None = None,
     ) -> SyncReport:
+        """Plan and apply; `on_plan` sees the planned changes first, `progress` each applied one."""
         portal = self.installations.get(member_id)
         report = SyncReport(domain=portal.domain, dry_run=dry_run)
         try:
             plan = await self.plan(member_id)
             report.changes = [c for c, _ in plan]
+            if on_plan:
+                on_plan(report.changes)
             if dry_run:
                 return report
             for change, spec in plan:
