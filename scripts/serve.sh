@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install b24robots and start the server on the embedded default (a SQLite file in ./.b24robots).
+# Start the server on the embedded default (a SQLite file in ./.b24robots, no other server).
+# Creates the project virtualenv .venv (PYTHON=... picks the interpreter) and installs requirements/serve.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check -e .
-exec b24robots serve "$@"
+. scripts/_venv.sh requirements/serve.lock
+exec "$VENV_PY" -m b24robots serve "$@"

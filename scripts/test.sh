@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine with Python >= 3.11, then run it:
-# lint (ruff), types (mypy --strict on src/), and the whole pytest suite (SQLite and a real PostgreSQL).
+# lint (ruff check + ruff format --check), types (mypy --strict on src/), and the whole pytest suite
+# (SQLite and a real PostgreSQL started by the suite, Debian chromium for the browser tests).
+# System packages come from apt; Python packages only from requirements/test.lock into the project
+# virtualenv .venv (PYTHON=... picks the interpreter it is made from).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +19,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+. scripts/_venv.sh requirements/test.lock
 
-echo "== ruff"; "$PY" -m ruff check src tests bench examples
-echo "== mypy"; "$PY" -m mypy
-echo "== pytest"; "$PY" -m pytest "$@"
+echo "== ruff"; "$VENV_PY" -m ruff check src tests bench examples scripts; "$VENV_PY" -m ruff format --check src tests bench examples scripts
+echo "== mypy"; "$VENV_PY" -m mypy
+echo "== pytest"; "$VENV_PY" -m pytest "$@"

@@ -11,7 +11,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,10 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Test runs keep their screenshots in an ignored folder; `python scripts/screenshots.py` points this at docs/.
+SCREENSHOTS = Path(
+    os.environ.get("B24R_SCREENSHOTS_DIR") or Path(__file__).resolve().parents[2] / ".test-artifacts" / "screenshots"
+)
 
 router = Router()
 
@@ -68,6 +71,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _run_in_own_loop(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a coroutine to completion on a fresh event loop in a helper thread (independent of fixture order)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(make())
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if "error" in box:
+        raise box["error"]
+    assert not thread.is_alive(), "the coroutine did not finish in 60 s"
+    return box.get("result")
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     sim = PortalSimulator()
@@ -89,7 +111,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "our server did not start"
         time.sleep(0.05)
-    asyncio.run(sim.install_app(app, portal))
+    # Its own thread and loop: the sync Playwright fixture may already run a loop in this thread.
+    _run_in_own_loop(lambda: sim.install_app(app, portal))
     while svc.installations.get(portal.member_id).sync_status == "never":
         assert time.monotonic() < deadline, "the first sync did not finish"
         time.sleep(0.05)
