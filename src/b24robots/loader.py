@@ -17,18 +17,14 @@ def load_router(target: str) -> Router:
         return Router()
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
-        raise ConfigError(
-            f"{target!r} is not an import string; write it as module:attribute, e.g. robots:router"
-        )
+        raise ConfigError(f"{target!r} is not an import string; write it as module:attribute, e.g. robots:router")
     cwd = str(Path.cwd())
     if cwd not in sys.path:  # like uvicorn: modules in the working directory are importable
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(
-            f"cannot import {module_name!r} ({exc}); check the module path and PYTHONPATH"
-        ) from None
+        raise ConfigError(f"cannot import {module_name!r} ({exc}); check the module path and PYTHONPATH") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

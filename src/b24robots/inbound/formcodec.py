@@ -273,17 +273,13 @@ def _to_bytes(body: bytes | str, limits: FormLimits) -> bytes:
         try:
             body = body.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise FormDecodeError(
-                f"body is not valid UTF-8 text (character {exc.start} is a lone surrogate)"
-            ) from None
+            raise FormDecodeError(f"body is not valid UTF-8 text (character {exc.start} is a lone surrogate)") from None
     elif isinstance(body, bytearray | memoryview):
         body = bytes(body)
     elif not isinstance(body, bytes):
         raise FormDecodeError(f"body must be bytes or str, not {type(body).__name__}")
     if len(body) > limits.max_body_bytes:
-        raise FormDecodeError(
-            f"body is {len(body)} bytes; the limit is {limits.max_body_bytes} (max_body_bytes)"
-        )
+        raise FormDecodeError(f"body is {len(body)} bytes; the limit is {limits.max_body_bytes} (max_body_bytes)")
     return body
 
 
@@ -304,9 +300,7 @@ def decode_form(body: bytes | str, limits: FormLimits = DEFAULT_LIMITS) -> dict[
         count += 1
         if count > limits.max_keys:
             total = sum(1 for p in pairs if p)
-            raise FormDecodeError(
-                f"body has {total} key=value pairs; the limit is {limits.max_keys} (max_keys)"
-            )
+            raise FormDecodeError(f"body has {total} key=value pairs; the limit is {limits.max_keys} (max_keys)")
         raw_name, _, raw_value = pair.partition(b"=")
         try:
             name = _unescape(raw_name)
@@ -342,9 +336,7 @@ def _name(path: tuple[str, ...]) -> str:
 
 def _key(key: object, path: tuple[str, ...]) -> str:
     if isinstance(key, bool) or not isinstance(key, str | int):
-        raise FormEncodeError(
-            f"key {key!r} under {_show(_name(path)) if path else 'the top level'} must be a str"
-        )
+        raise FormEncodeError(f"key {key!r} under {_show(_name(path)) if path else 'the top level'} must be a str")
     text = str(key)
     if not path:
         bracket = text.find("[")
@@ -388,9 +380,7 @@ def _leaves(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
     """Yield ``(path, text)`` for every leaf, depth first in insertion order, without recursion."""
     if not isinstance(data, Mapping):
         raise FormEncodeError(f"the top level must be a mapping, not {type(data).__name__}")
-    stack: list[tuple[Iterator[tuple[object, object]], tuple[str, ...], int]] = [
-        (iter(data.items()), (), id(data))
-    ]
+    stack: list[tuple[Iterator[tuple[object, object]], tuple[str, ...], int]] = [(iter(data.items()), (), id(data))]
     on_path = {id(data)}  # guards against a value that contains itself
     while stack:
         children, path, ident = stack[-1]
@@ -406,8 +396,7 @@ def _leaves(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
             if len(here) > 1 and "[" in here[0]:
                 # `a[b` + `[c]` would read back as the group `b[c`.
                 raise FormEncodeError(
-                    f"top-level key {here[0]!r} contains '[' and holds a container; "
-                    "it cannot be written as a form name"
+                    f"top-level key {here[0]!r} contains '[' and holds a container; it cannot be written as a form name"
                 )
             yield here, _scalar(value, here)
         elif id(value) in on_path:

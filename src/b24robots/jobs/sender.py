@@ -5,7 +5,10 @@ shared leaky bucket (the REST client waits for a slot). Each answer is a `bizpro
 RETURN_VALUES and the final LOG_MESSAGE, preceded by one `bizproc.activity.log` carrying the robot's
 `ctx.log` lines when it wrote any; a batch holds at most 50 commands.
 `bizproc.event.send` is idempotent on the portal (the first answer wins), so failures are simply
-retried later. Several portals are served at once, the longest-waiting first, so none starves.
+retried later. Outbound calls in the journal (trigger fires, workflow starts) ride in the same
+batches as one command each; one the portal refused for good (an unknown trigger, a wrong entity)
+is given up at once, while a refused batch, the rate limit or a server error is retried.
+Several portals are served at once, the longest-waiting first, so none starves.
 """
 
 from __future__ import annotations
@@ -16,10 +19,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from b24robots.errors import AccessDenied, B24RobotsError, RestError
+from b24robots.errors import (
+    AccessDenied,
+    B24RobotsError,
+    OperationTimeLimit,
+    QueryLimitExceeded,
+    RestError,
+    ServerError,
+    TransportError,
+)
 from b24robots.rest.client import RestClient
 from b24robots.store.installations import Installations
-from b24robots.store.journal import Invocation, Journal
+from b24robots.store.journal import CALL, Invocation, Journal
 
 from .runner import short
 from .wakeup import Wakeup
@@ -36,6 +47,8 @@ def commands_for(inv: Invocation, token: str) -> dict[str, tuple[str, dict[str, 
     The robot's `ctx.log` lines go to the workflow log with `bizproc.activity.log` first (one call,
     lines joined); `bizproc.event.send` then carries RETURN_VALUES and the final message.
     """
+    if inv.kind == CALL:  # an outbound call: the stored method and parameters, as they are
+        return {str(inv.id): (str(inv.properties["method"]), dict(inv.properties.get("params") or {}))}
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     lines = [line for line in inv.log if line]
     if lines:
@@ -165,10 +178,14 @@ class Sender:
         ok = [inv for inv in due if str(inv.id) not in result.errors]
         failed = {inv.id: result.errors[str(inv.id)] for inv in due if str(inv.id) in result.errors}
         if ok:
+            results = {i.id: result.results.get(str(i.id)) for i in ok if i.kind == CALL}
+            await asyncio.to_thread(self.journal.call_results, results)
             await asyncio.to_thread(self.journal.delivered, [i.id for i in ok], self.owner)
+        calls = {i.id for i in due if i.kind == CALL}
         for inv_id, err in failed.items():
-            # a refused token can never be accepted: stop trying at once
-            give_up = 1 if isinstance(err, AccessDenied) else self.give_up_after
+            # a refused token can never be accepted: stop trying at once; so is a call the portal refused
+            transient = isinstance(err, QueryLimitExceeded | OperationTimeLimit | ServerError | TransportError)
+            give_up = 1 if isinstance(err, AccessDenied) or (inv_id in calls and not transient) else self.give_up_after
             await asyncio.to_thread(
                 self.journal.delivery_failed,
                 [inv_id],

@@ -18,6 +18,8 @@ from b24robots.robots.registry import Registry
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.installations import Installations
 
+from .trigger_sync import apply_trigger, plan_triggers
+
 log = logging.getLogger("b24robots.sync")
 
 
@@ -34,6 +36,7 @@ class SyncReport:
     changes: list[Change] = field(default_factory=list)
     error: str = ""
     dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -86,7 +89,9 @@ class Syncer:
         report = SyncReport(domain=portal.domain, dry_run=dry_run)
         try:
             plan = await self.plan(member_id)
-            report.changes = [c for c, _ in plan]
+            tplan, warning = await plan_triggers(self.rest, self.installations, member_id, self.registry.triggers())
+            report.warnings += [warning] if warning else []
+            report.changes = [c for c, _ in plan] + [Change(t.action, "trigger", t.code) for t in tplan]
             if on_plan:
                 on_plan(report.changes)
             if dry_run:
@@ -95,6 +100,10 @@ class Syncer:
                 await self._apply(member_id, change, spec)
                 if progress:
                     progress(change)
+            for tchange in tplan:
+                await apply_trigger(self.rest, self.installations, member_id, tchange)
+                if progress:
+                    progress(Change(tchange.action, "trigger", tchange.code))
         except B24RobotsError as exc:
             report.error = str(exc)
         if not dry_run:

@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from b24robots.robots.router import ModuleRobot, Router
 from b24robots.robots.spec import RobotSpec
+from b24robots.robots.triggers import TriggerSpec
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,11 @@ class Registry:
             for s in self.stored.active_all():
                 out[s.spec.code] = Resolved(spec=s.spec, origin="stored", stored=s)
         return [out[k] for k in sorted(out)]
+
+    def triggers(self) -> list[TriggerSpec]:
+        """Every trigger that should be registered on portals, by CODE."""
+        return self.router.triggers()
+
+    def trigger(self, code: str) -> TriggerSpec | None:
+        """A declared trigger by CODE (compared case-insensitively, as the portal does)."""
+        return next((t for t in self.triggers() if t.code.lower() == code.lower()), None)

@@ -23,6 +23,7 @@ from b24robots.errors import DeclarationError, InputError
 from b24robots.robots.context import RobotContext
 from b24robots.robots.params import LocalizedText, Param, Params
 from b24robots.robots.spec import Kind, RobotSpec
+from b24robots.robots.triggers import TriggerSpec
 
 Handler = Callable[..., Any]
 Source = Literal["inputs", "ctx", "value"]
@@ -120,6 +121,7 @@ class Router:
     def __init__(self, name: str = "") -> None:
         self.name = name
         self._robots: dict[str, ModuleRobot] = {}
+        self._triggers: dict[str, TriggerSpec] = {}
 
     def _decorator(
         self,
@@ -229,6 +231,22 @@ class Router:
     def include_router(self, other: Router) -> None:
         for robot in other:
             self.add(robot)
+        for trig in other.triggers():
+            self.add_trigger(trig)
+
+    def trigger(self, code: str, *, name: LocalizedText) -> TriggerSpec:
+        """Declare a CRM automation trigger (registered with crm.automation.trigger.add); returns it."""
+        spec = TriggerSpec(code=code, name=name)
+        self.add_trigger(spec)
+        return spec
+
+    def add_trigger(self, spec: TriggerSpec) -> None:
+        if spec.code.lower() in {c.lower() for c in self._triggers}:
+            raise DeclarationError(f"trigger code {spec.code!r} is declared twice; codes must be unique")
+        self._triggers[spec.code] = spec
+
+    def triggers(self) -> list[TriggerSpec]:
+        return [self._triggers[k] for k in sorted(self._triggers)]
 
     def get(self, code: str) -> ModuleRobot | None:
         return self._robots.get(code)

@@ -38,6 +38,8 @@ QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD = (
 )
 STATES = (QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD)
 NOTIFY_CHANNEL = "b24r_queue"
+ROBOT, CALL = "robot", "call"
+CALL_PREFIX = "call:"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Invocation:
     deadline_at: float | None
     replay_of: int | None
     deliver_after: float | None = None
+    kind: str = ROBOT
 
     @property
     def owed(self) -> bool:
@@ -130,7 +133,31 @@ def _inv(row: InvocationRow) -> Invocation:
         deadline_at=row.deadline_at,
         replay_of=row.replay_of,
         deliver_after=row.deliver_after,
+        kind=row.kind or ROBOT,
     )
+
+
+@dataclass(frozen=True)
+class NewCall:
+    """An outbound REST call owed to a portal. `key` deduplicates: the same key is stored once."""
+
+    key: str
+    installation_id: int
+    method: str
+    params: dict[str, Any]
+    label: str  # what the UI shows: the trigger code, or "bp:<template id>"
+    origin: str  # robot | cli | api | ui
+    document_id: list[str]
+    fingerprint: str = ""  # a hash of the request that asked for it (idempotency checks)
+
+
+def call_status(inv: Invocation) -> str:
+    """pending (still to be sent or retried), delivered, or failed (given up; `error` says why)."""
+    if inv.state == DELIVERED:
+        return "delivered"
+    if inv.state == DEAD:
+        return "failed"
+    return "pending"
 
 
 def _deadline(new: NewInvocation, now: float) -> float | None:
@@ -214,6 +241,74 @@ class Journal:
             if existing is None:
                 raise StoreError("the invocation could not be stored") from None
             return existing, False
+
+    def enqueue_call(self, new: NewCall, *, now: float | None = None) -> tuple[Invocation, bool]:
+        """Store an outbound call, owed at once; returns (entry, created). A known key returns the stored one."""
+        now = time.time() if now is None else now
+        token = CALL_PREFIX + new.key
+        row = InvocationRow(
+            event_token=token,
+            installation_id=new.installation_id,
+            robot_code=new.label,
+            origin=new.origin,
+            robot_version_id=None,
+            workflow_id="",
+            document_id=new.document_id,
+            document_type=new.document_id[:2] if len(new.document_id) == 3 else [],
+            use_subscription=False,
+            timeout_duration=0,
+            portal_ts=0,
+            auth_user_id=None,
+            properties={"method": new.method, "params": new.params, "fingerprint": new.fingerprint},
+            inputs=None,
+            outputs=None,
+            log=[],
+            log_message="",
+            state=ANSWERED,
+            attempts=0,
+            run_after=now,
+            error="",
+            received_at=now,
+            finished_at=now,
+            deliver_attempts=0,
+            deliver_after=now,
+            kind=CALL,
+        )
+        try:
+            with self.db.write() as s:
+                s.add(row)
+                s.flush()
+                self._notify(s)
+                return _inv(row), True
+        except IntegrityError:
+            with self.db.read() as s:
+                existing = s.scalar(select(InvocationRow).where(InvocationRow.event_token == token))
+                if existing is None:
+                    raise StoreError("the call could not be stored") from None
+                return _inv(existing), False
+
+    def call_results(self, results: dict[int, Any]) -> None:
+        """Keep what the portal answered to delivered calls (e.g. the started workflow's id)."""
+        if not results:
+            return
+        with self.db.write() as s:
+            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(list(results)))):
+                if row.kind == CALL:
+                    row.outputs = {"result": results[row.id]}
+
+    def list_calls(
+        self, *, key: str | None = None, installation_id: int | None = None, limit: int = 50
+    ) -> builtins.list[Invocation]:
+        """Outbound calls, newest first; `key` finds the one stored under that key."""
+        with self.db.read() as s:
+            stmt = (
+                select(InvocationRow).where(InvocationRow.kind == CALL).order_by(InvocationRow.id.desc()).limit(limit)
+            )
+            if key is not None:
+                stmt = stmt.where(InvocationRow.event_token == CALL_PREFIX + key)
+            if installation_id is not None:
+                stmt = stmt.where(InvocationRow.installation_id == installation_id)
+            return [_inv(r) for r in s.scalars(stmt)]
 
     # --- workers -------------------------------------------------------------------------------
     def claim(self, owner: str, limit: int, lease: float, now: float | None = None) -> builtins.list[Invocation]:
@@ -505,6 +600,12 @@ class Journal:
                 raise NotFound(f"no invocation with id {inv_id}")
             if row.state not in (FAILED, DEAD):
                 raise StoreError(f"invocation {inv_id} is {row.state}; only failed or dead ones can be retried")
+            if row.kind == CALL:  # an outbound call is owed again; it never goes to the workers
+                row.state, row.error, row.deliver_after, row.deliver_attempts = ANSWERED, "", now, 0
+                row.lease_owner = row.lease_expires_at = None
+                self._notify(s)
+                s.flush()
+                return _inv(row)
             row.state, row.run_after, row.error, row.deliver_after = QUEUED, now, "", None
             row.lease_owner = row.lease_expires_at = None
             self._notify(s)
@@ -518,6 +619,8 @@ class Journal:
             src = s.get(InvocationRow, inv_id)
             if src is None:
                 raise NotFound(f"no invocation with id {inv_id}")
+            if src.kind == CALL:
+                raise StoreError(f"entry {inv_id} is an outbound call; fire it again instead of replaying it")
             count = s.scalar(select(func.count()).where(InvocationRow.replay_of == inv_id)) or 0
             row = InvocationRow(
                 event_token=f"{src.event_token}#replay{count + 1}",

@@ -133,3 +133,23 @@ class InvocationRow(Base):
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     deadline_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     replay_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # "robot": a robot call from the portal; "call": an outbound call we owe the portal (a trigger fire,
+    # a workflow start), delivered by the sender like an answer
+    kind: Mapped[str] = mapped_column(String(16), default="robot", server_default="robot")
+
+
+class ApiKeyRow(Base):
+    """A key for the inbound API: hashed, scoped to one installation and to what it may fire."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    installation_id: Mapped[int] = mapped_column(ForeignKey("installations.id", ondelete="CASCADE"))
+    triggers: Mapped[list[str]] = mapped_column(JSON)
+    templates: Mapped[list[int]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)

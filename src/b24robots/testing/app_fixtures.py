@@ -52,9 +52,7 @@ class RobotHarness:
         self.sandbox = sandbox
         self.extra = settings or {}
         self.sim = sim or PortalSimulator()
-        self.portal: Portal = (
-            self.sim.add_portal() if not self.sim.portals else next(iter(self.sim.portals.values()))
-        )
+        self.portal: Portal = self.sim.add_portal() if not self.sim.portals else next(iter(self.sim.portals.values()))
         self.app: SimApp = self.sim.register_app(
             "b24robots",
             install_url=f"{PUBLIC_URL}/b24/install",

@@ -35,9 +35,7 @@ class BitrixJSONResponse(JSONResponse):
 
 def error_response(status: int, code: str, description: str, extra: dict[str, Any] | None = None) -> Response:
     """Bitrix error envelope: exactly ``{"error", "error_description"}`` (+ extra keys when given)."""
-    return BitrixJSONResponse(
-        {"error": code, "error_description": description, **(extra or {})}, status_code=status
-    )
+    return BitrixJSONResponse({"error": code, "error_description": description, **(extra or {})}, status_code=status)
 
 
 async def read_params(request: Request) -> dict[str, Any]:
@@ -149,9 +147,7 @@ async def rest_endpoint(sim: PortalSimulator, scope: Scope, receive: Receive, se
         body["next"] = outcome.next
     if outcome.total is not None:
         body["total"] = outcome.total
-    body["time"] = time_block(started, sim.now(), time.perf_counter() - perf) | operating_info(
-        sim, caller, method
-    )
+    body["time"] = time_block(started, sim.now(), time.perf_counter() - perf) | operating_info(sim, caller, method)
     record(200, None, caller.client_id)
     await BitrixJSONResponse(body)(scope, receive, send)
     # Work the portal does after answering (bizproc.event.send is applied by a background job).

@@ -75,9 +75,7 @@ class Faults:
     ) -> FaultRule:
         """The next ``n`` REST calls answer ``status`` with the given error (not executed)."""
         return self._arm(
-            FaultRule(
-                "fail", n, status=status, error=error, description=description, domain=portal, method=method
-            )
+            FaultRule("fail", n, status=status, error=error, description=description, domain=portal, method=method)
         )
 
     def drop_next(self, n: int = 1, *, portal: str | None = None, method: str | None = None) -> FaultRule:

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .automation_model import Automation
 from .limits import LeakyBucket
 from .values import Culture
 
@@ -393,6 +394,7 @@ class Portal:
     triggers: dict[tuple[str, str], Trigger] = field(default_factory=dict)
     trigger_firings: list[TriggerFiring] = field(default_factory=list)
     workflows: dict[str, Workflow] = field(default_factory=dict)
+    automation: Automation = field(default_factory=Automation)
 
     def add_deal(self, **fields: Any) -> dict[str, str]:
         """Add a deal; missing fields get defaults. Values are stored as strings, as REST shows them."""
@@ -427,11 +429,7 @@ class Portal:
             "deals": list(self.deals.values()),
             "installations": [i.as_json() for i in self.installations.values()],
             "registrations": [r.as_json() for r in self.registrations.values()],
-            "webhooks": [
-                {"id": w.id, "user_id": w.user_id, "scopes": list(w.scopes)} for w in self.webhooks.values()
-            ],
-            "triggers": [
-                {"client_id": t.client_id, "code": t.code, "name": t.name} for t in self.triggers.values()
-            ],
+            "webhooks": [{"id": w.id, "user_id": w.user_id, "scopes": list(w.scopes)} for w in self.webhooks.values()],
+            "triggers": [{"client_id": t.client_id, "code": t.code, "name": t.name} for t in self.triggers.values()],
             "workflows": [w.id for w in self.workflows.values()],
         }

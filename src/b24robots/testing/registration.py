@@ -159,9 +159,7 @@ def _check_context(client_id: str | None, is_admin: bool) -> str:
     return client_id
 
 
-def add(
-    portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool, params: dict[str, Any]
-) -> bool:
+def add(portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool, params: dict[str, Any]) -> bool:
     """``addActivityInternal``: context → admin → normalise → validate → duplicate → placement → insert."""
     client_id = _check_context(client_id, is_admin)
     data = prepare_activity_data(params)
@@ -241,9 +239,7 @@ def _find(portal: Portal, client_id: str, is_robot: bool, code: str) -> Registra
     return found
 
 
-def update(
-    portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool, params: dict[str, Any]
-) -> bool:
+def update(portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool, params: dict[str, Any]) -> bool:
     """Context → normalise → admin → code → existence → fields (whole-field replace)."""
     if client_id is None:
         raise access_denied("Application context required")
@@ -298,9 +294,7 @@ def update(
     return True
 
 
-def delete(
-    portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool, params: dict[str, Any]
-) -> bool:
+def delete(portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool, params: dict[str, Any]) -> bool:
     """Context → admin → code → existence."""
     client_id = _check_context(client_id, is_admin)
     data = upper_keys(params)
@@ -314,9 +308,7 @@ def delete(
 def list_codes(portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool) -> list[str]:
     """Codes of the calling app only, filtered by IS_ROBOT."""
     client_id = _check_context(client_id, is_admin)
-    return [
-        r.code for r in portal.registrations.values() if r.client_id == client_id and r.is_robot == is_robot
-    ]
+    return [r.code for r in portal.registrations.values() if r.client_id == client_id and r.is_robot == is_robot]
 
 
 def wipe_app(portal: Portal, client_id: str) -> int:

@@ -372,7 +372,9 @@ def _sort_key(value: Any) -> tuple[int, float, str]:
 
 
 _TRIGGER_CODE = re.compile(r"^[a-z0-9.\-_]+$", re.IGNORECASE)
-_OWNER_TYPES = {1, 2, 7, 31}  # lead, deal, quote, smart invoice; >= 128 are smart processes
+# lead, deal, quote, smart invoice; >= 128 are smart processes. A contact (3) or company (4) is accepted too:
+# the trigger then fires for the entities linked to it (b24restdocs crm-automation-trigger-execute.md).
+_OWNER_TYPES = {1, 2, 3, 4, 7, 31}
 
 
 def _trigger_context(caller: Caller) -> str:
@@ -406,9 +408,7 @@ def _trigger_add(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -
 
 def _trigger_list(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> MethodResult:
     client_id = _trigger_context(caller)
-    rows = [
-        {"NAME": t.name, "CODE": t.code} for t in caller.portal.triggers.values() if t.client_id == client_id
-    ]
+    rows = [{"NAME": t.name, "CODE": t.code} for t in caller.portal.triggers.values() if t.client_id == client_id]
     return MethodResult(rows)
 
 
@@ -531,9 +531,7 @@ def _batch(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> Meth
         if outcome.next is not None:
             nexts[key] = outcome.next
         finished = sim.now()
-        times[key] = time_block(started, finished, time.perf_counter() - perf) | operating_info(
-            sim, caller, method
-        )
+        times[key] = time_block(started, finished, time.perf_counter() - perf) | operating_info(sim, caller, method)
         after.extend(outcome.after)
     return MethodResult(
         {
@@ -565,8 +563,6 @@ METHODS: dict[str, MethodSpec] = {
 }
 for _kind, _is_robot in (("robot", True), ("activity", False)):
     for _action in ("add", "update", "delete", "list"):
-        METHODS[f"bizproc.{_kind}.{_action}"] = MethodSpec(
-            _registration_method(_action, _is_robot), ("bizproc",)
-        )
+        METHODS[f"bizproc.{_kind}.{_action}"] = MethodSpec(_registration_method(_action, _is_robot), ("bizproc",))
 
 __all__ = ["DEAL_FIELDS", "METHODS", "Caller", "MethodResult", "run_method", "time_block"]

@@ -28,6 +28,7 @@ from b24robots.errors import (
 from b24robots.inbound.formcodec import encode_form
 
 from . import _util, registration
+from . import automation as _automation  # noqa: F401  (installs the CRM automation methods)
 from .clock import Clock, ManualClock, SystemClock
 from .faults import Faults
 from .limits import LeakyBucket, OperatingTimeLimiter
@@ -218,9 +219,7 @@ class PortalSimulator:
                 domain=domain,
                 member_id=member_id or _util.new_hex32(),
                 signing_secret=_util.new_hex32(),
-                bucket=LeakyBucket(
-                    rate if rate is not None else self.default_rate, burst or self.default_burst
-                ),
+                bucket=LeakyBucket(rate if rate is not None else self.default_rate, burst or self.default_burst),
                 culture=culture,
                 language=language,
             )
@@ -308,9 +307,7 @@ class PortalSimulator:
         p, a = self.portal(portal), self._app(app)
         inst = p.installations.get(a.client_id)
         if inst is None:
-            raise SimulatorError(
-                f"app {a.client_id} is not installed on {p.domain}; call install_app() first"
-            )
+            raise SimulatorError(f"app {a.client_id} is not installed on {p.domain}; call install_app() first")
         return inst
 
     def add_webhook(
@@ -327,9 +324,7 @@ class PortalSimulator:
 
     # ------------------------------------------------------------------ tokens
 
-    def issue_tokens(
-        self, app: SimApp | str, portal: Portal | str | None = None, user_id: int = 1
-    ) -> TokenPair:
+    def issue_tokens(self, app: SimApp | str, portal: Portal | str | None = None, user_id: int = 1) -> TokenPair:
         """Mint a token pair for an active installation, as the OAuth server would."""
         with self._lock:
             inst = self.installation(app, portal)
@@ -341,9 +336,7 @@ class PortalSimulator:
         now = self.now()
         access, refresh = _util.new_token(), _util.new_token()
         expires = int(now) + self.token_lifetime
-        self.access_tokens[access] = AccessToken(
-            access, inst.domain, inst.app.client_id, inst, user_id, expires
-        )
+        self.access_tokens[access] = AccessToken(access, inst.domain, inst.app.client_id, inst, user_id, expires)
         self.refresh_tokens[refresh] = RefreshToken(
             refresh, inst.domain, inst.app.client_id, inst, user_id, now + REFRESH_TOKEN_LIFETIME
         )
@@ -520,9 +513,7 @@ class PortalSimulator:
                 "ts": str(int(now)),
                 "auth": self.auth_block(inst, pair),
             }
-            inst.deliveries.append(
-                await self._deliver("ONAPPUPDATE", a.events_url, encode_form(body), p.domain)
-            )
+            inst.deliveries.append(await self._deliver("ONAPPUPDATE", a.events_url, encode_form(body), p.domain))
         return inst
 
     async def uninstall_app(
@@ -547,9 +538,7 @@ class PortalSimulator:
                 "ts": str(int(now)),
                 "auth": self._reduced_auth(inst),
             }
-            inst.deliveries.append(
-                await self._deliver("ONAPPUNINSTALL", a.events_url, encode_form(body), p.domain)
-            )
+            inst.deliveries.append(await self._deliver("ONAPPUNINSTALL", a.events_url, encode_form(body), p.domain))
         return inst
 
     # ------------------------------------------------------------------ deliveries
@@ -598,9 +587,7 @@ class PortalSimulator:
         found = [r for r in p.registrations.values() if r.code == code and client_id in (None, r.client_id)]
         if not found:
             known = sorted({r.code for r in p.registrations.values()})
-            raise SimulatorError(
-                f"no robot or activity with CODE {code!r} is registered on {p.domain}; known: {known}"
-            )
+            raise SimulatorError(f"no robot or activity with CODE {code!r} is registered on {p.domain}; known: {known}")
         if len(found) > 1:
             apps = [r.client_id for r in found]
             raise SimulatorError(f"CODE {code!r} is registered by several apps {apps}; pass client_id=")
@@ -609,9 +596,7 @@ class PortalSimulator:
     def _external_properties(self, p: Portal, reg: Registration, given: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(given) - set(reg.properties))
         if unknown:
-            raise SimulatorError(
-                f"robot {reg.code!r} has no properties {unknown}; declared: {sorted(reg.properties)}"
-            )
+            raise SimulatorError(f"robot {reg.code!r} has no properties {unknown}; declared: {sorted(reg.properties)}")
         out: dict[str, Any] = {}
         for code, prop in reg.properties.items():
             prop = prop if isinstance(prop, dict) else {}
@@ -620,9 +605,7 @@ class PortalSimulator:
             elif prop.get("DEFAULT") not in (None, ""):
                 value = prop["DEFAULT"]
             elif _util.get_bool(prop.get("REQUIRED")):
-                raise SimulatorError(
-                    f"robot {reg.code!r}: required property {code!r} has no value and no default"
-                )
+                raise SimulatorError(f"robot {reg.code!r}: required property {code!r} has no value and no default")
             else:
                 value = None
             out[code] = externalize(code, prop, value, p.culture)
@@ -655,9 +638,7 @@ class PortalSimulator:
             reg = self._find_registration(p, code, client_id)
             inst = p.installations.get(reg.client_id)
             if inst is None or not inst.active:
-                raise SimulatorError(
-                    f"Rest application not found: {reg.client_id} is not installed on {p.domain}"
-                )
+                raise SimulatorError(f"Rest application not found: {reg.client_id} is not installed on {p.domain}")
             uid = reg.auth_user_id if user_id is None else user_id
             if uid and uid not in p.users:
                 raise SimulatorError(f"portal {p.domain} has no user {uid}")
@@ -666,9 +647,7 @@ class PortalSimulator:
                 raise SimulatorError(
                     "document_id must be (module, entity, id), e.g. ('crm', 'CCrmDocumentDeal', 'DEAL_1')"
                 )
-            doc_type = (
-                [str(x) for x in document_type] if document_type is not None else _document_type(doc_id)
-            )
+            doc_type = [str(x) for x in document_type] if document_type is not None else _document_type(doc_id)
             props = self._external_properties(p, reg, properties or {})
             registered = reg.use_subscription
             if registered:
@@ -679,8 +658,7 @@ class PortalSimulator:
             now = self.now()
             wf_id, act, event_id = _util.new_workflow_id(), _util.new_activity_name(), _util.new_event_id()
             defaults: dict[str, Any] = {
-                k: (v.get("DEFAULT") if isinstance(v, dict) else None)
-                for k, v in reg.return_properties.items()
+                k: (v.get("DEFAULT") if isinstance(v, dict) else None) for k, v in reg.return_properties.items()
             }
             if registered != "N":
                 defaults["IsTimeout"] = 0
@@ -781,9 +759,7 @@ class PortalSimulator:
             message = log_message if isinstance(log_message, str) and log_message else "Response received"
             wf.log.append(LogEntry(now, message, "event.send"))
             if isinstance(return_values, dict):
-                declared = {
-                    code.upper(): (code, prop) for code, prop in wf.registration.return_properties.items()
-                }
+                declared = {code.upper(): (code, prop) for code, prop in wf.registration.return_properties.items()}
                 for key, value in return_values.items():
                     match = declared.get(str(key).upper())
                     if match is not None:
@@ -869,11 +845,7 @@ class PortalSimulator:
                 return error(400, "invalid_request", "grant_type must be refresh_token or authorization_code")
             app = self.apps.get(str(params.get("client_id", "")))
             secret = params.get("client_secret")
-            if (
-                app is None
-                or not isinstance(secret, str)
-                or not hmac.compare_digest(secret, app.client_secret)
-            ):
+            if app is None or not isinstance(secret, str) or not hmac.compare_digest(secret, app.client_secret):
                 return error(401, "invalid_client", "Invalid client credentials")
             now = self.now()
             if grant == "refresh_token":

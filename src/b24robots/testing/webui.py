@@ -80,9 +80,7 @@ def build_ui(sim: PortalSimulator) -> Starlette:
             except ApiError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
             except SimulatorError as exc:
-                return JSONResponse(
-                    {"error": str(exc)}, status_code=404 if str(exc).startswith("no ") else 400
-                )
+                return JSONResponse({"error": str(exc)}, status_code=404 if str(exc).startswith("no ") else 400)
             return JSONResponse(result)
 
         return endpoint
@@ -207,16 +205,12 @@ def build_ui(sim: PortalSimulator) -> Starlette:
     async def webhooks(request: Request) -> Any:
         data = await _json_body(request)
         portal = sim.portal(data.get("portal"))
-        hook = sim.add_webhook(
-            portal, user_id=_int(data, "user_id", 1) or 1, scopes=_scopes(data.get("scopes")) or ()
-        )
+        hook = sim.add_webhook(portal, user_id=_int(data, "user_id", 1) or 1, scopes=_scopes(data.get("scopes")) or ())
         return {"id": hook.id, "user_id": hook.user_id, "url": sim.webhook_url(hook, portal)}
 
     async def clock(request: Request) -> Any:
         if not isinstance(sim.clock, ManualClock):
-            raise ApiError(
-                409, "the simulator runs on the system clock; start it with a ManualClock to move time"
-            )
+            raise ApiError(409, "the simulator runs on the system clock; start it with a ManualClock to move time")
         data = await _json_body(request)
         seconds = data.get("seconds")
         if not isinstance(seconds, int | float) or seconds < 0:
@@ -259,9 +253,7 @@ def build_ui(sim: PortalSimulator) -> Starlette:
             )
         except (FormDecodeError, SimulatorError, ValueError) as exc:
             return RedirectResponse(f"/sim/?error={quote(str(exc))}", status_code=303)
-        return RedirectResponse(
-            f"/sim/?message={quote('started workflow ' + wf.id)}#wf-{wf.id}", status_code=303
-        )
+        return RedirectResponse(f"/sim/?message={quote('started workflow ' + wf.id)}#wf-{wf.id}", status_code=303)
 
     async def not_found(request: Request) -> Response:
         return JSONResponse(

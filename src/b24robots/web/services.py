@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from b24robots.config import Settings
+from b24robots.jobs.outbound import Outbound
 from b24robots.jobs.runner import Runner
 from b24robots.jobs.sender import Sender
 from b24robots.jobs.sync import Syncer, SyncReport
@@ -44,6 +45,7 @@ class Services:
     runner: Runner
     syncer: Syncer
     metrics: Metrics
+    outbound: Outbound
     work_wakeup: Wakeup = field(default_factory=Wakeup)
     deliver_wakeup: Wakeup = field(default_factory=Wakeup)
     sandbox: SandboxPool | None = None
@@ -178,4 +180,5 @@ def build_services(
         runner=Runner(registry),
         syncer=Syncer(registry, installations, rest, settings.handler_url),
         metrics=Metrics(journal, installations),
+        outbound=Outbound(registry, installations, journal, rest),
     )

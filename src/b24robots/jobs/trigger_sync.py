@@ -1,0 +1,89 @@
+"""Sync of triggers: make the portal's `crm.automation.trigger.list` equal to the declared triggers.
+
+A separate step of the sync, in the same plan and dry run as the robots. `trigger.add` on a known
+CODE only renames it, so add and update are the same call (b24restdocs
+`api-reference/crm/automation/triggers/crm-automation-trigger-add.md`); `delete` of an unknown CODE
+answers `"Trigger not found"` with an empty error code (`...-delete.md`). A portal without CRM
+automation has no `crm.automation.*` methods (ERROR_METHOD_NOT_FOUND, as for `bizproc.*` without the
+feature, protocol §9.2): we remember that instead of failing the robots' sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from b24robots.errors import MethodError, MethodNotFound
+from b24robots.rest.client import RestClient
+from b24robots.robots.triggers import TriggerSpec
+from b24robots.store.installations import Installations
+
+KIND = "trigger"
+PREFIX = "trigger:"  # registrations of triggers are kept beside robots' under this prefix
+UNAVAILABLE = "trigger:*"  # remembered when the portal has no CRM automation
+
+
+@dataclass(frozen=True)
+class TriggerChange:
+    action: str  # add | update | delete
+    code: str
+    spec: TriggerSpec | None
+
+
+def remembered(installations: Installations, member_id: str) -> dict[str, str]:
+    """trigger code -> fingerprint of what we registered (without the unavailable marker)."""
+    regs = installations.registrations(member_id)
+    return {c[len(PREFIX) :]: fp for c, (kind, fp) in regs.items() if kind == KIND and c != UNAVAILABLE}
+
+
+def unavailable(installations: Installations, member_id: str) -> bool:
+    """The last sync found no CRM automation on the portal."""
+    return UNAVAILABLE in installations.registrations(member_id)
+
+
+async def plan_triggers(
+    rest: RestClient, installations: Installations, member_id: str, triggers: list[TriggerSpec]
+) -> tuple[list[TriggerChange], str]:
+    """The changes to make, and a warning when the portal cannot have triggers ("" otherwise).
+
+    With no trigger declared and none remembered the portal is not asked at all.
+    """
+    known = remembered(installations, member_id)
+    if not triggers and not known:
+        return [], ""
+    try:
+        rows = await rest.call(member_id, "crm.automation.trigger.list")
+    except MethodNotFound:
+        installations.set_registration(member_id, UNAVAILABLE, KIND, "no-crm-automation")
+        return [], "the portal has no CRM automation (crm.automation.trigger.* are missing); triggers not registered"
+    if unavailable(installations, member_id):
+        installations.set_registration(member_id, UNAVAILABLE, KIND, None)
+    if isinstance(rows, dict):
+        rows = list(rows.values())
+    # codes compare case-insensitively on the portal (protocol §6)
+    registered = {
+        str(r.get("CODE", "")).lower(): (str(r.get("CODE", "")), str(r.get("NAME", "")))
+        for r in rows or []
+        if isinstance(r, dict)
+    }
+    wanted = {t.code.lower(): t for t in triggers}
+    plan = [TriggerChange("delete", registered[c][0], None) for c in sorted(set(registered) - set(wanted))]
+    for code, spec in sorted(wanted.items()):
+        if code not in registered:
+            plan.append(TriggerChange("add", spec.code, spec))
+        elif known.get(spec.code) != spec.fingerprint() or registered[code][1] != spec.name_for():
+            plan.append(TriggerChange("update", spec.code, spec))
+    return plan, ""
+
+
+async def apply_trigger(rest: RestClient, installations: Installations, member_id: str, change: TriggerChange) -> None:
+    if change.action == "delete":
+        try:
+            await rest.call(member_id, "crm.automation.trigger.delete", {"CODE": change.code})
+        except MethodError as exc:
+            if exc.description != "Trigger not found":
+                raise
+        installations.set_registration(member_id, PREFIX + change.code, KIND, None)
+        return
+    assert change.spec is not None
+    await rest.call(member_id, "crm.automation.trigger.add", change.spec.to_registration())
+    installations.set_registration(member_id, PREFIX + change.code, KIND, change.spec.fingerprint())
