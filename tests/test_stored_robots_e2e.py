@@ -86,12 +86,12 @@ async def test_stored_code_error_points_at_its_own_line(tmp_path: Path) -> None:
         assert "line 4" in inv.error and "<robot st.broken v1>" in inv.error
 
 
-SPIN = '''
+SPIN = """
 def run(inputs, ctx):
     n = 0
     while True:
         n += 1
-'''
+"""
 
 
 async def test_per_robot_limits_apply_within_the_caps(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def test_owner_type_ids_are_bitrix_ones() -> None:
 
 @pytest.mark.parametrize("bad", ["DEAL", "DEAL_x", "TASK_5", "", "DYNAMIC__5"])
 def test_bad_document_ids_say_what_is_expected(bad: str) -> None:
-    with pytest.raises(InputError, match="DEAL_42|CRM entity"):
+    with pytest.raises(InputError, match=r"DEAL_42|CRM entity"):
         Entity.parse(bad)
 
 
@@ -160,7 +160,7 @@ async def test_bad_fires_are_refused_before_anything_is_stored(tmp_path: Path) -
             await out.fire_trigger(h.portal.domain, "nope", Entity(2, 1), origin="t")
         with pytest.raises(OutboundError, match="no portal") as e2:
             await out.fire_trigger("elsewhere.bitrix24.com", "payment.received", Entity(2, 1), origin="t")
-        with pytest.raises(OutboundError, match="deal 999 .* does not exist") as e3:
+        with pytest.raises(OutboundError, match=r"deal 999 .* does not exist") as e3:
             await out.fire_trigger(h.portal.domain, "payment.received", Entity(2, 999), origin="t")
         with pytest.raises(OutboundError, match="does not exist"):
             await out.fire_trigger(h.portal.domain, "payment.received", Entity(147, 1), origin="t")
