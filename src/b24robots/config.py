@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from b24robots.errors import ConfigError
 
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+SERVED_URL_FILE = "served-url"  # in data_dir: where the running `serve` listens, for CLI links
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="B24R_", env_file=".env", extra="ignore")
@@ -20,8 +23,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".b24robots"), description="where the SQLite file and key file live")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file in data_dir")
     public_url: str = Field(
-        default="http://127.0.0.1:8000",
-        description="the base URL Bitrix24 calls (handler = public_url + /b24/robot)",
+        default=DEFAULT_PUBLIC_URL,
+        description="the base URL Bitrix24 calls (handler = public_url + /b24/robot); unset = serve's --host/--port",
     )
     client_id: str = Field(default="", description="the Bitrix24 application's client_id")
     client_secret: SecretStr = Field(default=SecretStr(""), description="the application's client_secret")
@@ -51,6 +54,21 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'b24robots.db').resolve()}"
 
     @property
+    def public_url_is_set(self) -> bool:
+        """True when B24R_PUBLIC_URL (or an explicit argument) named the public URL."""
+        return "public_url" in self.model_fields_set
+
+    def listening_on(self, host: str, port: int) -> Settings:
+        """These settings for a server on host:port: an unset public URL follows the listen address."""
+        if self.public_url_is_set:
+            return self
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        moved = self.model_copy(update={"public_url": f"http://{shown}:{port}"})
+        moved.model_fields_set.discard("public_url")  # derived, not set by the user
+        return moved
+
+    @property
     def handler_url(self) -> str:
         return f"{self.public_url}/b24/robot"
 
@@ -77,12 +95,34 @@ def mask_url(url: str) -> str:
     return url
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read settings; a bad value becomes a ConfigError naming the variable to fix."""
+def load_settings(*, follow_served: bool = True, **overrides: object) -> Settings:
+    """Read settings; a bad value becomes a ConfigError naming the variable to fix.
+
+    With B24R_PUBLIC_URL unset, the public URL is where `serve` last said it listens (a file in the
+    data dir), so `admin login-link` prints links to the running server.
+    """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"B24R_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    if follow_served and not settings.public_url_is_set:
+        try:
+            served = (settings.data_dir / SERVED_URL_FILE).read_text().strip()
+        except OSError:
+            served = ""
+        if served.startswith(("http://", "https://")):
+            settings = settings.model_copy(update={"public_url": served.rstrip("/")})
+            settings.model_fields_set.discard("public_url")  # still "not set by the user"
+    return settings
+
+
+def remember_served_url(settings: Settings) -> None:
+    """Write where this server listens, for CLI commands run beside it (see load_settings)."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        (settings.data_dir / SERVED_URL_FILE).write_text(settings.public_url + "\n")
+    except OSError:
+        pass  # only a convenience for printed links

@@ -14,7 +14,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from b24robots.cli.common import Env, console, fail, friendly, when
-from b24robots.config import load_settings
+from b24robots.config import Settings, load_settings, remember_served_url
 from b24robots.jobs.sync import Change
 from b24robots.loader import load_router
 from b24robots.logs import setup_logging
@@ -35,7 +35,7 @@ def serve(
 
     from b24robots.web.app import create_app
 
-    settings = load_settings()
+    settings = load_settings(follow_served=False).listening_on(host, port)
     setup_logging(settings.log_level)
     try:
         router = load_router(app if app is not None else settings.app)
@@ -43,12 +43,39 @@ def serve(
     except Exception as exc:
         fail(str(exc))
         return
+    remember_served_url(settings)
     console.print(
-        f"b24robots on http://{host}:{port}  database: {settings.masked()['database_url']}  "
+        f"b24robots on {settings.public_url}  database: {settings.masked()['database_url']}  "
         f"handler: {settings.handler_url}",
         highlight=False,
     )
+    for line in start_notes(settings):
+        console.print(line, highlight=False, soft_wrap=True)
     uvicorn.run(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)
+
+
+def start_notes(settings: Settings) -> list[str]:
+    """What a fresh server still needs, said at start-up: credentials, then the next steps."""
+    notes: list[str] = []
+    if not settings.client_id or not settings.client_secret.get_secret_value():
+        notes.append(
+            "[yellow]![/yellow] B24R_CLIENT_ID / B24R_CLIENT_SECRET are not set: installs from Bitrix24 will be "
+            "refused. Set them to your application's credentials (Bitrix24: Developer resources -> "
+            "Other -> Local application, or your Marketplace app)."
+        )
+    if not settings.public_url_is_set:
+        notes.append(
+            f"  B24R_PUBLIC_URL is not set: using {settings.public_url}; a portal must reach the server at "
+            "its public https address, so set it before installing."
+        )
+    notes += [
+        "Next steps:",
+        "  1. create an admin:   b24robots admin create-user NAME   (or: b24robots admin login-link NAME)",
+        f"  2. open the admin UI: {settings.public_url}/admin/",
+        f"  3. in Bitrix24 set the install URL {settings.public_url}/b24/install "
+        f"and the event URL {settings.public_url}/b24/events",
+    ]
+    return notes
 
 
 def worker(app: AppArg = None) -> None:

@@ -12,7 +12,8 @@ Fixtures:
           from myproject.robots import router
           return router
 
-* ``b24_server`` (async) — a b24robots server (SQLite in a temporary folder, workers, sender and the
+* ``b24_server`` (async, needs pytest-asyncio) — a b24robots server (SQLite in a temporary folder,
+  workers, sender and the
   sandbox running) with the app installed on a simulated portal and every robot registered. Its
   ``run_robot(code, properties=...)`` starts the robot on a deal and returns the closed workflow
   after the server is idle; ``until_idle()``, ``sim``, ``portal`` and ``svc`` are there too::
@@ -21,14 +22,20 @@ Fixtures:
           wf = await b24_server.run_robot("demo.discount", properties={"amount": 100})
           assert wf.return_values["total"] == 100.0
 
+Works under pytest-asyncio's default *strict* mode with no configuration: ``b24_server`` is declared
+with ``pytest_asyncio.fixture``, and an ``async def`` test that asks for it is marked ``asyncio`` by this
+plugin (a test that already carries its own ``asyncio`` marker keeps it).
+
 Helpers of the simulator: ``install_app``, ``issue_tokens``, ``start_robot``, ``call``,
 ``expire_tokens``, ``fill_bucket``, ``faults`` ...
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,11 +70,36 @@ def b24_router() -> Router:
     return Router()
 
 
-@pytest.fixture
-async def b24_server(b24_router: Router, tmp_path: Path) -> AsyncIterator[object]:
+ASYNC_FIXTURES = frozenset({"b24_server"})
+
+
+async def _b24_server(b24_router: Router, tmp_path: Path) -> AsyncIterator[object]:
     """Our server wired to a simulated portal, app installed, robots registered, workers running."""
     from .app_fixtures import RobotHarness  # the full server stack loads only when this fixture is used
 
     async with RobotHarness(b24_router, data_dir=tmp_path / "b24robots") as harness:
         await harness.install()
         yield harness
+
+
+try:
+    import pytest_asyncio
+except ImportError:  # the plugin loads in every pytest run of an environment that has b24robots
+    HAVE_ASYNCIO = False
+else:
+    HAVE_ASYNCIO = True
+    b24_server = pytest_asyncio.fixture(_b24_server, name="b24_server")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> None:
+    """Mark `async def` tests that use our async fixtures as asyncio tests (pytest-asyncio strict mode)."""
+    if not HAVE_ASYNCIO or not inspect.iscoroutinefunction(obj):
+        return
+    try:
+        wanted = set(inspect.signature(obj).parameters)
+    except (TypeError, ValueError):
+        return
+    marks = getattr(obj, "pytestmark", [])
+    if wanted & ASYNC_FIXTURES and not any(getattr(m, "name", "") == "asyncio" for m in marks):
+        pytest.mark.asyncio(obj)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from b24robots.config import Settings, load_settings
@@ -202,7 +203,8 @@ def create_app(
         finally:
             await svc.stop()
 
-    app = FastAPI(title="b24robots", version="0.1.0", lifespan=lifespan)
+    # Swagger UI and ReDoc from assets shipped in fastapi-offline: /docs works without internet.
+    app = FastAPIOffline(title="b24robots", version="0.1.0", lifespan=lifespan)
     app.state.services = svc
 
     @app.post("/b24/robot", summary="The handler URL of every robot (Bitrix24 posts robot calls here)")
