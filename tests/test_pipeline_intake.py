@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from b24robots import Int, Params, RobotContext, Router, String
 from b24robots.inbound.formcodec import encode_form
@@ -227,9 +228,11 @@ async def test_a_failing_robot_tells_the_portal_before_its_timeout(h: RobotHarne
 
 async def test_healthz_and_metrics(h: RobotHarness) -> None:
     await h.run_robot("t.echo", properties={"text": "m"})
+    h.svc.settings.metrics_token = SecretStr("scrape-me")
+    h.svc.settings.health_token = SecretStr("look-inside")
     async with h.client() as client:
-        health = await client.get("/healthz")
-        metrics = await client.get("/metrics")
+        health = await client.get("/healthz", headers={"Authorization": "Bearer look-inside"})
+        metrics = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
     assert health.status_code == 200 and health.json()["checks"]["worker"] is True
     text = metrics.text
     assert 'b24robots_invocations{robot="t.echo",state="delivered"} 1.0' in text

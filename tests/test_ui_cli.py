@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect as sa_inspect
 
 from b24robots.cli import app as cli_app
+from b24robots.store.audit import Audit
 from b24robots.store.db import Database
-from b24robots.store.migrate import downgrade, upgrade
+from b24robots.store.migrate import alembic_config, downgrade, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide.md"
@@ -65,10 +67,20 @@ def test_admin_user_commands(tmp_path: Path) -> None:
     link = run(tmp_path, "admin", "login-link", "anna")
     assert re.search(r"http://127\.0\.0\.1:8000/admin/login/link/[\w-]{40,}", link.stdout)
     run(tmp_path, "admin", "set-password", "anna", "--password-stdin", stdin="another long password\n")
+    signed_out = run(tmp_path, "admin", "sign-out", "anna")
+    assert "ended 0 session(s) of anna" in signed_out.stdout
     run(tmp_path, "admin", "delete-user", "anna", "--yes")
     assert "anna" not in run(tmp_path, "admin", "list-users").stdout
     missing = run(tmp_path, "admin", "delete-user", "nobody", "--yes", check=False)
     assert missing.returncode == 2 and "no admin user 'nobody'" in missing.stderr
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'b24robots.db'}")
+    actions = [(e.action, e.target) for e in reversed(Audit(db).list())]
+    assert actions == [
+        ("user.create", "anna"), ("user.login_link", "anna"), ("user.password", "anna"),
+        ("session.sign_out_everywhere", "anna"), ("user.delete", "anna"),
+    ]  # fmt: skip
+    assert all(e.actor.startswith("cli") for e in Audit(db).list())
+    db.dispose()
 
 
 def test_robots_add_edit_diff_test_run(tmp_path: Path) -> None:
@@ -123,8 +135,9 @@ def test_demo_sets_everything_up(tmp_path: Path) -> None:
 
 def test_admin_migration_goes_up_and_down(db: Database) -> None:
     tables = set(sa_inspect(db.engine).get_table_names())
-    assert {"admin_users", "login_attempts", "login_tokens"} <= tables
+    assert {"admin_users", "admin_sessions", "login_throttle", "login_tokens", "audit_log"} <= tables
     downgrade(db.engine, "0001")
     assert not {"admin_users", "login_tokens"} & set(sa_inspect(db.engine).get_table_names())
     upgrade(db.engine)
     assert "admin_users" in set(sa_inspect(db.engine).get_table_names())
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1

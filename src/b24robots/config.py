@@ -5,6 +5,7 @@ Secrets are `SecretStr`: they print as `**********` and never reach logs.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +39,41 @@ class Settings(BaseSettings):
     sandbox_memory_mb: int = Field(default=512, ge=32, description="cap on a stored robot's address space")
     sandbox_output_bytes: int = Field(default=1_000_000, gt=0, description="cap on the size of a run's outputs")
     log_level: str = Field(default="INFO")
+    # --- the web layer under attack: who is trusted, how long and how much a client may take ---
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is believed",
+    )
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds a client has to send a request's headers")
+    body_timeout: float = Field(default=30.0, gt=0, description="seconds a client has to send a request's body")
+    max_connections: int = Field(default=1000, ge=1, description="open connections at most; more get 503")
+    max_connections_per_address: int = Field(
+        default=100, ge=1, description="open connections at most from one client address (proxies exempt)"
+    )
+    admin_max_body_bytes: int = Field(default=2_000_000, ge=10_000, description="cap on an admin form's body")
+    admin_session_idle_seconds: float = Field(
+        default=3600.0, gt=0, description="an admin session ends after this long without a request"
+    )
+    admin_session_max_seconds: float = Field(
+        default=12 * 3600.0, gt=0, description="an admin session ends this long after the sign-in, used or not"
+    )
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""), description="bearer token Prometheus sends to /metrics; empty = /metrics is off"
+    )
+    health_token: SecretStr = Field(
+        default=SecretStr(""), description="bearer token that shows /healthz details (signed-in admins see them too)"
+    )
+    api_docs: bool = Field(default=True, description="serve /docs and /openapi.json")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        for item in proxy_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -69,6 +105,10 @@ class Settings(BaseSettings):
         return moved
 
     @property
+    def trusted_proxy_list(self) -> list[str]:
+        return proxy_list(self.trusted_proxies)
+
+    @property
     def handler_url(self) -> str:
         return f"{self.public_url}/b24/robot"
 
@@ -85,6 +125,10 @@ class Settings(BaseSettings):
                 out[name] = str(value)
         out["database_url"] = mask_url(self.effective_database_url)
         return out
+
+
+def proxy_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def mask_url(url: str) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from b24robots.cli.common import Env, console, fail, friendly, when
+from b24robots.cli.common import Env, cli_actor, console, fail, friendly, when
 from b24robots.store.users import Users
 
 app = typer.Typer(help="Admin users of the web UI (sign-in at /admin).", no_args_is_help=True)
@@ -28,7 +28,7 @@ def _password(from_stdin: bool) -> str:
 @friendly
 def create_user(name: str, password_stdin: PasswordStdin = False) -> None:
     """Create an admin user; asks for the password twice unless --password-stdin."""
-    user = Users(Env().db).create(name, _password(password_stdin))
+    user = Users(Env().db).create(name, _password(password_stdin), actor=cli_actor())
     console.print(f"created admin user [bold]{user.username}[/bold]; sign in at /admin")
 
 
@@ -52,16 +52,24 @@ def delete_user(
     """Delete an admin user; their open sessions end at once."""
     if not yes and not typer.confirm(f"Delete admin user {name}?"):
         fail("nothing deleted")
-    Users(Env().db).delete(name)
+    Users(Env().db).delete(name, actor=cli_actor())
     console.print(f"deleted admin user {name}")
 
 
 @app.command("set-password")
 @friendly
 def set_password(name: str, password_stdin: PasswordStdin = False) -> None:
-    """Set a new password for an admin user."""
-    Users(Env().db).set_password(name, _password(password_stdin))
-    console.print(f"password of {name} changed")
+    """Set a new password for an admin user; their open sessions end."""
+    Users(Env().db).set_password(name, _password(password_stdin), actor=cli_actor())
+    console.print(f"password of {name} changed; their sessions ended")
+
+
+@app.command("sign-out")
+@friendly
+def sign_out(name: str) -> None:
+    """End every session of NAME on every browser (e.g. after a lost laptop)."""
+    ended = Users(Env().db).end_all_sessions(name, actor=cli_actor())
+    console.print(f"ended {ended} session(s) of {name}")
 
 
 @app.command("login-link")
@@ -69,5 +77,5 @@ def set_password(name: str, password_stdin: PasswordStdin = False) -> None:
 def login_link(name: str) -> None:
     """Print a one-time login link for NAME (valid 10 minutes, works once)."""
     env = Env()
-    token = Users(env.db).issue_link_token(name)
+    token = Users(env.db).issue_link_token(name, actor=cli_actor())
     console.print(f"{env.settings.public_url}/admin/login/link/{token}", highlight=False, soft_wrap=True)

@@ -17,7 +17,8 @@ from b24robots.errors import B24RobotsError
 from b24robots.loader import load_router
 from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
-from b24robots.store.db import Database
+from b24robots.store.audit import Audit
+from b24robots.store.db import Database, private_dir
 from b24robots.store.register import Register
 
 console = Console()
@@ -39,9 +40,15 @@ class Env:
 
     @functools.cached_property
     def db(self) -> Database:
+        if not self.settings.database_url:
+            private_dir(self.settings.data_dir)
         db = Database(self.settings.effective_database_url)
         db.migrate()
         return db
+
+    @functools.cached_property
+    def audit(self) -> Audit:
+        return Audit(self.db)
 
     @functools.cached_property
     def register(self) -> Register:
@@ -75,6 +82,11 @@ def default_author() -> str:
         return getpass.getuser()
     except Exception:  # no user name in some containers
         return "cli"
+
+
+def cli_actor() -> str:
+    """Who made a change from the command line, for the audit log."""
+    return f"cli:{default_author()}"
 
 
 def when(ts: float | None) -> str:

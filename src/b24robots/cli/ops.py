@@ -13,7 +13,7 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from b24robots.cli.common import Env, console, fail, friendly, when
+from b24robots.cli.common import Env, cli_actor, console, fail, friendly, when
 from b24robots.config import Settings, load_settings, remember_served_url
 from b24robots.jobs.sync import Change
 from b24robots.loader import load_router
@@ -34,6 +34,7 @@ def serve(
     import uvicorn
 
     from b24robots.web.app import create_app
+    from b24robots.web.server import server_config
 
     settings = load_settings(follow_served=False).listening_on(host, port)
     setup_logging(settings.log_level)
@@ -51,7 +52,7 @@ def serve(
     )
     for line in start_notes(settings):
         console.print(line, highlight=False, soft_wrap=True)
-    uvicorn.run(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)
+    uvicorn.Server(server_config(web, settings, host=host, port=port)).run()
 
 
 def start_notes(settings: Settings) -> list[str]:
@@ -298,7 +299,9 @@ jobs_app = typer.Typer(help="Act on journal entries.", no_args_is_help=True)
 @friendly
 def jobs_retry(invocation_id: int) -> None:
     """Run a failed or dead invocation again."""
-    inv = Journal(Env().db).retry(invocation_id)
+    env = Env()
+    inv = Journal(env.db).retry(invocation_id)
+    env.audit.record("journal.retry", actor=cli_actor(), target=str(inv.id), details={"robot": inv.robot_code})
     console.print(f"invocation {inv.id} is queued again")
 
 
@@ -306,7 +309,10 @@ def jobs_retry(invocation_id: int) -> None:
 @friendly
 def jobs_replay(invocation_id: int) -> None:
     """Run an invocation again as a new journal entry with the same inputs."""
-    inv = Journal(Env().db).replay(invocation_id)
+    env = Env()
+    inv = Journal(env.db).replay(invocation_id)
+    details = {"robot": inv.robot_code, "new_entry": inv.id}
+    env.audit.record("journal.replay", actor=cli_actor(), target=str(invocation_id), details=details)
     console.print(f"invocation {invocation_id} replayed as {inv.id}")
 
 

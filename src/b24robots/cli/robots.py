@@ -11,7 +11,7 @@ import yaml
 from rich.syntax import Syntax
 from rich.table import Table
 
-from b24robots.cli.common import Env, console, default_author, fail, friendly, out, when
+from b24robots.cli.common import Env, cli_actor, console, default_author, fail, friendly, out, when
 from b24robots.errors import DeclarationError
 from b24robots.robots.params import localize
 from b24robots.robots.spec import RobotSpec
@@ -161,7 +161,10 @@ def save_document(
         for p in problems:
             console.print(f"[red]line {p.line}:{p.col}:[/red] {p.message}", highlight=False)
         fail("the code was not saved; fix the problems above")
+    before = env.register.version(spec.code).number if existed else 0
     info = env.register.save(spec, source, author=author or default_author(), comment=comment, limits=limits)
+    if info.number != before:
+        env.audit.record("robot.save", actor=cli_actor(), target=spec.code, details={"version": info.number})
     verb = "updated" if existed else "created"
     console.print(f"{verb} robot [bold]{spec.code}[/bold]: version {info.number} is active")
 
@@ -189,5 +192,7 @@ def versions(code: str) -> None:
 @friendly
 def activate(code: str, version: int) -> None:
     """Make VERSION the one that runs (use an older one to roll back)."""
-    info = Env().register.activate(code, version)
+    env = Env()
+    info = env.register.activate(code, version)
+    env.audit.record("robot.activate", actor=cli_actor(), target=code, details={"version": info.number})
     console.print(f"robot [bold]{code}[/bold]: version {info.number} is active")

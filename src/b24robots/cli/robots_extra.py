@@ -10,7 +10,7 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from b24robots.cli.common import Env, console, default_author, fail, friendly
+from b24robots.cli.common import Env, cli_actor, console, default_author, fail, friendly
 from b24robots.cli.robots import AppOpt, save_document
 from b24robots.errors import DeclarationError
 from b24robots.sandbox import SandboxPool
@@ -120,6 +120,7 @@ def adopt(
         module.spec, adoption.source, author=author or default_author(), comment="adopted from the module robot",
         origin="adopted",
     )  # fmt: skip
+    env.audit.record("robot.adopt", actor=cli_actor(), target=code, details={"version": info.number})
     console.print(f"adopted [bold]{code}[/bold]: stored version {info.number} now runs instead of the module code")
 
 

@@ -30,7 +30,8 @@ class Vault:
             return cls(secret_key.encode())
         path = data_dir / KEY_FILE
         if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
+            if not data_dir.exists():
+                data_dir.mkdir(parents=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(base64.urlsafe_b64encode(os.urandom(32)))

@@ -7,6 +7,7 @@ engine whose transactions stay deferred, so readers never wait for writers.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,29 @@ from sqlalchemy.orm import Session, sessionmaker
 from b24robots.errors import ConfigError, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` as 0700, or tighten it to 0700 when it is ours and others may read it."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        os.chmod(path, 0o700)
+
+
+def private_sqlite_files(db_path: Path) -> None:
+    """The database holds the journal's inputs and outputs and the admins' password hashes: only our
+    user may read it. The file is created 0600 before SQLite opens it; SQLite gives its -wal and -shm
+    files the mode of the database file (os_unix.c, findCreateFileMode), and files left lax by an
+    older version are tightened here."""
+    if not db_path.parent.exists():
+        private_dir(db_path.parent)
+    if not db_path.exists():
+        os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm"), Path(f"{db_path}-journal")):
+        if path.exists() and path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+            os.chmod(path, 0o600)
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -59,7 +83,7 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite_files(Path(parsed.database))
             self.engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
         elif self.dialect == "postgresql":

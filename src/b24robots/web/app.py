@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -13,7 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from b24robots.config import Settings, load_settings
 from b24robots.errors import FormDecodeError, InputError, StoreError
@@ -25,7 +28,7 @@ from b24robots.store.installations import InstallGrant, grant_from_fields
 from b24robots.store.journal import NewInvocation
 from b24robots.web.admin import STATIC_DIR as ADMIN_STATIC_DIR
 from b24robots.web.admin import STATIC_URL as ADMIN_STATIC_URL
-from b24robots.web.admin import build_admin_router
+from b24robots.web.admin import build_admin
 from b24robots.web.services import Services, build_services
 
 log = logging.getLogger("b24robots.web")
@@ -158,6 +161,15 @@ class Intake:
         return 200, {"status": "queued" if created else "duplicate", "id": inv_id}
 
 
+def bearer_ok(request: Request, secret: SecretStr) -> bool:
+    """The request carries `Authorization: Bearer <secret>` (constant-time; never true for an empty secret)."""
+    expected = secret.get_secret_value()
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
 def _check_grant(grant: InstallGrant, settings: Settings) -> str:
     """Refuse endpoints we must never call: only the portal's own host and the Bitrix OAuth hosts."""
     allowed = ("http", "https") if settings.allow_http_portals else ("https",)
@@ -204,8 +216,23 @@ def create_app(
             await svc.stop()
 
     # Swagger UI and ReDoc from assets shipped in fastapi-offline: /docs works without internet.
-    app = FastAPIOffline(title="b24robots", version="0.1.0", lifespan=lifespan)
+    # B24R_API_DOCS=false serves neither them nor /openapi.json.
+    app = (
+        FastAPIOffline(title="b24robots", version="0.1.0", lifespan=lifespan)
+        if svc.settings.api_docs
+        else FastAPI(
+            title="b24robots", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        )
+    )
     app.state.services = svc
+    admin_ui = build_admin(svc)
+
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # the client closed the connection mid-body, or the server cut it off at the body deadline
+        # (web/server.py): nobody reads an answer, and it is no error of ours worth a traceback
+        return Response(status_code=400)
+
+    app.add_exception_handler(ClientDisconnect, client_gone)
 
     @app.post("/b24/robot", summary="The handler URL of every robot (Bitrix24 posts robot calls here)")
     async def robot_call(request: Request) -> Response:
@@ -298,8 +325,9 @@ def create_app(
             return JSONResponse({"status": "updated"})
         return _error(400, "bad_request", f"event {event or '(none)'} is not handled here")
 
-    @app.get("/healthz", summary="Database reachable, workers and sender alive")
-    async def healthz() -> Response:
+    @app.get("/healthz", summary="ok or not ok; the checks with the health token or for a signed-in admin")
+    @app.get("/admin/health", include_in_schema=False)
+    async def healthz(request: Request) -> Response:
         db_ok = await run_in_threadpool(svc.db.ping)
         checks: dict[str, Any] = {"database": db_ok}
         if run_workers:
@@ -308,13 +336,24 @@ def create_app(
         if svc.sandbox is not None:
             checks["sandbox"] = svc.sandbox.health()
         ok = all(v for k, v in checks.items() if k != "sandbox")
-        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded"}
+        # what runs where (the sandbox's isolation, the loops) is for operators only; the admin
+        # cookie is scoped to /admin, so signed-in admins read the details at /admin/health
+        if bearer_ok(request, svc.settings.health_token) or await admin_ui.signed_in(request) is not None:
+            body["checks"] = checks
+        return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
+    @app.get("/metrics", summary="Prometheus metrics (needs the bearer token B24R_METRICS_TOKEN)")
+    async def metrics(request: Request) -> Response:
+        if not svc.settings.metrics_token.get_secret_value():
+            return _error(404, "not_found", "metrics are off; set B24R_METRICS_TOKEN and send it as a bearer token")
+        if not bearer_ok(request, svc.settings.metrics_token):
+            response = _error(401, "unauthorized", "send Authorization: Bearer <B24R_METRICS_TOKEN>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
         body = await run_in_threadpool(svc.metrics.render)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
-    app.include_router(build_admin_router(svc))
+    app.include_router(admin_ui.router)
     app.mount(ADMIN_STATIC_URL, StaticFiles(directory=ADMIN_STATIC_DIR), name="admin-static")
     return app

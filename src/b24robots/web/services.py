@@ -21,8 +21,9 @@ from b24robots.rest.tokens import AppCredentials
 from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
 from b24robots.sandbox import SandboxLimits, SandboxPool
+from b24robots.store.audit import Audit
 from b24robots.store.crypto import Vault
-from b24robots.store.db import Database
+from b24robots.store.db import Database, private_dir
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 from b24robots.store.register import Register
@@ -46,6 +47,7 @@ class Services:
     syncer: Syncer
     metrics: Metrics
     outbound: Outbound
+    audit: Audit
     work_wakeup: Wakeup = field(default_factory=Wakeup)
     deliver_wakeup: Wakeup = field(default_factory=Wakeup)
     sandbox: SandboxPool | None = None
@@ -146,6 +148,8 @@ def build_services(
     retry: RetryPolicy | None = None,
     database: Database | None = None,
 ) -> Services:
+    if settings.data_dir.exists() or not settings.database_url:
+        private_dir(settings.data_dir)  # the key file and (by default) the database live here
     db = database or Database(settings.effective_database_url)
     db.migrate()
     vault = Vault.from_settings(
@@ -181,4 +185,5 @@ def build_services(
         syncer=Syncer(registry, installations, rest, settings.handler_url),
         metrics=Metrics(journal, installations),
         outbound=Outbound(registry, installations, journal, rest),
+        audit=Audit(db),
     )

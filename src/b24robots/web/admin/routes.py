@@ -2,8 +2,9 @@
 the journal (live list, detail, retry, replay, dead letters) and portals.
 
 Every page needs a signed-in admin; every POST needs the session's CSRF token. Endpoints take the
-raw request (path values, query and form are read here), which keeps the signing-in, language and
-CSRF handling in one wrapper instead of in each page.
+raw request (path values, query and form are read here); the wrapper that signs in, picks the
+language, bounds the body and checks CSRF is `Admin.page` in `base.py`. Sign-in pages and the audit
+log are in `signin.py`. Changes made here are written to the audit log.
 """
 
 from __future__ import annotations
@@ -11,273 +12,41 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from b24robots.errors import AdminAuthError, B24RobotsError, NotFound, TooManyAttempts
+from b24robots.errors import B24RobotsError, NotFound
 from b24robots.robots.params import localize
 from b24robots.robots.registry import Resolved
 from b24robots.sandbox import check_source
-from b24robots.store.installations import Installation
 from b24robots.store.journal import DEAD, STATES
-from b24robots.store.users import AdminUser, Users
 from b24robots.web.admin import logic
-from b24robots.web.admin.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
-from b24robots.web.admin.i18n import COOKIE as LANG_COOKIE
-from b24robots.web.admin.i18n import LANGUAGES, Translator, environment, pick_language
+from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
+from b24robots.web.admin.signin import add_signin_pages
 from b24robots.web.services import Services
 
 log = logging.getLogger("b24robots.admin")
 
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    ),
-}
 SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 PAGE_SIZE = 100
 
 
-def safe_next(target: str | None, default: str = "/admin/robots") -> str:
-    """Only our own admin pages are redirect targets (no open redirects)."""
-    if target and target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
-
-
-@dataclass
-class Ctx:
-    """One admin request: the session, the language, the signed-in user and the submitted form."""
-
-    request: Request
-    admin: Admin
-    session: Session
-    t: Translator
-    user: AdminUser | None
-    form: list[tuple[str, str]] = field(default_factory=list)
-
-    def _(self, message: str, **values: Any) -> str:
-        return self.t._(message, **values)
-
-    def param(self, name: str) -> str:
-        return str(self.request.path_params.get(name, ""))
-
-    def query(self, name: str, default: str = "") -> str:
-        return self.request.query_params.get(name, default)
-
-    def field(self, name: str, default: str = "") -> str:
-        return next((v for k, v in self.form if k == name), default)
-
-    @property
-    def htmx(self) -> bool:
-        return self.request.headers.get("HX-Request") == "true"
-
-    def flash(self, kind: str, message: str) -> None:
-        self.session.add_flash(kind, message)
-
-    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-        env = environment(self.t.lang)
-        html = env.get_template(template).render(
-            user=self.user,
-            csrf=self.session.csrf,
-            lang=self.t.lang,
-            path=self.request.url.path,
-            full_path=str(self.request.url.path) + (f"?{self.request.url.query}" if self.request.url.query else ""),
-            flash=self.session.pop_flash() if not template.startswith("_") else [],
-            **values,
-        )
-        return HTMLResponse(html, status_code=status)
-
-    def redirect(self, url: str) -> Response:
-        if self.htmx:
-            return Response(status_code=204, headers={"HX-Redirect": url})
-        return RedirectResponse(url, status_code=303)
-
-
-Endpoint = Callable[[Ctx], Awaitable[Response]]
-
-
-class Admin:
-    def __init__(self, services: Services) -> None:
-        self.svc = services
-        self.users = Users(services.db)
-        # a keyed hash under the vault key: follows B24R_SECRET_KEY / the key file, never stored anywhere
-        key = services.vault.digest("b24robots admin session signing key v1")
-        self.codec = SessionCodec(key, secure=services.settings.public_url.startswith("https://"))
-        self.router = APIRouter(include_in_schema=False)
-
-    # --- plumbing ----------------------------------------------------------------------------
-    def page(
-        self, path: str, methods: tuple[str, ...] = ("GET",), *, public: bool = False
-    ) -> Callable[[Endpoint], Endpoint]:
-        def register(fn: Endpoint) -> Endpoint:
-            async def endpoint(request: Request) -> Response:
-                response = await self._handle(request, fn, public)
-                response.headers.update(SECURITY_HEADERS)
-                return response
-
-            endpoint.__name__ = f"admin_{fn.__name__}"
-            self.router.add_api_route(path, endpoint, methods=list(methods), include_in_schema=False)
-            return fn
-
-        return register
-
-    async def _handle(self, request: Request, fn: Endpoint, public: bool) -> Response:
-        session = self.codec.load(request.cookies.get(COOKIE))
-        lang = pick_language(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"))
-        user = None
-        if session.user_id is not None:
-            user = await run_in_threadpool(self.users.get, session.user_id)
-            if user is None:  # the account was deleted: the session ends with it
-                session.logout()
-        ctx = Ctx(request=request, admin=self, session=session, t=Translator(lang), user=user)
-        if request.method == "POST":
-            form = await request.form()
-            ctx.form = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-            given = request.headers.get(CSRF_HEADER) or ctx.field(CSRF_FIELD)
-            if not session.csrf_ok(given):
-                response: Response = ctx.render(
-                    "error.html",
-                    403,
-                    title=ctx._("Form expired"),
-                    message=ctx._(
-                        "The form was open too long or came from another site. Reload the page and try again."
-                    ),
-                )
-                self.codec.save(response, session)
-                return response
-        if user is None and not public:
-            target = "/admin/login?" + urlencode({"next": ctx.request.url.path})
-            if ctx.htmx:
-                response = Response(status_code=401, headers={"HX-Redirect": target})
-            else:
-                response = RedirectResponse(target, status_code=303)
-        else:
-            try:
-                response = await fn(ctx)
-            except NotFound as exc:
-                response = ctx.render("error.html", 404, title=ctx._("Not found"), message=str(exc))
-        if session.changed:
-            self.codec.save(response, session)
-        return response
-
-    # --- shared lookups ----------------------------------------------------------------------
-    def portals(self) -> list[Installation]:
-        return self.svc.installations.list()
-
-    def sync_state(
-        self, resolved: Resolved, portals: list[Installation], regs: dict[str, dict[str, Any]]
-    ) -> list[dict[str, str]]:
-        """Per active portal: ok (registered as now declared), outdated (registered, changed since) or missing."""
-        out = []
-        fingerprint = resolved.spec.fingerprint(self.svc.settings.handler_url)
-        for inst in portals:
-            if not inst.active:
-                continue
-            reg = regs.get(inst.member_id, {}).get(resolved.spec.code)
-            state = "missing" if reg is None else "ok" if reg == (resolved.spec.kind, fingerprint) else "outdated"
-            out.append({"domain": inst.domain, "state": state})
-        return out
-
-    async def sync_all(self, ctx: Ctx, member_id: str | None = None) -> None:
-        """Run a sync on every active portal (or one) and leave the outcome as flash messages."""
-        targets = [i for i in self.portals() if i.active and (member_id is None or i.member_id == member_id)]
-        if not targets:
-            ctx.flash(
-                "warning", ctx._("No portal has installed the application yet, so there is nowhere to register robots.")
-            )
-            return
-        for inst in targets:
-            report = await self.svc.syncer.sync(inst.member_id)
-            counts = {a: sum(1 for c in report.changes if c.action == a) for a in ("add", "update", "delete")}
-            if report.error:
-                ctx.flash(
-                    "error", ctx._("%(portal)s: registration failed: %(error)s", portal=inst.domain, error=report.error)
-                )
-            else:
-                ctx.flash(
-                    "success",
-                    ctx._(
-                        "%(portal)s: %(add)d added, %(update)d updated, %(delete)d removed",
-                        portal=inst.domain,
-                        **counts,
-                    ),
-                )
-
-
 def build_router(services: Services) -> APIRouter:
     """The admin UI's routes, all under /admin."""
+    return build_admin(services).router
+
+
+def build_admin(services: Services) -> Admin:
+    """The admin UI with its pages registered on `.router`."""
     admin = Admin(services)
     svc = services
     page = admin.page
 
-    # --- sign-in -----------------------------------------------------------------------------
-    @page("/admin", public=True)
-    async def home(ctx: Ctx) -> Response:
-        return ctx.redirect("/admin/robots" if ctx.user else "/admin/login")
-
-    @page("/admin/login", public=True)
-    async def login_form(ctx: Ctx) -> Response:
-        if ctx.user:
-            return ctx.redirect(safe_next(ctx.query("next")))
-        has_users = await run_in_threadpool(admin.users.count)
-        return ctx.render("login.html", next=safe_next(ctx.query("next")), error="", username="", has_users=has_users)
-
-    @page("/admin/login", ("POST",), public=True)
-    async def login(ctx: Ctx) -> Response:
-        username, password = ctx.field("username").strip(), ctx.field("password")
-        address = ctx.request.client.host if ctx.request.client else "unknown"
-        target = safe_next(ctx.field("next"))
-        try:
-            user = await run_in_threadpool(admin.users.authenticate, username, password, address)
-        except TooManyAttempts as exc:
-            minutes = int(exc.retry_after // 60) + 1
-            msg = ctx._("Too many failed sign-ins. Try again in %(minutes)d min.", minutes=minutes)
-            response = ctx.render("login.html", 429, next=target, error=msg, username=username, has_users=True)
-            response.headers["Retry-After"] = str(int(exc.retry_after) + 1)
-            return response
-        except AdminAuthError:
-            msg = ctx._("Wrong user name or password.")
-            return ctx.render("login.html", 401, next=target, error=msg, username=username, has_users=True)
-        ctx.session.login(user.id)
-        log.info("admin %s signed in", user.username)
-        return ctx.redirect(target)
-
-    @page("/admin/login/link/{token}", public=True)
-    async def login_link(ctx: Ctx) -> Response:
-        try:
-            user = await run_in_threadpool(admin.users.redeem_link_token, ctx.param("token"))
-        except AdminAuthError as exc:
-            msg = ctx._("This login link is not valid any more (links work once, for 10 minutes).")
-            log.info("login link refused: %s", exc)
-            return ctx.render("login.html", 401, next="/admin/robots", error=msg, username="", has_users=True)
-        ctx.session.login(user.id)
-        log.info("admin %s signed in with a one-time link", user.username)
-        return ctx.redirect("/admin/robots")
-
-    @page("/admin/logout", ("POST",), public=True)
-    async def logout(ctx: Ctx) -> Response:
-        ctx.session.logout()
-        return ctx.redirect("/admin/login")
-
-    @page("/admin/lang/{lang}", public=True)
-    async def set_language(ctx: Ctx) -> Response:
-        lang = ctx.param("lang")
-        response = RedirectResponse(safe_next(ctx.query("next")), status_code=303)
-        if lang in LANGUAGES:
-            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, path="/admin", samesite="lax")
-        return response
+    add_signin_pages(admin)
 
     # --- robots ------------------------------------------------------------------------------
     @page("/admin/robots")
@@ -350,6 +119,8 @@ def build_router(services: Services) -> APIRouter:
         info = await run_in_threadpool(
             lambda: svc.register.save(spec, form["source"], author=author, comment=form["comment"])
         )
+        if info.number != before:
+            await ctx.audit_soon("robot.save", spec.code, version=info.number, comment=form["comment"][:200])
         if info.number == before:
             ctx.flash("info", ctx._("Nothing changed: version %(n)d stays active.", n=info.number))
         else:
@@ -423,10 +194,7 @@ def build_router(services: Services) -> APIRouter:
     async def diff(ctx: Ctx) -> Response:
         code = ctx.param("code")
         history = {v.number: v for v in await run_in_threadpool(svc.register.versions, code)}
-        try:
-            a, b = int(ctx.query("a")), int(ctx.query("b"))
-        except ValueError:
-            a, b = 0, 0
+        a, b = parse_id(ctx.query("a")) or 0, parse_id(ctx.query("b")) or 0
         if a not in history or b not in history:
             raise NotFound(ctx._("Choose two versions of %(code)s that exist.", code=code))
         lines = logic.diff_versions(history[a], history[b])
@@ -438,9 +206,11 @@ def build_router(services: Services) -> APIRouter:
     async def activate(ctx: Ctx) -> Response:
         code = ctx.param("code")
         number = ctx.field("number")
-        if not number.isdigit():
+        wanted = parse_id(number)
+        if wanted is None:
             raise NotFound(ctx._("Choose a version to activate."))
-        info = await run_in_threadpool(svc.register.activate, code, int(number))
+        info = await run_in_threadpool(svc.register.activate, code, wanted)
+        await ctx.audit_soon("robot.activate", code, version=info.number)
         ctx.flash(
             "success",
             ctx._(
@@ -484,6 +254,7 @@ def build_router(services: Services) -> APIRouter:
                 module.spec, adoption.source, author=author, comment="adopted from the module robot", origin="adopted"
             )
         )
+        await ctx.audit_soon("robot.adopt", code, version=info.number)
         ctx.flash(
             "success",
             ctx._(
@@ -517,7 +288,7 @@ def build_router(services: Services) -> APIRouter:
             installation_id=installation_id,
             since=time.time() - since if since else None,
             limit=PAGE_SIZE,
-            before_id=int(before) if before.isdigit() else None,
+            before_id=parse_id(before),
         )
         return {
             "rows": rows,
@@ -547,9 +318,10 @@ def build_router(services: Services) -> APIRouter:
     @page("/admin/journal/{inv_id}")
     async def journal_detail(ctx: Ctx) -> Response:
         inv_id = ctx.param("inv_id")
-        if not inv_id.isdigit():
-            raise NotFound(ctx._("There is no journal entry %(id)s.", id=inv_id))
-        inv = await run_in_threadpool(svc.journal.get, int(inv_id))
+        wanted = parse_id(inv_id)
+        if wanted is None:
+            raise NotFound(ctx._("There is no journal entry %(id)s.", id=inv_id[:20]))
+        inv = await run_in_threadpool(svc.journal.get, wanted)
         try:
             portal = (await run_in_threadpool(svc.installations.by_id, inv.installation_id)).domain
         except NotFound:
@@ -559,15 +331,18 @@ def build_router(services: Services) -> APIRouter:
     @page("/admin/journal/{inv_id}/{action}", ("POST",))
     async def journal_action(ctx: Ctx) -> Response:
         inv_id, action = ctx.param("inv_id"), ctx.param("action")
-        if not inv_id.isdigit() or action not in ("retry", "replay"):
-            raise NotFound(ctx._("There is no journal entry %(id)s.", id=inv_id))
+        wanted = parse_id(inv_id)
+        if wanted is None or action not in ("retry", "replay"):
+            raise NotFound(ctx._("There is no journal entry %(id)s.", id=inv_id[:20]))
         try:
             if action == "retry":
-                inv = await run_in_threadpool(svc.journal.retry, int(inv_id))
+                inv = await run_in_threadpool(svc.journal.retry, wanted)
                 ctx.flash("success", ctx._("Entry %(id)d is queued to run again.", id=inv.id))
+                await ctx.audit_soon("journal.retry", str(inv.id), robot=inv.robot_code)
             else:
-                inv = await run_in_threadpool(svc.journal.replay, int(inv_id))
+                inv = await run_in_threadpool(svc.journal.replay, wanted)
                 ctx.flash("success", ctx._("Replayed as entry %(id)d.", id=inv.id))
+                await ctx.audit_soon("journal.replay", str(wanted), robot=inv.robot_code, new_entry=inv.id)
             svc.work_wakeup.notify()
         except NotFound:
             raise
@@ -595,6 +370,7 @@ def build_router(services: Services) -> APIRouter:
         try:
             rate, burst = float(ctx.field("rate")), int(ctx.field("burst"))
             inst = await run_in_threadpool(svc.installations.set_limits, member_id, rate, burst)
+            await ctx.audit_soon("portal.limits", inst.domain, rate=inst.rate, burst=inst.burst)
             svc.rest.set_rate(inst.member_id, inst.rate, inst.burst)
             ctx.flash(
                 "success",
@@ -619,4 +395,4 @@ def build_router(services: Services) -> APIRouter:
         await admin.sync_all(ctx, inst.member_id)
         return ctx.redirect("/admin/portals")
 
-    return admin.router
+    return admin

@@ -1,0 +1,291 @@
+"""The plumbing of every admin page: the signed-in check, the session, the language, the CSRF check and
+bounded form bodies, in one wrapper instead of in each page.
+
+A POST is refused before its body is read when nobody is signed in (for pages that need a user), when
+its type is not a urlencoded form, or when it declares more than `B24R_ADMIN_MAX_BODY_BYTES`; a body
+that grows past the cap while it streams is refused as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from b24robots.errors import NotFound
+from b24robots.robots.registry import Resolved
+from b24robots.store.audit import MAX_ID
+from b24robots.store.installations import Installation
+from b24robots.store.users import AdminUser, Users
+from b24robots.web.admin.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
+from b24robots.web.admin.i18n import COOKIE as LANG_COOKIE
+from b24robots.web.admin.i18n import Translator, environment, pick_language
+from b24robots.web.services import Services
+
+log = logging.getLogger("b24robots.admin")
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 5000
+
+
+def safe_next(target: str | None, default: str = "/admin/robots") -> str:
+    """Only our own admin pages are redirect targets (no open redirects)."""
+    if target and target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+def parse_id(text: str) -> int | None:
+    """A row id from a path or query value: digits only and within what the database holds, else None
+    (so `?before=99999999999999999999999` is a 404 or an ignored filter, never an overflow)."""
+    if not text or len(text) > 10 or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
+class BodyRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Ctx:
+    """One admin request: the session, the language, the signed-in user and the submitted form."""
+
+    request: Request
+    admin: Admin
+    session: Session
+    t: Translator
+    user: AdminUser | None
+    form: list[tuple[str, str]] = field(default_factory=list)
+
+    def _(self, message: str, **values: Any) -> str:
+        return self.t._(message, **values)
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params.get(name, ""))
+
+    def query(self, name: str, default: str = "") -> str:
+        return self.request.query_params.get(name, default)
+
+    def field(self, name: str, default: str = "") -> str:
+        return next((v for k, v in self.form if k == name), default)
+
+    @property
+    def address(self) -> str:
+        """The client's address (a trusted proxy's X-Forwarded-For is already applied by the server)."""
+        return self.request.client.host if self.request.client else "unknown"
+
+    @property
+    def actor(self) -> str:
+        return self.user.username if self.user else "(anonymous)"
+
+    def audit(self, action: str, target: str = "", **details: Any) -> None:
+        """An audit entry in the name of the signed-in user (call from a worker thread or via `audit_soon`)."""
+        self.admin.svc.audit.record(action, actor=self.actor, target=target, address=self.address, details=details)
+
+    async def audit_soon(self, action: str, target: str = "", **details: Any) -> None:
+        await run_in_threadpool(lambda: self.audit(action, target, **details))
+
+    @property
+    def htmx(self) -> bool:
+        return self.request.headers.get("HX-Request") == "true"
+
+    def flash(self, kind: str, message: str) -> None:
+        self.session.add_flash(kind, message)
+
+    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        env = environment(self.t.lang)
+        html = env.get_template(template).render(
+            user=self.user,
+            csrf=self.session.csrf,
+            lang=self.t.lang,
+            path=self.request.url.path,
+            full_path=str(self.request.url.path) + (f"?{self.request.url.query}" if self.request.url.query else ""),
+            flash=self.session.pop_flash() if not template.startswith("_") else [],
+            **values,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def redirect(self, url: str) -> Response:
+        if self.htmx:
+            return Response(status_code=204, headers={"HX-Redirect": url})
+        return RedirectResponse(url, status_code=303)
+
+
+Endpoint = Callable[[Ctx], Awaitable[Response]]
+
+
+class Admin:
+    def __init__(self, services: Services) -> None:
+        self.svc = services
+        self.users = Users(services.db)
+        # a keyed hash under the vault key: follows B24R_SECRET_KEY / the key file, never stored anywhere
+        key = services.vault.digest("b24robots admin session signing key v1")
+        self.codec = SessionCodec(key, secure=services.settings.public_url.startswith("https://"))
+        self.router = APIRouter(include_in_schema=False)
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def page(
+        self, path: str, methods: tuple[str, ...] = ("GET",), *, public: bool = False
+    ) -> Callable[[Endpoint], Endpoint]:
+        def register(fn: Endpoint) -> Endpoint:
+            async def endpoint(request: Request) -> Response:
+                response = await self._handle(request, fn, public)
+                response.headers.update(SECURITY_HEADERS)
+                return response
+
+            endpoint.__name__ = f"admin_{fn.__name__}"
+            self.router.add_api_route(path, endpoint, methods=list(methods), include_in_schema=False)
+            return fn
+
+        return register
+
+    async def signed_in(self, request: Request) -> AdminUser | None:
+        """The admin whose live session the request carries, if any."""
+        session = self.codec.load(request.cookies.get(COOKIE))
+        return await self._user_of(session)
+
+    async def _user_of(self, session: Session) -> AdminUser | None:
+        if session.token is None:
+            return None
+        cfg = self.svc.settings
+        return await run_in_threadpool(
+            lambda: self.users.session_user(
+                session.token or "", idle=cfg.admin_session_idle_seconds, lifetime=cfg.admin_session_max_seconds
+            )
+        )
+
+    async def read_form(self, request: Request) -> list[tuple[str, str]]:
+        """The fields of a urlencoded form body within the cap; BodyRefused otherwise."""
+        cap = self.svc.settings.admin_max_body_bytes
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        length = request.headers.get("content-length", "")
+        if kind != FORM_TYPE and (kind or length not in ("", "0")):
+            raise BodyRefused(415, f"a form must be sent as {FORM_TYPE}")
+        if length and (not length.isdigit() or len(length) > 12 or int(length) > cap):
+            raise BodyRefused(413, f"the form is larger than {cap} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise BodyRefused(413, f"the form is larger than {cap} bytes")
+            chunks.append(chunk)
+        try:
+            text = b"".join(chunks).decode("utf-8")
+            return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            raise BodyRefused(400, "the form is not valid UTF-8 urlencoded text") from None
+
+    async def _handle(self, request: Request, fn: Endpoint, public: bool) -> Response:
+        session = self.codec.load(request.cookies.get(COOKIE))
+        lang = pick_language(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"))
+        user = await self._user_of(session)
+        if session.token is not None and user is None:  # signed out, revoked or timed out: the session ends
+            session.logout()
+        ctx = Ctx(request=request, admin=self, session=session, t=Translator(lang), user=user)
+        response: Response
+        if user is None and not public:
+            target = "/admin/login?" + urlencode({"next": ctx.request.url.path})
+            if ctx.htmx:
+                response = Response(status_code=401, headers={"HX-Redirect": target})
+            else:
+                response = RedirectResponse(target, status_code=303)
+            if session.changed:
+                self.codec.save(response, session)
+            return response
+        if request.method == "POST":
+            try:
+                ctx.form = await self.read_form(request)
+            except BodyRefused as exc:
+                cap = self.svc.settings.admin_max_body_bytes
+                messages = {
+                    413: ctx._("The form is larger than %(size)d bytes.", size=cap),
+                    415: ctx._("A form must be sent as application/x-www-form-urlencoded."),
+                }
+                message = messages.get(exc.status, ctx._("The form is not valid UTF-8 text."))
+                response = ctx.render("error.html", exc.status, title=ctx._("Form refused"), message=message)
+                response.headers["Connection"] = "close"  # the rest of the body is not read
+                return response
+            given = request.headers.get(CSRF_HEADER) or ctx.field(CSRF_FIELD)
+            if not session.csrf_ok(given):
+                response = ctx.render(
+                    "error.html",
+                    403,
+                    title=ctx._("Form expired"),
+                    message=ctx._(
+                        "The form was open too long or came from another site. Reload the page and try again."
+                    ),
+                )
+                self.codec.save(response, session)
+                return response
+        try:
+            response = await fn(ctx)
+        except NotFound as exc:
+            response = ctx.render("error.html", 404, title=ctx._("Not found"), message=str(exc))
+        if session.changed:
+            self.codec.save(response, session)
+        return response
+
+    # --- shared lookups ----------------------------------------------------------------------
+    def portals(self) -> list[Installation]:
+        return self.svc.installations.list()
+
+    def sync_state(
+        self, resolved: Resolved, portals: list[Installation], regs: dict[str, dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        """Per active portal: ok (registered as now declared), outdated (registered, changed since) or missing."""
+        out = []
+        fingerprint = resolved.spec.fingerprint(self.svc.settings.handler_url)
+        for inst in portals:
+            if not inst.active:
+                continue
+            reg = regs.get(inst.member_id, {}).get(resolved.spec.code)
+            state = "missing" if reg is None else "ok" if reg == (resolved.spec.kind, fingerprint) else "outdated"
+            out.append({"domain": inst.domain, "state": state})
+        return out
+
+    async def sync_all(self, ctx: Ctx, member_id: str | None = None) -> None:
+        """Run a sync on every active portal (or one) and leave the outcome as flash messages."""
+        targets = [i for i in self.portals() if i.active and (member_id is None or i.member_id == member_id)]
+        if not targets:
+            ctx.flash(
+                "warning", ctx._("No portal has installed the application yet, so there is nowhere to register robots.")
+            )
+            return
+        for inst in targets:
+            report = await self.svc.syncer.sync(inst.member_id)
+            counts = {a: sum(1 for c in report.changes if c.action == a) for a in ("add", "update", "delete")}
+            if report.error:
+                ctx.flash(
+                    "error", ctx._("%(portal)s: registration failed: %(error)s", portal=inst.domain, error=report.error)
+                )
+            else:
+                ctx.flash(
+                    "success",
+                    ctx._(
+                        "%(portal)s: %(add)d added, %(update)d updated, %(delete)d removed",
+                        portal=inst.domain,
+                        **counts,
+                    ),
+                )

@@ -1,0 +1,167 @@
+"""How `b24robots serve` runs the app under uvicorn: who is believed, how long a client may take, how
+many connections it may hold.
+
+- Proxy headers (`X-Forwarded-For`, `X-Forwarded-Proto`) are believed only from the addresses in
+  `B24R_TRUSTED_PROXIES`; by default from nobody (uvicorn alone would trust loopback).
+- uvicorn has no deadline for a request's headers or body (its keep-alive timeout only covers idle
+  connections between requests), so a slow client could hold a socket for ever. Our protocol class
+  closes a connection whose headers are not complete within `B24R_HEADER_TIMEOUT` seconds (408) or
+  whose body is not complete within `B24R_BODY_TIMEOUT` seconds after its headers.
+- A client address may hold at most `B24R_MAX_CONNECTIONS_PER_ADDRESS` connections (trusted proxies
+  are exempt); more are answered 503 and closed before anything is read. `B24R_MAX_CONNECTIONS`
+  caps all of them (uvicorn's `limit_concurrency`, also 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from b24robots.config import Settings
+
+TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+
+
+class ConnectionGuard:
+    """Deadlines and per-address connection counts shared by every connection of one server (used on
+    the event loop's thread only)."""
+
+    def __init__(
+        self, *, header_timeout: float, body_timeout: float, per_address: int, exempt: Sequence[str] = ()
+    ) -> None:
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.per_address = per_address
+        self._exempt = [ipaddress.ip_network(item, strict=False) for item in exempt]
+        self.open: Counter[str] = Counter()
+        self.timed_out = 0
+        self.refused = 0
+
+    def exempted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self._exempt)
+
+    def admit(self, host: str) -> bool:
+        """Count a new connection from a (not exempted) host; False when it holds too many already."""
+        if self.open[host] >= self.per_address:
+            self.refused += 1
+            return False
+        self.open[host] += 1
+        return True
+
+    def release(self, host: str) -> None:
+        if self.open[host] > 0:
+            self.open[host] -= 1
+        if self.open[host] == 0:
+            del self.open[host]
+
+
+class _GuardedH11(H11Protocol):
+    guard: ClassVar[ConnectionGuard]
+    _host = ""
+    _counted = False
+    _timer: asyncio.TimerHandle | None = None
+    _phase = ""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._host = self.client[0] if self.client else ""
+        if self._exempt_or_admit():
+            self._arm("head")
+        else:
+            transport.write(TOO_MANY)
+            transport.close()
+
+    def _exempt_or_admit(self) -> bool:
+        if self.guard.exempted(self._host):
+            return True
+        self._counted = self.guard.admit(self._host)
+        return self._counted
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._counted:
+            self._counted = False
+            self.guard.release(self._host)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is None and self.conn.their_state is h11.IDLE:
+            self._arm("head")  # the first bytes of a request on a kept-alive connection
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            if self._phase != "body":
+                self._arm("body")
+        elif state is not h11.IDLE:
+            self._disarm()
+
+    def _arm(self, phase: str) -> None:
+        self._disarm()
+        self._phase = phase
+        delay = self.guard.header_timeout if phase == "head" else self.guard.body_timeout
+        self._timer = self.loop.call_later(delay, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._phase = ""
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        self.guard.timed_out += 1
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(TIMED_OUT)
+        self.transport.close()
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with the deadlines and the per-address cap of `guard`."""
+    return type("GuardedH11Protocol", (_GuardedH11,), {"guard": guard})
+
+
+class ServerConfig(uvicorn.Config):
+    guard: ConnectionGuard
+
+
+def server_config(app: Any, settings: Settings, *, host: str, port: int, **options: Any) -> ServerConfig:
+    """The uvicorn configuration `b24robots serve` runs with (tests start real servers from it)."""
+    proxies = settings.trusted_proxy_list
+    guard = ConnectionGuard(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        per_address=settings.max_connections_per_address,
+        exempt=proxies,
+    )
+    config = ServerConfig(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(guard),
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=",".join(proxies) if proxies else "",
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=15,
+        log_level=options.pop("log_level", "warning"),
+        **options,
+    )
+    config.guard = guard
+    return config
