@@ -1,14 +1,14 @@
 """revocable admin sessions, sign-in throttles, the audit log; user ids never reused
 
-Revision ID: 0003_17
-Revises: 0002
+Revision ID: 0004_17
+Revises: 0003_16
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_17"
-down_revision = "0002"
+revision = "0004_17"
+down_revision = "0003_16"
 branch_labels = None
 depends_on = None
 
