@@ -148,7 +148,7 @@ class ApiKeyRow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     installation_id: Mapped[int] = mapped_column(ForeignKey("installations.id", ondelete="CASCADE"))
     triggers: Mapped[list[str]] = mapped_column(JSON)
-    templates: Mapped[list[int]] = mapped_column(JSON)
+    templates: Mapped[list[str]] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[float] = mapped_column(Float)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from b24robots.config import Settings, load_settings
 from b24robots.errors import FormDecodeError, InputError, StoreError
 from b24robots.inbound.formcodec import DEFAULT_LIMITS, decode_form
+from b24robots.jobs.outbound import OutboundError
 from b24robots.jobs.runner import jsonable, short
 from b24robots.robots.params import default_outputs, parse_values
 from b24robots.robots.router import Router
@@ -29,6 +30,7 @@ from b24robots.store.journal import NewInvocation
 from b24robots.web.admin import STATIC_DIR as ADMIN_STATIC_DIR
 from b24robots.web.admin import STATIC_URL as ADMIN_STATIC_URL
 from b24robots.web.admin import build_admin
+from b24robots.web.api import ApiProblem, build_api_router, problem_response
 from b24robots.web.services import Services, build_services
 
 log = logging.getLogger("b24robots.web")
@@ -353,6 +355,16 @@ def create_app(
             return response
         body = await run_in_threadpool(svc.metrics.render)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+    app.include_router(build_api_router(svc))
+
+    @app.exception_handler(ApiProblem)
+    async def api_problem(_request: Request, exc: ApiProblem) -> Response:
+        return problem_response(exc)
+
+    @app.exception_handler(OutboundError)
+    async def outbound_refused(_request: Request, exc: OutboundError) -> Response:
+        return problem_response(exc)
 
     app.include_router(admin_ui.router)
     app.mount(ADMIN_STATIC_URL, StaticFiles(directory=ADMIN_STATIC_DIR), name="admin-static")

@@ -22,6 +22,7 @@ from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
 from b24robots.sandbox import SandboxLimits, SandboxPool
 from b24robots.store.audit import Audit
+from b24robots.store.apikeys import ApiKeys
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database, private_dir
 from b24robots.store.installations import Installations
@@ -48,6 +49,7 @@ class Services:
     metrics: Metrics
     outbound: Outbound
     audit: Audit
+    apikeys: ApiKeys
     work_wakeup: Wakeup = field(default_factory=Wakeup)
     deliver_wakeup: Wakeup = field(default_factory=Wakeup)
     sandbox: SandboxPool | None = None
@@ -186,4 +188,5 @@ def build_services(
         metrics=Metrics(journal, installations),
         outbound=Outbound(registry, installations, journal, rest),
         audit=Audit(db),
+        apikeys=ApiKeys(db),
     )
