@@ -37,8 +37,9 @@ def grant(member: str = "m" * 32, token: str = "apptoken") -> InstallGrant:
     return InstallGrant(
         member_id=member,
         domain="x.bitrix24.com",
-        access_token="a1",
-        refresh_token="r1",
+        # long enough that random ciphertext never contains them by chance
+        access_token="access-token-a1",
+        refresh_token="refresh-token-r1",
         expires_at=time.time() + 60,
         application_token=token,
         client_endpoint="https://x.bitrix24.com/rest/",
@@ -53,9 +54,9 @@ def test_tokens_are_encrypted_at_rest_and_app_token_is_hashed(db: Database, tmp_
 
     with db.read() as s:
         row = s.query(InstallationRow).one()
-        assert "a1" not in row.access_token_enc and "r1" not in row.refresh_token_enc
+        assert "access-token-a1" not in row.access_token_enc and "refresh-token-r1" not in row.refresh_token_enc
         assert "apptoken" not in row.application_token_hash
-    assert inst.load("m" * 32).access_token == "a1"
+    assert inst.load("m" * 32).access_token == "access-token-a1"
     assert inst.verify("m" * 32, "apptoken")[1] == "ok"
     assert inst.verify("m" * 32, "wrong")[1] == "mismatch"
     assert inst.verify("n" * 32, "apptoken")[1] == "unknown"
