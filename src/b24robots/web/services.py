@@ -21,8 +21,8 @@ from b24robots.rest.tokens import AppCredentials
 from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
 from b24robots.sandbox import SandboxLimits, SandboxPool
-from b24robots.store.audit import Audit
 from b24robots.store.apikeys import ApiKeys
+from b24robots.store.audit import Audit
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database, private_dir
 from b24robots.store.installations import Installations
