@@ -40,6 +40,7 @@ SCREENSHOTS = Path(
 )
 
 router = Router()
+router.trigger("demo.paid", name={"en": "Payment received", "ru": "Оплата получена"})
 
 
 class QuoteIn(Params):

@@ -28,7 +28,7 @@ from b24robots.errors import B24RobotsError
 from b24robots.logs import setup_logging
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.users import Users
-from b24robots.testing import PortalSimulator, SimulatorServer
+from b24robots.testing import PortalSimulator, SimulatorServer, automation
 from b24robots.web.admin.demo_robots import DEAL_TOTAL, DEAL_TOTAL_SOURCE, router
 from b24robots.web.app import create_app
 from b24robots.web.services import Services, build_services
@@ -134,7 +134,45 @@ def demo(
                 await wf.closed(timeout=30)
                 values = ", ".join(f"{k}={v}" for k, v in wf.return_values.items())
                 lines.append(f"ran {code} on DEAL_1 -> answered: {values}")
+            lines += await fire_from_outside()
             return lines
+
+        async def fire_from_outside() -> list[str]:
+            """The way back: a back office fires the payment trigger over the inbound API."""
+            import httpx
+
+            deal = portal.deals.get(1) or portal.add_deal(TITLE="Order 1001", OPPORTUNITY="1200.00")
+            automation.add_rule(sim, "demo.payment", portal=portal, stage="WON", robot="demo.discount",
+                                properties={"amount": 1200, "segment": "wholesale"})  # fmt: skip
+            inst = svc.installations.get(portal.member_id)
+            _key, secret = svc.apikeys.create("demo back office", inst.id, triggers=["demo.payment"], created_by="demo")
+            before = len(portal.workflows)
+            async with httpx.AsyncClient(base_url=public_url, timeout=30) as client:
+                resp = await client.post(
+                    "/api/v1/triggers/demo.payment/fire",
+                    json={"entity": f"DEAL_{deal['ID']}"},
+                    headers={"Authorization": f"Bearer {secret}", "Idempotency-Key": "demo-payment-1001"},
+                )
+                if resp.status_code != 202:
+                    return [f"firing demo.payment failed: {resp.text}"]
+                status = resp.json()
+                deadline = time.monotonic() + 30
+                while status["status"] == "pending" and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                    status = (await client.get(status["status_url"], headers={"X-API-Key": secret})).json()
+            # the portal applies the rule after answering; the robot's workflow runs in the simulator's thread
+            started: list[Any] = []
+            while time.monotonic() < deadline:
+                started = list(portal.workflows.values())[before:]
+                if started and all(w.is_closed for w in started):
+                    break
+                await asyncio.sleep(0.1)
+            answered = ", ".join(f"{k}={v}" for wf in started for k, v in wf.return_values.items())
+            return [
+                f"fired demo.payment on DEAL_{deal['ID']} over POST /api/v1/ -> {status['status']}; "
+                f"deal stage {portal.deals[int(deal['ID'])]['STAGE_ID']}; demo.discount answered: {answered}",
+                f"API key of the demo back office: {secret}",
+            ]
 
         for line in asyncio.run(install_and_run()):
             console.print(f"[green]✓[/green] {line}", highlight=False, soft_wrap=True)

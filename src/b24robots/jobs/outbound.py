@@ -60,6 +60,25 @@ def fingerprint(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class PortalOutbound:
+    """`Outbound` bound to one portal for robot code (`ctx.fire_trigger`); refusals raise OutboundError."""
+
+    def __init__(self, outbound: Outbound, member_id: str, origin: str = "robot") -> None:
+        self.outbound, self.member_id, self.origin = outbound, member_id, origin
+
+    async def fire_trigger(self, code: str, entity: Entity, key: str) -> int:
+        fired = await self.outbound.fire_trigger(self.member_id, code, entity, origin=self.origin, key=key)
+        return fired.entry.id
+
+    async def start_workflow(
+        self, template_id: int, entity: Entity, parameters: Mapping[str, Any] | None, key: str
+    ) -> int:
+        fired = await self.outbound.start_workflow(
+            self.member_id, template_id, entity, parameters, origin=self.origin, key=key
+        )
+        return fired.entry.id
+
+
 class Outbound:
     def __init__(self, registry: Registry, installations: Installations, journal: Journal, rest: RestClient) -> None:
         self.registry = registry
@@ -122,7 +141,15 @@ class Outbound:
         """Journal a `bizproc.workflow.start` of `template_id` on `entity`."""
         inst = self.portal(portal)
         method, params = workflow_start_call(template_id, entity, parameters)
-        request = body if body is not None else {"template_id": template_id, "entity": entity.document_key}
+        request = (
+            body
+            if body is not None
+            else {
+                "template_id": template_id,
+                "entity": entity.document_key,
+                "parameters": dict(parameters or {}),
+            }
+        )
         label = f"bp:{template_id}"
         return await self._enqueue(inst, method, params, label, entity, origin, key, request, check_entity)
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from b24robots.errors import (
     B24RobotsError,
     InputError,
+    MethodError,
     RestError,
     SandboxError,
     SandboxLimitExceeded,
@@ -26,6 +27,7 @@ from b24robots.robots.context import RobotContext
 from b24robots.robots.params import default_outputs, dump_values, parse_values
 from b24robots.robots.registry import Registry, Resolved
 from b24robots.robots.signals import Retry, RobotFailure
+from b24robots.robots.triggers import Entity
 from b24robots.sandbox import SandboxLimits, SandboxPool
 from b24robots.store.journal import Invocation
 
@@ -178,6 +180,8 @@ class Runner:
         rest = ctx.rest
 
         def on_call(method: str, params: dict[str, Any]) -> Any:
+            if method.lower() in OUTBOUND_METHODS:  # fires go through the journal, never straight to the portal
+                return asyncio.run_coroutine_threadsafe(_outbound(ctx, method, params), loop).result()
             if rest is None:
                 raise SandboxError("no REST client for this portal")
             return asyncio.run_coroutine_threadsafe(rest.call(method, params), loop).result()
@@ -216,3 +220,36 @@ class Runner:
         for line in result.log:
             ctx.log(line)
         return dict(result.outputs)
+
+
+TRIGGER_EXECUTE, WORKFLOW_START = "crm.automation.trigger.execute", "bizproc.workflow.start"
+OUTBOUND_METHODS = (TRIGGER_EXECUTE, WORKFLOW_START)
+
+
+async def _outbound(ctx: RobotContext, method: str, params: Any) -> int:
+    """Stored code's `ctx.fire_trigger` / `ctx.start_workflow` (and `ctx.call` of those two methods).
+
+    The proxied params are the method's own (CODE + OWNER_TYPE_ID/OWNER_ID; TEMPLATE_ID + DOCUMENT_ID
+    + PARAMETERS), or ENTITY as a document id like DEAL_42, or no entity: the robot's own document.
+    The answer is the journal entry id; a refusal reaches the code as `ctx.RestError`.
+    """
+    try:
+        p = {str(k).upper(): v for k, v in params.items()} if isinstance(params, Mapping) else {}
+        entity: Entity | str | None
+        if "OWNER_TYPE_ID" in p or "OWNER_ID" in p:
+            entity = Entity(int(p.get("OWNER_TYPE_ID") or 0), int(p.get("OWNER_ID") or 0))
+        elif "DOCUMENT_ID" in p:
+            entity = Entity.from_document_id(p["DOCUMENT_ID"])
+        else:
+            entity = p.get("ENTITY")
+            if entity is not None and not isinstance(entity, str):
+                raise InputError("entity", "give the entity as a document id such as DEAL_42")
+        if method.lower() == TRIGGER_EXECUTE:
+            return await ctx.fire_trigger(str(p.get("CODE") or ""), entity)
+        extra = p.get("PARAMETERS")
+        template = p.get("TEMPLATE_ID")
+        if isinstance(template, bool) or not str(template or "").isdigit():
+            raise InputError("template_id", f"{template!r} is not a template id")
+        return await ctx.start_workflow(int(str(template)), entity, extra if isinstance(extra, Mapping) else None)
+    except (B24RobotsError, RuntimeError, ValueError, TypeError) as exc:
+        raise MethodError("OUTBOUND_REFUSED", str(exc), method=method) from None

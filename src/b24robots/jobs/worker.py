@@ -23,6 +23,7 @@ from b24robots.robots.context import RobotContext
 from b24robots.store.installations import Installation, Installations
 from b24robots.store.journal import Invocation, Journal
 
+from .outbound import Outbound, PortalOutbound
 from .runner import Outcome, Runner
 from .wakeup import Wakeup
 
@@ -55,7 +56,9 @@ class Worker:
         poll: float = 5.0,
         on_outcome: Callable[[Invocation, Outcome, float], None] | None = None,
         on_answer: Callable[[], None] | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
+        self.outbound = outbound
         self.journal = journal
         self.installations = installations
         self.runner = runner
@@ -179,6 +182,7 @@ class Worker:
             invocation_id=inv.id,
             attempt=inv.attempts,
             rest=self.rest.for_portal(portal.member_id) if self.rest else None,
+            outbound=PortalOutbound(self.outbound, portal.member_id) if self.outbound else None,
         )
         outcome = await self.runner.run(inv, ctx)
         elapsed = time.monotonic() - started

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from b24robots.robots.triggers import Entity
+
 
 class PortalRest(Protocol):
     """The REST client bound to the invocation's portal (tokens, rate limit and retries are its job)."""
@@ -13,6 +15,19 @@ class PortalRest(Protocol):
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any: ...
 
     async def batch(self, commands: Any, halt: bool = False) -> Any: ...
+
+
+class Outbound(Protocol):
+    """Fires and workflow starts for the invocation's portal, journaled (the sender delivers them).
+
+    `key` deduplicates: the same key is fired once. Both return the journal entry id.
+    """
+
+    async def fire_trigger(self, code: str, entity: Entity, key: str) -> int: ...
+
+    async def start_workflow(
+        self, template_id: int, entity: Entity, parameters: Mapping[str, Any] | None, key: str
+    ) -> int: ...
 
 
 @dataclass
@@ -35,11 +50,42 @@ class RobotContext:
     attempt: int = 1
     rest: PortalRest | None = None
     logs: list[str] = field(default_factory=list)
+    outbound: Outbound | None = None
+    fires: int = 0
 
     def log(self, message: str) -> None:
         text = str(message).strip()
         if text:
             self.logs.append(text)
+
+    def _entity(self, entity: Entity | str | None) -> Entity:
+        if entity is None:
+            return Entity.from_document_id(list(self.document_id))
+        return entity if isinstance(entity, Entity) else Entity.parse(entity)
+
+    def _next_key(self) -> str:
+        if self.outbound is None or self.invocation_id is None:
+            raise RuntimeError("firing triggers is not available here (a test run has no portal to fire on)")
+        # the n-th fire of this invocation: a retried run fires the same keys, so nothing fires twice
+        self.fires += 1
+        return f"robot:{self.invocation_id}:{self.fires}"
+
+    async def fire_trigger(self, code: str, entity: Entity | str | None = None) -> int:
+        """Fire CRM automation trigger `code` for `entity` (default: this robot's document, e.g. the deal).
+
+        The fire is journaled and delivered by the sender after this run; returns the journal entry id.
+        """
+        key = self._next_key()
+        assert self.outbound is not None
+        return await self.outbound.fire_trigger(code, self._entity(entity), key)
+
+    async def start_workflow(
+        self, template_id: int, entity: Entity | str | None = None, parameters: Mapping[str, Any] | None = None
+    ) -> int:
+        """Start business-process template `template_id` on `entity` (default: this robot's document)."""
+        key = self._next_key()
+        assert self.outbound is not None
+        return await self.outbound.start_workflow(template_id, self._entity(entity), parameters, key)
 
     @property
     def entity_id(self) -> int | None:

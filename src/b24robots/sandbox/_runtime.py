@@ -408,10 +408,42 @@ class _Worker:
                 raise TypeError("ctx.batch(commands): commands must be a dict or a list")
             return proxied("batch", {"commands": commands})
 
+        def fire_trigger(code: str, entity: str | None = None) -> Any:
+            # journaled by the parent (jobs/runner.py), like every fire; returns the journal entry id
+            if not isinstance(code, str) or not code:
+                raise TypeError("ctx.fire_trigger(code, entity=None): code must be a non-empty string")
+            if entity is not None and not isinstance(entity, str):
+                raise TypeError("ctx.fire_trigger: entity must be a document id such as 'DEAL_42'")
+            params: dict[str, Any] = {"CODE": code}
+            if entity is not None:
+                params["ENTITY"] = entity
+            return call("crm.automation.trigger.execute", params)
+
+        def start_workflow(
+            template_id: int, entity: str | None = None, parameters: dict[str, Any] | None = None
+        ) -> Any:
+            if isinstance(template_id, bool) or not isinstance(template_id, int):
+                raise TypeError(
+                    "ctx.start_workflow(template_id, entity=None, parameters=None): template_id is a number"
+                )
+            if entity is not None and not isinstance(entity, str):
+                raise TypeError("ctx.start_workflow: entity must be a document id such as 'DEAL_42'")
+            params: dict[str, Any] = {"TEMPLATE_ID": template_id, "PARAMETERS": parameters or {}}
+            if entity is not None:
+                params["ENTITY"] = entity
+            return call("bizproc.workflow.start", params)
+
         context = _wire.decode(job["context"])
         fields: dict[str, Any] = {name: None for name in CONTEXT_FIELDS}
         fields.update(context)
-        fields.update(log=add_log, call=call, batch=batch, RestError=RestError)
+        fields.update(
+            log=add_log,
+            call=call,
+            batch=batch,
+            fire_trigger=fire_trigger,
+            start_workflow=start_workflow,
+            RestError=RestError,
+        )
         ctx = Context(fields)
         inputs = _wire.decode(job["inputs"])
         modules = _Modules()

@@ -60,6 +60,9 @@ from b24robots.sandbox import _runtime
 _runtime.zygote_main(int(sys.argv[1]), sys.argv[2] or None)
 """
 
+# ctx attributes of stored code that a context value must not shadow
+RESERVED_CONTEXT_KEYS = ("log", "call", "batch", "fire_trigger", "start_workflow", "RestError")
+
 
 @dataclass
 class _Child:
@@ -543,7 +546,7 @@ class SandboxPool:
         for key in context:
             if _CREDENTIAL.search(key):
                 raise SandboxError(f"context key {key!r} looks like a credential; stored code never gets those")
-            if not key.isidentifier() or key.startswith("_") or key in ("log", "call", "batch", "RestError"):
+            if not key.isidentifier() or key.startswith("_") or key in RESERVED_CONTEXT_KEYS:
                 raise SandboxError(f"context key {key!r} cannot be an attribute of ctx")
         try:
             encoded_inputs = _wire.encode(inputs)

@@ -84,6 +84,7 @@ class Services:
             concurrency=self.settings.workers,
             on_outcome=self.metrics.observe_run,
             on_answer=self.deliver_wakeup.notify,
+            outbound=self.outbound,
         )
         self.sender = Sender(
             self.journal,

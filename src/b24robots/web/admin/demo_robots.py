@@ -12,6 +12,9 @@ from typing import Any
 from b24robots import Bool, Date, Double, Int, Params, RobotContext, RobotFailure, Router, Select, String
 
 router = Router("demo")
+# fired by the back office when a payment arrives; the simulated portal's automation rule moves the
+# deal to WON and runs demo.discount on it
+PAYMENT = router.trigger("demo.payment", name={"en": "Payment received", "ru": "Оплата получена"})
 
 
 class DiscountIn(Params):

@@ -27,6 +27,7 @@ from b24robots.store.journal import DEAD, STATES
 from b24robots.web.admin import logic
 from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
 from b24robots.web.admin.signin import add_signin_pages
+from b24robots.web.admin.triggers import add_trigger_pages
 from b24robots.web.services import Services
 
 log = logging.getLogger("b24robots.admin")
@@ -47,6 +48,7 @@ def build_admin(services: Services) -> Admin:
     page = admin.page
 
     add_signin_pages(admin)
+    add_trigger_pages(admin)
 
     # --- robots ------------------------------------------------------------------------------
     @page("/admin/robots")

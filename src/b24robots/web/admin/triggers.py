@@ -1,0 +1,151 @@
+"""Admin pages for the way back into Bitrix24: triggers (registration per portal, recent fires, a
+"Fire" form for testing, business-process starts) and API keys for the inbound API (create — the
+key is shown once, in the answer to the form, never stored in the session —, scope, last use, revoke).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from b24robots.errors import B24RobotsError
+from b24robots.jobs.trigger_sync import remembered, unavailable
+from b24robots.robots.triggers import Entity
+from b24robots.store.journal import call_status
+from b24robots.web.admin.base import Admin, Ctx
+
+RECENT = 30
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
+
+
+def add_trigger_pages(admin: Admin) -> None:
+    """Add /admin/triggers and /admin/api-keys to the admin router."""
+    svc = admin.svc
+    page = admin.page
+
+    def triggers_view() -> dict[str, Any]:
+        portals = [i for i in admin.portals() if i.active]
+        states: dict[str, dict[str, str]] = {}
+        for inst in portals:
+            known = remembered(svc.installations, inst.member_id)
+            missing = unavailable(svc.installations, inst.member_id)
+            for spec in svc.registry.triggers():
+                states.setdefault(spec.code, {})[inst.domain] = (
+                    "unavailable" if missing else "registered" if spec.code in known else "missing"
+                )
+        domains = {i.id: i.domain for i in admin.portals()}
+        fires = [
+            {"inv": inv, "status": call_status(inv), "domain": domains.get(inv.installation_id, "?")}
+            for inv in svc.journal.list_calls(limit=RECENT)
+        ]
+        return {"triggers": svc.registry.triggers(), "portals": portals, "states": states, "fires": fires}
+
+    async def render_triggers(ctx: Ctx, status: int = 200, **extra: Any) -> Response:
+        values = await run_in_threadpool(triggers_view)
+        values.setdefault("form", {})
+        values.update(extra)
+        return ctx.render("triggers.html", status, **values)
+
+    @page("/admin/triggers")
+    async def triggers(ctx: Ctx) -> Response:
+        return await render_triggers(ctx)
+
+    @page("/admin/triggers/fire", ("POST",))
+    async def fire(ctx: Ctx) -> Response:
+        portal, code, entity_text = ctx.field("portal"), ctx.field("trigger"), ctx.field("entity").strip()
+        key = ctx.field("key").strip() or None
+        try:
+            entity = Entity.parse(entity_text)
+            fired = await svc.outbound.fire_trigger(portal, code, entity, origin="ui", key=key)
+            await ctx.audit_soon("trigger.fire", code, entity=str(entity), entry=fired.entry.id)
+        except B24RobotsError as exc:
+            form = {"portal": portal, "trigger": code, "entity": entity_text, "key": key or ""}
+            return await render_triggers(ctx, 422, error=str(exc), form=form)
+        if fired.created:
+            message = ctx._(
+                "Trigger %(code)s fired for %(entity)s: journal entry %(id)d.",
+                code=code,
+                entity=str(entity),
+                id=fired.entry.id,
+            )
+            ctx.flash("success", message)
+        else:
+            message = ctx._(
+                "This idempotency key was used already: journal entry %(id)d, not fired again.", id=fired.entry.id
+            )
+            ctx.flash("warning", message)
+        return ctx.redirect("/admin/triggers")
+
+    @page("/admin/triggers/start", ("POST",))
+    async def start(ctx: Ctx) -> Response:
+        portal, template, entity_text = ctx.field("portal"), ctx.field("template").strip(), ctx.field("entity").strip()
+        try:
+            if not template.isdigit():
+                raise B24RobotsError(ctx._("Give the template id as a number (see the business process's settings)."))
+            entity = Entity.parse(entity_text)
+            fired = await svc.outbound.start_workflow(portal, int(template), entity, origin="ui")
+            await ctx.audit_soon("workflow.start", template, entity=str(entity), entry=fired.entry.id)
+        except B24RobotsError as exc:
+            form = {"portal": portal, "template": template, "entity": entity_text}
+            return await render_triggers(ctx, 422, start_error=str(exc), form=form)
+        message = ctx._(
+            "Business process %(id)s started on %(entity)s: journal entry %(entry)d.",
+            id=template,
+            entity=str(entity),
+            entry=fired.entry.id,
+        )
+        ctx.flash("success", message)
+        return ctx.redirect("/admin/triggers")
+
+    # --- API keys ----------------------------------------------------------------------------
+    async def render_keys(ctx: Ctx, status: int = 200, **extra: Any) -> Response:
+        keys = await run_in_threadpool(svc.apikeys.list)
+        values: dict[str, Any] = {
+            "keys": keys,
+            "portals": [i for i in admin.portals() if i.active],
+            "triggers": svc.registry.triggers(),
+            "form": {},
+            "now": time.time(),
+        }
+        values.update(extra)
+        return ctx.render("api_keys.html", status, **values)
+
+    @page("/admin/api-keys")
+    async def api_keys(ctx: Ctx) -> Response:
+        return await render_keys(ctx)
+
+    @page("/admin/api-keys", ("POST",))
+    async def create_key(ctx: Ctx) -> Response:
+        name, portal = ctx.field("name"), ctx.field("portal")
+        chosen = [v for k, v in ctx.form if k == "trigger"]
+        triggers = chosen
+        templates = _split(ctx.field("templates"))
+        form = {"name": name, "portal": portal, "chosen": chosen, "templates": ctx.field("templates")}
+        try:
+            inst = await run_in_threadpool(svc.installations.get, portal)
+            author = ctx.user.username if ctx.user else "admin"
+            key, plaintext = await run_in_threadpool(
+                lambda: svc.apikeys.create(name, inst.id, triggers=triggers, templates=templates, created_by=author)
+            )
+        except B24RobotsError as exc:
+            return await render_keys(ctx, 422, error=str(exc), form=form)
+        await ctx.audit_soon("api_key.create", key.name, key_id=key.id, portal=inst.domain, triggers=triggers)
+        # shown in this answer only; it never goes into the session, the audit log or a log
+        response = await render_keys(ctx, 201, created=key, plaintext=plaintext)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @page("/admin/api-keys/{key_id}/revoke", ("POST",))
+    async def revoke_key(ctx: Ctx) -> Response:
+        key_id = ctx.param("key_id")
+        if key_id.isdigit():
+            key = await run_in_threadpool(svc.apikeys.revoke, int(key_id))
+            await ctx.audit_soon("api_key.revoke", key.name, key_id=key.id)
+            ctx.flash("success", ctx._("API key %(name)s is revoked.", name=key.name))
+        return ctx.redirect("/admin/api-keys")

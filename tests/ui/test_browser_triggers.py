@@ -1,0 +1,86 @@
+"""The Triggers and API keys pages in Debian chromium: fire a trigger from the UI, see it delivered on
+the simulated portal exactly once; create a key (shown once), use it, revoke it; the Russian page."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.ui.conftest import Live, shot
+from tests.ui.test_browser import sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_fire_a_trigger_from_the_ui(page: Any, live: Live) -> None:
+    deal_id = int(live.portal.add_deal(STAGE_ID="NEW")["ID"])
+    from b24robots.testing import automation
+
+    automation.add_rule(live.sim, "demo.paid", portal=live.portal, stage="WON")
+    sign_in(page, live)
+    page.get_by_role("link", name="Triggers").click()
+    page.wait_for_url(f"{live.url}/admin/triggers")
+    row = page.locator("#triggers-table tr[data-code='demo.paid']")
+    assert "registered" in row.inner_text()
+    page.get_by_label("Entity").first.fill("DEAL_4040")
+    page.get_by_role("button", name="Fire", exact=True).click()
+    assert "does not exist" in page.locator("#fire-error").inner_text()
+    page.get_by_label("Entity").first.fill(f"DEAL_{deal_id}")
+    page.get_by_label("Idempotency key (optional)").fill("ui-1")
+    page.get_by_role("button", name="Fire", exact=True).click()
+    page.wait_for_url(f"{live.url}/admin/triggers")
+    assert "Trigger demo.paid fired" in page.locator(".flash.success").inner_text()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        page.reload()
+        if page.locator("#fires-table tr[data-status='delivered']").count() == 1:
+            break
+        time.sleep(0.3)
+    assert page.locator("#fires-table tr[data-status='delivered']").count() == 1
+    shot(page, "triggers")
+    page.locator("#fires-table tr[data-status='delivered'] a").first.click()
+    page.wait_for_selector("text=crm.automation.trigger.execute")  # the journal entry holds the call
+    page.goto(f"{live.url}/admin/triggers")
+    # the same key again: stored once, not fired again
+    page.get_by_label("Entity").first.fill(f"DEAL_{deal_id}")
+    page.get_by_label("Idempotency key (optional)").fill("ui-1")
+    page.get_by_role("button", name="Fire", exact=True).click()
+    assert "not fired again" in page.locator(".flash.warning").inner_text()
+    assert [(f.code, f.owner_id) for f in live.portal.trigger_firings] == [("demo.paid", deal_id)]
+    assert live.portal.deals[deal_id]["STAGE_ID"] == "WON"
+
+
+def test_create_use_and_revoke_an_api_key(page: Any, live: Live) -> None:
+    deal_id = int(live.portal.add_deal()["ID"])
+    sign_in(page, live)
+    page.goto(f"{live.url}/admin/api-keys")
+    page.get_by_label("Who uses it").fill("1C accounting")
+    page.locator("#key-form input[value='demo.paid']").check()
+    page.get_by_role("button", name="Create the key").click()
+    secret = page.locator("#new-key-value").inner_text().strip()
+    assert secret.startswith("b24r_")
+    shot(page, "api-keys")
+    page.goto(f"{live.url}/admin/api-keys")
+    assert secret not in page.content()  # shown once only
+    hdr = {"Authorization": f"Bearer {secret}"}
+    ok = httpx.post(f"{live.url}/api/v1/triggers/demo.paid/fire", json={"entity": f"DEAL_{deal_id}"}, headers=hdr)
+    assert ok.status_code == 202, ok.text
+    page.reload()
+    row = page.locator("#keys-table tr", has_text="1C accounting")
+    assert "—" not in row.locator("td").nth(5).inner_text()  # last used is set
+    row.get_by_role("button", name="Revoke").click()
+    page.wait_for_selector("text=API key 1C accounting is revoked.")
+    refused = httpx.post(f"{live.url}/api/v1/triggers/demo.paid/fire", json={"entity": f"DEAL_{deal_id}"}, headers=hdr)
+    assert refused.status_code == 401
+
+
+def test_the_pages_speak_russian(page: Any, live: Live) -> None:
+    sign_in(page, live)
+    page.goto(f"{live.url}/admin/lang/ru?next=/admin/triggers")
+    page.wait_for_selector("text=Запустить триггер")
+    page.goto(f"{live.url}/admin/api-keys")
+    page.wait_for_selector("text=Создать ключ")
+    page.goto(f"{live.url}/admin/lang/en?next=/admin/robots")
