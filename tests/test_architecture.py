@@ -21,9 +21,22 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "loader": {"errors", "robots"},
     "logs": set(),
-    "store": {"errors", "robots", "rest", "config", "sandbox"},
-    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs"},
-    "web": {"errors", "robots", "rest", "inbound", "store", "sandbox", "jobs", "config", "loader", "logs"},
+    "connections": {"errors"},
+    "store": {"errors", "robots", "rest", "config", "sandbox", "connections"},
+    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs", "connections"},
+    "web": {
+        "errors",
+        "robots",
+        "rest",
+        "inbound",
+        "store",
+        "sandbox",
+        "jobs",
+        "config",
+        "loader",
+        "logs",
+        "connections",
+    },
     "testing": {"errors", "inbound"},
     "cli": {
         "errors",
@@ -38,6 +51,7 @@ ALLOWED: dict[str, set[str]] = {
         "loader",
         "testing",
         "logs",
+        "connections",
     },
 }
 # the pytest plugin and the demo wire the whole product together, like the CLI does

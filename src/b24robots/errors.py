@@ -17,6 +17,14 @@ The tree::
     │   ├── SandboxLimitExceeded    a resource limit was hit (.limit: "timeout", "memory", "output", ...)
     │   └── StoredCodeError         the stored code raised; carries the formatted traceback
     │       └── SourceRejected      the code was refused before running (.problems with line numbers)
+    ├── ConnectionCallError         a call through a named connection failed (.connection, .code, .status)
+    │   ├── ConnectionNotAvailable  unknown, undeclared, wrong kind, or no value for this portal
+    │   ├── OriginRefused           a path or a redirect leads away from the connection's own origin
+    │   ├── ConnectionUnreachable   no answer: DNS, refused, timeout, TLS failure (.code UNREACHABLE / TLS / TIMEOUT)
+    │   ├── RemoteError             the far side answered 4xx/5xx (1C's odata.error decoded into the message)
+    │   ├── ResponseTooLarge        the answer exceeds the connection's size cap
+    │   ├── ConnectionBusy          the concurrency cap or rate limit left no time within the run
+    │   └── SqlError                the database refused the statement (or it was not read-only)
     └── RestError                   a Bitrix24 REST call failed (.method, .portal, .code, .description, .status)
         ├── TransportError          no HTTP answer (connection, timeout)
         ├── AuthError               401-class answers
@@ -130,6 +138,66 @@ class SourceRejected(StoredCodeError):
     def __init__(self, message: str, problems: list[Any]) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+class ConnectionCallError(B24RobotsError):
+    """A call through a named connection failed. The message never holds a secret.
+
+    `code` is a short constant stored code can branch on (``NOT_AVAILABLE``, ``ORIGIN``, ``UNREACHABLE``,
+    ``TLS``, ``TIMEOUT``, ``REMOTE``, ``TOO_LARGE``, ``BUSY``, ``SQL``); `status` is the far side's HTTP status.
+    """
+
+    code = "ERROR"
+
+    def __init__(self, connection: str, message: str, *, code: str = "", status: int | None = None) -> None:
+        super().__init__(f"connection {connection!r}: {message}" if connection else message)
+        self.connection = connection
+        self.reason = message
+        if code:
+            self.code = code
+        self.status = status
+
+
+class ConnectionNotAvailable(ConnectionCallError):
+    """The robot may not use this connection here: unknown, undeclared, of another kind, or no value."""
+
+    code = "NOT_AVAILABLE"
+
+
+class OriginRefused(ConnectionCallError):
+    """A request or a redirect would leave the connection's origin."""
+
+    code = "ORIGIN"
+
+
+class ConnectionUnreachable(ConnectionCallError):
+    """The far side gave no answer (DNS, refused, timeout, TLS)."""
+
+    code = "UNREACHABLE"
+
+
+class RemoteError(ConnectionCallError):
+    """The far side answered with a 4xx/5xx status."""
+
+    code = "REMOTE"
+
+
+class ResponseTooLarge(ConnectionCallError):
+    """The answer is larger than the connection's cap."""
+
+    code = "TOO_LARGE"
+
+
+class ConnectionBusy(ConnectionCallError):
+    """The connection's concurrency cap or rate limit left no time within the run's limits."""
+
+    code = "BUSY"
+
+
+class SqlError(ConnectionCallError):
+    """The database refused the statement."""
+
+    code = "SQL"
 
 
 class RestError(B24RobotsError):

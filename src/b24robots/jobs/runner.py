@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
+from b24robots.connections.hub import ConnectionHub, RunConnections
 from b24robots.errors import (
     B24RobotsError,
+    ConnectionCallError,
+    ConnectionNotAvailable,
     InputError,
     MethodError,
+    OriginRefused,
+    RemoteError,
+    ResponseTooLarge,
     RestError,
     SandboxError,
     SandboxLimitExceeded,
@@ -69,6 +76,13 @@ def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: conv(v) for k, v in values.items()}
 
 
+def _connection_cause(ctx: RobotContext, exc: StoredCodeError) -> ConnectionCallError | None:
+    """The connection error stored code let escape, when that is what ended the run."""
+    scope = ctx.connections
+    last = scope.last_error if isinstance(scope, RunConnections) else None
+    return last if last is not None and last.reason in str(exc) else None
+
+
 def short(text: str, limit: int = MAX_LOG_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -81,11 +95,13 @@ class Runner:
         sandbox: SandboxPool | None = None,
         sandbox_limits: SandboxLimits | None = None,
         rules: RetryRules | None = None,
+        connections: ConnectionHub | None = None,
     ) -> None:
         self.registry = registry
         self.sandbox = sandbox
         self.sandbox_limits = sandbox_limits
         self.rules = rules or RetryRules()
+        self.connections = connections
 
     async def run(self, inv: Invocation, ctx: RobotContext) -> Outcome:
         resolved = self.registry.resolve(inv.robot_code)
@@ -108,6 +124,13 @@ class Runner:
         try:
             raw = await self.call(resolved, values, ctx)
             outputs = dump_values(spec.outputs, raw)
+        except ConnectionCallError as exc:
+            return self._connection_failed(spec.outputs, ctx, inv, exc)
+        except StoredCodeError as exc:
+            cause = _connection_cause(ctx, exc)
+            if cause is not None:
+                return self._connection_failed(spec.outputs, ctx, inv, cause, exc.traceback)
+            return self._failed(spec.outputs, ctx, inv, str(exc), exc.traceback)
         except Retry as sig:
             if inv.attempts >= self.rules.max_signal_retries:
                 return self._dead(spec.outputs, ctx, f"gave up after {inv.attempts} retries: {sig}")
@@ -125,14 +148,34 @@ class Runner:
             return self._dead(spec.outputs, ctx, f"the robot returned bad outputs: {exc}")
         except SandboxLimitExceeded as exc:
             return self._dead(spec.outputs, ctx, f"stopped by the {exc.limit} limit: {exc}")
-        except StoredCodeError as exc:
-            return self._failed(spec.outputs, ctx, inv, str(exc), exc.traceback)
         except (SandboxError, RestError, B24RobotsError) as exc:
             return self._failed(spec.outputs, ctx, inv, f"{type(exc).__name__}: {exc}", "")
         except Exception as exc:  # robot code is user code: anything may happen
             tb = "".join(traceback.format_exception(exc))
             return self._failed(spec.outputs, ctx, inv, f"{type(exc).__name__}: {exc}", tb)
+        finally:
+            await self._flush(ctx)
         return Outcome("answer", outputs=outputs, log=list(ctx.logs))
+
+    async def _flush(self, ctx: RobotContext) -> None:
+        scope = ctx.connections
+        if isinstance(scope, RunConnections):
+            try:
+                await asyncio.to_thread(scope.flush)
+            except B24RobotsError as exc:
+                ctx.log(f"b24robots: {exc}")
+
+    def _connection_failed(
+        self, params: Any, ctx: RobotContext, inv: Invocation, exc: ConnectionCallError, tb: str = ""
+    ) -> Outcome:
+        """Say what went wrong with a connection in the robot's log; retry only what may pass (5xx, no answer)."""
+        ctx.log(f"b24robots: {exc}")
+        permanent = isinstance(exc, ConnectionNotAvailable | OriginRefused | ResponseTooLarge) or (
+            isinstance(exc, RemoteError) and exc.status is not None and exc.status < 500
+        )
+        if permanent or exc.code in ("BAD", "SQL"):
+            return self._dead(params, ctx, str(exc))
+        return self._failed(params, ctx, inv, f"{type(exc).__name__}: {exc}", tb)
 
     def _dump_partial(self, params: Any, values: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -162,8 +205,25 @@ class Runner:
 
         Module robots run in-process; stored robots in the sandbox, where `ctx.call` / `ctx.batch`
         are served by `ctx.rest` (a RestError raised there reaches the stored code as `ctx.RestError`).
-        Control signals and errors propagate to the caller.
+        Control signals and errors propagate to the caller. Connections the robot declares are
+        reachable through `ctx.http/onec/sql` (the caller flushes their journal: see `run`).
         """
+        stored_limits: SandboxLimits | None = None
+        if resolved.stored is not None:
+            stored = resolved.stored
+            stored_limits = SandboxLimits(**stored.limits) if stored.limits else self.sandbox_limits
+        if self.connections is not None and ctx.connections is None:
+            wall = None
+            if resolved.stored is not None and self.sandbox is not None:
+                wall = (stored_limits or self.sandbox.caps).clamp(self.sandbox.caps).wall_seconds
+            ctx.connections = self.connections.scope(
+                robot=resolved.spec.code,
+                declared=resolved.spec.connections,
+                member_id=ctx.member_id,
+                domain=ctx.portal,
+                deadline=time.monotonic() + wall if wall else None,
+                invocation_id=ctx.invocation_id,
+            )
         if resolved.module is not None:
             module = resolved.module
             if module.is_async:
@@ -206,7 +266,7 @@ class Runner:
             "robot": ctx.code,
         }
         stored = resolved.stored
-        limits = SandboxLimits(**stored.limits) if stored.limits else self.sandbox_limits
+        limits = stored_limits
         result = await asyncio.to_thread(
             self.sandbox.run,
             stored.source,

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from b24robots.errors import ConnectionNotAvailable
 from b24robots.robots.triggers import Entity
 
 
@@ -30,6 +31,74 @@ class Outbound(Protocol):
     ) -> int: ...
 
 
+class HttpCalls(Protocol):
+    """`ctx.http(name)`: requests to one connection's origin; paths are relative to its base URL.
+
+    Each method returns a response with `.status`, `.headers`, `.content`, `.text`, `.json()`;
+    a 4xx/5xx answer raises RemoteError unless `check=False`.
+    """
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
+    def get(self, path: str, **kwargs: Any) -> Any: ...
+
+    def post(self, path: str, **kwargs: Any) -> Any: ...
+
+    def put(self, path: str, **kwargs: Any) -> Any: ...
+
+    def patch(self, path: str, **kwargs: Any) -> Any: ...
+
+    def delete(self, path: str, **kwargs: Any) -> Any: ...
+
+
+class OneCCalls(Protocol):
+    """`ctx.onec(name)`: objects of a 1C infobase through its standard OData interface."""
+
+    def list(
+        self,
+        entity: str,
+        *,
+        filter: str | Mapping[str, Any] | None = None,
+        select: str | Sequence[str] | None = None,
+        top: int | None = None,
+        skip: int | None = None,
+        orderby: str | None = None,
+        expand: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def first(self, entity: str, **kwargs: Any) -> dict[str, Any] | None: ...
+
+    def get(self, entity: str, key: str | Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def create(self, entity: str, fields: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def update(self, entity: str, key: str | Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def delete(self, entity: str, key: str | Mapping[str, Any]) -> None: ...
+
+    def post_document(self, document: str, key: str, *, operational: bool = False) -> None: ...
+
+
+class SqlCalls(Protocol):
+    """`ctx.sql(name)`: parameterised statements (`:name` placeholders, values as keyword arguments)."""
+
+    def query(self, statement: str, /, **params: Any) -> list[dict[str, Any]]: ...
+
+    def first(self, statement: str, /, **params: Any) -> dict[str, Any] | None: ...
+
+    def execute(self, statement: str, /, **params: Any) -> int: ...
+
+
+class Connections(Protocol):
+    """The connections a run may use: only those its robot declares."""
+
+    def http(self, name: str) -> HttpCalls: ...
+
+    def onec(self, name: str) -> OneCCalls: ...
+
+    def sql(self, name: str) -> SqlCalls: ...
+
+
 @dataclass
 class RobotContext:
     """The context handed to a robot handler.
@@ -52,6 +121,25 @@ class RobotContext:
     logs: list[str] = field(default_factory=list)
     outbound: Outbound | None = None
     fires: int = 0
+    connections: Connections | None = None
+
+    def _connections(self) -> Connections:
+        if self.connections is None:
+            raise ConnectionNotAvailable("", "connections are not available in this run")
+        return self.connections
+
+    def http(self, name: str) -> HttpCalls:
+        """The http connection `name` (declared by the robot). Calls block: in an async handler wrap them
+        in `asyncio.to_thread`."""
+        return self._connections().http(name)
+
+    def onec(self, name: str) -> OneCCalls:
+        """The 1c connection `name` (declared by the robot)."""
+        return self._connections().onec(name)
+
+    def sql(self, name: str) -> SqlCalls:
+        """The sql connection `name` (declared by the robot)."""
+        return self._connections().sql(name)
 
     def log(self, message: str) -> None:
         text = str(message).strip()

@@ -15,7 +15,7 @@ It may return the outputs object, a dict of outputs, or None.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints
 
@@ -136,6 +136,7 @@ class Router:
         auth_user_id: int,
         document_type: tuple[str, str, str] | list[str] | None,
         filter: Mapping[str, Any] | None,
+        connections: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
         spec = RobotSpec(
             code=code,
@@ -148,6 +149,7 @@ class Router:
             auth_user_id=auth_user_id,
             document_type=tuple(document_type) if document_type else None,  # type: ignore[arg-type]
             filter=filter,
+            connections=tuple(connections),
         )
 
         def register(handler: Handler) -> Handler:
@@ -180,6 +182,7 @@ class Router:
         auth_user_id: int = 1,
         document_type: tuple[str, str, str] | list[str] | None = None,
         filter: Mapping[str, Any] | None = None,
+        connections: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
         """Declare an automation-rule robot (registered with bizproc.robot.add)."""
         return self._decorator(
@@ -193,6 +196,7 @@ class Router:
             auth_user_id=auth_user_id,
             document_type=document_type,
             filter=filter,
+            connections=connections,
         )
 
     def activity(
@@ -207,6 +211,7 @@ class Router:
         auth_user_id: int = 1,
         document_type: tuple[str, str, str] | list[str] | None = None,
         filter: Mapping[str, Any] | None = None,
+        connections: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
         """Declare a business-process activity (registered with bizproc.activity.add)."""
         return self._decorator(
@@ -220,6 +225,7 @@ class Router:
             auth_user_id=auth_user_id,
             document_type=document_type,
             filter=filter,
+            connections=connections,
         )
 
     def add(self, robot: ModuleRobot) -> None:

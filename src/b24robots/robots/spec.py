@@ -85,6 +85,24 @@ def _check_filter(value: object) -> dict[str, Any] | None:
     return out
 
 
+CONNECTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
+
+
+def _check_connections(value: object, code: str) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+        raise DeclarationError(f"robot {code!r}: connections must be a list of connection names, e.g. ['erp', 'buh']")
+    for name in items:
+        if not CONNECTION_NAME_RE.match(name):
+            raise DeclarationError(
+                f"robot {code!r}: connection name {name!r} is invalid; use lower-case latin letters, digits, "
+                "'_' or '-', starting with a letter"
+            )
+    return tuple(dict.fromkeys(items))
+
+
 @dataclass(frozen=True)
 class RobotSpec:
     """A validated robot or activity definition."""
@@ -99,6 +117,7 @@ class RobotSpec:
     auth_user_id: int = 1
     document_type: tuple[str, str, str] | None = None
     filter: Mapping[str, Any] | None = field(default=None)
+    connections: tuple[str, ...] = ()  # names of the connections the robot may use (ctx.http/onec/sql)
 
     def __post_init__(self) -> None:
         check_code(self.code)
@@ -131,6 +150,7 @@ class RobotSpec:
             raise DeclarationError(f"robot {self.code!r}: auth_user_id must be a user id (a whole number >= 0)")
         object.__setattr__(self, "document_type", _check_document_type(self.document_type))
         object.__setattr__(self, "filter", _check_filter(self.filter))
+        object.__setattr__(self, "connections", _check_connections(self.connections, self.code))
 
     @property
     def method_prefix(self) -> str:
@@ -186,6 +206,8 @@ class RobotSpec:
             doc["document_type"] = list(self.document_type)
         if self.filter:
             doc["filter"] = dict(self.filter)
+        if self.connections:
+            doc["connections"] = list(self.connections)
         doc["properties"] = {p.key: p.to_document() for p in self.inputs}
         doc["return_properties"] = {p.key: p.to_document() for p in self.outputs}
         return doc
@@ -207,6 +229,7 @@ class RobotSpec:
             "properties",
             "return_properties",
             "source",
+            "connections",  # names of connections the code uses; not part of the registration
             "limits",  # the register's own field (sandbox limits), not part of the registration
         }
         extra = sorted(set(doc) - known)
@@ -237,6 +260,7 @@ class RobotSpec:
             auth_user_id=auth_user_id,
             document_type=doc.get("document_type"),
             filter=doc.get("filter"),
+            connections=doc.get("connections") or (),
         )
 
     def fingerprint(self, handler_url: str = "") -> str:

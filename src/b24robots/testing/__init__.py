@@ -26,6 +26,7 @@ from .model import (
     Webhook,
     Workflow,
 )
+from .onec import FakeOneC, FakeOneCServer, LocalServer
 from .server import SimulatorServer
 from .signing import sign_event_token, unsign_event_token
 from .simulator import PortalSimulator, TokenPair
@@ -34,9 +35,12 @@ __all__ = [
     "CallRecord",
     "Clock",
     "Delivery",
+    "FakeOneC",
+    "FakeOneCServer",
     "FaultRule",
     "Faults",
     "Installation",
+    "LocalServer",
     "LogEntry",
     "ManualClock",
     "Portal",

@@ -22,6 +22,10 @@ Fixtures:
           wf = await b24_server.run_robot("demo.discount", properties={"amount": 100})
           assert wf.return_values["total"] == 100.0
 
+* ``b24_onec`` — a fake 1C:Enterprise infobase (standard OData interface) served on a free port:
+  ``b24_onec.base_url`` is its OData root, ``b24_onec.fake`` its in-memory state (``add(...)``,
+  ``fail_next(...)``, ``seen``); the infobase user is ``b24_onec.fake.username`` / ``.password``.
+
 Works under pytest-asyncio's default *strict* mode with no configuration: ``b24_server`` is declared
 with ``pytest_asyncio.fixture``, and an ``async def`` test that asks for it is marked ``asyncio`` by this
 plugin (a test that already carries its own ``asyncio`` marker keeps it).
@@ -41,6 +45,7 @@ import pytest
 
 from b24robots.robots.router import Router
 
+from .onec import FakeOneC, FakeOneCServer
 from .server import SimulatorServer
 from .simulator import PortalSimulator
 
@@ -61,6 +66,13 @@ def b24_portal() -> PortalSimulator:
 @pytest.fixture
 def b24_portal_server() -> Iterator[SimulatorServer]:
     with SimulatorServer(make_simulator()) as server:
+        yield server
+
+
+@pytest.fixture
+def b24_onec() -> Iterator[FakeOneCServer]:
+    """A fake 1C infobase speaking OData on 127.0.0.1 (see b24robots.testing.onec)."""
+    with FakeOneCServer(FakeOneC()) as server:
         yield server
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from b24robots.connections.base import CallRecord
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 
@@ -76,7 +77,22 @@ class Metrics:
             "b24robots_answers_delivered", "Answers delivered with bizproc.event.send", registry=self.registry
         )
         self.batches = Counter("b24robots_delivery_batches", "batch requests sent", registry=self.registry)
+        self.connection_calls = Histogram(
+            "b24robots_connection_call_seconds",
+            "Outbound calls through connections: count and latency per connection and outcome",
+            ["connection", "kind", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.connection_bytes = Counter(
+            "b24robots_connection_bytes", "Bytes received through connections", ["connection"], registry=self.registry
+        )
         self.registry.register(_JournalCollector(journal, installations))
+
+    def observe_connection(self, rec: CallRecord) -> None:
+        outcome = "error" if rec.error else "ok"
+        self.connection_calls.labels(rec.connection, rec.kind, outcome).observe(rec.duration_ms / 1000)
+        self.connection_bytes.labels(rec.connection).inc(rec.bytes)
 
     def observe_ack(self, seconds: float, result: str) -> None:
         self.acks.labels(result).observe(seconds)

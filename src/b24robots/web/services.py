@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from b24robots.config import Settings
+from b24robots.connections.hub import ConnectionHub
 from b24robots.jobs.outbound import Outbound
 from b24robots.jobs.runner import Runner
 from b24robots.jobs.sender import Sender
@@ -23,6 +24,7 @@ from b24robots.robots.router import Router
 from b24robots.sandbox import SandboxLimits, SandboxPool
 from b24robots.store.apikeys import ApiKeys
 from b24robots.store.audit import Audit
+from b24robots.store.connections import ConnectionStore
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database, private_dir
 from b24robots.store.installations import Installations
@@ -50,6 +52,8 @@ class Services:
     outbound: Outbound
     audit: Audit
     apikeys: ApiKeys
+    connections: ConnectionStore
+    hub: ConnectionHub
     work_wakeup: Wakeup = field(default_factory=Wakeup)
     deliver_wakeup: Wakeup = field(default_factory=Wakeup)
     sandbox: SandboxPool | None = None
@@ -119,6 +123,7 @@ class Services:
             await asyncio.to_thread(self.sandbox.close)
         await self.rest.aclose()
         await self.http.aclose()
+        await asyncio.to_thread(self.hub.close)
         self.db.dispose()
 
     def sync_soon(self, member_id: str) -> None:
@@ -150,6 +155,7 @@ def build_services(
     transport: httpx.AsyncBaseTransport | None = None,
     retry: RetryPolicy | None = None,
     database: Database | None = None,
+    connection_transport: httpx.BaseTransport | None = None,
 ) -> Services:
     if settings.data_dir.exists() or not settings.database_url:
         private_dir(settings.data_dir)  # the key file and (by default) the database live here
@@ -174,6 +180,9 @@ def build_services(
         allow_http=settings.allow_http_portals,
     )
     http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
+    metrics = Metrics(journal, installations)
+    connections = ConnectionStore(db, vault)
+    hub = ConnectionHub(connections, transport=connection_transport, observe=metrics.observe_connection)
     return Services(
         settings=settings,
         db=db,
@@ -184,10 +193,12 @@ def build_services(
         journal=journal,
         rest=rest,
         http=http,
-        runner=Runner(registry),
+        runner=Runner(registry, connections=hub),
         syncer=Syncer(registry, installations, rest, settings.handler_url),
-        metrics=Metrics(journal, installations),
         outbound=Outbound(registry, installations, journal, rest),
         audit=Audit(db),
         apikeys=ApiKeys(db),
+        metrics=metrics,
+        connections=connections,
+        hub=hub,
     )
