@@ -258,6 +258,13 @@ def complete(config: ConnectionConfig, domain: str = "") -> ConnectionConfig:
     return config
 
 
+def redact_message(text: str, config: ConnectionConfig) -> str:
+    """`text` with every secret of `config` masked: for messages shown to people."""
+    from b24robots.connections.base import redact
+
+    return redact(text, config.secret_values())
+
+
 def describe(settings: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
     """Settings for display: secrets only as a mask, never their value."""
     out = {k: v for k, v in settings.items() if k != "ca_bundle"}

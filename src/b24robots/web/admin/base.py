@@ -248,6 +248,9 @@ class Admin:
         return response
 
     # --- shared lookups ----------------------------------------------------------------------
+    def connection_names(self) -> list[str]:
+        return sorted({i.name for i in self.svc.connections.all()})
+
     def portals(self) -> list[Installation]:
         return self.svc.installations.list()
 

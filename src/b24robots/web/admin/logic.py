@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from b24robots.connections.hub import ConnectionHub, RunConnections
 from b24robots.errors import B24RobotsError, DeclarationError, InputError, RestError, StoredCodeError
 from b24robots.jobs.runner import Runner
 from b24robots.robots.context import RobotContext
@@ -24,7 +25,7 @@ from b24robots.robots.params import Param, check_text, dump_values, parse_values
 from b24robots.robots.registry import Registry, Resolved
 from b24robots.robots.router import ModuleRobot
 from b24robots.robots.signals import Retry, RobotFailure
-from b24robots.robots.spec import KINDS, RobotSpec, check_code
+from b24robots.robots.spec import CONNECTION_NAME_RE, KINDS, RobotSpec, check_code
 from b24robots.robots.types import ParamType
 from b24robots.sandbox import SandboxPool, SourceProblem, check_source
 from b24robots.store.register import VersionInfo
@@ -91,6 +92,7 @@ def form_from_document(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
         "description_ru": desc_ru,
         "use_subscription": "Y" if us in (True, "Y") else "N" if us in (False, "N") else "",
         "auth_user_id": str(doc.get("auth_user_id", 1)),
+        "connections": ", ".join(doc.get("connections") or []),
         "source": source,
         "comment": "",
         "inputs": [_param_row(k, v) for k, v in (doc.get("properties") or {}).items()],
@@ -125,6 +127,7 @@ def form_from_fields(fields: Sequence[tuple[str, str]]) -> dict[str, Any]:
         "description_ru",
         "use_subscription",
         "auth_user_id",
+        "connections",
         "source",
         "comment",
     ):
@@ -196,6 +199,13 @@ def spec_from_form(
     auth_user_id = form.get("auth_user_id") or "1"
     if not str(auth_user_id).isdigit():
         errors.fields["auth_user_id"] = "give a user id (a whole number, 1 is usually the portal admin)"
+    connections = [n for n in re.split(r"[,\s]+", form.get("connections") or "") if n]
+    bad = [n for n in connections if not CONNECTION_NAME_RE.match(n)]
+    if bad:
+        errors.fields["connections"] = (
+            f"connection name {bad[0]!r} is invalid; use lower-case latin letters, digits, '_' or '-', "
+            "separated by commas"
+        )
     docs: dict[str, dict[str, Any]] = {"in": {}, "out": {}}
     for group, rows in (("in", form["inputs"]), ("out", form["outputs"])):
         for i, row in enumerate(rows):
@@ -244,6 +254,8 @@ def spec_from_form(
         doc["description"] = description
     if form["use_subscription"] in ("Y", "N"):
         doc["use_subscription"] = form["use_subscription"]
+    if connections:
+        doc["connections"] = connections
     for carried in ("document_type", "filter"):
         if base and base.get(carried):
             doc[carried] = base[carried]
@@ -322,6 +334,7 @@ class TestRun:
     error: str = ""
     origin: str = ""
     version: int | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 def raw_inputs(spec: RobotSpec, given: Mapping[str, str]) -> dict[str, Any]:
@@ -345,9 +358,15 @@ def raw_inputs(spec: RobotSpec, given: Mapping[str, str]) -> dict[str, Any]:
 
 
 async def test_run(
-    resolved: Resolved, given: Mapping[str, str], sandbox: SandboxPool | None, document_id: str = "DEAL_1"
+    resolved: Resolved,
+    given: Mapping[str, str],
+    sandbox: SandboxPool | None,
+    document_id: str = "DEAL_1",
+    connections: ConnectionHub | None = None,
 ) -> TestRun:
-    """Run a robot with sample inputs, without a portal: `ctx.call` raises a RestError saying so."""
+    """Run a robot with sample inputs, without a portal: `ctx.call` raises a RestError saying so.
+
+    The robot's connections are real (their values for all portals): a test run reaches them."""
     spec = resolved.spec
     result = TestRun(ok=False, origin=resolved.origin, version=resolved.stored.version if resolved.stored else None)
     try:
@@ -367,7 +386,7 @@ async def test_run(
     )
     started = time.perf_counter()
     try:
-        raw = await Runner(registry=Registry(), sandbox=sandbox).call(resolved, values, ctx)
+        raw = await Runner(registry=Registry(), sandbox=sandbox, connections=connections).call(resolved, values, ctx)
         result.outputs = dict(dump_values(spec.outputs, raw))
         result.ok = True
     except RobotFailure as fail:
@@ -388,6 +407,9 @@ async def test_run(
         result.error = f"{type(exc).__name__}: {exc}"
     result.duration_ms = (time.perf_counter() - started) * 1000
     result.log = result.log or list(ctx.logs)
+    scope = ctx.connections
+    if isinstance(scope, RunConnections):
+        result.calls = [r.as_dict() for r in scope.records]
     return result
 
 

@@ -24,7 +24,7 @@ from b24robots.robots.params import localize
 from b24robots.robots.registry import Resolved
 from b24robots.sandbox import check_source
 from b24robots.store.journal import DEAD, STATES
-from b24robots.web.admin import logic
+from b24robots.web.admin import connections_view, logic
 from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
 from b24robots.web.admin.signin import add_signin_pages
 from b24robots.web.admin.triggers import add_trigger_pages
@@ -84,6 +84,7 @@ def build_admin(services: Services) -> Admin:
     async def new_robot(ctx: Ctx) -> Response:
         return ctx.render(
             "robot_edit.html",
+            connection_names=admin.connection_names(),
             form=logic.empty_form(),
             errors=logic.FormErrors(),
             new=True,
@@ -109,6 +110,7 @@ def build_admin(services: Services) -> Admin:
             return ctx.render(
                 "robot_edit.html",
                 422,
+                connection_names=admin.connection_names(),
                 form=form,
                 errors=errors,
                 new=code is None,
@@ -159,6 +161,7 @@ def build_admin(services: Services) -> Admin:
             resolved = svc.registry.resolve(code)
             return ctx.render(
                 "robot_edit.html",
+            connection_names=admin.connection_names(),
                 form=form,
                 errors=logic.FormErrors(),
                 new=False,
@@ -242,6 +245,7 @@ def build_admin(services: Services) -> Admin:
             )
             return ctx.render(
                 "robot_edit.html",
+            connection_names=admin.connection_names(),
                 form=form,
                 errors=errors,
                 new=True,
@@ -273,7 +277,9 @@ def build_admin(services: Services) -> Admin:
         if resolved is None:
             raise NotFound(ctx._("There is no robot with the code %(code)s.", code=code))
         given = {k.removeprefix("input."): v for k, v in ctx.form if k.startswith("input.")}
-        result = await logic.test_run(resolved, given, svc.sandbox, document_id=ctx.field("document_id") or "DEAL_1")
+        result = await logic.test_run(
+            resolved, given, svc.sandbox, document_id=ctx.field("document_id") or "DEAL_1", connections=svc.hub
+        )
         return ctx.render("_test_result.html", result=result)
 
     # --- journal -----------------------------------------------------------------------------
@@ -328,7 +334,8 @@ def build_admin(services: Services) -> Admin:
             portal = (await run_in_threadpool(svc.installations.by_id, inv.installation_id)).domain
         except NotFound:
             portal = "?"
-        return ctx.render("journal_detail.html", inv=inv, portal=portal)
+        calls = await run_in_threadpool(svc.connections.calls_for, inv.id)
+        return ctx.render("journal_detail.html", inv=inv, portal=portal, calls=calls)
 
     @page("/admin/journal/{inv_id}/{action}", ("POST",))
     async def journal_action(ctx: Ctx) -> Response:
@@ -397,4 +404,5 @@ def build_admin(services: Services) -> Admin:
         await admin.sync_all(ctx, inst.member_id)
         return ctx.redirect("/admin/portals")
 
+    connections_view.register(admin)
     return admin
