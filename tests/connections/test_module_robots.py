@@ -80,7 +80,7 @@ async def test_a_module_robot_looks_up_1c_and_the_call_is_journaled(
     calls = harness.svc.connections.calls_for(inv.id)
     assert [(c.connection, c.method, c.status) for c in calls] == [("buh", "GET", 200)]
     assert calls[0].target == "/demo/odata/standard.odata/Catalog_Контрагенты" and calls[0].bytes > 0
-    metrics = (await harness.client().get("/metrics")).text
+    metrics = harness.svc.metrics.render().decode()
     assert 'b24robots_connection_call_seconds_count{connection="buh",kind="1c",outcome="ok"} 1.0' in metrics
 
 

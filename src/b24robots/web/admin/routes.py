@@ -161,7 +161,7 @@ def build_admin(services: Services) -> Admin:
             resolved = svc.registry.resolve(code)
             return ctx.render(
                 "robot_edit.html",
-            connection_names=admin.connection_names(),
+                connection_names=admin.connection_names(),
                 form=form,
                 errors=logic.FormErrors(),
                 new=False,
@@ -245,7 +245,7 @@ def build_admin(services: Services) -> Admin:
             )
             return ctx.render(
                 "robot_edit.html",
-            connection_names=admin.connection_names(),
+                connection_names=admin.connection_names(),
                 form=form,
                 errors=errors,
                 new=True,
