@@ -276,3 +276,28 @@ async def test_cli_lists_fires_and_reports_status(tmp_path: Path, monkeypatch: p
             )
             assert code == 0 and "status delivered" in out, out
             assert h.portal.automation.started[0].parameters == {"Reason": "paid"}
+
+
+async def test_a_burst_is_accepted_at_once_and_its_entities_checked_in_the_batch(tmp_path: Path) -> None:
+    import time
+
+    async with RobotHarness(router, data_dir=tmp_path, sandbox=False) as h:
+        await h.install()
+        deal_id = int(h.portal.add_deal()["ID"])
+        inst = h.svc.installations.set_limits(h.portal.member_id, 1.0, 1)
+        h.svc.rest.set_rate(inst.member_id, inst.rate, inst.burst)
+        h.svc.installations.reserve(inst.member_id, time.time(), inst.rate, inst.burst)  # no free slot now
+        gets_before = sum(1 for c in h.sim.calls if c.method == "crm.item.get")
+        good = await h.svc.outbound.fire_trigger(h.portal.domain, "order.shipped", Entity(2, deal_id), origin="t")
+        bad = await h.svc.outbound.fire_trigger(h.portal.domain, "order.shipped", Entity(2, 999), origin="t")
+        assert sum(1 for c in h.sim.calls if c.method == "crm.item.get") == gets_before  # not asked at once
+        assert good.entry.properties["check"] == {"entityTypeId": 2, "id": deal_id}
+        for _ in range(300):
+            if all(call_status(h.svc.journal.get(e.entry.id)) != "pending" for e in (good, bad)):
+                break
+            await asyncio.sleep(0.05)
+        assert call_status(h.svc.journal.get(good.entry.id)) == "delivered"
+        failed = h.svc.journal.get(bad.entry.id)
+        assert call_status(failed) == "failed" and f"DEAL_999 does not exist on {h.portal.domain}" in failed.error
+        assert failed.deliver_attempts == 1
+        assert sum(1 for c in h.sim.calls if c.method == "crm.item.get") == gets_before  # asked inside the batch

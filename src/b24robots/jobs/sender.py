@@ -22,6 +22,7 @@ from typing import Any
 from b24robots.errors import (
     AccessDenied,
     B24RobotsError,
+    MethodError,
     OperationTimeLimit,
     QueryLimitExceeded,
     RestError,
@@ -48,7 +49,10 @@ def commands_for(inv: Invocation, token: str) -> dict[str, tuple[str, dict[str, 
     lines joined); `bizproc.event.send` then carries RETURN_VALUES and the final message.
     """
     if inv.kind == CALL:  # an outbound call: the stored method and parameters, as they are
-        return {str(inv.id): (str(inv.properties["method"]), dict(inv.properties.get("params") or {}))}
+        call = {str(inv.id): (str(inv.properties["method"]), dict(inv.properties.get("params") or {}))}
+        check = inv.properties.get("check")
+        # an entity not checked when the call was accepted: ask first, in the same batch (jobs/outbound.py)
+        return ({f"{inv.id}.check": ("crm.item.get", dict(check))} if check else {}) | call
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     lines = [line for line in inv.log if line]
     if lines:
@@ -175,8 +179,15 @@ class Sender:
             )
             return
         self.batches += 1
-        ok = [inv for inv in due if str(inv.id) not in result.errors]
-        failed = {inv.id: result.errors[str(inv.id)] for inv in due if str(inv.id) in result.errors}
+        failed: dict[int, Exception] = {}
+        for inv in due:
+            check = result.errors.get(f"{inv.id}.check")
+            if isinstance(check, MethodError) and check.code == "NOT_FOUND":
+                # the fire itself changed nothing (the portal answers true for a missing entity)
+                failed[inv.id] = MethodError("NOT_FOUND", f"{inv.document_id[2]} does not exist on {portal.domain}")
+            elif str(inv.id) in result.errors:
+                failed[inv.id] = result.errors[str(inv.id)]
+        ok = [inv for inv in due if inv.id not in failed]
         if ok:
             results = {i.id: result.results.get(str(i.id)) for i in ok if i.kind == CALL}
             await asyncio.to_thread(self.journal.call_results, results)

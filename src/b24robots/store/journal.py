@@ -149,6 +149,7 @@ class NewCall:
     origin: str  # robot | cli | api | ui
     document_id: list[str]
     fingerprint: str = ""  # a hash of the request that asked for it (idempotency checks)
+    check: dict[str, Any] | None = None  # crm.item.get parameters the sender asks first (entity exists?)
 
 
 def call_status(inv: Invocation) -> str:
@@ -259,7 +260,12 @@ class Journal:
             timeout_duration=0,
             portal_ts=0,
             auth_user_id=None,
-            properties={"method": new.method, "params": new.params, "fingerprint": new.fingerprint},
+            properties={
+                "method": new.method,
+                "params": new.params,
+                "fingerprint": new.fingerprint,
+                **({"check": new.check} if new.check else {}),
+            },
             inputs=None,
             outputs=None,
             log=[],
