@@ -5,12 +5,13 @@ Sessions are rows: the browser holds a random token, the table its SHA-256. A se
 row goes (sign-out, sign-out everywhere, a password change, the account's deletion) or when it was
 idle or alive too long; every request checks the row.
 
-Sign-in throttling: every attempt is counted, in one transaction, against three keys before its
-password is checked: the account (or the account on a browser that signed in to it before), and
-the client address. Each key allows `FREE_FAILURES` tries, then makes the next one wait a delay
-that doubles with each failure up to `MAX_DELAY`. A refused attempt costs no password check and
-does not lengthen the wait. Nobody can lock an admin out: the account's own delay does not apply on
-a browser that signed in before (its device token), and a one-time login link always works.
+Sign-in throttling: every attempt is counted, in one transaction, before its password is checked:
+against the account and the client address, or, from a browser that signed in to the account
+before (its device token), against that device only. Each key allows `FREE_FAILURES` tries, then
+makes the next one wait a delay that doubles with each failure up to `MAX_DELAY`. A refused
+attempt costs no password check and does not lengthen the wait. Nobody can lock an admin out:
+strangers' failures, on the account or from the same address (a shared NAT or proxy), never touch
+the admin's own browser, and a one-time login link always works.
 """
 
 from __future__ import annotations
@@ -87,10 +88,14 @@ def delay_after(failures: int) -> float:
     return min(MAX_DELAY, BASE_DELAY * 2.0 ** min(failures - FREE_FAILURES, 32))
 
 
-def throttle_keys(username: str, address: str, device: str | None) -> tuple[str, str]:
-    """The (account-or-device, address) keys of an attempt, hashed so names and addresses are not stored."""
-    account = f"dev\0{username}\0{device}" if device else f"acct\0{username}"
-    return _hash(account), _hash(f"addr\0{address}")
+def throttle_keys(username: str, address: str, device: str | None) -> tuple[str, str | None]:
+    """The keys an attempt counts against, hashed so names and addresses are not stored: the account
+    and the client address, or only the device for a browser that signed in to the account before
+    (its cookie is signed by us and names the account, so only someone who once knew the password
+    holds one; it keeps its own count, apart from strangers on the same account or address)."""
+    if device:
+        return _hash(f"dev\0{username}\0{device}"), None
+    return _hash(f"acct\0{username}"), _hash(f"addr\0{address}")
 
 
 def _count(result: object) -> int:
@@ -258,7 +263,7 @@ class Users:
         now = time.time() if now is None else now
         account_key, address_key = throttle_keys(username, address, device)
         with self.db.write() as s:
-            rows = self._lock_keys(s, (account_key, address_key), now)
+            rows = self._lock_keys(s, [k for k in (account_key, address_key) if k], now)
             wait = max(r.blocked_until for r in rows) - now
             if wait <= 0:
                 for r in rows:
@@ -282,7 +287,7 @@ class Users:
             else:
                 # the account (or device) starts over; the address gets back the try it spent
                 s.execute(delete(LoginThrottleRow).where(LoginThrottleRow.key == account_key))
-                addr = s.get(LoginThrottleRow, address_key)
+                addr = s.get(LoginThrottleRow, address_key) if address_key else None
                 if addr is not None and addr.failures > 0:
                     addr.failures -= 1
                     addr.blocked_until = addr.last_at + delay_after(addr.failures) if addr.failures else 0.0
