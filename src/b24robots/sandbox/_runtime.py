@@ -49,9 +49,9 @@ from b24robots.sandbox import _policy, _seccomp, _wire
 NOBODY = 65534
 MIB = 1024 * 1024
 RECURSION_DEPTH = 800
-LOG_ENTRIES = 1000
-LOG_CHARS = 4000
-LOG_BYTES = 256 * 1024
+LOG_ENTRIES = _wire.LOG_ENTRIES
+LOG_CHARS = _wire.LOG_CHARS
+LOG_BYTES = _wire.LOG_CHARS_TOTAL
 CONTEXT_FIELDS = ("document_id", "document_type", "portal", "workflow_id", "robot")
 
 # Loaded now so that workers, chrooted into an empty directory, never need the filesystem.
@@ -358,14 +358,15 @@ class _Worker:
         limits = job["limits"]
         filename = str(job["filename"])
         hardening = bool(job["hardening"])
+        job_id = job.get("j")
         log: list[str] = []
         log_size = [0]
 
         def add_log(message: object) -> None:
             text = str(message)[:LOG_CHARS]
             if len(log) >= LOG_ENTRIES or log_size[0] + len(text) > LOG_BYTES:
-                if not log or log[-1] != "... log truncated":
-                    log.append("... log truncated")
+                if not log or log[-1] != _wire.LOG_TRUNCATED:
+                    log.append(_wire.LOG_TRUNCATED)
                 return
             log_size[0] += len(text)
             log.append(text)
@@ -383,7 +384,7 @@ class _Worker:
             remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
             _armed = False
             try:
-                _wire.send(self.sock, {"t": kind, **encoded})
+                _wire.send(self.sock, {"t": kind, "j": job_id, **encoded})
                 reply = _wire.recv(self.sock)
             finally:
                 _armed = True
@@ -529,11 +530,11 @@ class _Worker:
             except (_wire.WireError, OSError):
                 os._exit(0)
             try:
-                reply = self.run_job(job)
+                reply = {**self.run_job(job), "j": job.get("j")}
                 payload = _wire.dumps(reply)
             except BaseException as exc:  # last resort: never die silently while the pool waits
                 reply = {"t": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}"[:500]}
-                payload = _wire.dumps(reply)
+                payload = _wire.dumps({**reply, "j": job.get("j")})
             _wire.send_raw(self.sock, payload)
 
 

@@ -22,6 +22,14 @@ from typing import Any
 TAG = "\x00"
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
+#: The run's log, as the worker keeps it and the parent enforces it: at most LOG_ENTRIES entries of
+#: LOG_CHARS characters, LOG_CHARS_TOTAL in all, then one final LOG_TRUNCATED entry.
+LOG_ENTRIES = 1000
+LOG_CHARS = 4000
+LOG_CHARS_TOTAL = 256 * 1024
+LOG_TRUNCATED = "... log truncated"
+#: Worst case of such a log as JSON: a control character is escaped as six bytes.
+LOG_FRAME_BYTES = 6 * LOG_CHARS_TOTAL + 8 * (LOG_ENTRIES + 1) + 6 * len(LOG_TRUNCATED)
 
 
 class WireError(Exception):
@@ -134,15 +142,25 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def _refuse_constant(name: str) -> Any:
+    # json.loads accepts NaN, Infinity and -Infinity by default; no sender of ours writes them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(data: bytes) -> dict[str, Any]:
+    """Parse one message strictly: a JSON object, no NaN/Infinity. Raises WireError."""
+    try:
+        message = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, NaN, an int too long to parse
+        raise WireError(f"malformed message: {exc}") from exc
+    if not isinstance(message, dict):
+        raise WireError("malformed message: not an object")
+    return message
+
+
 def recv(sock: socket.socket, limit: int = MAX_FRAME) -> dict[str, Any]:
     """Read one frame; refuse frames above `limit` bytes before reading them."""
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     if size > limit:
         raise FrameTooLarge(size, limit)
-    try:
-        message = json.loads(_recv_exact(sock, size))
-    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, an int too long to parse
-        raise WireError(f"malformed message: {exc}") from exc
-    if not isinstance(message, dict):
-        raise WireError("malformed message: not an object")
-    return message
+    return loads(_recv_exact(sock, size))

@@ -46,7 +46,8 @@ LIMIT_NAMES = frozenset({"timeout", "cpu", "memory", "output", "file_size", "rec
 _GRACE_SECONDS = 0.5
 _CONTROL_TIMEOUT = 15.0
 _CHECKOUT_TIMEOUT = 30.0
-_LOG_SLACK = 512 * 1024
+_LOG_SLACK = _wire.LOG_FRAME_BYTES + 4096
+_KINDS = frozenset({"limit", "code", "rejected", "bad_return", "internal"})
 _CREDENTIAL = re.compile(r"token|secret|password|passwd|credential|^auth$|client_id", re.IGNORECASE)
 
 _SANDBOX_DIR = Path(__file__).resolve().parent
@@ -72,6 +73,7 @@ class _Child:
     isolation: dict[str, Any]
     runs: int = 0
     tenant: str | None = None
+    status: _Status | None = None  # set once retired
 
 
 @dataclass
@@ -122,10 +124,12 @@ class _Zygote:
         data, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
         if not data:
             raise SandboxError("the sandbox zygote exited")
-        message = json.loads(data)
-        if not isinstance(message, dict):
-            raise SandboxError("the sandbox zygote sent a malformed message")
-        return message, fds
+        try:
+            return _wire.loads(data), fds
+        except _wire.WireError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise SandboxError(f"the sandbox zygote sent a malformed message: {exc.reason}") from None
 
     def request(self, message: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         with self.lock:
@@ -141,12 +145,16 @@ class _Zygote:
             for fd in fds:
                 os.close(fd)
             raise SandboxError(f"the sandbox zygote could not fork a child: {reply.get('message', '?')}")
-        pid = int(reply["pid"])
         sock = socket.socket(fileno=fds[0])
+        pid = reply.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            sock.close()
+            raise SandboxError("the sandbox zygote sent a malformed fork reply")
         sock.settimeout(_CONTROL_TIMEOUT)
         try:
             hello = _wire.recv(sock, 65536)
-        except (OSError, _wire.WireError) as exc:
+            isolation = dict(hello.get("isolation") or {})
+        except (OSError, _wire.WireError, TypeError, ValueError) as exc:
             sock.close()
             self.reap(pid)
             raise SandboxError(f"a sandbox child failed to start: {exc}") from exc
@@ -154,16 +162,19 @@ class _Zygote:
             sock.close()
             self.reap(pid)
             raise SandboxError(f"a sandbox child failed to isolate itself: {hello.get('message', '?')}")
-        return _Child(pid=pid, sock=sock, zygote=self, isolation=dict(hello.get("isolation") or {}))
+        return _Child(pid=pid, sock=sock, zygote=self, isolation=isolation)
 
     def reap(self, pid: int) -> _Status:
         reply, _ = self.request({"t": "reap", "pid": pid})
-        return _Status(
-            signal=int(reply.get("signal", 0)),
-            exit=int(reply.get("exit", -1)),
-            cpu=float(reply.get("cpu", 0.0)),
-            maxrss_kb=int(reply.get("maxrss_kb", 0)),
-        )
+        try:
+            return _Status(
+                signal=int(reply.get("signal", 0)),
+                exit=int(reply.get("exit", -1)),
+                cpu=float(reply.get("cpu", 0.0)),
+                maxrss_kb=int(reply.get("maxrss_kb", 0)),
+            )
+        except (TypeError, ValueError):
+            raise SandboxError("the sandbox zygote sent a malformed reap reply") from None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -404,7 +415,7 @@ class SandboxPool:
             with self._cond:
                 if self._closed:
                     raise SandboxError("this sandbox pool is closed")
-                doomed = [c for c in self._idle if _hung_up(c)]
+                doomed = [c for c in self._idle if _unusable(c)]
                 if not doomed:
                     chosen = next((c for c in self._idle if c.tenant == tenant), None)
                     if chosen is None:
@@ -441,7 +452,11 @@ class SandboxPool:
             self._cond.notify_all()
 
     def _retire(self, child: _Child) -> _Status:
-        """Kill a busy child and collect how it ended; the refiller forks its replacement."""
+        """Kill a busy child and collect how it ended; the refiller forks its replacement.
+        Idempotent: a second call returns the first call's status."""
+        if child.status is not None:
+            return child.status
+        child.status = _Status()
         child.sock.close()
         try:
             status = child.zygote.reap(child.pid)
@@ -452,6 +467,7 @@ class SandboxPool:
                     os.killpg(child.pid, signal.SIGKILL)
             with contextlib.suppress(SandboxError):
                 self._ensure_zygote()  # its zygote is gone: start the next one now, not at the next fork
+        child.status = status
         with self._cond:
             self._busy -= 1
             self._live -= 1
@@ -556,6 +572,7 @@ class SandboxPool:
             raise SandboxError(f"inputs and context must be JSON-able (dates and decimals allowed): {exc}") from None
         job = {
             "t": "job",
+            "j": os.urandom(8).hex(),  # every frame of the run must carry it
             "source": source,
             "filename": filename,
             "inputs": encoded_inputs,
@@ -575,9 +592,37 @@ class SandboxPool:
         on_call: Callable[[str, dict[str, Any]], Any] | None,
         on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None,
     ) -> SandboxResult:
+        """Converse with `child` until the run ends. Whatever the child sends, the outcome is a
+        result or a SandboxError with the child retired; only `on_call`/`on_batch`'s own
+        exceptions propagate as they are."""
+        try:
+            return self._converse(child, job, limits, on_call, on_batch)
+        except _HostRaised as raised:
+            self._retire(child)
+            raise raised.original from None
+        except SandboxError:
+            self._retire(child)
+            raise
+        except Exception as exc:  # a hostile child must not reach the caller as anything else
+            self._retire(child)
+            log.warning("sandbox child %s sent an answer that could not be handled: %r", child.pid, exc)
+            raise SandboxError(f"the sandbox child sent an invalid answer ({type(exc).__name__})") from None
+        except BaseException:
+            self._retire(child)
+            raise
+
+    def _converse(
+        self,
+        child: _Child,
+        job: bytes,
+        limits: SandboxLimits,
+        on_call: Callable[[str, dict[str, Any]], Any] | None,
+        on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None,
+    ) -> SandboxResult:
         started = time.perf_counter()
         deadline = started + limits.wall_seconds + _GRACE_SECONDS
         frame_limit = limits.output_bytes + _LOG_SLACK
+        job_id = _wire.loads(job)["j"]
         calls = 0
         try:
             _wire.send_raw(child.sock, job)
@@ -586,31 +631,29 @@ class SandboxPool:
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                self._retire(child)
                 raise _limit("timeout", limits)
             child.sock.settimeout(remaining)
             try:
                 message = _wire.recv(child.sock, frame_limit)
+                kind = _check_frame(message, job_id)
             except TimeoutError:
-                self._retire(child)
                 raise _limit("timeout", limits) from None
             except _wire.FrameTooLarge as exc:
-                self._retire(child)
                 raise _limit("output", limits, exc.size) from None
             except (_wire.PeerClosed, OSError):
                 raise self._died(child, limits) from None
             except _wire.WireError as exc:
-                self._retire(child)
+                log.warning("sandbox child %s broke the protocol: %s", child.pid, exc.reason)
                 raise SandboxError(f"the sandbox child broke the protocol: {exc.reason}") from None
-            kind = message.get("t")
             if kind in ("call", "batch"):
                 calls += 1
                 served = time.perf_counter()
                 try:
                     reply = _serve_call(message, on_call, on_batch)
-                except BaseException:
-                    self._retire(child)
+                except SandboxError:
                     raise
+                except BaseException as exc:
+                    raise _HostRaised(exc) from exc
                 deadline += time.perf_counter() - served
                 try:
                     _wire.send(child.sock, reply)
@@ -618,18 +661,13 @@ class SandboxPool:
                     raise self._died(child, limits) from None
                 continue
             if kind == "result":
-                try:
-                    outputs, lines = self._result(message, limits)
-                except SandboxError:
-                    self._retire(child)
-                    raise
+                outputs, lines = self._result(message, limits)
                 return SandboxResult(
                     outputs=outputs,
                     log=lines,
                     duration_ms=(time.perf_counter() - started) * 1000,
                     calls=calls,
                 )
-            self._retire(child)
             raise _error(message, limits)
 
     @staticmethod
@@ -646,7 +684,7 @@ class SandboxPool:
             raise _limit("recursion", limits) from None
         if not isinstance(outputs, dict):
             raise SandboxError("run() must return a dict of outputs")
-        return outputs, _lines(message.get("log"))
+        return outputs, list(message["log"])
 
     def _died(self, child: _Child, limits: SandboxLimits) -> SandboxError:
         status = self._retire(child)
@@ -667,21 +705,72 @@ class SandboxPool:
 _SIGNALS = {s.value for s in signal.Signals}
 
 
-def _hung_up(child: _Child) -> bool:
-    """True when an idle child's socket shows EOF or an error: it died while waiting."""
+class _HostRaised(Exception):
+    """`on_call`/`on_batch` raised: the caller's own exception, re-raised unchanged by `run`."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
+def _unusable(child: _Child) -> bool:
+    """True when an idle child's socket shows EOF, an error or any data: it died while waiting,
+    or it sent a frame nobody asked for (a forged answer queued for the next job)."""
     try:
         child.sock.settimeout(0.0)  # _drive sets its own timeout before every read
-        return child.sock.recv(1, socket.MSG_PEEK) == b""
+        child.sock.recv(1, socket.MSG_PEEK)
     except BlockingIOError:
         return False
     except OSError:
         return True
+    return True
+
+
+def _check_frame(message: dict[str, Any], job_id: str) -> str:
+    """The kind of a frame from a child running job `job_id`; WireError unless it is well formed."""
+    kind = message.get("t")
+    if message.get("j") != job_id:
+        raise _wire.WireError(f"a {str(kind)[:20]!r} frame for a job it was not given")
+    if kind == "call":
+        method = message.get("method")
+        if not isinstance(method, str) or not 0 < len(method) <= 200 or "params" not in message:
+            raise _wire.WireError("a malformed call frame")
+        return str(kind)
+    if kind == "batch":
+        if "commands" not in message:
+            raise _wire.WireError("a malformed batch frame")
+        return str(kind)
+    if kind == "result":
+        if not isinstance(message.get("outputs"), dict):
+            raise _wire.WireError("a result frame without outputs")
+    elif kind == "error":
+        if message.get("kind") not in _KINDS:
+            raise _wire.WireError("an error frame of an unknown kind")
+    else:
+        raise _wire.WireError(f"an unexpected {str(kind)[:20]!r} frame")
+    _check_log(message.get("log", []))
+    return str(kind)
+
+
+def _check_log(value: object) -> None:
+    """The log as the worker keeps it (see _wire.LOG_*); anything bigger or stranger is a lie."""
+    if not isinstance(value, list) or len(value) > _wire.LOG_ENTRIES + 1:
+        raise _wire.WireError("a log that is not a list of at most 1001 lines")
+    total = 0
+    for index, line in enumerate(value):
+        if type(line) is not str or len(line) > _wire.LOG_CHARS:
+            raise _wire.WireError("a log line that is not text of at most 4000 characters")
+        if index == _wire.LOG_ENTRIES and line != _wire.LOG_TRUNCATED:
+            raise _wire.WireError("a log longer than 1000 lines")
+        total += len(line)
+    if total > _wire.LOG_CHARS_TOTAL + len(_wire.LOG_TRUNCATED):
+        raise _wire.WireError("a log longer than 256 KB")
 
 
 def _lines(value: object) -> list[str]:
     if not isinstance(value, list):
         return []
-    return [item if isinstance(item, str) else str(item) for item in value]
+    return [item for item in value if type(item) is str]
 
 
 def _limit(name: str, limits: SandboxLimits, detail: object = None) -> SandboxLimitExceeded:
