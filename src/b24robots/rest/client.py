@@ -5,8 +5,8 @@ Contract in short (details in docs/rest-client.md):
 - A call goes to `client_endpoint + method` as a JSON POST; the access token travels in the body as
   `auth` (never in the URL, so access logs never see it).
 - Before every HTTP request the portal's leaky bucket is reserved through `LimiterState`.
-- `expired_token` -> one refresh per portal at a time (asyncio lock here, compare-and-swap in the
-  store across processes), the new pair is stored, then the call is replayed once.
+- `expired_token` -> one refresh per portal at a time, in this process and across processes
+  (`rest/refresh.py`), the new pair is stored, then the call is replayed once.
 - Retries (stamina, short and bounded): QUERY_LIMIT_EXCEEDED always; 5xx, timeouts and transport
   errors only for idempotent calls; OPERATION_TIME_LIMIT waits for its reset when that is near.
 """
@@ -29,7 +29,6 @@ import stamina
 from b24robots.errors import (
     ConfigError,
     ExpiredToken,
-    InvalidGrant,
     MethodError,
     OperationTimeLimit,
     QueryLimitExceeded,
@@ -40,6 +39,7 @@ from b24robots.errors import (
 from b24robots.rest.errormap import error_from_answer, map_error
 from b24robots.rest.limiter import LimiterState, MemoryLimiterState, check_rate
 from b24robots.rest.phpquery import http_build_query
+from b24robots.rest.refresh import Refresher
 from b24robots.rest.tokens import AppCredentials, TokenPair, TokenStore, redact
 
 __all__ = [
@@ -64,8 +64,6 @@ _IDEMPOTENT = frozenset({"bizproc.event.send", "bizproc.activity.log", "app.info
 # Added to a positive limiter wait so that clock skew and latency never land a request on the
 # bucket's exact edge; it does not accumulate (the reservation itself stays exact).
 _LIMIT_MARGIN = 0.01
-_INVALID_GRANT_CHECKS = 5
-_INVALID_GRANT_PAUSE = 0.2
 _SECRET_QUERY = re.compile(r"((?:refresh_token|client_secret|access_token|auth|code)=)([^&\s\"']+)", re.I)
 
 
@@ -237,16 +235,21 @@ class RestClient:
         self._allow_http = allow_http
         self._clock = clock
         self._sleep = sleep
-        self._refresh_locks: dict[str, asyncio.Lock] = {}
         self._reset_at: dict[tuple[str, str], float] = {}
-        self.refreshes = 0
-        """How many token refreshes this client performed (observability and tests)."""
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
             follow_redirects=False,
             headers={"User-Agent": "b24robots-rest/1"},
         )
+        self._refresher = Refresher(
+            tokens, app, self._http, self._checked_url, timeout=timeout, clock=clock, sleep=sleep
+        )
+
+    @property
+    def refreshes(self) -> int:
+        """How many token refreshes this client performed (observability and tests)."""
+        return self._refresher.refreshes
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -605,94 +608,7 @@ class RestClient:
         return new_endpoint
 
     async def _refresh(self, portal_key: str, stale: TokenPair) -> TokenPair:
-        lock = self._refresh_locks.setdefault(portal_key, asyncio.Lock())
-        async with lock:
-            current = await self._store(self._tokens.load, portal_key)
-            if current.version != stale.version or current.access_token != stale.access_token:
-                return current  # refreshed by another caller meanwhile
-            try:
-                new = await self._oauth_refresh(portal_key, current)
-            except InvalidGrant:
-                # With rotating refresh tokens, a process that lost the race gets invalid_grant
-                # while the winner is still storing its pair: give the winner a moment first.
-                for _ in range(_INVALID_GRANT_CHECKS):
-                    latest = await self._store(self._tokens.load, portal_key)
-                    if latest.version != current.version:
-                        return latest  # refreshed elsewhere or re-installed while we tried
-                    await self._sleep(_INVALID_GRANT_PAUSE)
-                await self._store(
-                    self._tokens.mark_needs_reinstall,
-                    portal_key,
-                    "The refresh token was refused (invalid_grant); re-install the application on the portal.",
-                )
-                raise
-            if await self._store(self._tokens.swap, portal_key, current.version, new):
-                self.refreshes += 1
-                log.info(
-                    "refreshed tokens of %s (version %d, access %s)",
-                    current.domain,
-                    new.version,
-                    redact(new.access_token),
-                )
-                return new
-            # Another process won the race: use its pair.
-            return await self._store(self._tokens.load, portal_key)
-
-    async def _oauth_refresh(self, portal_key: str, pair: TokenPair) -> TokenPair:
-        if self._app is None:
-            raise ConfigError(
-                "the access token expired but RestClient has no app credentials;"
-                " pass RestClient(app=AppCredentials(client_id, client_secret))"
-            )
-        server = self._checked_url(pair.server_endpoint, "server_endpoint", portal_key)
-        token_url = f"{server.scheme}://{server.netloc.decode('ascii')}/oauth/token/"
-        query = {
-            "grant_type": "refresh_token",
-            "client_id": self._app.client_id,
-            "client_secret": self._app.client_secret,
-            "refresh_token": pair.refresh_token,
-        }
-        where: dict[str, Any] = {"method": "oauth/token", "portal": pair.domain}
-        try:
-            response = await self._http.get(token_url, params=query)
-        except httpx.TimeoutException as exc:
-            raise TransportError("TIMEOUT", "the OAuth server did not answer in time", **where) from exc
-        except httpx.HTTPError as exc:
-            raise TransportError("CONNECTION_FAILED", f"OAuth server: {type(exc).__name__}", **where) from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and str(body.get("error", "")).lower() == "invalid_grant":
-            raise InvalidGrant(
-                str(body["error"]),
-                "the refresh token was refused; the application must be re-installed on the portal"
-                " (open it in Bitrix24 as an administrator) to issue new tokens",
-                status=response.status_code,
-                **where,
-            )
-        if response.status_code >= 400 or not isinstance(body, dict) or "error" in body:
-            raise error_from_answer(response.status_code, body, text=response.text, **where)
-        access, refresh = body.get("access_token"), body.get("refresh_token")
-        if not isinstance(access, str) or not access:
-            raise ServerError("ERROR_UNEXPECTED_ANSWER", "the OAuth answer has no access_token", **where)
-        expires = body.get("expires")
-        expires_in = body.get("expires_in", 3600)
-        if isinstance(expires, int | float | str) and str(expires).isdigit():
-            expires_at = float(expires)
-        else:
-            try:
-                expires_at = self._clock() + float(expires_in)
-            except (TypeError, ValueError):
-                expires_at = self._clock() + 3600.0
-        # Endpoints and domain stay as stored: the answer's `domain` is the OAuth server's own host.
-        return replace(
-            pair,
-            access_token=access,
-            refresh_token=refresh if isinstance(refresh, str) and refresh else pair.refresh_token,
-            expires_at=expires_at,
-            version=pair.version + 1,
-        )
+        return await self._refresher.refresh(portal_key, stale)
 
 
 class PortalClient:

@@ -58,17 +58,28 @@ class TokenStore(Protocol):
     """What the client needs from persistence. Methods may block; the client calls them in a thread.
 
     - `load` returns the current pair or raises `b24robots.errors.NotFound`.
+    - `claim_refresh` makes `holder` the only refresher of the pair at `version` until `now + ttl`:
+      True when the stored version is still `version` and nobody else holds an unexpired claim.
+      This is what makes a refresh single-flight across processes: a refresh token is spent by the
+      OAuth server on first use, so two refreshes with it always cost one of them `invalid_grant`.
+    - `release_refresh` gives the claim of `holder` back (the refresh failed; somebody may retry).
     - `swap` replaces the pair only if the stored version still equals `expected_version`
       (compare-and-swap); False means another refresh won: the caller re-loads and uses that pair.
-    - `mark_needs_reinstall` records that the refresh token was refused (the admin must re-install).
+      A stored pair is valid: it clears the refresh claim and a `needs_reinstall` mark.
+    - `mark_needs_reinstall` records that the refresh token was refused (the admin must re-install),
+      only while the stored version is still `version`: False when a new pair arrived meanwhile.
     - `update_endpoint` stores a new `client_endpoint` after the portal moved to a new domain.
     """
 
     def load(self, portal_key: str) -> TokenPair: ...
 
+    def claim_refresh(self, portal_key: str, version: int, holder: str, now: float, ttl: float) -> bool: ...
+
+    def release_refresh(self, portal_key: str, holder: str) -> None: ...
+
     def swap(self, portal_key: str, expected_version: int, new: TokenPair) -> bool: ...
 
-    def mark_needs_reinstall(self, portal_key: str, message: str) -> None: ...
+    def mark_needs_reinstall(self, portal_key: str, message: str, version: int) -> bool: ...
 
     def update_endpoint(self, portal_key: str, client_endpoint: str) -> None: ...
 
@@ -81,12 +92,14 @@ class MemoryTokenStore:
         self._lock = threading.Lock()
         self.needs_reinstall: dict[str, str] = {}
         self.swaps = 0
+        self._claims: dict[str, tuple[str, float]] = {}
 
     def put(self, portal_key: str, pair: TokenPair) -> None:
         """Store `pair` unconditionally (an install)."""
         with self._lock:
             self._pairs[portal_key] = pair
             self.needs_reinstall.pop(portal_key, None)
+            self._claims.pop(portal_key, None)
 
     def load(self, portal_key: str) -> TokenPair:
         with self._lock:
@@ -104,11 +117,34 @@ class MemoryTokenStore:
                 return False
             self._pairs[portal_key] = new
             self.swaps += 1
+            self.needs_reinstall.pop(portal_key, None)
+            self._claims.pop(portal_key, None)
             return True
 
-    def mark_needs_reinstall(self, portal_key: str, message: str) -> None:
+    def claim_refresh(self, portal_key: str, version: int, holder: str, now: float, ttl: float) -> bool:
         with self._lock:
+            current = self._pairs.get(portal_key)
+            if current is None:
+                raise NotFound(f"no installation stored for portal {portal_key!r}")
+            claim = self._claims.get(portal_key)
+            if current.version != version or (claim is not None and claim[0] != holder and claim[1] > now):
+                return False
+            self._claims[portal_key] = (holder, now + ttl)
+            return True
+
+    def release_refresh(self, portal_key: str, holder: str) -> None:
+        with self._lock:
+            claim = self._claims.get(portal_key)
+            if claim is not None and claim[0] == holder:
+                del self._claims[portal_key]
+
+    def mark_needs_reinstall(self, portal_key: str, message: str, version: int) -> bool:
+        with self._lock:
+            current = self._pairs.get(portal_key)
+            if current is None or current.version != version:
+                return False
             self.needs_reinstall[portal_key] = message
+            return True
 
     def update_endpoint(self, portal_key: str, client_endpoint: str) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from b24robots.errors import NotFound, StoreError
@@ -120,6 +120,7 @@ class Installations:
             row.refresh_token_enc = self.vault.encrypt(grant.refresh_token)
             row.expires_at = grant.expires_at
             row.token_version = (row.token_version or 0) + 1
+            row.refresh_holder = row.refresh_until = None
             if grant.application_token:
                 row.application_token_hash = self.vault.digest(grant.application_token)
             row.updated_at = now
@@ -223,7 +224,37 @@ class Installations:
                 raise StoreError(f"portal {row.domain} needs the application re-installed: {row.status_message}")
             return self._pair(row)
 
+    def claim_refresh(self, portal_key: str, version: int, holder: str, now: float, ttl: float) -> bool:
+        """One UPDATE decides (a row lock on PostgreSQL, the writer lock on SQLite): no transaction
+        stays open while the OAuth server answers, so intake and the limiter never wait for it."""
+        with self.db.write() as s:
+            result = s.execute(
+                update(InstallationRow)
+                .where(
+                    InstallationRow.member_id == portal_key,
+                    InstallationRow.token_version == version,
+                    or_(
+                        InstallationRow.refresh_holder.is_(None),
+                        InstallationRow.refresh_holder == holder,
+                        InstallationRow.refresh_until.is_(None),
+                        InstallationRow.refresh_until < now,
+                    ),
+                )
+                .values(refresh_holder=holder, refresh_until=now + ttl)
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def release_refresh(self, portal_key: str, holder: str) -> None:
+        with self.db.write() as s:
+            s.execute(
+                update(InstallationRow)
+                .where(InstallationRow.member_id == portal_key, InstallationRow.refresh_holder == holder)
+                .values(refresh_holder=None, refresh_until=None)
+            )
+
     def swap(self, portal_key: str, expected_version: int, new: TokenPair) -> bool:
+        """Store a refreshed pair if nobody stored one since `expected_version`. A valid pair ends a
+        `needs_reinstall` mark (set by a process that lost a refresh race) and the refresh claim."""
         with self.db.write() as s:
             result = s.execute(
                 update(InstallationRow)
@@ -235,15 +266,39 @@ class Installations:
                     token_version=expected_version + 1,
                     client_endpoint=new.client_endpoint or InstallationRow.client_endpoint,
                     server_endpoint=new.server_endpoint or InstallationRow.server_endpoint,
+                    status=case((InstallationRow.status == NEEDS_REINSTALL, ACTIVE), else_=InstallationRow.status),
+                    status_message=case(
+                        (InstallationRow.status == NEEDS_REINSTALL, ""), else_=InstallationRow.status_message
+                    ),
+                    refresh_holder=None,
+                    refresh_until=None,
                     updated_at=time.time(),
                 )
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
-    def mark_needs_reinstall(self, portal_key: str, message: str) -> None:
+    def mark_needs_reinstall(self, portal_key: str, message: str, version: int | None = None) -> bool:
+        """Mark the portal as needing a re-install; with `version`, only while that pair is still the
+        stored one (a refresh that lost a race must not lock out the pair the winner stored)."""
         with self.db.write() as s:
-            row = self._row(s, portal_key)
-            row.status, row.status_message, row.updated_at = NEEDS_REINSTALL, message, time.time()
+            stmt = update(InstallationRow).where(
+                InstallationRow.member_id == portal_key, InstallationRow.status != UNINSTALLED
+            )
+            if version is not None:
+                stmt = stmt.where(InstallationRow.token_version == version)
+            result = s.execute(
+                stmt.values(
+                    status=NEEDS_REINSTALL,
+                    status_message=message,
+                    refresh_holder=None,
+                    refresh_until=None,
+                    updated_at=time.time(),
+                )
+            )
+            if getattr(result, "rowcount", 0) == 1:
+                return True
+            self._row(s, portal_key)  # NotFound for an unknown portal
+            return False
 
     def update_endpoint(self, portal_key: str, client_endpoint: str) -> None:
         with self.db.write() as s:

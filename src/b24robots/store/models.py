@@ -71,6 +71,10 @@ class InstallationRow(Base):
     rate: Mapped[float] = mapped_column(Float, default=2.0)
     burst: Mapped[int] = mapped_column(Integer, default=50)
     limiter_tat: Mapped[float] = mapped_column(Float, default=0.0)
+    # who refreshes the token pair right now, and until when that claim holds (one refresh at a time
+    # across processes; an expired claim is free again)
+    refresh_holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    refresh_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     sync_status: Mapped[str] = mapped_column(String(24), default="never")
     sync_error: Mapped[str] = mapped_column(Text, default="")
     synced_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -164,6 +164,9 @@ async def oauth_endpoint(sim: PortalSimulator, scope: Scope, receive: Receive, s
         await error_response(400, "invalid_request", exc.reason)(scope, receive, send)
         return
     status, body = sim.oauth_token(params)
+    sim.oauth_requests.append((str(params.get("grant_type", "")), status))
+    if status == 200 and sim.faults.oauth_delay > 0:
+        await asyncio.sleep(sim.faults.oauth_delay)
     await BitrixJSONResponse(body, status_code=status)(scope, receive, send)
 
 

@@ -50,6 +50,7 @@ class Faults:
     rules: list[FaultRule] = field(default_factory=list)
     delivery_failures: list[_DeliveryFailure] = field(default_factory=list)
     delivery_delay: float = 0.0
+    oauth_delay: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def delay(
@@ -91,11 +92,20 @@ class Faults:
         """Every handler delivery waits ``seconds`` before it is made (0 turns it off)."""
         self.delivery_delay = seconds
 
+    def delay_oauth(self, seconds: float) -> None:
+        """The OAuth server (``/oauth/token/``) issues new tokens ``seconds`` late (0 turns it off).
+
+        The grant is decided when the request arrives (the refresh token is spent at once) and only
+        the answer with the new pair is slow; a refusal (``invalid_grant``) comes at once. That is the
+        worst case for two processes racing with one refresh token."""
+        self.oauth_delay = seconds
+
     def clear(self) -> None:
         with self._lock:
             self.rules.clear()
             self.delivery_failures.clear()
             self.delivery_delay = 0.0
+            self.oauth_delay = 0.0
 
     def _arm(self, rule: FaultRule) -> FaultRule:
         with self._lock:
@@ -141,4 +151,5 @@ class Faults:
                 "rules": [asdict(r) for r in self.rules],
                 "delivery_failures": [asdict(f) for f in self.delivery_failures],
                 "delivery_delay": self.delivery_delay,
+                "oauth_delay": self.oauth_delay,
             }

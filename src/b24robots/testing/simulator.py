@@ -131,6 +131,8 @@ class PortalSimulator:
         self.calls: deque[CallRecord] = deque(maxlen=20_000)
         self.deliveries: deque[Delivery] = deque(maxlen=20_000)
         self.faults = Faults()
+        self.oauth_requests: list[tuple[str, int]] = []
+        """(grant_type, HTTP status) of every ``/oauth/token/`` request, in arrival order."""
 
         self._lock = threading.RLock()
         self._seq = 0
