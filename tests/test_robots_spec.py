@@ -58,7 +58,7 @@ def test_registration_payload_matches_protocol_example() -> None:
         "HANDLER": "https://app.example.com/robot",
         "AUTH_USER_ID": 1,
         "USE_SUBSCRIPTION": "Y",
-        "NAME": {"en": "Send SMS", "de": "SMS senden"},
+        "NAME": {"en": "Send SMS", "de": "SMS senden", "*": "Send SMS"},
         "PROPERTIES": {
             "phone": {"Name": "Phone", "Type": "string", "Required": "Y", "Multiple": "N"},
             "to": {"Name": "Recipient", "Type": "user", "Required": "N", "Multiple": "N"},
@@ -94,7 +94,7 @@ def test_empty_properties_are_omitted_and_subscription_is_explicit() -> None:
     ("kwargs", "message"),
     [
         ({"code": ""}, "robot code is empty"),
-        ({"code": "Send SMS"}, "is invalid; use lower-case"),
+        ({"code": "Send SMS"}, "is invalid; use latin letters"),
         ({"code": "x" * 129}, "at most 128"),
         ({"name": ""}, "name is empty"),
         ({"kind": "trigger"}, "use 'robot' or 'activity'"),
@@ -113,9 +113,19 @@ def test_spec_validation_names_the_fix(kwargs: dict[str, Any], message: str) -> 
         RobotSpec(**base)
 
 
-def test_single_filter_rule_without_wrapping_list() -> None:
-    spec = RobotSpec(code="a", name="A", filter={"include": ["crm", "CCrmDocumentDeal"], "EXCLUDE": "box"})
+def test_filter_wraps_only_a_bare_string() -> None:
+    # activityfilterchecker.php: a list is a list of rules; only a non-list value is a rule on its own
+    spec = RobotSpec(code="a", name="A", filter={"include": [["crm", "CCrmDocumentDeal"]], "EXCLUDE": "box"})
     assert spec.filter == {"INCLUDE": [["crm", "CCrmDocumentDeal"]], "EXCLUDE": ["box"]}
+    assert RobotSpec(code="a", name="A", filter={"EXCLUDE": ["box"]}).filter == {"EXCLUDE": ["box"]}
+
+
+def test_language_maps_carry_a_star_entry() -> None:
+    spec = RobotSpec(code="PdfFromHtml", name={"de": "PDF", "en": "PDF file"}, inputs=(String({"ru": "Тип"}, key="X"),))
+    payload = spec.to_registration("https://a.b/h")
+    assert payload["NAME"] == {"de": "PDF", "en": "PDF file", "*": "PDF file"}
+    assert payload["PROPERTIES"]["X"]["Name"] == {"ru": "Тип", "*": "Тип"}
+    assert spec.to_document()["name"] == {"de": "PDF", "en": "PDF file"}
 
 
 def test_document_round_trip() -> None:
@@ -146,10 +156,10 @@ def test_document_errors() -> None:
 
 
 def test_params_class_rules() -> None:
-    with pytest.raises(DeclarationError, match="lower-case latin"):
+    with pytest.raises(DeclarationError, match="latin letters"):
 
         class Bad(Params):
-            Phone = String("Phone")
+            _phone = String("Phone")
 
     values = SmsIn.parse({"phone": ["+49 30"], "to": "user_7", "tags": ["vip", "b2b"]})
     assert values == SmsIn(phone="+49 30", to=7, channel="sms", tags=["vip", "b2b"])

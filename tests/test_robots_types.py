@@ -158,7 +158,7 @@ def test_dump_refuses_wrong_python_types() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"key": "Phone"}, "lower-case latin letters"),
+        ({"key": "Phone-1"}, "accepts latin letters, digits"),
         ({"key": "1abc"}, "starting with a letter"),
         ({"name": ""}, "name is empty"),
         ({"name": {"english": "x"}}, "two-letter language code"),

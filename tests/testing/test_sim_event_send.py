@@ -99,12 +99,16 @@ async def test_use_subscription_n_closes_at_once_and_send_is_a_noop(env: Env, ro
     assert wf.return_values["ok"] == "N"
 
 
-async def test_empty_registered_subscription_lets_the_instance_decide(env: Env, robot: Robot, receiver: Any) -> None:
+async def test_empty_registered_subscription_means_n_unless_the_instance_says_y(
+    env: Env, robot: Robot, receiver: Any
+) -> None:
+    # restactivity.php::__construct: UseSubscription is 'Y' only for a registered 'Y'; an empty one leaves
+    # the choice to the robot's settings, whose default is N
     await env.ok("bizproc.robot.add", robot(USE_SUBSCRIPTION=""))
-    waiting = await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"})
-    closed = await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"}, use_subscription="N")
-    assert waiting.state == "waiting" and closed.is_closed
-    assert [r.form["use_subscription"] for r in receiver.at("/robot")] == ["Y", "N"]
+    closed = await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"})
+    waiting = await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"}, use_subscription="Y")
+    assert closed.is_closed and closed.closed_by == "no_subscription" and waiting.state == "waiting"
+    assert [r.form["use_subscription"] for r in receiver.at("/robot")] == ["N", "Y"]
 
 
 async def test_timeout_closes_with_defaults(env: Env, robot: Robot, clock: Any) -> None:
@@ -180,3 +184,15 @@ async def test_activity_log(env: Env, robot: Robot) -> None:
     await wf.closed(timeout=2)
     finished = await env.rest("bizproc.activity.log", {"event_token": wf.event_token, "log_message": "late"})
     assert finished.status_code == 400 and finished.json()["error"] == "404"
+
+
+async def test_activity_log_on_a_closed_activity_of_a_live_workflow_is_true(env: Env, robot: Robot) -> None:
+    # writeActivityLog reports only the engine's errors; onExternalEvent ignores a closed activity
+    await env.ok("bizproc.robot.add", robot())
+    wf = await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"}, keep_running=True)
+    await env.rest("bizproc.event.send", {"event_token": wf.event_token})
+    await wf.closed(timeout=2)
+    late = await env.rest("bizproc.activity.log", {"event_token": wf.event_token, "log_message": "late"})
+    assert late.status_code == 200 and late.json()["result"] is True
+    assert wf.is_closed and not wf.finished
+    assert "late" not in [e.message for e in wf.log] and wf.ignored_events == 1

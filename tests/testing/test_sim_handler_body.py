@@ -177,10 +177,16 @@ async def test_user_override_and_auth_user_zero(env: Env, robot: Robot, receiver
     assert set(auth) == {"domain", "server_endpoint", "client_endpoint", "member_id", "application_token"}
 
 
-async def test_timeout_duration_sent_only_when_waiting(env: Env, robot: Robot, receiver: Any) -> None:
+async def test_timeout_duration_sent_as_computed_even_when_not_waiting(env: Env, robot: Robot, receiver: Any) -> None:
+    # restactivity.php::execute sends calculateTimeoutDuration() whatever UseSubscription is
     await env.ok("bizproc.robot.add", robot())
     await env.sim.start_robot(env.portal, "send_sms", properties={"phone": "1"}, timeout_duration=660)
     assert receiver.at("/robot")[-1].form["timeout_duration"] == "660"
+    await env.ok("bizproc.robot.add", robot(CODE="fire_and_forget", USE_SUBSCRIPTION="N"))
+    wf = await env.sim.start_robot(env.portal, "fire_and_forget", properties={"phone": "1"}, timeout_duration=660)
+    form = receiver.at("/robot")[-1].form
+    assert form["use_subscription"] == "N" and form["timeout_duration"] == "660"
+    assert wf.is_closed and wf.deadline is None
 
 
 async def test_single_delivery_no_retry_on_error(env: Env, robot: Robot, receiver: Any) -> None:

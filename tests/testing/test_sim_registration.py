@@ -281,3 +281,59 @@ async def test_placement_handler_is_validated_and_recorded(env: Env, robot: Call
     assert env.portal.placements == {(env.app.client_id, "send_sms"): "https://app.example.test/p"}
     await env.ok("bizproc.robot.update", {"CODE": "send_sms", "FIELDS": {"USE_PLACEMENT": "N"}})
     assert env.portal.placements == {}
+
+
+async def test_update_upserts_placement_handler_whenever_given(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
+    # updateActivityInternal: PLACEMENT_HANDLER is validated and upserted whatever USE_PLACEMENT is
+    await env.ok("bizproc.robot.add", robot())
+    fields = {"NAME": "Renamed", "PLACEMENT_HANDLER": "https://app.example.test/settings"}
+    await env.ok("bizproc.robot.update", {"CODE": "send_sms", "FIELDS": fields})
+    assert env.portal.placements == {(env.app.client_id, "send_sms"): "https://app.example.test/settings"}
+    alone = {"CODE": "send_sms", "FIELDS": {"PLACEMENT_HANDLER": "https://app.example.test/other"}}
+    await expect_error(
+        env, "bizproc.robot.update", alone, 400, "ERROR_ACTIVITY_VALIDATION_FAILURE", "No fields to update"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flt", "edition", "document_type", "visible"),
+    [
+        ({"EXCLUDE": ["box"]}, "b24", ["crm", "CCrmDocumentDeal", "DEAL"], True),
+        ({"EXCLUDE": ["box"]}, "box", ["crm", "CCrmDocumentDeal", "DEAL"], False),
+        ({"INCLUDE": ["b24"]}, "b24", ["crm", "CCrmDocumentLead", "LEAD"], True),
+        ({"INCLUDE": "box"}, "b24", ["crm", "CCrmDocumentLead", "LEAD"], False),
+        ({"INCLUDE": [["crm", "CCrmDocumentDeal"]]}, "b24", ["crm", "CCrmDocumentDeal", "DEAL_C3"], True),
+        ({"INCLUDE": [["crm", "CCrmDocumentDeal"]]}, "b24", ["crm", "CCrmDocumentLead", "LEAD"], False),
+        # a bare list of texts is a list of edition rules, not a document type
+        ({"INCLUDE": ["crm", "CCrmDocumentDeal"]}, "b24", ["crm", "CCrmDocumentDeal", "DEAL"], False),
+        ({"EXCLUDE": [["tasks"]]}, "b24", ["tasks", "Bitrix\\Tasks\\Integration\\Bizproc\\Document\\Task", "T"], False),
+        ({"MIN_API_VERSION": 2}, "b24", ["crm", "CCrmDocumentDeal", "DEAL"], False),
+    ],
+)
+async def test_filter_is_applied_as_activityfilterchecker_does(
+    env: Env, robot: Callable[..., dict[str, Any]], flt: Any, edition: str, document_type: list[str], visible: bool
+) -> None:
+    await env.ok("bizproc.robot.add", robot(FILTER=flt))
+    env.sim.set_features({"bizproc"}, env.portal, edition=edition)
+    assert ("send_sms" in env.sim.robots_for(document_type, env.portal)) is visible
+
+
+async def test_names_fall_back_to_star_then_empty(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
+    # RestActivityTable::getLocalization: LANG, RU for UA, EN, '*', else ''
+    await env.ok("bizproc.robot.add", robot(NAME={"de": "SMS senden", "ru": "СМС"}))
+    deal = ["crm", "CCrmDocumentDeal", "DEAL"]
+    assert env.sim.robots_for(deal, env.portal, lang="ua") == {"send_sms": "СМС"}
+    assert env.sim.robots_for(deal, env.portal, lang="fr") == {"send_sms": ""}
+    await env.ok("bizproc.robot.update", {"CODE": "send_sms", "FIELDS": {"NAME": {"de": "SMS senden", "*": "SMS"}}})
+    assert env.sim.robots_for(deal, env.portal, lang="fr") == {"send_sms": "SMS"}
+
+
+async def test_methods_follow_the_tariff_features(env: Env, robot: Callable[..., dict[str, Any]]) -> None:
+    # onRestServiceBuildDescription: bizproc.activity.* only with `bizproc`; robots with automation alone
+    env.sim.set_features({"crm_automation_deal"}, env.portal)
+    await expect_error(env, "bizproc.activity.list", {}, 404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+    await expect_error(env, "bizproc.workflow.start", {}, 404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+    assert await env.ok("bizproc.robot.add", robot()) is True
+    assert await env.ok("bizproc.robot.list") == ["send_sms"]
+    env.sim.set_features(set(), env.portal)
+    await expect_error(env, "bizproc.robot.list", {}, 404, "ERROR_METHOD_NOT_FOUND", "Method not found!")

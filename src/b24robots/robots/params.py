@@ -23,7 +23,8 @@ from typing import Any, ClassVar, Generic, Self, TypeVar, cast, overload
 from b24robots.errors import DeclarationError, InputError
 from b24robots.robots.types import ParamType, ValueError_, coerce_type, dump_scalar, parse_scalar
 
-KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# `validateActivityProperties` matches `#^[a-z][a-z0-9_]*$#i` (yuliai/bitrix-modules bizproc/lib/restservice.php)
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$", re.IGNORECASE)
 LANG_RE = re.compile(r"^[a-z]{2}$")
 
 LocalizedText = str | Mapping[str, str]
@@ -114,8 +115,8 @@ class Param(Generic[T]):
     def _check_key(key: str) -> None:
         if not KEY_RE.match(key):
             raise DeclarationError(
-                f"parameter key {key!r} is invalid; Bitrix24 accepts lower-case latin letters, digits and '_', "
-                "starting with a letter (for example 'deal_sum')"
+                f"parameter key {key!r} is invalid; Bitrix24 accepts latin letters, digits and '_', "
+                "starting with a letter (for example 'deal_sum' or 'entityTypeId')"
             )
 
     def with_key(self, key: str) -> Param[T]:
@@ -402,12 +403,18 @@ def parse_values(params: Sequence[Param[Any]], properties: Mapping[str, Any] | N
 
 
 def dump_values(params: Sequence[Param[Any]], values: Mapping[str, Any]) -> dict[str, str | list[str]]:
-    """Dump output values for RETURN_VALUES; unknown keys are an InputError, missing ones are skipped."""
-    by_key = {p.key: p for p in params}
-    unknown = sorted(set(values) - set(by_key))
+    """Dump output values for RETURN_VALUES under their declared keys; keys match case-insensitively, as
+    the portal matches them; unknown keys are an InputError, missing ones are skipped."""
+    by_key = {p.key.lower(): p for p in params}
+    unknown = sorted(k for k in values if k.lower() not in by_key)
     if unknown:
-        raise InputError(unknown[0], f"is not a declared output (declared: {sorted(by_key) or 'none'})")
-    return {k: by_key[k].dump(v) for k, v in values.items() if v is not None or by_key[k].multiple}
+        raise InputError(unknown[0], f"is not a declared output (declared: {sorted(p.key for p in params) or 'none'})")
+    out: dict[str, str | list[str]] = {}
+    for k, v in values.items():
+        p = by_key[k.lower()]
+        if v is not None or p.multiple:
+            out[p.key] = p.dump(v)
+    return out
 
 
 def default_outputs(params: Sequence[Param[Any]]) -> dict[str, str | list[str]]:

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from b24robots.errors import DeclarationError
 from b24robots.robots.params import LocalizedText, Param, check_text, params_from_documents
 
-CODE_RE = re.compile(r"^[a-z0-9.\-_]+$")
+# `validateActivityCode` matches `#^[a-z0-9\.\-_]+$#i` (yuliai/bitrix-modules bizproc/lib/restservice.php)
+CODE_RE = re.compile(r"^[a-z0-9.\-_]+$", re.IGNORECASE)
 CODE_MAX = 128
 Kind = Literal["robot", "activity"]
 KINDS: tuple[Kind, ...] = ("robot", "activity")
@@ -33,7 +34,7 @@ def check_code(code: object) -> str:
         raise DeclarationError(f"robot code is {len(code)} characters; Bitrix24 allows at most {CODE_MAX}")
     if not CODE_RE.match(code):
         raise DeclarationError(
-            f"robot code {code!r} is invalid; use lower-case latin letters, digits, '.', '-' and '_' (e.g. 'send_sms')"
+            f"robot code {code!r} is invalid; use latin letters, digits, '.', '-' and '_' (e.g. 'send_sms')"
         )
     return code
 
@@ -48,9 +49,17 @@ def _check_document_type(value: object) -> tuple[str, str, str] | None:
     return (value[0], value[1], value[2])
 
 
+EDITIONS = ("b24", "box")  # CBPHelper::getDistrName: DISTR_B24 in the cloud, DISTR_BOX on-premise
+
+
 def _check_rule(rule: object, where: str) -> str | list[str]:
-    if isinstance(rule, str) and rule:
+    if isinstance(rule, str) and rule in EDITIONS:
         return rule
+    if isinstance(rule, str):
+        raise DeclarationError(
+            f"filter {where} rule {rule!r} is not an edition; a text rule is 'b24' (cloud) or 'box' (on-premise), "
+            f"a document type is a list, e.g. {where}: [['crm', 'CCrmDocumentDeal']]"
+        )
     if isinstance(rule, list | tuple) and 1 <= len(rule) <= 3 and all(isinstance(r, str) and r for r in rule):
         return list(rule)
     raise DeclarationError(
@@ -60,6 +69,9 @@ def _check_rule(rule: object, where: str) -> str | list[str]:
 
 
 def _check_filter(value: object) -> dict[str, Any] | None:
+    """FILTER as the portal reads it (bizproc/lib/activity/mixins/activityfilterchecker.php): the value of
+    INCLUDE/EXCLUDE is a list of rules, and only a value that is not a list is one rule on its own. So
+    `["box"]` is one edition rule and `["crm", "CCrmDocumentDeal"]` two edition rules, not a document type."""
     if value is None or value == {}:
         return None
     if not isinstance(value, Mapping):
@@ -74,10 +86,7 @@ def _check_filter(value: object) -> dict[str, Any] | None:
             continue
         if key not in ("INCLUDE", "EXCLUDE"):
             raise DeclarationError(f"filter key {raw_key!r} is unknown; use INCLUDE, EXCLUDE or MIN_API_VERSION")
-        # a single rule may be given without a wrapping list (protocol §1.5)
-        if isinstance(rules, str) or (
-            isinstance(rules, list | tuple) and rules and all(isinstance(r, str) for r in rules)
-        ):
+        if isinstance(rules, str):
             rules = [rules]
         if not isinstance(rules, list | tuple) or not rules:
             raise DeclarationError(f"filter {key} must be a non-empty list of rules")
@@ -130,13 +139,20 @@ class RobotSpec:
             check_text(self.description, f"robot {self.code!r} description", required=False),
         )
         for group, params in (("input", self.inputs), ("output", self.outputs)):
-            seen: set[str] = set()
+            # the portal upper-cases RETURN_VALUES keys and matches them case-insensitively
+            # (bizproc/classes/general/restactivity.php::onExternalEvent): keys differing only by case collide
+            seen: dict[str, str] = {}
             for p in params:
                 if not p.key:
                     raise DeclarationError(f"robot {self.code!r}: an {group} parameter has no key")
                 if p.key in seen:
                     raise DeclarationError(f"robot {self.code!r}: {group} parameter {p.key!r} is declared twice")
-                seen.add(p.key)
+                if p.key.lower() in seen:
+                    raise DeclarationError(
+                        f"robot {self.code!r}: {group} parameters {seen[p.key.lower()]!r} and {p.key!r} differ only "
+                        "by case, which Bitrix24 does not tell apart; rename one"
+                    )
+                seen[p.key] = seen[p.key.lower()] = p.key
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         if self.use_subscription is None:
@@ -176,9 +192,9 @@ class RobotSpec:
         if self.description:
             payload["DESCRIPTION"] = _wire(self.description)
         if self.inputs:
-            payload["PROPERTIES"] = {p.key: p.to_property() for p in self.inputs}
+            payload["PROPERTIES"] = {p.key: _wire_property(p.to_property()) for p in self.inputs}
         if self.outputs:
-            payload["RETURN_PROPERTIES"] = {p.key: p.to_property() for p in self.outputs}
+            payload["RETURN_PROPERTIES"] = {p.key: _wire_property(p.to_property()) for p in self.outputs}
         if self.document_type:
             payload["DOCUMENT_TYPE"] = list(self.document_type)
         if self.filter:
@@ -196,10 +212,10 @@ class RobotSpec:
         doc: dict[str, Any] = {
             "code": self.code,
             "kind": self.kind,
-            "name": _wire(self.name),
+            "name": _plain(self.name),
         }
         if self.description:
-            doc["description"] = _wire(self.description)
+            doc["description"] = _plain(self.description)
         doc["use_subscription"] = "Y" if self.use_subscription else "N"
         doc["auth_user_id"] = self.auth_user_id
         if self.document_type:
@@ -263,6 +279,10 @@ class RobotSpec:
             connections=doc.get("connections") or (),
         )
 
+    def output(self, key: str) -> Param[Any] | None:
+        """The output declared as `key`, matched case-insensitively as the portal matches RETURN_VALUES."""
+        return next((p for p in self.outputs if p.key.lower() == key.lower()), None)
+
     def fingerprint(self, handler_url: str = "") -> str:
         """A stable hash of the registration payload: sync compares it to decide on an update."""
         blob = json.dumps(self.to_registration(handler_url), sort_keys=True, ensure_ascii=False)
@@ -270,5 +290,29 @@ class RobotSpec:
 
 
 def _wire(text: LocalizedText | None) -> str | dict[str, str]:
+    """A plain text, or the language map with a `*` entry added.
+
+    The portal shows LANG, then RU for UA, then EN, then `*`, else an empty name
+    (bizproc/lib/restactivity.php::getLocalization): `*` (the English text, else the first given) keeps a
+    robot named on a portal in a language the map does not have.
+    """
+    assert text is not None
+    if isinstance(text, str):
+        return text
+    out = dict(text)
+    if out and "*" not in out:
+        out["*"] = out.get("en") or next(iter(out.values()))
+    return out
+
+
+def _plain(text: LocalizedText | None) -> str | dict[str, str]:
     assert text is not None
     return text if isinstance(text, str) else dict(text)
+
+
+def _wire_property(prop: dict[str, Any]) -> dict[str, Any]:
+    for key in ("Name", "Description"):
+        value = prop.get(key)
+        if isinstance(value, Mapping):
+            prop[key] = _wire(value)
+    return prop

@@ -40,6 +40,10 @@ class User:
         }
 
 
+# The features bizproc/lib/restservice.php::onRestServiceBuildDescription asks about.
+AUTOMATION_FEATURES = ("crm_automation_lead", "crm_automation_deal", "crm_automation_order", "tasks_automation")
+ALL_FEATURES = ("bizproc", *AUTOMATION_FEATURES)
+
 DEAL_FIELDS = ("ID", "TITLE", "STAGE_ID", "OPPORTUNITY", "CURRENCY_ID", "ASSIGNED_BY_ID", "COMMENTS")
 
 
@@ -167,15 +171,18 @@ class Registration:
 
 
 def localize(texts: Any, lang: str) -> str:
-    """``RestActivityTable::getLocalization``: L → (UA → RU) → EN → ``*``."""
+    """``RestActivityTable::getLocalization`` (bizproc/lib/restactivity.php): a string as is; else the first
+    non-empty of L, (RU when L is UA), EN, ``*``; else ``''``."""
+    if isinstance(texts, str):
+        return texts
     if not isinstance(texts, dict):
-        return "" if texts is None else str(texts)
+        return ""
     lang = lang.upper()
     order = [lang] + (["RU"] if lang == "UA" else []) + ["EN", "*"]
     for key in order:
-        if key in texts:
+        if texts.get(key):
             return str(texts[key])
-    return str(next(iter(texts.values()), ""))
+    return ""
 
 
 @dataclass
@@ -280,6 +287,7 @@ class Workflow:
         user_id: int,
         started_at: float,
         return_values: dict[str, Any],
+        keep_running: bool = False,
     ) -> None:
         self.id = id
         self.domain = domain
@@ -305,12 +313,20 @@ class Workflow:
         self.log: list[LogEntry] = []
         self.delivery: Delivery | None = None
         self.ignored_events: int = 0
+        # the template has steps after this activity: the instance stays live once the activity closes
+        self.keep_running = keep_running
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._lock = threading.Lock()
 
     @property
     def is_closed(self) -> bool:
+        """The robot's activity is closed (answered, timed out, or not waiting)."""
         return self.state == "completed"
+
+    @property
+    def finished(self) -> bool:
+        """The workflow instance is gone: its activity closed and nothing follows it."""
+        return self.is_closed and not self.keep_running
 
     def _close(self, by: str, at: float) -> None:
         self.state = "completed"
@@ -395,6 +411,9 @@ class Portal:
     trigger_firings: list[TriggerFiring] = field(default_factory=list)
     workflows: dict[str, Workflow] = field(default_factory=dict)
     automation: Automation = field(default_factory=Automation)
+    # tariff features (bitrix24 Feature::isFeatureEnabled) that decide which bizproc methods exist
+    features: set[str] = field(default_factory=lambda: set(ALL_FEATURES))
+    edition: str = "b24"  # CBPHelper::getDistrName: "b24" in the cloud, "box" on-premise
 
     def add_deal(self, **fields: Any) -> dict[str, str]:
         """Add a deal; missing fields get defaults. Values are stored as strings, as REST shows them."""

@@ -282,11 +282,12 @@ def update(portal: Portal, client_id: str | None, is_admin: bool, is_robot: bool
     if not changes:
         raise _error(VALIDATION, "No fields to update")
 
-    if changes.get("use_placement") == "Y":
-        validate_handler(fields.get("PLACEMENT_HANDLER", row.placement_handler))
-        changes["placement_handler"] = fields.get("PLACEMENT_HANDLER", row.placement_handler)
-        portal.placements[(client_id, row.code)] = str(changes["placement_handler"])
-    elif changes.get("use_placement") == "N":
+    # PLACEMENT_HANDLER is upserted whenever given, whatever USE_PLACEMENT says (updateActivityInternal)
+    if fields.get("PLACEMENT_HANDLER") is not None:
+        validate_handler(fields["PLACEMENT_HANDLER"])
+        changes["placement_handler"] = fields["PLACEMENT_HANDLER"]
+        portal.placements[(client_id, row.code)] = str(fields["PLACEMENT_HANDLER"])
+    if changes.get("use_placement") == "N":
         changes["placement_handler"] = None
         portal.placements.pop((client_id, row.code), None)
     for attr, value in changes.items():
@@ -309,6 +310,68 @@ def list_codes(portal: Portal, client_id: str | None, is_admin: bool, is_robot: 
     """Codes of the calling app only, filtered by IS_ROBOT."""
     client_id = _check_context(client_id, is_admin)
     return [r.code for r in portal.registrations.values() if r.client_id == client_id and r.is_robot == is_robot]
+
+
+def filter_allows(flt: Any, document_type: list[str] | None, edition: str) -> bool:
+    """``ActivityFilterChecker::checkActivityFilter`` (bizproc/lib/activity/mixins/activityfilterchecker.php).
+
+    INCLUDE hides unless a rule matches, EXCLUDE hides if one does, MIN_API_VERSION above the engine's
+    (``CBPRuntime::ACTIVITY_API_VERSION`` = 1) hides. A value that is not a list, or is an associative
+    array, is one rule; a string rule is compared with the edition; a list rule with the document type,
+    position by position up to the rule's length (no document type: every list rule matches).
+    """
+    if not isinstance(flt, dict):
+        return True
+    for kind, rules in flt.items():
+        if kind == "MIN_API_VERSION":
+            if php_intval(rules) > ACTIVITY_API_VERSION:
+                return False
+            continue
+        found = _rules_match(rules, document_type, edition)
+        if (kind == "INCLUDE" and not found) or (kind == "EXCLUDE" and found):
+            return False
+    return True
+
+
+ACTIVITY_API_VERSION = 1
+
+
+def _rules_match(rules: Any, document_type: list[str] | None, edition: str) -> bool:
+    if not isinstance(rules, list):  # a dict (associative array) or a scalar is a single rule
+        rules = [rules]
+    for rule in rules:
+        result = False
+        if isinstance(rule, list | dict):
+            if not document_type:
+                result = True
+            else:
+                for index, value in enumerate(document_type):
+                    given = _at(rule, index)
+                    if given is None:  # `!isset($rule[$key])`
+                        break
+                    result = given == value
+                    if not result:
+                        break
+        else:
+            result = php_string(rule) == edition
+        if result:
+            return True
+    return False
+
+
+def _at(rule: list[Any] | dict[str, Any], index: int) -> Any:
+    if isinstance(rule, dict):
+        return rule.get(str(index))
+    return rule[index] if index < len(rule) else None
+
+
+def visible_robots(portal: Portal, document_type: list[str] | None, client_id: str | None = None) -> list[Registration]:
+    """The robots the portal offers for `document_type` (e.g. in the automation designer), FILTER applied."""
+    return [
+        r
+        for r in portal.registrations.values()
+        if r.is_robot and client_id in (None, r.client_id) and filter_allows(r.filter, document_type, portal.edition)
+    ]
 
 
 def wipe_app(portal: Portal, client_id: str) -> int:

@@ -25,7 +25,17 @@ from b24robots.inbound.formcodec import decode_form
 
 from . import registration
 from ._util import iso_c, php_array, php_empty, php_truthy, upper_keys
-from .model import DEAL_FIELDS, AccessToken, Installation, LogEntry, Portal, Trigger, TriggerFiring, Webhook
+from .model import (
+    AUTOMATION_FEATURES,
+    DEAL_FIELDS,
+    AccessToken,
+    Installation,
+    LogEntry,
+    Portal,
+    Trigger,
+    TriggerFiring,
+    Webhook,
+)
 from .registration import access_denied, php_intval
 from .signing import unsign_event_token
 
@@ -102,7 +112,7 @@ def run_method(
     """Look the method up, check scope and operating time, run it and account its time."""
     method = method.lower()
     spec = METHODS.get(method)
-    if spec is None:
+    if spec is None or not method_on_plan(caller.portal, method):
         raise MethodNotFound("ERROR_METHOD_NOT_FOUND", "Method not found!", method=method, status=404)
     if spec.scopes and not any(s in caller.scopes for s in spec.scopes):
         raise AuthError(
@@ -129,6 +139,22 @@ def run_method(
         if limited and limiter is not None:
             spent = time.perf_counter() - started + sim.method_costs.get(method, 0.0) + extra_seconds
             limiter.record(key, sim.now(), spent)
+
+
+# bizproc/lib/restservice.php::onRestServiceBuildDescription: bizproc.* exists with the `bizproc` feature;
+# the robot methods, event.send and activity.log also with CRM or tasks automation alone.
+_AUTOMATION_METHODS = ("bizproc.robot.", "bizproc.provider.")
+_AUTOMATION_EXACT = ("bizproc.event.send", "bizproc.activity.log")
+
+
+def method_on_plan(portal: Portal, method: str) -> bool:
+    """Whether the portal's tariff features put `method` in its REST description."""
+    if not method.startswith("bizproc."):
+        return True
+    if "bizproc" in portal.features:
+        return True
+    automation = any(f in portal.features for f in AUTOMATION_FEATURES)
+    return automation and (method.startswith(_AUTOMATION_METHODS) or method in _AUTOMATION_EXACT)
 
 
 def operating_info(sim: PortalSimulator, caller: Caller, method: str) -> dict[str, Any]:
@@ -191,10 +217,12 @@ def _activity_log(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) 
         raise MethodError("ERROR_EMPTY_LOG_MESSAGE", "Empty log message!", status=400)
     workflow_id, activity_name, event_id = parsed
     workflow = caller.portal.workflows.get(workflow_id)
-    if workflow is None or workflow.is_closed:
+    if workflow is None or workflow.finished:
         # Completed workflows are deleted; the engine's code surfaces as the error code.
         raise MethodError("404", f'Workflow instance "{workflow_id}" is not found', status=400)
-    if workflow.activity_name == activity_name and workflow.event_id == event_id:
+    # A live workflow takes the event; onExternalEvent ignores it once the activity closed, and the
+    # call still answers true (restservice.php::writeActivityLog reports only the engine's errors).
+    if not workflow.is_closed and workflow.activity_name == activity_name and workflow.event_id == event_id:
         workflow.log.append(LogEntry(sim.now(), str(message), "activity.log"))
     else:
         workflow.ignored_events += 1

@@ -626,14 +626,18 @@ class PortalSimulator:
         use_subscription: str | None = None,
         client_id: str | None = None,
         wait_delivery: bool = True,
+        keep_running: bool = False,
     ) -> Workflow:
         """Run a workflow that reaches robot/activity ``code`` and POST the handler body (§2.2) once.
 
         ``properties`` are Python values externalized per declared type; ``user_id`` overrides the
         registered AUTH_USER_ID; ``use_subscription`` is the instance setting used only when the
-        registration left it empty. ``timeout_duration`` (seconds) applies when the robot waits.
-        With ``wait_delivery`` the call returns after the handler answered (the delivery is recorded
-        on ``workflow.delivery``).
+        registration left it empty (then the activity's default is N: bizproc/classes/general/
+        restactivity.php::__construct). ``timeout_duration`` (seconds) is sent as computed, and applies
+        only when the robot waits. A robot its FILTER hides for the document type cannot be placed in a
+        template: that is a SimulatorError. ``keep_running``: steps follow the robot, so the workflow stays
+        live after the activity closes. With ``wait_delivery`` the call returns after the handler answered
+        (the delivery is recorded on ``workflow.delivery``).
         """
         with self._lock:
             p = self.portal(portal)
@@ -650,13 +654,19 @@ class PortalSimulator:
                     "document_id must be (module, entity, id), e.g. ('crm', 'CCrmDocumentDeal', 'DEAL_1')"
                 )
             doc_type = [str(x) for x in document_type] if document_type is not None else _document_type(doc_id)
+            # the designer marks it excluded (bizproc/classes/general/runtime.php::makeRestRobotDescription)
+            if not registration.filter_allows(reg.filter, doc_type, p.edition):
+                raise SimulatorError(
+                    f"{reg.code!r} is hidden for {doc_type} on this {p.edition} portal by its FILTER {reg.filter}"
+                )
             props = self._external_properties(p, reg, properties or {})
             registered = reg.use_subscription
             if registered:
                 subscription = "Y" if registered == "Y" else "N"
             else:
-                subscription = "Y" if (use_subscription or "Y").upper() == "Y" else "N"
-            timeout = max(0, int(timeout_duration)) if subscription == "Y" else 0
+                subscription = "Y" if (use_subscription or "N").upper() == "Y" else "N"
+            # calculateTimeoutDuration() is sent whether or not the activity waits (capped at 5 years)
+            timeout = min(max(0, int(timeout_duration)), 5 * 365 * 86400)
             now = self.now()
             wf_id, act, event_id = _util.new_workflow_id(), _util.new_activity_name(), _util.new_event_id()
             defaults: dict[str, Any] = {
@@ -679,6 +689,7 @@ class PortalSimulator:
                 user_id=uid,
                 started_at=now,
                 return_values=defaults,
+                keep_running=keep_running,
             )
             p.workflows[wf_id] = workflow
             pair = self._issue(inst, uid) if uid else None
@@ -769,6 +780,27 @@ class PortalSimulator:
                         wf.return_values[code] = internalize(prop if isinstance(prop, dict) else {}, value)
             wf._close("event", now)
             return True
+
+    def set_features(
+        self, features: Iterable[str], portal: Portal | str | None = None, *, edition: str | None = None
+    ) -> None:
+        """The portal's tariff features (e.g. ``{"crm_automation_deal"}``: robots but no business processes)
+        and optionally its edition (``b24`` cloud, ``box`` on-premise)."""
+        with self._lock:
+            p = self.portal(portal)
+            p.features = set(features)
+            if edition is not None:
+                p.edition = edition
+
+    def robots_for(
+        self, document_type: Iterable[str] | None, portal: Portal | str | None = None, *, lang: str = "en"
+    ) -> dict[str, str]:
+        """CODE → name of the robots the portal offers for ``document_type``, FILTER and names applied
+        as the automation designer shows them."""
+        with self._lock:
+            p = self.portal(portal)
+            doc_type = [str(x) for x in document_type] if document_type is not None else None
+            return {r.code: r.localized_name(lang) for r in registration.visible_robots(p, doc_type)}
 
     def workflows(self, portal: Portal | str | None = None) -> list[Workflow]:
         """Workflows of one portal (or all), oldest first."""
