@@ -82,7 +82,7 @@ async def test_add_a_robot_with_parameters_and_code(
         ({"code": "Bad Code!"}, "error-code", "robot code 'Bad Code!' is invalid"),
         ({"name": "", "name_ru": ""}, "error-name", "the robot name is empty"),
         ({"in.1.options": ""}, None, "is a select; give options"),
-        ({"in.0.key": "Amount"}, None, "parameter key 'Amount' is invalid"),
+        ({"in.0.key": "Amount-1"}, None, "parameter key 'Amount-1' is invalid"),
         ({"in.1.key": "amount"}, None, "is used twice"),
         ({"in.1.default": "50"}, None, "default does not fit"),
         ({"use_subscription": "N"}, "error-general", "set use_subscription=True"),
