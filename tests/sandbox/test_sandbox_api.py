@@ -185,16 +185,19 @@ def test_concurrent_runs_from_many_threads(pool: SandboxPool) -> None:
     for value, result in results.items():
         assert result.outputs == {"square": value**2}
         assert result.log == [f"p{(value // 10) % 3}.example"]
-    assert pool.health()["children_alive"] <= 2
+    assert pool.health()["children_alive"] <= 2 * pool.size
 
 
-def test_children_are_recycled_after_n_runs() -> None:
-    with SandboxPool(1, max_runs_per_child=3, caps=CAPS) as small:
+def test_every_run_gets_a_fresh_child() -> None:
+    with SandboxPool(1, caps=CAPS) as small:
         for _ in range(7):
             assert_serves_normally(small)
+        deadline = time.monotonic() + 10
+        while small.health()["recycled"] < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the refiller reaps used children in the background
         health = small.health()
         assert health["runs_served"] == 7
-        assert health["recycled"] == 2
+        assert health["recycled"] == 7
 
 
 def test_state_does_not_leak_between_runs() -> None:
@@ -203,16 +206,16 @@ def test_state_does_not_leak_between_runs() -> None:
     with SandboxPool(1, caps=CAPS) as small:
         small.run(writer, {"s": "from run one"}, context={"portal": "a.example"})
         assert small.run(reader, {}, context={"portal": "a.example"}).outputs == {"leak": False}
-        assert small.health()["recycled"] == 0  # same portal: the child was reused
 
 
-def test_portals_never_share_a_child() -> None:
+def test_runs_never_share_a_child() -> None:
     with SandboxPool(1, caps=CAPS) as small:
+        before = zygote_children(small)
         small.run(ECHO, {}, context={"portal": "a.example"})
         small.run(ECHO, {}, context={"portal": "a.example"})
-        assert small.health()["recycled"] == 0
         small.run(ECHO, {}, context={"portal": "b.example"})
-        assert small.health()["recycled"] == 1
+        time.sleep(0.1)
+        assert not before & zygote_children(small)  # the pre-forked children served and are gone
 
 
 def test_per_call_limits_are_clamped_to_caps() -> None:
@@ -274,7 +277,7 @@ def test_dead_idle_child_is_replaced() -> None:
 
 
 def test_dead_zygote_is_restarted() -> None:
-    with SandboxPool(1, max_runs_per_child=1, caps=CAPS) as small:
+    with SandboxPool(1, caps=CAPS) as small:
         assert small._zygote is not None
         os.kill(small._zygote.process.pid, signal.SIGKILL)
         small._zygote.process.wait()
@@ -304,7 +307,7 @@ def test_close_kills_every_process() -> None:
     assert small._zygote is not None
     zygote = small._zygote.process
     children = zygote_children(small)
-    assert len(children) == 2
+    assert len(children) >= 2  # the busy one and the spares
     small.close()
     busy.join(timeout=10)
     assert not busy.is_alive()

@@ -70,18 +70,17 @@ import json
 
 def run(inputs, ctx):
     json.JSONEncoder.encode = lambda self, o: '{"t": "result", "outputs": {"x": NaN}, "log": []}'
-    return {"x": 1}
+    return {"x": 1, "own": json.dumps({"a": 1}, indent=1)}
 """
 
 
-def test_nan_reply_through_a_patched_encoder_leaves_the_pool_healthy(pool: SandboxPool) -> None:
-    # More runs than slots: each must give its slot back, or the next ones would wait and fail.
+def test_a_patched_json_encoder_cannot_touch_the_workers_frames(pool: SandboxPool) -> None:
+    # The patch reaches the code's own json.dumps, never the worker's codec; and more runs than
+    # slots show each gave its slot back (the raw NaN frames below cover the parent's side).
     for _ in range(pool.size * 2 + 1):
-        with pytest.raises(SandboxError) as info:
-            pool.run(NAN_ENCODER, {}, context={"portal": "evil.example"})
-        assert type(info.value) is SandboxError
+        result = pool.run(NAN_ENCODER, {}, context={"portal": "evil.example"})
+        assert result.outputs == {"x": 1, "own": '{"t": "result", "outputs": {"x": NaN}, "log": []}'}
         assert_idle_again(pool)
-    assert_serves_normally(pool)
     assert_serves_normally(pool)
 
 

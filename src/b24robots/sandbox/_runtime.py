@@ -3,8 +3,9 @@
 Stdlib only. The pool starts the zygote as ``python -I -S`` with an empty environment; it imports
 everything stored code may use, then forks workers on request. The zygote never runs stored code.
 A worker isolates itself once, right after the fork (new session, chroot into a private empty
-directory and drop to ``nobody`` when root, hard rlimits, seccomp), then serves jobs over its own
-socket until the pool retires it. Per-run limits are lowered soft limits and interval timers.
+directory and drop to ``nobody`` when root, hard rlimits, seccomp), then serves one job over its
+own socket and exits. The run's limits are lowered soft limits and interval timers. The worker's
+frames go through the C codec in `_wire`, never the `json` classes stored code can reach.
 
 Control channel (pool <-> zygote, SOCK_SEQPACKET, one JSON object per packet):
 ``{"t": "fork", "caps": {...}}`` -> ``{"t": "forked", "pid": n}`` plus the worker's socket (SCM_RIGHTS);
@@ -22,6 +23,7 @@ import datetime
 import decimal
 import errno
 import functools
+import gc
 import itertools
 import json
 import linecache
@@ -57,6 +59,7 @@ CONTEXT_FIELDS = ("document_id", "document_type", "portal", "workflow_id", "robo
 # Loaded now so that workers, chrooted into an empty directory, never need the filesystem.
 _PRELOAD = (
     "_strptime",
+    "heapq",  # collections.Counter.most_common(n)
     "encodings.ascii",
     "encodings.latin_1",
     "encodings.utf_8_sig",
@@ -315,7 +318,6 @@ class _Worker:
     def __init__(self, sock: socket.socket, caps: dict[str, Any]) -> None:
         self.sock = sock
         self.caps = caps
-        self.codes: dict[tuple[str, str, bool], Any] = {}
         self.base_depth = 0
         # Freed on MemoryError so that the report itself has room to be built.
         self.reserve: bytearray | None = bytearray(MIB)
@@ -338,17 +340,11 @@ class _Worker:
         lower(resource.RLIMIT_CPU, math.ceil(used + float(limits["cpu_seconds"]) + 0.5))
 
     def compiled(self, source: str, filename: str, hardening: bool) -> Any:
-        key = (filename, source, hardening)
-        code = self.codes.get(key)
-        if code is None:
-            if hardening:
-                problems = _policy.check_source(source, filename)
-                if problems:
-                    raise _Rejected(problems)
-            code = compile(source, filename, "exec", dont_inherit=True)
-            if len(self.codes) > 64:
-                self.codes.clear()
-            self.codes[key] = code
+        if hardening:
+            problems = _policy.check_source(source, filename)
+            if problems:
+                raise _Rejected(problems)
+        code = compile(source, filename, "exec", dont_inherit=True)
         lines = source.splitlines(keepends=True)
         linecache.cache[filename] = (len(source), None, lines, filename)
         return code
@@ -523,19 +519,21 @@ class _Worker:
         return {**base, "kind": "code", "message": message[:2000], "traceback": text[-20000:]}
 
     def serve(self) -> None:
+        """Run one job, answer, exit: threads the stored code started die with the process."""
         self.base_depth = len(traceback.extract_stack())
-        while True:
-            try:
-                job = _wire.recv(self.sock)
-            except (_wire.WireError, OSError):
-                os._exit(0)
-            try:
-                reply = {**self.run_job(job), "j": job.get("j")}
-                payload = _wire.dumps(reply)
-            except BaseException as exc:  # last resort: never die silently while the pool waits
-                reply = {"t": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}"[:500]}
-                payload = _wire.dumps({**reply, "j": job.get("j")})
+        try:
+            job = _wire.recv(self.sock)
+        except (_wire.WireError, OSError):
+            os._exit(0)
+        try:
+            reply = {**self.run_job(job), "j": job.get("j")}
+            payload = _wire.dumps(reply)
+        except BaseException as exc:  # last resort: never die silently while the pool waits
+            reply = {"t": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}"[:500]}
+            payload = _wire.dumps({**reply, "j": job.get("j")})
+        with contextlib.suppress(OSError):
             _wire.send_raw(self.sock, payload)
+        os._exit(0)
 
 
 def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> dict[str, Any]:
@@ -615,6 +613,10 @@ def zygote_main(ctrl_fd: int, base: str | None = None) -> None:
         with contextlib.suppress(ImportError):
             __import__(name)
     _seccomp.prepare()
+    # Objects that exist now are shared copy-on-write with every worker: keep the collector off
+    # them, or its first pass in a worker would touch (and copy) every page.
+    gc.collect()
+    gc.freeze()
     # The pool passes an empty environment, but interpreter start-up may add LC_CTYPE (PEP 538).
     os.environ.clear()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the server's business

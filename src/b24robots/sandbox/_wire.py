@@ -12,11 +12,16 @@ so that decoding is exact.
 
 from __future__ import annotations
 
+# The C accelerator's encoder and scanner are taken at import: stored code in the worker can patch
+# the `json` module's Python classes (JSONEncoder, JSONDecoder) but not these, so the worker's
+# frames stay well formed whatever the code did to `json` (CPython always has `_json`).
 import datetime as _dt
 import decimal
-import json
 import socket
 import struct
+from _json import encode_basestring as _encode_basestring
+from _json import make_encoder as _make_encoder
+from _json import make_scanner as _make_scanner
 from typing import Any
 
 TAG = "\x00"
@@ -114,9 +119,14 @@ def decode(value: Any) -> Any:
     return {key: decode(item) for key, item in value.items()}
 
 
+def _no_default(value: object) -> Any:
+    raise TypeError(f"values of type {type(value).__name__} cannot cross the sandbox boundary")
+
+
 def dumps(message: dict[str, Any]) -> bytes:
-    """Serialize an already-encoded message (no NaN, compact)."""
-    return json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """Serialize an already-encoded message (no NaN, compact). Raises TypeError/ValueError."""
+    encoder = _make_encoder({}, _no_default, _encode_basestring, None, ":", ",", False, False, False)
+    return "".join(encoder(message, 0)).encode()
 
 
 def send(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -147,12 +157,32 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _ScanSettings:
+    """What the C scanner reads when it is made: plain types, NaN/Infinity refused."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_refuse_constant)
+
+
+_scan = _make_scanner(_ScanSettings())  # type: ignore[arg-type]  # duck-typed settings object
+
+
 def loads(data: bytes) -> dict[str, Any]:
-    """Parse one message strictly: a JSON object, no NaN/Infinity. Raises WireError."""
+    """Parse one message strictly: one JSON object and nothing around it, no NaN/Infinity.
+    Raises WireError."""
     try:
-        message = json.loads(data, parse_constant=_refuse_constant)
+        text = data.decode("utf-8")
+        message, end = _scan(text, 0)
+    except StopIteration:
+        raise WireError("malformed message: not JSON") from None
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, NaN, an int too long to parse
         raise WireError(f"malformed message: {exc}") from exc
+    if end != len(text):
+        raise WireError("malformed message: data after the JSON value")
     if not isinstance(message, dict):
         raise WireError("malformed message: not an object")
     return message

@@ -1,11 +1,11 @@
-"""The parent side: a warm pool of isolated children that run stored robot code.
+"""The parent side: a pool of pre-forked isolated children, one fresh process per run.
 
 One zygote process per pool (a clean ``python -I -S``, started without environment) imports
 everything once and forks workers on request. Each worker locks itself down right after the fork
-and then serves up to ``max_runs_per_child`` runs for one portal; it is retired after its last
-run, after any failure or limit hit, or when a run for another portal needs a fresh child. A
-background thread keeps ``size`` workers forked ahead of demand, so a run costs a socket round
-trip, not an interpreter start.
+and then serves exactly one run: nothing a run does (patched modules, random state, files,
+threads, frames queued on its socket) can be seen by the next one, which gets another process.
+A background thread keeps ``size`` workers forked ahead of demand and reaps used ones, so a run
+costs a socket round trip, not a fork, let alone an interpreter start.
 """
 
 from __future__ import annotations
@@ -71,9 +71,7 @@ class _Child:
     sock: socket.socket
     zygote: _Zygote
     isolation: dict[str, Any]
-    runs: int = 0
-    tenant: str | None = None
-    status: _Status | None = None  # set once retired
+    status: _Status | None = None  # set once reaped
 
 
 @dataclass
@@ -233,17 +231,13 @@ class SandboxPool:
         self,
         size: int = 2,
         *,
-        max_runs_per_child: int = 100,
         caps: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen, shared safely
         language_hardening: bool = True,
         bwrap: bool | None = None,
     ) -> None:
         if size < 1:
             raise SandboxError("SandboxPool size must be at least 1")
-        if max_runs_per_child < 1:
-            raise SandboxError("max_runs_per_child must be at least 1")
         self.size = size
-        self.max_runs_per_child = max_runs_per_child
         self.caps = caps
         self.language_hardening = language_hardening
         self._want_bwrap = bwrap
@@ -251,8 +245,8 @@ class SandboxPool:
         self._cond = threading.Condition()
         self._slots = threading.BoundedSemaphore(size)
         self._idle: list[_Child] = []
-        self._spent: list[_Child] = []  # served max_runs_per_child; waiting for the refiller to reap
-        self._live = 0  # idle + busy + being forked; never above size
+        self._spent: list[_Child] = []  # served their one run; waiting for the refiller to reap
+        self._forking = 0
         self._busy = 0
         self._started = False
         self._closed = False
@@ -284,7 +278,6 @@ class SandboxPool:
             first = self._fork()
             with self._cond:
                 self._idle.append(first)
-                self._live += 1
             self._stats.isolation = self._describe(first)
             self._warn_if_degraded()
             self._refiller = threading.Thread(target=self._refill, name="sandbox-refill", daemon=True)
@@ -374,24 +367,31 @@ class SandboxPool:
                 raise
             return self._ensure_zygote().fork(self.caps)
 
+    def _want_fork(self) -> bool:
+        """Fewer than `size` spares idle or on their way (call with `_cond` held). With at most
+        `size` runs at once, the pool holds at most 2 x `size` live children plus the spent ones."""
+        return len(self._idle) + self._forking < self.size
+
     def _refill(self) -> None:
+        """Keep `size` pre-forked children idle, so a run never waits for a fork, and reap the
+        children that served their run, off the callers' time."""
         failures = 0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or bool(self._spent) or self._live < self.size)
+                self._cond.wait_for(lambda: self._closed or bool(self._spent) or self._want_fork())
                 if self._closed:
                     return
-                spent = self._spent.pop() if self._spent else None
+                spent = None if self._want_fork() else self._spent.pop()
                 if spent is None:
-                    self._live += 1
+                    self._forking += 1
             if spent is not None:
-                self._retire(spent)
+                self._reap(spent)
                 continue
             try:
                 child = self._fork()
             except SandboxError as exc:
                 with self._cond:
-                    self._live -= 1
+                    self._forking -= 1
                     if self._closed:
                         return
                 failures += 1
@@ -400,15 +400,15 @@ class SandboxPool:
                 continue
             failures = 0
             with self._cond:
+                self._forking -= 1
                 if self._closed:
                     child.sock.close()
                     return
                 self._idle.append(child)
                 self._cond.notify_all()
 
-    def _checkout(self, tenant: str) -> _Child:
-        """An idle child for `tenant`: one that already served it, else a fresh one. Children
-        bound to another portal are retired to make room, so portals never share a process."""
+    def _checkout(self) -> _Child:
+        """A pre-forked child that has never run anything; found dead or talking, it is retired."""
         deadline = time.monotonic() + _CHECKOUT_TIMEOUT
         while True:
             doomed: list[_Child] = []
@@ -416,16 +416,11 @@ class SandboxPool:
                 if self._closed:
                     raise SandboxError("this sandbox pool is closed")
                 doomed = [c for c in self._idle if _unusable(c)]
-                if not doomed:
-                    chosen = next((c for c in self._idle if c.tenant == tenant), None)
-                    if chosen is None:
-                        chosen = next((c for c in self._idle if c.tenant is None), None)
-                    if chosen is not None:
-                        self._idle.remove(chosen)
-                        self._busy += 1
-                        chosen.tenant = tenant
-                        return chosen
-                    doomed = self._idle[:1]
+                if not doomed and self._idle:
+                    chosen = self._idle.pop(0)  # the oldest: its isolation is surely complete
+                    self._busy += 1
+                    self._cond.notify_all()
+                    return chosen
                 for child in doomed:
                     self._idle.remove(child)
                     self._busy += 1
@@ -437,23 +432,18 @@ class SandboxPool:
             for child in doomed:
                 self._retire(child)
 
-    def _checkin(self, child: _Child) -> None:
+    def _spend(self, child: _Child) -> None:
+        """A child that finished its run: never used again, reaped by the refiller."""
         with self._cond:
             self._busy -= 1
             if self._closed:
                 child.sock.close()
                 return
-            if child.runs >= self.max_runs_per_child:
-                # Spent: the refiller reaps it and forks the replacement, off this caller's time.
-                self._busy += 1
-                self._spent.append(child)
-            else:
-                self._idle.append(child)
+            self._spent.append(child)
             self._cond.notify_all()
 
-    def _retire(self, child: _Child) -> _Status:
-        """Kill a busy child and collect how it ended; the refiller forks its replacement.
-        Idempotent: a second call returns the first call's status."""
+    def _reap(self, child: _Child) -> _Status:
+        """Kill a child and collect how it ended. Idempotent: later calls return the first status."""
         if child.status is not None:
             return child.status
         child.status = _Status()
@@ -469,9 +459,17 @@ class SandboxPool:
                 self._ensure_zygote()  # its zygote is gone: start the next one now, not at the next fork
         child.status = status
         with self._cond:
-            self._busy -= 1
-            self._live -= 1
             self._stats.recycled += 1
+            self._cond.notify_all()
+        return status
+
+    def _retire(self, child: _Child) -> _Status:
+        """Reap a checked-out child now (a failed run); the refiller forks its replacement."""
+        if child.status is not None:
+            return child.status
+        status = self._reap(child)
+        with self._cond:
+            self._busy -= 1
             self._cond.notify_all()
         return status
 
@@ -526,9 +524,8 @@ class SandboxPool:
         job = self._job(source, inputs, context, effective, on_call, on_batch, filename)
         if not self._started:
             self.start()
-        tenant = str(context.get("portal") or "")
         with self._slots:
-            child = self._checkout(tenant)
+            child = self._checkout()
             try:
                 result = self._drive(child, job, effective, on_call, on_batch)
             except BaseException:
@@ -537,8 +534,7 @@ class SandboxPool:
                 raise
             with self._cond:
                 self._stats.runs += 1
-            child.runs += 1
-            self._checkin(child)
+            self._spend(child)
             return result
 
     def _job(
