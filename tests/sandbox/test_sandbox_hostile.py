@@ -1,21 +1,52 @@
-"""Hostile stored code is contained with a clear error, and the pool keeps serving afterwards."""
+"""Hostile stored code is contained with a clear error, and the pool keeps serving afterwards.
+
+Every test runs twice: with the in-language layer on (the code is refused or fails cleanly) and
+off, where only the operating system stands between the code and the host: then the run may do
+what it likes inside its process, but no host secret reaches its outputs and the pool stays healthy.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sandbox_support import TIGHT, assert_serves_normally, hardened_pool
+from sandbox_support import CAPS, TIGHT, assert_serves_normally
 
 from b24robots.errors import SandboxError, SandboxLimitExceeded, SourceRejected, StoredCodeError
 from b24robots.sandbox import SandboxPool
 
+HOST_SECRET = "host-secret-5e0c91"
+HOST_FILE = Path(tempfile.gettempdir()) / "b24r-hostile-marker.txt"
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    yield from hardened_pool()
+
+@pytest.fixture(scope="module", params=[True, False], ids=["language-on", "language-off"])
+def pool(request: pytest.FixtureRequest) -> Iterator[SandboxPool]:
+    HOST_FILE.write_text(HOST_SECRET)
+    os.environ["B24R_HOSTILE_SECRET"] = HOST_SECRET
+    try:
+        with SandboxPool(2, caps=CAPS, language_hardening=request.param) as p:
+            yield p
+    finally:
+        del os.environ["B24R_HOSTILE_SECRET"]
+        HOST_FILE.unlink(missing_ok=True)
+
+
+def assert_contained(pool: SandboxPool, source: str) -> None:
+    """With only the OS layer: whatever the run does, no host secret comes out and the pool serves."""
+    try:
+        result = pool.run(source, {}, context={"portal": "evil.example"})
+    except SandboxError as exc:
+        text = str(exc) + getattr(exc, "traceback", "")
+    else:
+        text = json.dumps(result.outputs, default=str) + "".join(result.log)
+    for secret in (HOST_SECRET, "root:x:0:0"):
+        assert secret not in text
+    assert_serves_normally(pool)
 
 
 def robot(body: str, top: str = "") -> str:
@@ -89,12 +120,37 @@ REJECTED_CASES = {
         4,
     ),
     "relative-import": (robot("return {}", "from . import secrets"), "relative imports", 1),
+    "read-host-file": (robot(f"return {{'p': open({str(HOST_FILE)!r}).read()}}"), "'open' is not available", 3),
+    "dunder-from-import": (robot("return {'d': str(d)}", "from json import __dict__ as d"), "'__dict__'", 1),
+    # A class pattern reads the attributes __match_args__ names, and a metaclass makes any subject match.
+    "match-args-reads-globals": (
+        robot(
+            "match run:\n    case C(g):\n        return {'b': str(g['__builtins__'])[:80]}\nreturn {}",
+            "M = type('M', (type,), {'__instancecheck__': lambda cls, obj: True})\n"
+            "C = M('C', (), {'__match_args__': ('__glob' + 'als__',)})\n",
+        ),
+        "positional patterns",
+        6,
+    ),
+    "format-string-built-at-run-time": (
+        robot("return {'c': ('{0.__cla' + 'ss__}').format(1)}"),
+        "'format' only on a literal",
+        3,
+    ),
+    "format-map-built-at-run-time": (
+        robot("t = inputs.get('t', '{x.__glob' + 'als__}')\nreturn {'g': str(t.format_map({'x': run}))}"),
+        "'format_map' only on a literal",
+        4,
+    ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED_CASES))
 def test_forbidden_code_is_refused_with_its_line(pool: SandboxPool, name: str) -> None:
     source, fragment, line = REJECTED_CASES[name]
+    if not pool.language_hardening:
+        assert_contained(pool, source)
+        return
     with pytest.raises(SourceRejected) as info:
         pool.run(source, {}, context={"portal": "evil.example"})
     assert fragment in str(info.value)
@@ -132,12 +188,39 @@ RUNTIME_CASES = {
         robot("return ctx.call('user.current', {})"),
         "ctx.call is not available",
     ),
+    "str-subclass-lying-in-startswith": (
+        robot(
+            "return {'b': str(getattr(run, S('__globals__'))['__builtins__'])[:80]}",
+            "class S(str):\n    def startswith(self, *a):\n        return False\n"
+            "    def endswith(self, *a):\n        return False\n",
+        ),
+        "AttributeError: attribute '__globals__' is not allowed",
+    ),
+    "str-subclass-lying-in-eq-and-hash": (
+        robot(
+            "return {'b': str(getattr(run, S('__globals__'))['__builtins__'])[:80]}",
+            "class S(str):\n    __hash__ = lambda self: hash('__init__')\n    __eq__ = lambda self, other: True\n"
+            "    startswith = lambda self, *a: False\n",
+        ),
+        "AttributeError: attribute '__globals__' is not allowed",
+    ),
+    "format-looked-up-by-name": (
+        robot("f = getattr('{0.__glob' + 'als__}', 'for' + 'mat')\nreturn {'g': str(f(run))[:80]}"),
+        "AttributeError: attribute 'format' cannot be looked up by name",
+    ),
+    "ctx-fields-rewritten": (
+        robot("ctx._fields['portal'] = 'other.example'\nreturn {'p': ctx.portal}"),
+        "TypeError",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(RUNTIME_CASES))
 def test_runtime_escape_attempts_fail_cleanly(pool: SandboxPool, name: str) -> None:
     source, fragment = RUNTIME_CASES[name]
+    if not pool.language_hardening:
+        assert_contained(pool, source)
+        return
     with pytest.raises(StoredCodeError) as info:
         pool.run(source, {}, context={"portal": "evil.example"})
     assert not isinstance(info.value, SourceRejected)
@@ -204,10 +287,9 @@ def test_log_spam_is_truncated_not_fatal(pool: SandboxPool) -> None:
 
 
 def test_parent_environment_never_reaches_the_child(pool: SandboxPool) -> None:
-    os.environ["B24R_SANDBOX_TEST_SECRET"] = "s3cr3t"
-    try:
-        # The pool was started before the variable existed, but a fresh portal forces a fresh child.
+    source = robot("import os\nreturn {'env': dict(os.environ)}")
+    if pool.language_hardening:
         with pytest.raises(SourceRejected):
-            pool.run(robot("import os\nreturn dict(os.environ)"), {}, context={"portal": "new.example"})
-    finally:
-        del os.environ["B24R_SANDBOX_TEST_SECRET"]
+            pool.run(source, {}, context={"portal": "new.example"})
+    else:
+        assert pool.run(source, {}, context={"portal": "new.example"}).outputs == {"env": {}}

@@ -133,6 +133,16 @@ FORBIDDEN_NAMES: frozenset[str] = frozenset(
     }
 )
 
+#: Methods that read attributes named in a string: refused unless the string is a literal (checked).
+FORMAT_METHODS: frozenset[str] = frozenset({"format", "format_map"})
+
+#: Classes whose class pattern binds the subject itself (PEP 634 "self-matching"); any other class
+#: pattern with positional sub-patterns reads the attributes its ``__match_args__`` names, which
+#: stored code can set to anything (``type("C", (), {"__match_args__": ("__globals__",)})``).
+SELF_MATCHING: frozenset[str] = frozenset(
+    {"bool", "bytearray", "bytes", "dict", "float", "frozenset", "int", "list", "set", "str", "tuple"}
+)
+
 _FORMAT_FIELD = re.compile(r"\{([^{}]*)\}")
 _FIELD_ATTR = re.compile(r"\.\s*([A-Za-z_]\w*)")
 
@@ -151,12 +161,22 @@ class SourceProblem:
 
 
 def attribute_refusal(name: str) -> str | None:
-    """Why attribute `name` may not be read or written, or None when it may."""
+    """Why attribute `name` may not be read or written, or None when it may. `name` must be an
+    exact str (a subclass could lie in startswith/__eq__/__hash__): callers pass `exact_str(x)`."""
     if name.startswith("__") and name.endswith("__") and name not in SAFE_DUNDERS:
         return f"attribute {name!r} is not allowed in stored code"
     if name in FORBIDDEN_ATTRS:
         return f"attribute {name!r} is not allowed in stored code"
     return None
+
+
+def exact_str(value: object) -> str:
+    """`value` as a plain str, whatever a str subclass claims; TypeError for anything else."""
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)  # the C slot: an exact copy of the characters, no method lookup
+    raise TypeError("attribute and module names must be strings")
 
 
 def import_refusal(name: str, level: int = 0) -> str | None:
@@ -169,9 +189,31 @@ def import_refusal(name: str, level: int = 0) -> str | None:
     return f"module {name!r} is not available to stored code (allowed: {allowed})"
 
 
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Every name the module binds anywhere (assignments, arguments, defs, imports, patterns)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).partition(".")[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names.update(node.names)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+    return names
+
+
 class _Checker(ast.NodeVisitor):
-    def __init__(self) -> None:
+    def __init__(self, bound: set[str] | None = None) -> None:
         self.problems: list[SourceProblem] = []
+        self.bound = bound or set()
 
     def _add(self, node: ast.AST, message: str, kind: str = "forbidden") -> None:
         line = getattr(node, "lineno", 1)
@@ -189,12 +231,21 @@ class _Checker(ast.NodeVisitor):
         reason = import_refusal(module, node.level)
         if reason:
             self._add(node, reason, "import")
+        for alias in node.names:
+            reason = attribute_refusal(alias.name)
+            if reason:
+                self._add(node, reason)
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         reason = attribute_refusal(node.attr)
         if reason:
             self._add(node, reason)
+        elif node.attr in FORMAT_METHODS and not (
+            isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        ):
+            # A format string built at run time could name `{0.__globals__}`; literals are checked.
+            self._add(node, f"{node.attr!r} only on a literal format string (or use an f-string)")
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
@@ -209,6 +260,14 @@ class _Checker(ast.NodeVisitor):
             reason = attribute_refusal(attr)
             if reason:
                 self._add(node, reason)
+        if node.patterns:
+            cls = node.cls
+            if not (isinstance(cls, ast.Name) and cls.id in SELF_MATCHING and cls.id not in self.bound):
+                self._add(
+                    node,
+                    "positional patterns are allowed only in builtin class patterns such as int(x); "
+                    "use keyword patterns, e.g. Point(x=x)",
+                )
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
@@ -258,8 +317,8 @@ def check_source(source: str, filename: str = "<robot>") -> list[SourceProblem]:
         return [SourceProblem(exc.lineno or 1, exc.offset or 0, exc.msg or "invalid syntax", "syntax")]
     except (ValueError, RecursionError, MemoryError) as exc:
         return [SourceProblem(1, 0, f"the source cannot be compiled: {exc}", "syntax")]
-    checker = _Checker()
     try:
+        checker = _Checker(_bound_names(tree))
         checker.visit(tree)
     except RecursionError:
         return [SourceProblem(1, 0, "the source is nested too deeply", "syntax")]

@@ -125,7 +125,8 @@ class Context:
     RestError = RestError
 
     def __init__(self, fields: dict[str, Any]) -> None:
-        object.__setattr__(self, "_fields", fields)
+        # A read-only view: `ctx._fields` is reachable by name, so it must not be a dict.
+        object.__setattr__(self, "_fields", types.MappingProxyType(dict(fields)))
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -141,9 +142,10 @@ class Context:
 
 
 def _checked_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError("attribute name must be a string")
+    name = _policy.exact_str(name)
     reason = _policy.attribute_refusal(name)
+    if reason is None and name in _policy.FORMAT_METHODS:
+        reason = f"attribute {name!r} cannot be looked up by name in stored code"
     if reason:
         raise AttributeError(reason)
     return name
@@ -270,6 +272,14 @@ class _Modules:
         fromlist: object = (),
         level: int = 0,
     ) -> types.ModuleType:
+        name = _policy.exact_str(name)
+        if type(level) is not int:
+            raise ImportError("relative imports are not allowed in stored code")
+        if isinstance(fromlist, (list, tuple)):
+            for item in fromlist:
+                reason = _policy.attribute_refusal(_policy.exact_str(item))
+                if reason:
+                    raise ImportError(reason)
         reason = _policy.import_refusal(name, level)
         if reason:
             if isinstance(fromlist, list) and not fromlist and name in sys.modules:
