@@ -138,8 +138,8 @@ async def test_values_are_externalized_per_type(env: Env, robot: Robot, receiver
         "flag": "Y",
         "who": ["user_1", "user_2"],
         "pick": "b",
-        "day": "27.05.2024",
-        "moment": "27.05.2024 14:30:00",
+        "day": "05/27/2024",  # the default portal speaks en: MM/DD/YYYY
+        "moment": "05/27/2024 02:30:00 pm",
         "n": "333",
         "x": "2.5",
         "tags": ["vip", "b2b"],
@@ -149,15 +149,51 @@ async def test_values_are_externalized_per_type(env: Env, robot: Robot, receiver
     assert "properties%5Btags%5D%5B0%5D=vip&properties%5Btags%5D%5B1%5D=b2b" in raw
 
 
-async def test_us_culture_dates(sim: Any, robot: Robot, receiver: Any) -> None:
-    portal = sim.add_portal(culture="us")
+@pytest.mark.parametrize(
+    ("language", "culture", "day", "moment"),
+    [
+        ("ru", "", "27.05.2024", "27.05.2024 14:30:00"),
+        ("de", "", "27.05.2024", "27.05.2024 14:30:00"),
+        ("en", "", "05/27/2024", "05/27/2024 02:30:00 pm"),
+        ("fr", "", "27/05/2024", "27/05/2024 14:30:00"),
+        ("es", "", "27/05/2024", "27/05/2024 14:30:00"),
+        ("br", "", "27/05/2024", "27/05/2024 14:30:00"),
+        ("la", "", "27/05/2024", "27/05/2024 14:30:00"),
+        ("en", "de", "27.05.2024", "27.05.2024 14:30:00"),  # a site format other than the language's
+    ],
+)
+async def test_dates_go_out_in_the_portal_culture(
+    sim: Any, robot: Robot, receiver: Any, language: str, culture: str, day: str, moment: str
+) -> None:
+    portal = sim.add_portal(language=language, culture=culture)
     app = sim.register_app()
     await sim.install_app(app, portal, notify=False)
     from b24robots.testing.registration import add
 
-    add(portal, app.client_id, True, True, robot(PROPERTIES={"m": {"Name": "M", "Type": "datetime"}}))
-    await sim.start_robot(portal, "send_sms", properties={"m": dt.datetime(2024, 5, 27, 14, 30, 0)})
-    assert receiver.at("/robot")[-1].form["properties"] == {"m": "05/27/2024 02:30:00 pm"}
+    props = {"d": {"Name": "D", "Type": "date"}, "m": {"Name": "M", "Type": "datetime"}}
+    add(portal, app.client_id, True, True, robot(PROPERTIES=props))
+    # an aware moment is shown in the (simulated, UTC) server's time
+    aware = dt.datetime(2024, 5, 27, 17, 30, tzinfo=dt.timezone(dt.timedelta(hours=3)))
+    await sim.start_robot(portal, "send_sms", properties={"d": dt.date(2024, 5, 27), "m": aware})
+    assert receiver.at("/robot")[-1].form["properties"] == {"d": day, "m": moment}
+
+
+async def test_raw_wire_values_are_sent_as_given(env: Env, robot: Robot, receiver: Any) -> None:
+    props = {"n": {"Name": "N", "Type": "int"}, "who": {"Name": "Who", "Type": "user"}}
+    await env.ok("bizproc.robot.add", robot(PROPERTIES=props))
+    await env.sim.start_robot(
+        env.portal, "send_sms", properties={"who": 1}, properties_raw={"n": ["1500.50"], "extra": "x"}
+    )
+    assert receiver.at("/robot")[-1].form["properties"] == {"n": ["1500.50"], "who": "user_1", "extra": "x"}
+    with pytest.raises(SimulatorError, match="both"):
+        await env.sim.start_robot(env.portal, "send_sms", properties={"n": 1}, properties_raw={"n": "1"})
+    with pytest.raises(SimulatorError, match="must be a string"):
+        await env.sim.start_robot(env.portal, "send_sms", properties_raw={"n": 5})
+
+
+def test_unknown_culture_is_refused(sim: Any) -> None:
+    with pytest.raises(SimulatorError, match="unknown culture 'xx'"):
+        sim.add_portal(culture="xx")
 
 
 async def test_no_properties_key_when_robot_has_none(env: Env, robot: Robot, receiver: Any) -> None:

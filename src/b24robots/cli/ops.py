@@ -239,6 +239,24 @@ def installations_limits(portal: str, rate: float, burst: int) -> None:
     console.print(f"{inst.domain}: {inst.rate:g} requests/s, burst {inst.burst}")
 
 
+@installations_app.command("culture")
+@friendly
+def installations_culture(
+    portal: Annotated[str, typer.Argument(help="portal domain or member_id")],
+    culture: Annotated[str, typer.Argument(help="ru, de, en, fr, es, br, la, it, or auto (the portal's language)")],
+) -> None:
+    """Set how a portal's dates are read (e.g. `de` for DD.MM.YYYY, `en` for MM/DD/YYYY, `auto`)."""
+    env = Env()
+    from b24robots.store.crypto import Vault
+
+    vault = Vault.from_settings(
+        env.settings.secret_key.get_secret_value() if env.settings.secret_key else None, env.settings.data_dir
+    )
+    inst = Installations(env.db, vault).set_culture(portal, culture)
+    source = "override" if inst.culture else f"portal language {inst.language or 'not known yet'}"
+    console.print(f"{inst.domain}: dates read as {inst.date_culture.describe()} ({source})")
+
+
 def journal(
     status: Annotated[str | None, typer.Option(help=f"one of: {', '.join(STATES)}")] = None,
     robot: Annotated[str | None, typer.Option(help="robot code")] = None,

@@ -112,8 +112,9 @@ class Runner:
                 log_message=f"b24robots: robot {inv.robot_code} is not available on the server",
             )
         spec = resolved.spec
+        warnings: list[str] = []
         try:
-            values = parse_values(spec.inputs, inv.properties)
+            values = parse_values(spec.inputs, inv.properties, culture=ctx.culture, warnings=warnings)
         except InputError as exc:
             return Outcome(
                 "dead",
@@ -121,6 +122,8 @@ class Runner:
                 error=str(exc),
                 log_message=short(f"b24robots: bad input: {exc}"),
             )
+        for warning in warnings:  # lenient readings go to the run log, so the workflow's owner sees them
+            ctx.log(f"b24robots: input {warning}")
         try:
             raw = await self.call(resolved, values, ctx)
             outputs = dump_values(spec.outputs, raw)

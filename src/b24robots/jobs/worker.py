@@ -34,6 +34,10 @@ def owner_id(role: str) -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# how long a worker trusts its copy of an installation (its culture may be changed meanwhile)
+PORTAL_CACHE_SECONDS = 30.0
+
+
 @dataclass
 class WorkerStats:
     started: float = 0.0
@@ -74,6 +78,7 @@ class Worker:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._portals: dict[int, Installation] = {}
+        self._portals_read: dict[int, float] = {}
 
     @property
     def alive(self) -> bool:
@@ -145,11 +150,14 @@ class Worker:
                     log.exception("extending leases failed")
 
     def _portal(self, installation_id: int) -> Installation:
-        found = self._portals.get(installation_id)
-        if found is None:
-            found = self.installations.by_id(installation_id)
-            self._portals[installation_id] = found
-        return found
+        cached = self._portals.get(installation_id)
+        now = time.monotonic()
+        # re-read now and then: settings such as the date culture may change while the worker runs
+        if cached is None or now - self._portals_read.get(installation_id, 0.0) > PORTAL_CACHE_SECONDS:
+            cached = self.installations.by_id(installation_id)
+            self._portals[installation_id] = cached
+            self._portals_read[installation_id] = now
+        return cached
 
     async def _execute(self, inv: Invocation) -> None:
         started = time.monotonic()
@@ -183,6 +191,7 @@ class Worker:
             attempt=inv.attempts,
             rest=self.rest.for_portal(portal.member_id) if self.rest else None,
             outbound=PortalOutbound(self.outbound, portal.member_id) if self.outbound else None,
+            culture=portal.date_culture,
         )
         outcome = await self.runner.run(inv, ctx)
         elapsed = time.monotonic() - started

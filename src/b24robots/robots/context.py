@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from b24robots.errors import ConnectionNotAvailable
+from b24robots.robots.dates import UNKNOWN, Culture
 from b24robots.robots.triggers import Entity
 
 
@@ -122,6 +123,8 @@ class RobotContext:
     outbound: Outbound | None = None
     fires: int = 0
     connections: Connections | None = None
+    # how the portal writes dates (the installation's culture): inputs were parsed with it
+    culture: Culture = UNKNOWN
 
     def _connections(self) -> Connections:
         if self.connections is None:

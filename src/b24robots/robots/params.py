@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast, overload
 
 from b24robots.errors import DeclarationError, InputError
+from b24robots.robots.dates import UNKNOWN, Culture
 from b24robots.robots.types import ParamType, ValueError_, coerce_type, dump_scalar, parse_scalar
 
 # `validateActivityProperties` matches `#^[a-z][a-z0-9_]*$#i` (yuliai/bitrix-modules bizproc/lib/restservice.php)
@@ -169,11 +170,13 @@ class Param(Generic[T]):
             prop["Options"] = dict(self.options)
         return prop
 
-    def parse(self, raw: Any) -> Any:
+    def parse(self, raw: Any, *, culture: Culture = UNKNOWN, warnings: list[str] | None = None) -> Any:
         """Parse the decoded form value of `properties[key]`; '' and absent mean missing.
 
         Accepts `properties[x]` and `properties[x][0]` for single values and a string or list for
         multiple ones. Missing values give the default; a missing required value is an InputError.
+        Dates are read in the portal's `culture`; lenient readings that change a value are added to
+        `warnings` (prefixed with the key) when given.
         """
         values = _as_list(raw)
         values = [v for v in values if v != ""]
@@ -181,10 +184,13 @@ class Param(Generic[T]):
             if self.required and self.default is None:
                 raise InputError(self.key, "is required but the portal sent no value")
             return self.default_value()
+        notes: list[str] = []
         try:
-            parsed = [parse_scalar(self.type, v, self.options) for v in values]
+            parsed = [parse_scalar(self.type, v, self.options, culture=culture, warnings=notes) for v in values]
         except ValueError_ as exc:
             raise InputError(self.key, str(exc)) from None
+        if warnings is not None:
+            warnings.extend(f"{self.key}: {note}" for note in notes)
         if self.multiple:
             return parsed
         if len(parsed) > 1:
@@ -396,10 +402,20 @@ class Params:
         return cls(**parse_values(cls.__params__, properties))
 
 
-def parse_values(params: Sequence[Param[Any]], properties: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Parse decoded `properties` against `params`; unknown keys are ignored (the portal may send more)."""
+def parse_values(
+    params: Sequence[Param[Any]],
+    properties: Mapping[str, Any] | None,
+    *,
+    culture: Culture = UNKNOWN,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """Parse decoded `properties` against `params`; unknown keys are ignored (the portal may send more).
+
+    `culture` is the installation's (`Installation.date_culture`); `warnings` collects what was read
+    leniently, for the run log.
+    """
     props = properties or {}
-    return {p.key: p.parse(props.get(p.key)) for p in params}
+    return {p.key: p.parse(props.get(p.key), culture=culture, warnings=warnings) for p in params}
 
 
 def dump_values(params: Sequence[Param[Any]], values: Mapping[str, Any]) -> dict[str, str | list[str]]:

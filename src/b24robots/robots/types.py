@@ -4,24 +4,30 @@ One `ParamType` serves three purposes: it is the `Type` written into `PROPERTIES
 it parses what the portal POSTs in `properties[...]`, and it dumps return values for `RETURN_VALUES`.
 `parse(dump(v)) == v` holds for every valid value; the round-trip tests prove it per type.
 
-Wire forms accepted (protocol §2.4; UNCONFIRMED forms are all accepted):
+Wire forms accepted (protocol §9.3: the portal does not convert inputs to the declared type;
+`bizproc/classes/general/restactivity.php::__construct`, `classes/general/activity.php::__get`):
 
-=========  ===========================================  =================================
-type       accepted on input                            dumped as
-=========  ===========================================  =================================
-string     any string                                   the string
-text       any string                                   the string
-int        ``"42"``, ``"-7"``, ``"42.0"``                ``"42"``
-double     ``"1.5"``, ``"1,5"``, ``"3"``                 ``repr``-exact decimal string
-bool       ``Y/N``, ``1/0``, ``true/false``, ``yes/no``  ``"Y"`` / ``"N"``
-date       ``dd.mm.yyyy``, ``mm/dd/yyyy``, ISO 8601      ``dd.mm.yyyy``
-datetime   the date forms plus a time, ISO 8601,         ``dd.mm.yyyy HH:MM:SS``
-           ``"<value> [<offset>]"``
-select     an option key                                the key
-user       ``user_<id>`` or ``<id>`` -> int; other       ``user_<id>``; a code as is
-           codes (``group_d5``) -> str
-file       numeric id -> int; anything else -> str       the id or the string
-=========  ===========================================  =================================
+=========  ==============================================  =================================
+type       accepted on input                               dumped as
+=========  ==============================================  =================================
+string     any string                                      the string
+text       any string                                      the string
+int        ``"42"``, ``"1 500"``, ``"1500.50"`` (truncated,  ``"42"``
+           with a warning in the run log), ``"1500,5"``
+double     ``"1.5"``, ``"1,5"``, ``"1 234,56"``,             ``repr``-exact decimal string
+           ``"1,234.56"``; ``"1,500"`` is refused
+bool       ``Y/N``, ``1/0``, ``true/false``, ``yes/no``     ``"Y"`` / ``"N"``
+date       the portal culture's format (`dates.py`),       ``YYYY-MM-DD``
+           ``dd.mm.yyyy``, ISO 8601
+datetime   the date forms plus a time, ISO 8601, a unix    ISO 8601 (offset when known);
+           timestamp, ``"<value> [N]"``                    a number as a unix timestamp
+select     an option key                                   the key
+user       ``user_<id>``, ``<id>``, ``Name [<id>]`` -> int;  ``user_<id>``; a code as is
+           other codes (``group_d5``) -> str
+file       the b_file id -> int; anything else -> str      the id or the string
+=========  ==============================================  =================================
+
+A single-valued parameter also accepts a one-element list (an expression may evaluate to an array).
 """
 
 from __future__ import annotations
@@ -29,11 +35,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
 from b24robots.errors import DeclarationError
+from b24robots.robots.dates import (
+    UNKNOWN,
+    Culture,
+    DateValueError,
+    dump_date,
+    dump_datetime,
+    parse_date,
+    parse_datetime,
+)
 
 
 class ParamType(StrEnum):
@@ -59,80 +75,89 @@ _TRUE = {"y", "yes", "1", "true", "on"}
 _FALSE = {"n", "no", "0", "false", "off"}
 _INT_RE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
 _USER_RE = re.compile(r"^(?:user_)?(\d+)$")
-# "27.05.2024", "27.05.2024 14:30", "27.05.2024 14:30:00"
-_DMY_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
-# "05/27/2024", "05/27/2024 02:30:00 pm"
-_MDY_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*([aApP][mM]))?)?$")
-# serialized Bitrix value "27.05.2024 14:30:00 [10800]" (offset in seconds)
-_OFFSET_SUFFIX_RE = re.compile(r"^(.*\S)\s*\[([+-]?\d+)\]$")
-
-DATE_FORMAT = "%d.%m.%Y"
-DATETIME_FORMAT = "%d.%m.%Y %H:%M:%S"
+# the designer's printable form of a user, "Anna Admin [17]" (CBPHelper::UsersStringToArray)
+_USER_PRINTABLE_RE = re.compile(r"^.*\[(\d+)\]$")
+# group separators a workflow may leave in a number: space, no-break space, narrow no-break, thin space
+_GROUP_SPACES = str.maketrans("", "", " \u00a0\u202f\u2009'")
+_PLAIN_NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 
 
-def _parse_datetime(text: str) -> datetime:
-    """Parse the date and datetime spellings a portal may send; raise ValueError_ otherwise."""
-    raw = text.strip()
-    tz: timezone | None = None
-    suffix = _OFFSET_SUFFIX_RE.match(raw)
-    if suffix:
-        raw = suffix.group(1)
-        tz = timezone(timedelta(seconds=int(suffix.group(2))))
-    m = _DMY_RE.match(raw)
-    if m:
-        d, mo, y, hh, mm, ss = m.groups()
-        return _build(int(y), int(mo), int(d), hh, mm, ss, None, tz, text)
-    m = _MDY_RE.match(raw)
-    if m:
-        mo, d, y, hh, mm, ss, ampm = m.groups()
-        return _build(int(y), int(mo), int(d), hh, mm, ss, ampm, tz, text)
+def parse_number(text: str) -> Decimal:
+    """A number as a workflow may write it: `1500.50`, `1 500,50`, `1,234.56`, `1.234,56`.
+
+    Spaces are group separators; a lone comma is the decimal comma; with both `,` and `.` the last
+    one is the decimal mark and the other must separate groups of three. `1,500` (a lone comma before
+    exactly three digits) reads as 1.5 on some portals and 1500 on others, so it is refused.
+    """
+    s = text.strip().translate(_GROUP_SPACES)
+    if not s:
+        raise ValueError_(f"{text!r} is not a number")
+    commas, dots = s.count(","), s.count(".")
+    if commas and dots:
+        decimal_mark = "," if s.rfind(",") > s.rfind(".") else "."
+        group_mark = "." if decimal_mark == "," else ","
+        whole, _, fraction = s.rpartition(decimal_mark)
+        if group_mark in fraction or not _grouped(whole, group_mark):
+            raise ValueError_(f"{text!r} is not a number; send it like 1234.56")
+        s = f"{whole.replace(group_mark, '')}.{fraction}"
+    elif commas == 1:
+        whole, _, fraction = s.partition(",")
+        if len(fraction) == 3 and whole.lstrip("+-").isdigit() and whole.lstrip("+-") != "0":
+            raise ValueError_(
+                f"{text!r} is unclear: 1,500 means 1.5 on some portals and 1500 on others; send it like 1500 or 1.5"
+            )
+        s = f"{whole}.{fraction}"
+    elif commas > 1 or dots > 1:
+        mark = "," if commas else "."
+        if not _grouped(s, mark):
+            raise ValueError_(f"{text!r} is not a number; send it like 1234.56")
+        s = s.replace(mark, "")
+    if not _PLAIN_NUMBER_RE.match(s):
+        raise ValueError_(f"{text!r} is not a number")
     try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValueError_(f"{text!r} is not a date; send dd.mm.yyyy[ HH:MM:SS] or ISO 8601") from None
-    return value if tz is None or value.tzinfo else value.replace(tzinfo=tz)
+        value = Decimal(s)
+    except InvalidOperation:
+        raise ValueError_(f"{text!r} is not a number") from None
+    if not value.is_finite():
+        raise ValueError_(f"{text!r} is not a finite number")
+    return value
 
 
-def _build(
-    y: int,
-    mo: int,
-    d: int,
-    hh: str | None,
-    mm: str | None,
-    ss: str | None,
-    ampm: str | None,
-    tz: timezone | None,
+def _grouped(whole: str, mark: str) -> bool:
+    digits = whole.lstrip("+-")
+    groups = digits.split(mark)
+    return 1 <= len(groups[0]) <= 3 and groups[0].isdigit() and all(len(g) == 3 and g.isdigit() for g in groups[1:])
+
+
+def parse_scalar(
+    ptype: ParamType,
     text: str,
-) -> datetime:
-    hour = int(hh or 0)
-    if ampm:
-        if not 1 <= hour <= 12:
-            raise ValueError_(f"{text!r}: hour {hour} does not fit am/pm")
-        hour = hour % 12 + (12 if ampm.lower() == "pm" else 0)
-    try:
-        return datetime(y, mo, d, hour, int(mm or 0), int(ss or 0), tzinfo=tz)
-    except ValueError as exc:
-        raise ValueError_(f"{text!r} is not a valid date: {exc}") from None
+    options: Mapping[str, str] | None = None,
+    *,
+    culture: Culture = UNKNOWN,
+    warnings: list[str] | None = None,
+) -> Any:
+    """Parse one non-empty wire string into the Python value of `ptype`.
 
-
-def _has_time(text: str) -> bool:
-    return ":" in text
-
-
-def parse_scalar(ptype: ParamType, text: str, options: Mapping[str, str] | None = None) -> Any:
-    """Parse one non-empty wire string into the Python value of `ptype`."""
+    Dates are read in the portal's `culture`; leniencies that change a value (an int arriving as
+    `1500.50`) add a sentence to `warnings` when given.
+    """
     if ptype in (ParamType.STRING, ParamType.TEXT):
         return text
     stripped = text.strip()
     if ptype is ParamType.INT:
-        if not _INT_RE.match(stripped):
-            raise ValueError_(f"{text!r} is not a whole number")
-        return int(stripped.split(".")[0])
-    if ptype is ParamType.DOUBLE:
+        if _INT_RE.match(stripped):
+            return int(stripped.split(".")[0])
         try:
-            value = float(stripped.replace(",", ".").replace(" ", ""))
-        except ValueError:
-            raise ValueError_(f"{text!r} is not a number") from None
+            number = parse_number(stripped)
+        except ValueError_ as exc:
+            raise ValueError_(f"{exc}; expected a whole number") from None
+        whole = int(number)  # truncates toward zero, as PHP's (int) does
+        if number != whole and warnings is not None:
+            warnings.append(f"{text!r} is not a whole number; used {whole}")
+        return whole
+    if ptype is ParamType.DOUBLE:
+        value = float(parse_number(stripped))
         if not math.isfinite(value):
             raise ValueError_(f"{text!r} is not a finite number")
         return value
@@ -144,18 +169,25 @@ def parse_scalar(ptype: ParamType, text: str, options: Mapping[str, str] | None 
             return False
         raise ValueError_(f"{text!r} is not a yes/no value; send Y or N")
     if ptype is ParamType.DATE:
-        return _parse_datetime(stripped).date()
+        try:
+            return parse_date(stripped, culture)
+        except DateValueError as exc:
+            raise ValueError_(str(exc)) from None
     if ptype is ParamType.DATETIME:
-        return _parse_datetime(stripped)
+        try:
+            return parse_datetime(stripped, culture)
+        except DateValueError as exc:
+            raise ValueError_(str(exc)) from None
     if ptype is ParamType.SELECT:
         if options is not None and text not in options:
             known = ", ".join(sorted(options)) or "none"
             raise ValueError_(f"{text!r} is not one of the options ({known})")
         return text
     if ptype is ParamType.USER:
-        m = _USER_RE.match(stripped)
+        m = _USER_RE.match(stripped) or _USER_PRINTABLE_RE.match(stripped)
         return int(m.group(1)) if m else stripped
     if ptype is ParamType.FILE:
+        # bizproc/lib/basetype/file.php: a file property holds the b_file id (a number)
         return int(stripped) if stripped.isdigit() else stripped
     raise ValueError_(f"unknown type {ptype!r}")  # pragma: no cover - enum is closed
 
@@ -189,25 +221,17 @@ def dump_scalar(ptype: ParamType, value: Any, options: Mapping[str, str] | None 
             return "Y" if value.strip().lower() in _TRUE else "N"
         raise ValueError_(f"expected True or False, got {value!r}")
     if ptype is ParamType.DATE:
-        if isinstance(value, datetime):
-            return value.strftime(DATE_FORMAT)
-        if isinstance(value, date):
-            return value.strftime(DATE_FORMAT)
         if isinstance(value, str):
-            return parse_scalar(ptype, value).strftime(DATE_FORMAT)  # type: ignore[no-any-return]
+            value = parse_scalar(ptype, value)
+        if isinstance(value, date):
+            return dump_date(value)
         raise ValueError_(f"expected a date, got {value!r}")
     if ptype is ParamType.DATETIME:
         if isinstance(value, str):
             value = parse_scalar(ptype, value)
-        if isinstance(value, datetime):
-            text = value.strftime(DATETIME_FORMAT)
-            offset = value.utcoffset()
-            if offset is not None:
-                text += f" [{int(offset.total_seconds())}]"
-            return text
-        if isinstance(value, date):
-            return datetime(value.year, value.month, value.day).strftime(DATETIME_FORMAT)
-        raise ValueError_(f"expected a datetime, got {value!r}")
+        if isinstance(value, date | int | float) and not isinstance(value, bool):
+            return dump_datetime(value)
+        raise ValueError_(f"expected a datetime or a unix timestamp, got {value!r}")
     if ptype is ParamType.SELECT:
         key = str(value)
         if options is not None and key not in options:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from b24robots.errors import NotFound, StoreError
 from b24robots.rest.limiter import check_rate, gcra_reserve
 from b24robots.rest.tokens import TokenPair
+from b24robots.robots.dates import Culture, DateValueError, check_culture, culture_for
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
 from b24robots.store.models import InstallationRow, RegistrationRow
@@ -49,10 +50,17 @@ class Installation:
     synced_at: float | None
     created_at: float
     updated_at: float
+    language: str = ""
+    culture: str = ""
 
     @property
     def active(self) -> bool:
         return self.status == ACTIVE
+
+    @property
+    def date_culture(self) -> Culture:
+        """How this portal writes dates: the override if set, else its language (`UNKNOWN` if neither)."""
+        return culture_for(self.culture or self.language)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class InstallGrant:
     scopes: str = ""
     app_status: str = ""
     user_id: int | None = None
+    language: str = ""
 
 
 def _public(row: InstallationRow) -> Installation:
@@ -91,6 +100,8 @@ def _public(row: InstallationRow) -> Installation:
         synced_at=row.synced_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        language=row.language or "",
+        culture=row.culture or "",
     )
 
 
@@ -119,6 +130,8 @@ class Installations:
             row.access_token_enc = self.vault.encrypt(grant.access_token)
             row.refresh_token_enc = self.vault.encrypt(grant.refresh_token)
             row.expires_at = grant.expires_at
+            if grant.language:
+                row.language = grant.language
             row.token_version = (row.token_version or 0) + 1
             row.refresh_holder = row.refresh_until = None
             if grant.application_token:
@@ -179,6 +192,29 @@ class Installations:
             row.rate, row.burst, row.updated_at = rate, burst, time.time()
             s.flush()
             return _public(row)
+
+    def set_culture(self, key: str, culture: str) -> Installation:
+        """Override how this portal's dates are read: a language code (`de`, `en`, `fr` ...) or '' / 'auto'
+        to follow the portal's language. Raises StoreError naming the known cultures."""
+        try:
+            code = check_culture(culture)
+        except DateValueError as exc:
+            raise StoreError(str(exc)) from None
+        with self.db.write() as s:
+            row = self._row(s, self.get(key).member_id)
+            row.culture, row.updated_at = code, time.time()
+            s.flush()
+            return _public(row)
+
+    def set_language(self, member_id: str, language: str) -> None:
+        """Record the portal's LANGUAGE_ID (from an install event or app.info); '' is ignored."""
+        code = (language or "").strip().lower()[:8]
+        if not code:
+            return
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            if row.language != code:
+                row.language, row.updated_at = code, time.time()
 
     def record_sync(self, member_id: str, status: str, error: str = "") -> None:
         with self.db.write() as s:
@@ -356,6 +392,13 @@ class Installations:
         )
 
 
+def _language(data: Any) -> str:
+    """`data[LANGUAGE_ID]` of ONAPPINSTALL / ONAPPUPDATE, or the frame's `LANG` (two-letter code or '')."""
+    value = data.get("LANGUAGE_ID") if isinstance(data, Mapping) else None
+    code = value.strip().lower() if isinstance(value, str) else ""
+    return code if code.isalpha() and len(code) <= 8 else ""
+
+
 def grant_from_fields(fields: Mapping[str, Any]) -> InstallGrant:
     """Build a grant from a decoded install-page POST or an ONAPPINSTALL/ONAPPUPDATE event body."""
     from b24robots.errors import InputError
@@ -383,6 +426,7 @@ def grant_from_fields(fields: Mapping[str, Any]) -> InstallGrant:
             scopes=get("scope"),
             app_status=get("status"),
             user_id=int(get("user_id")) if get("user_id").isdigit() else None,
+            language=_language(fields.get("data")),
         )
     else:  # the install page POST (frame auth) with DOMAIN in the query or the body
         domain = get("DOMAIN")
@@ -399,6 +443,7 @@ def grant_from_fields(fields: Mapping[str, Any]) -> InstallGrant:
             server_endpoint=get("SERVER_ENDPOINT"),
             scopes=get("APPLICATION_SCOPE"),
             app_status=get("status"),
+            language=_language({"LANGUAGE_ID": get("LANG")}),
         )
     missing = [
         name

@@ -80,6 +80,9 @@ class InstallationRow(Base):
     synced_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # LANGUAGE_ID of ONAPPINSTALL / app.info; `culture` overrides it for reading dates ('' = follow language)
+    language: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    culture: Mapped[str] = mapped_column(String(8), default="", server_default="")
 
 
 class RegistrationRow(Base):

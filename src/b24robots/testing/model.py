@@ -398,7 +398,7 @@ class Portal:
     member_id: str
     signing_secret: str
     bucket: LeakyBucket
-    culture: Culture = "dmy"
+    culture: Culture = ""  # a language code whose date format the portal uses; '' = its `language`
     language: str = "en"
     users: dict[int, User] = field(default_factory=dict)
     deals: dict[int, dict[str, str]] = field(default_factory=dict)
@@ -434,6 +434,11 @@ class Portal:
         self.deals[deal_id] = deal
         return deal
 
+    @property
+    def date_culture(self) -> str:
+        """The language whose site format this portal writes and reads dates in."""
+        return self.culture or self.language
+
     def robots(self, client_id: str | None = None) -> list[Registration]:
         return [r for r in self.registrations.values() if client_id is None or r.client_id == client_id]
 
@@ -441,7 +446,8 @@ class Portal:
         return {
             "domain": self.domain,
             "member_id": self.member_id,
-            "culture": self.culture,
+            "culture": self.date_culture,
+            "language": self.language,
             "rate": self.bucket.rate,
             "burst": self.bucket.burst,
             "users": [u.as_rest() | {"ADMIN": u.admin} for u in self.users.values()],

@@ -49,7 +49,7 @@ from .model import (
 )
 from .restapi import Caller
 from .signing import sign_event_token
-from .values import Culture, externalize, internalize
+from .values import Culture, check_culture, externalize, internalize
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -59,6 +59,17 @@ REFRESH_TOKEN_LIFETIME = 180 * 86400
 AUTH_CODE_LIFETIME = 30
 DEFAULT_SCOPES = ("crm", "bizproc", "user_brief", "placement")
 Endpoints = Literal["shared", "per_domain"]
+
+
+def _wire_value(value: Any) -> bool:
+    """A value the form encoder can send as is: a string, or a list/map of strings (nested once)."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(isinstance(v, str) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    return False
 
 
 @dataclass(frozen=True)
@@ -208,7 +219,7 @@ class PortalSimulator:
         rate: float | None = None,
         burst: int | None = None,
         member_id: str | None = None,
-        culture: Culture = "dmy",
+        culture: Culture = "",
         language: str = "en",
         deals: int = 3,
     ) -> Portal:
@@ -222,7 +233,7 @@ class PortalSimulator:
                 member_id=member_id or _util.new_hex32(),
                 signing_secret=_util.new_hex32(),
                 bucket=LeakyBucket(rate if rate is not None else self.default_rate, burst or self.default_burst),
-                culture=culture,
+                culture=check_culture(culture),
                 language=language,
             )
             portal.users[1] = User(1, "Anna", "Admin", f"admin@{domain}", admin=True)
@@ -595,13 +606,26 @@ class PortalSimulator:
             raise SimulatorError(f"CODE {code!r} is registered by several apps {apps}; pass client_id=")
         return found[0]
 
-    def _external_properties(self, p: Portal, reg: Registration, given: Mapping[str, Any]) -> dict[str, Any]:
+    def _external_properties(
+        self, p: Portal, reg: Registration, given: Mapping[str, Any], raw: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        both = sorted(set(given) & set(raw))
+        if both:
+            raise SimulatorError(f"properties {both} are given both as values and as raw wire values; pick one")
+        for code, value in raw.items():
+            if not _wire_value(value):
+                raise SimulatorError(
+                    f"raw property {code!r} must be a string, or a list or map of strings, not {type(value).__name__}"
+                )
         unknown = sorted(set(given) - set(reg.properties))
         if unknown:
             raise SimulatorError(f"robot {reg.code!r} has no properties {unknown}; declared: {sorted(reg.properties)}")
         out: dict[str, Any] = {}
         for code, prop in reg.properties.items():
             prop = prop if isinstance(prop, dict) else {}
+            if code in raw:
+                out[code] = raw[code]
+                continue
             if code in given:
                 value = given[code]
             elif prop.get("DEFAULT") not in (None, ""):
@@ -610,7 +634,9 @@ class PortalSimulator:
                 raise SimulatorError(f"robot {reg.code!r}: required property {code!r} has no value and no default")
             else:
                 value = None
-            out[code] = externalize(code, prop, value, p.culture)
+            out[code] = externalize(code, prop, value, p.date_culture)
+        # a workflow may also send keys the robot does not declare (e.g. after a re-registration)
+        out.update({code: value for code, value in raw.items() if code not in reg.properties})
         return out
 
     async def start_robot(
@@ -621,6 +647,7 @@ class PortalSimulator:
         document_id: Iterable[str] = ("crm", "CCrmDocumentDeal", "DEAL_1"),
         document_type: Iterable[str] | None = None,
         properties: Mapping[str, Any] | None = None,
+        properties_raw: Mapping[str, Any] | None = None,
         user_id: int | None = None,
         timeout_duration: int = 0,
         use_subscription: str | None = None,
@@ -630,7 +657,9 @@ class PortalSimulator:
     ) -> Workflow:
         """Run a workflow that reaches robot/activity ``code`` and POST the handler body (§2.2) once.
 
-        ``properties`` are Python values externalized per declared type; ``user_id`` overrides the
+        ``properties`` are Python values externalized per declared type (dates in the portal's culture);
+        ``properties_raw`` are wire values sent exactly as given (a string, or a list/map of strings), as a
+        workflow evaluates them without converting to the declared type; ``user_id`` overrides the
         registered AUTH_USER_ID; ``use_subscription`` is the instance setting used only when the
         registration left it empty (then the activity's default is N: bizproc/classes/general/
         restactivity.php::__construct). ``timeout_duration`` (seconds) is sent as computed, and applies
@@ -659,7 +688,7 @@ class PortalSimulator:
                 raise SimulatorError(
                     f"{reg.code!r} is hidden for {doc_type} on this {p.edition} portal by its FILTER {reg.filter}"
                 )
-            props = self._external_properties(p, reg, properties or {})
+            props = self._external_properties(p, reg, properties or {}, properties_raw or {})
             registered = reg.use_subscription
             if registered:
                 subscription = "Y" if registered == "Y" else "N"
@@ -777,7 +806,9 @@ class PortalSimulator:
                     match = declared.get(str(key).upper())
                     if match is not None:
                         code, prop = match
-                        wf.return_values[code] = internalize(prop if isinstance(prop, dict) else {}, value)
+                        wf.return_values[code] = internalize(
+                            prop if isinstance(prop, dict) else {}, value, p.date_culture if p else ""
+                        )
             wf._close("event", now)
             return True
 

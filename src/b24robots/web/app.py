@@ -145,7 +145,7 @@ class Intake:
             )
             return 200, {"status": "rejected" if created else "duplicate", "id": inv_id}
         try:
-            values = parse_values(resolved.spec.inputs, properties)
+            values = parse_values(resolved.spec.inputs, properties, culture=inst.date_culture)
         except InputError as exc:
             inv_id, created = self.s.journal.enqueue_dead(
                 new,
