@@ -124,6 +124,17 @@ async def test_portals_page_limits_and_resync(harness: RobotHarness, client: tup
     assert zero.status_code == 303
     assert "rate must be a positive number" in (await c.get("/admin/portals")).text
     assert harness.svc.installations.get(member).rate == 5.0
+    # the date culture: an override, a refused value, back to the portal's language
+    assert "portal language (en)" in (await c.get("/admin/portals")).text
+    resp = await c.post(f"/admin/portals/{member}/culture", data={"csrf": csrf, "culture": "de"})
+    assert resp.status_code == 303 and harness.svc.installations.get(member).culture == "de"
+    assert "dates are read as de: DD.MM.YYYY" in (await c.get("/admin/portals")).text
+    await c.post(f"/admin/portals/{member}/culture", data={"csrf": csrf, "culture": "klingon"})
+    assert "unknown culture" in (await c.get("/admin/portals")).text
+    assert harness.svc.installations.get(member).culture == "de"
+    await c.post(f"/admin/portals/{member}/culture", data={"csrf": csrf, "culture": "auto"})
+    inst = harness.svc.installations.get(member)
+    assert inst.culture == "" and inst.date_culture.describe() == "en: MM/DD/YYYY"
     sync = await c.post(f"/admin/portals/{member}/sync", data={"csrf": csrf})
     assert sync.status_code == 303
     assert "0 added, 0 updated, 0 removed" in (await c.get("/admin/portals")).text

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from b24robots.errors import B24RobotsError, NotFound
+from b24robots.robots.dates import LANGUAGE_FORMATS
 from b24robots.robots.params import localize
 from b24robots.robots.registry import Resolved
 from b24robots.sandbox import check_source
@@ -371,7 +372,9 @@ def build_admin(services: Services) -> Admin:
                 out.append({"inst": inst, "registered": len(set(regs) & wanted), "wanted": len(wanted)})
             return out
 
-        return ctx.render("portals.html", rows=await run_in_threadpool(load), now=time.time())
+        return ctx.render(
+            "portals.html", rows=await run_in_threadpool(load), now=time.time(), cultures=sorted(LANGUAGE_FORMATS)
+        )
 
     @page("/admin/portals/{member_id}/limits", ("POST",))
     async def portal_limits(ctx: Ctx) -> Response:
@@ -392,6 +395,26 @@ def build_admin(services: Services) -> Admin:
             )
         except ValueError:
             ctx.flash("error", ctx._("Give the rate as a number (e.g. 2) and the burst as a whole number (e.g. 50)."))
+        except NotFound:
+            raise
+        except B24RobotsError as exc:
+            ctx.flash("error", str(exc))
+        return ctx.redirect("/admin/portals")
+
+    @page("/admin/portals/{member_id}/culture", ("POST",))
+    async def portal_culture(ctx: Ctx) -> Response:
+        member_id = ctx.param("member_id")
+        try:
+            inst = await run_in_threadpool(svc.installations.set_culture, member_id, ctx.field("culture"))
+            await ctx.audit_soon("portal.culture", inst.domain, culture=inst.culture or "auto")
+            ctx.flash(
+                "success",
+                ctx._(
+                    "%(portal)s: dates are read as %(culture)s.",
+                    portal=inst.domain,
+                    culture=inst.date_culture.describe(),
+                ),
+            )
         except NotFound:
             raise
         except B24RobotsError as exc:
