@@ -206,16 +206,6 @@ class Installations:
             s.flush()
             return _public(row)
 
-    def set_language(self, member_id: str, language: str) -> None:
-        """Record the portal's LANGUAGE_ID (from an install event or app.info); '' is ignored."""
-        code = (language or "").strip().lower()[:8]
-        if not code:
-            return
-        with self.db.write() as s:
-            row = self._row(s, member_id)
-            if row.language != code:
-                row.language, row.updated_at = code, time.time()
-
     def record_sync(self, member_id: str, status: str, error: str = "") -> None:
         with self.db.write() as s:
             row = self._row(s, member_id)
