@@ -9,7 +9,8 @@ The tree::
     ├── FormDecodeError             a request body is not a well-formed PHP-style form (has .reason)
     ├── FormEncodeError             a value cannot be written as a PHP-style form (has .reason)
     ├── StoreError                  the register or the journal refused an operation
-    │   └── NotFound                no such robot, version, installation or invocation
+    │   ├── NotFound                no such robot, version, installation or invocation
+    │   └── StoreUnavailable        the database cannot be written or read now (disk full, read-only, down)
     ├── SimulatorError              the portal simulator was asked for something it cannot do (unknown robot ...)
     ├── AdminAuthError              an admin user name/password is unacceptable, or a sign-in was refused
     │   └── TooManyAttempts         sign-in is blocked for a while after repeated failures (.retry_after)
@@ -92,6 +93,18 @@ class StoreError(B24RobotsError):
 
 class NotFound(StoreError):
     """The named object does not exist."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot take the operation now (disk full, read-only file, server gone).
+
+    Nothing was stored; the same operation may succeed later. `reason` is the database's own word
+    (e.g. "database or disk is full"), safe to show.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class SimulatorError(B24RobotsError):

@@ -31,10 +31,9 @@ def serve(
     workers: Annotated[bool, typer.Option(help="run workers and the sender in this process")] = True,
 ) -> None:
     """Run the web app, workers and sender in one process (SQLite by default)."""
-    import uvicorn
 
     from b24robots.web.app import create_app
-    from b24robots.web.server import server_config
+    from b24robots.web.server import Server, server_config
 
     settings = load_settings(follow_served=False).listening_on(host, port)
     setup_logging(settings.log_level)
@@ -52,7 +51,7 @@ def serve(
     )
     for line in start_notes(settings):
         console.print(line, highlight=False, soft_wrap=True)
-    uvicorn.Server(server_config(web, settings, host=host, port=port)).run()
+    Server(server_config(web, settings, host=host, port=port)).run()
 
 
 def start_notes(settings: Settings) -> list[str]:

@@ -33,6 +33,7 @@ from b24robots.rest.client import RestClient
 from b24robots.store.installations import Installations
 from b24robots.store.journal import CALL, Invocation, Journal
 
+from .bookkeeping import persist
 from .runner import short
 from .wakeup import Wakeup
 from .worker import owner_id
@@ -148,7 +149,7 @@ class Sender:
         now = time.time()
         late = {i.id for i in invs if i.too_late(now)}
         if late:
-            await asyncio.to_thread(self.journal.expire_late, sorted(late), self.owner)
+            await persist("expiring late answers", self.journal.expire_late, sorted(late), self.owner)
         due = [i for i in invs if i.id not in late]
         if not due:
             return
@@ -162,14 +163,15 @@ class Sender:
             commands.update(cmds)
             packed.append(inv)
         if len(packed) < len(due):  # no room in this batch: they stay owed for the next one
-            await asyncio.to_thread(self.journal.unlease, [i.id for i in due[len(packed) :]], self.owner)
+            await persist("returning leases", self.journal.unlease, [i.id for i in due[len(packed) :]], self.owner)
         due = packed
         try:
             result = await self.rest.batch(portal.member_id, commands)
         except (RestError, B24RobotsError) as exc:
             delay = min(300.0, 5.0 * 2 ** min(due[0].deliver_attempts, 6))
             log.warning("batch of %d answers to %s failed: %s; retry in %.0f s", len(due), portal.domain, exc, delay)
-            await asyncio.to_thread(
+            await persist(
+                "recording a failed batch",
                 self.journal.delivery_failed,
                 [i.id for i in due],
                 self.owner,
@@ -190,14 +192,19 @@ class Sender:
         ok = [inv for inv in due if inv.id not in failed]
         if ok:
             results = {i.id: result.results.get(str(i.id)) for i in ok if i.kind == CALL}
-            await asyncio.to_thread(self.journal.call_results, results)
-            await asyncio.to_thread(self.journal.delivered, [i.id for i in ok], self.owner)
+            # the portal has the answers: mark them delivered even if the database needs a while,
+            # so they are not sent again when the delivery lease lapses
+            await persist("recording call results", self.journal.call_results, results)
+            await persist(
+                f"marking {len(ok)} answers delivered", self.journal.delivered, [i.id for i in ok], self.owner
+            )
         calls = {i.id for i in due if i.kind == CALL}
         for inv_id, err in failed.items():
             # a refused token can never be accepted: stop trying at once; so is a call the portal refused
             transient = isinstance(err, QueryLimitExceeded | OperationTimeLimit | ServerError | TransportError)
             give_up = 1 if isinstance(err, AccessDenied) or (inv_id in calls and not transient) else self.give_up_after
-            await asyncio.to_thread(
+            await persist(
+                "recording a failed answer",
                 self.journal.delivery_failed,
                 [inv_id],
                 self.owner,

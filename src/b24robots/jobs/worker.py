@@ -23,6 +23,7 @@ from b24robots.robots.context import RobotContext
 from b24robots.store.installations import Installation, Installations
 from b24robots.store.journal import Invocation, Journal
 
+from .bookkeeping import persist
 from .outbound import Outbound, PortalOutbound
 from .runner import Outcome, Runner
 from .wakeup import Wakeup
@@ -165,7 +166,8 @@ class Worker:
         try:
             portal = await asyncio.to_thread(self._portal, inv.installation_id)
         except NotFound:
-            await asyncio.to_thread(
+            await persist(
+                f"recording that invocation {inv.id} has no installation",
                 self.journal.kill,
                 inv.id,
                 self.owner,
@@ -176,7 +178,7 @@ class Worker:
             )
             return
         if inv.too_late(now):
-            await asyncio.to_thread(self.journal.expire_late, [inv.id], self.owner)
+            await persist(f"expiring invocation {inv.id}", self.journal.expire_late, [inv.id], self.owner)
             return
         ctx = RobotContext(
             portal=portal.domain,
@@ -196,7 +198,9 @@ class Worker:
         outcome = await self.runner.run(inv, ctx)
         elapsed = time.monotonic() - started
         try:
-            await asyncio.to_thread(self._record, inv, outcome)
+            # the robot ran: its outcome is recorded even if the database needs a while (never rerun
+            # because the write after it failed); the heartbeat keeps the lease meanwhile
+            await persist(f"recording the outcome of invocation {inv.id}", self._record, inv, outcome)
         except B24RobotsError:
             log.exception("recording the outcome of invocation %s failed", inv.id)
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +17,21 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from b24robots.errors import ConfigError, StoreError
+from b24robots.errors import ConfigError, StoreError, StoreUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
+WRITE_FAILURE_MEMORY = 10.0
+"""Seconds a failed write keeps the database reported unhealthy unless a write succeeds since."""
+
+
+def _reason(exc: DBAPIError) -> str:
+    # the driver's own first line ("database or disk is full", "attempt to write a readonly
+    # database", "connection refused"): no statement text and no parameters, which may hold data
+    text = str(exc.orig) if exc.orig is not None else type(exc).__name__
+    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
 def private_dir(path: Path) -> None:
@@ -96,6 +106,7 @@ class Database:
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write_failure: tuple[float, str] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -108,26 +119,69 @@ class Database:
         On SQLite the writers of this process queue on a lock first: SQLite's own busy handler
         polls with sleeps of up to 100 ms, which turned lock contention into a long latency tail.
         Other processes still meet at `BEGIN IMMEDIATE` with the busy timeout.
+
+        A database that cannot take the write (disk full, read-only file, server gone) raises
+        `StoreUnavailable` with the database's reason, and `health()` reports it until a write
+        succeeds again; constraint violations (`IntegrityError`) pass through unchanged.
         """
-        if self._write_lock is None:
-            with self._writer() as session, session.begin():
-                yield session
-            return
-        with self._write_lock, self._writer() as session, session.begin():
-            yield session
+        try:
+            if self._write_lock is None:
+                with self._writer() as session, session.begin():
+                    yield session
+            else:
+                with self._write_lock, self._writer() as session, session.begin():
+                    yield session
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            reason = _reason(exc)
+            self._write_failure = (time.monotonic(), reason)
+            raise StoreUnavailable(f"the database cannot be written: {reason}", reason) from None
+        self._write_failure = None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._reader() as session, session.begin():
-            yield session
+        try:
+            with self._reader() as session, session.begin():
+                yield session
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            reason = _reason(exc)
+            raise StoreUnavailable(f"the database cannot be read: {reason}", reason) from None
 
     def ping(self) -> bool:
         try:
             with self.read_engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return True
-        except OperationalError:
+        except DBAPIError:
             return False
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, reason): the database answers and takes writes.
+
+        A write probe that touches storage (SQLite: the header's `user_version`, rewritten with the
+        same value; PostgreSQL: a read-write transaction check) runs each time, and a failed real
+        write keeps the answer unhealthy for `WRITE_FAILURE_MEMORY` seconds unless a later write
+        succeeded — a probe can pass where a larger insert does not (space left in the WAL).
+        """
+        failure = self._write_failure
+        try:
+            with self.write() as s:
+                if self.is_sqlite:
+                    version = s.execute(text("PRAGMA user_version")).scalar() or 0
+                    s.execute(text(f"PRAGMA user_version = {int(version)}"))
+                else:
+                    if s.execute(text("SHOW transaction_read_only")).scalar() == "on":
+                        return False, "the database is read-only"
+        except StoreUnavailable as exc:
+            return False, exc.reason
+        if failure is not None and time.monotonic() - failure[0] < WRITE_FAILURE_MEMORY:
+            if self._write_failure is None:  # only the probe passed: that is no proof for real writes
+                self._write_failure = failure
+            return False, failure[1]
+        return True, ""
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration."""

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from b24robots.config import Settings, load_settings
-from b24robots.errors import FormDecodeError, InputError, StoreError
+from b24robots.errors import FormDecodeError, InputError, StoreError, StoreUnavailable
 from b24robots.inbound.formcodec import DEFAULT_LIMITS, decode_form
 from b24robots.jobs.outbound import OutboundError
 from b24robots.jobs.runner import jsonable, short
@@ -248,7 +248,14 @@ def create_app(
             status, body = await run_in_threadpool(intake.accept, form)
         except StoreError as exc:
             log.error("could not store a robot call: %s", exc)
-            return _error(503, "unavailable", "the journal is not writable right now; the portal will not retry")
+            reason = exc.reason if isinstance(exc, StoreUnavailable) else str(exc)
+            svc.metrics.observe_ack(time.perf_counter() - started, "unavailable")
+            return _error(
+                503,
+                "unavailable",
+                f"the journal cannot be written right now ({reason}); nothing was stored and the portal does not"
+                " retry: the robot waits until its timeout",
+            )
         svc.metrics.observe_ack(time.perf_counter() - started, str(body.get("status", body.get("error"))))
         return JSONResponse(body, status_code=status)
 
@@ -330,7 +337,7 @@ def create_app(
     @app.get("/healthz", summary="ok or not ok; the checks with the health token or for a signed-in admin")
     @app.get("/admin/health", include_in_schema=False)
     async def healthz(request: Request) -> Response:
-        db_ok = await run_in_threadpool(svc.db.ping)
+        db_ok, db_reason = await run_in_threadpool(svc.db.health)
         checks: dict[str, Any] = {"database": db_ok}
         if run_workers:
             checks["worker"] = bool(svc.worker and svc.worker.alive)
@@ -343,6 +350,8 @@ def create_app(
         # cookie is scoped to /admin, so signed-in admins read the details at /admin/health
         if bearer_ok(request, svc.settings.health_token) or await admin_ui.signed_in(request) is not None:
             body["checks"] = checks
+            if not db_ok:
+                body["database_error"] = db_reason
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus metrics (needs the bearer token B24R_METRICS_TOKEN)")
@@ -357,6 +366,12 @@ def create_app(
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     app.include_router(build_api_router(svc))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> Response:
+        # a full disk or a read-only database is not a bug of the request: 503, and it passes by itself
+        log.error("database unavailable: %s", exc.reason)
+        return _error(503, "unavailable", f"the database cannot be used right now ({exc.reason}); try again later")
 
     @app.exception_handler(ApiProblem)
     async def api_problem(_request: Request, exc: ApiProblem) -> Response:

@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from b24robots.connections.base import CallRecord
+from b24robots.errors import StoreUnavailable
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 
@@ -27,6 +28,18 @@ class _JournalCollector(Collector):
         self.installations = installations
 
     def collect(self) -> Iterator[Any]:
+        ok, _ = self.journal.db.health()
+        up = GaugeMetricFamily(
+            "b24robots_database_up", "1 when the database answers and takes writes (0: full disk, read-only, down)"
+        )
+        up.add_metric([], 1.0 if ok else 0.0)
+        yield up
+        try:
+            yield from self._journal_metrics()
+        except StoreUnavailable:
+            return  # the journal cannot be read: b24robots_database_up says so
+
+    def _journal_metrics(self) -> Iterator[Any]:
         by_state = GaugeMetricFamily(
             "b24robots_invocations",
             "Invocations in the journal by state and robot",

@@ -15,9 +15,10 @@ many connections it may hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
 import h11
@@ -141,6 +142,18 @@ class ServerConfig(uvicorn.Config):
     guard: ConnectionGuard
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM or SIGINT it shut down gracefully for is not raised
+    again afterwards (uvicorn re-raises it, so `serve` died with -15 after a clean stop): the
+    process exits 0, as the worker does."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
 def server_config(app: Any, settings: Settings, *, host: str, port: int, **options: Any) -> ServerConfig:
     """The uvicorn configuration `b24robots serve` runs with (tests start real servers from it)."""
     proxies = settings.trusted_proxy_list
@@ -161,6 +174,9 @@ def server_config(app: Any, settings: Settings, *, host: str, port: int, **optio
         timeout_keep_alive=5,
         timeout_graceful_shutdown=15,
         log_level=options.pop("log_level", "warning"),
+        # no uvicorn handlers of its own: its error tracebacks and access lines propagate to the root
+        # logger, i.e. through `logs.setup_logging`'s JSON format and its redaction
+        log_config=options.pop("log_config", None),
         **options,
     )
     config.guard = guard
