@@ -72,3 +72,32 @@ def test_declarations_refuse_what_the_portal_cannot_tell_apart() -> None:
         RobotSpec(code="a", name="A", inputs=(String("One", key="deal"), String("Two", key="Deal")))
     with pytest.raises(DeclarationError, match="not an edition"):
         RobotSpec(code="a", name="A", filter={"INCLUDE": ["crm", "CCrmDocumentDeal"]})
+
+
+activity_router = Router()
+
+
+@activity_router.robot("t.robot", name="Robot")
+def t_robot() -> None: ...
+
+
+@activity_router.activity("t.activity", name="Activity")
+def t_activity() -> None: ...
+
+
+async def test_a_portal_without_business_processes_registers_its_robots(tmp_path: Path) -> None:
+    async with RobotHarness(activity_router, data_dir=tmp_path, workers=False, sandbox=False) as h:
+        # a CRM plan: automation rules, no business processes (no bizproc.activity.*)
+        h.sim.set_features({"crm_automation_deal", "crm_automation_lead"}, h.portal)
+        await h.install()
+        assert [(r.code, r.is_robot) for r in h.portal.registrations.values()] == [("t.robot", True)]
+        inst = h.svc.installations.get(h.portal.member_id)
+        assert inst.sync_status == "ok" and "t.activity" in inst.sync_error and "business processes" in inst.sync_error
+        dry = await h.svc.syncer.sync(h.portal.member_id, dry_run=True)
+        assert [(c.action, c.kind, c.code) for c in dry.changes] == [("skip", "activity", "t.activity")]
+        assert any("t.activity" in w for w in dry.warnings)
+        # the plan is upgraded: the next sync registers the activity and the note goes away
+        h.sim.set_features({"bizproc"}, h.portal)
+        again = await h.svc.syncer.sync(h.portal.member_id)
+        assert again.ok and [(c.action, c.code) for c in again.changes] == [("add", "t.activity")]
+        assert h.svc.installations.get(h.portal.member_id).sync_error == ""

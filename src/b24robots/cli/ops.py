@@ -140,6 +140,8 @@ def sync(
                     if not report.changes:
                         table.add_row("-", "-", "nothing to change")
                     console.print(table)
+                    for warning in report.warnings:
+                        console.print(f"[yellow]{inst.domain}:[/yellow] {warning}")
                     if report.error:
                         failures += 1
                         console.print(f"[red]sync of {inst.domain} failed:[/red] {report.error}")

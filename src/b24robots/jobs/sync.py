@@ -4,6 +4,11 @@ Per portal: `bizproc.robot.list` and `bizproc.activity.list` give the registered
 know but the portal lacks are added, robots whose registration changed are updated (we remember a
 fingerprint of what we last sent), and codes the portal has that we no longer declare are deleted.
 A second run with nothing changed makes no calls but the two lists.
+
+A plan without business processes has no `bizproc.activity.*` (and a plan with neither business
+processes nor CRM/tasks automation no `bizproc.robot.*` either): the list answers ERROR_METHOD_NOT_FOUND
+(yuliai/bitrix-modules bizproc/lib/restservice.php::onRestServiceBuildDescription). Sync then registers
+what the portal supports and reports the rest as `skip` changes and a warning.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from b24robots.errors import B24RobotsError, MethodError
+from b24robots.errors import B24RobotsError, MethodError, MethodNotFound
 from b24robots.rest.client import RestClient
 from b24robots.robots.registry import Registry
 from b24robots.robots.spec import RobotSpec
@@ -25,7 +30,7 @@ log = logging.getLogger("b24robots.sync")
 
 @dataclass
 class Change:
-    action: str  # add | update | delete
+    action: str  # add | update | delete | skip (the portal's plan has no methods for this kind)
     kind: str
     code: str
 
@@ -37,6 +42,7 @@ class SyncReport:
     error: str = ""
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
+    skipped_note: str = ""  # what the portal's plan could not take (kept on the installation)
 
     @property
     def ok(self) -> bool:
@@ -52,12 +58,20 @@ class Syncer:
 
     async def plan(self, member_id: str) -> list[tuple[Change, RobotSpec | None]]:
         wanted = {r.spec.code: r.spec for r in self.registry.all()}
-        registered = {
-            "robot": set(await self._codes(member_id, "bizproc.robot.list")),
-            "activity": set(await self._codes(member_id, "bizproc.activity.list")),
-        }
+        registered: dict[str, set[str]] = {}
+        missing: set[str] = set()
+        for kind in ("robot", "activity"):
+            try:
+                registered[kind] = set(await self._codes(member_id, f"bizproc.{kind}.list"))
+            except MethodNotFound:
+                registered[kind] = set()
+                missing.add(kind)
         remembered = self.installations.registrations(member_id)
         plan: list[tuple[Change, RobotSpec | None]] = []
+        for code, unsupported in sorted(wanted.items()):
+            if unsupported.kind in missing:
+                plan.append((Change("skip", unsupported.kind, code), unsupported))
+        wanted = {code: spec for code, spec in wanted.items() if spec.kind not in missing}
         for kind, codes in registered.items():
             for code in sorted(codes):
                 spec = wanted.get(code)
@@ -89,9 +103,22 @@ class Syncer:
         report = SyncReport(domain=portal.domain, dry_run=dry_run)
         try:
             plan = await self.plan(member_id)
+            skipped = [c for c, _ in plan if c.action == "skip"]
+            notes: list[str] = []
+            for kind in ("robot", "activity"):
+                codes = [c.code for c in skipped if c.kind == kind]
+                if codes:
+                    notes.append(
+                        f"{len(codes)} {kind}(s) not registered: the portal's plan has no bizproc.{kind}.* methods "
+                        f"({'business processes' if kind == 'activity' else 'automation rules'} are not on its "
+                        f"tariff): {', '.join(codes)}"
+                    )
+            report.warnings += notes
+            report.skipped_note = "; ".join(notes)
+            plan = [(c, spec) for c, spec in plan if c.action != "skip"]
             tplan, warning = await plan_triggers(self.rest, self.installations, member_id, self.registry.triggers())
             report.warnings += [warning] if warning else []
-            report.changes = [c for c, _ in plan] + [Change(t.action, "trigger", t.code) for t in tplan]
+            report.changes = skipped + [c for c, _ in plan] + [Change(t.action, "trigger", t.code) for t in tplan]
             if on_plan:
                 on_plan(report.changes)
             if dry_run:
@@ -107,7 +134,11 @@ class Syncer:
         except B24RobotsError as exc:
             report.error = str(exc)
         if not dry_run:
-            self.installations.record_sync(member_id, "ok" if report.ok else "error", report.error)
+            if report.error:
+                self.installations.record_sync(member_id, "error", report.error)
+            else:
+                # the portal page shows what this portal's plan could not take
+                self.installations.record_sync(member_id, "ok", report.skipped_note)
             if report.error:
                 log.warning("sync of %s failed: %s", portal.domain, report.error)
         return report
