@@ -166,3 +166,60 @@ def test_pool_without_bubblewrap_still_isolates() -> None:
         if IS_ROOT:
             result = plain.run(robot("import os\nreturn {'ls': os.listdir('/')}"), {}, context={})
             assert result.outputs == {"ls": []}
+
+
+CROSS_WORKER = {
+    # SysV IPC and POSIX message queues: one worker read another's inputs through a queue.
+    "shmget": "libc.shmget(0, 4096, 0o1600)",
+    "semget": "libc.semget(0, 1, 0o1600)",
+    "msgget": "libc.msgget(0, 0o1600)",
+    "mq_open": "libc.syscall(240 if X86 else 180, b'/b24r', 0o102, 0o600, None)",
+    # Signals with a payload and calls on another process's limits, priority or affinity.
+    "rt_sigqueueinfo": "libc.syscall(129 if X86 else 138, 1, 9, ctypes.create_string_buffer(128))",
+    "rt_tgsigqueueinfo": "libc.syscall(297 if X86 else 240, 1, 1, 9, ctypes.create_string_buffer(128))",
+    "prlimit64-other-pid": "libc.prlimit(1, 9, None, ctypes.create_string_buffer(16))",
+    "setpriority": "libc.setpriority(0, 0, 10)",
+    "sched_setaffinity": "libc.sched_setaffinity(0, 8, ctypes.create_string_buffer(b'\\x01' * 8))",
+    "sched_setscheduler": "libc.syscall(144 if X86 else 119, 0, 0, ctypes.create_string_buffer(8))",
+    "ioprio_set": "libc.syscall(251 if X86 else 30, 1, 0, 0)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CROSS_WORKER))
+def test_calls_reaching_other_workers_are_denied(raw_pool: SandboxPool, name: str) -> None:
+    body = (
+        "import ctypes, platform\nX86 = platform.machine() == 'x86_64'\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"r = {CROSS_WORKER[name]}\nreturn {{'r': r, 'errno': ctypes.get_errno()}}"
+    )
+    assert raw_pool.run(robot(body), {}, context={}).outputs == {"r": -1, "errno": 1}  # EPERM
+
+
+def test_own_limits_still_readable_and_lowerable(raw_pool: SandboxPool) -> None:
+    body = """\
+import resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard - 1))
+return {'lowered': resource.getrlimit(resource.RLIMIT_NOFILE) == (soft - 1, hard - 1)}"""
+    assert raw_pool.run(robot(body), {}, context={}).outputs == {"lowered": True}
+
+
+def test_hard_limits_equal_soft_and_cannot_be_raised(raw_pool: SandboxPool) -> None:
+    body = """\
+import resource
+names = ('RLIMIT_CPU', 'RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE')
+limits = {n: list(resource.getrlimit(getattr(resource, n))) for n in names}
+raised = []
+for n in names:
+    soft, hard = resource.getrlimit(getattr(resource, n))
+    try:
+        resource.setrlimit(getattr(resource, n), (soft + 1, hard + 1))
+        raised.append(n)
+    except (ValueError, OSError):
+        pass
+return {'limits': limits, 'raised': raised}"""
+    outputs = raw_pool.run(robot(body), {}, context={}, limits=TIGHT).outputs
+    assert outputs["raised"] == []
+    for name, (soft, hard) in outputs["limits"].items():
+        assert soft == hard and soft > 0, name
+    assert outputs["limits"]["RLIMIT_AS"][0] == TIGHT.memory_mb * 1024 * 1024

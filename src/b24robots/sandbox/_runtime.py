@@ -335,10 +335,11 @@ class _Worker:
     # -- per run ----------------------------------------------------------------------------
     def apply_limits(self, limits: dict[str, Any]) -> None:
         def lower(which: int, value: int) -> None:
+            # Hard = soft: the process serves this one run, and code must not raise its soft limit.
             _, hard = resource.getrlimit(which)
             if hard != resource.RLIM_INFINITY:
                 value = min(value, hard)
-            resource.setrlimit(which, (value, hard))
+            resource.setrlimit(which, (value, value))
 
         lower(resource.RLIMIT_AS, int(limits["memory_mb"]) * MIB)
         lower(resource.RLIMIT_FSIZE, int(limits["file_size_mb"]) * MIB)

@@ -3,7 +3,9 @@
 Stdlib only. Denied calls fail with EPERM (so Python raises PermissionError) instead of killing the
 process; a foreign architecture (e.g. 32-bit syscalls on x86_64) kills it. `clone3` answers ENOSYS
 so that libc falls back to `clone`, whose flags the filter can inspect (threads are allowed,
-new processes are not). Signals may only be sent to the process itself.
+new processes are not). Signals (also with a payload) may only be sent to the process itself and
+`prlimit64` may only touch itself; SysV IPC, POSIX message queues, `setpriority`, `sched_set*` and
+`ioprio_set` are refused outright.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
             "quotactl": 179, "vhangup": 153, "settimeofday": 164, "clock_settime": 227,
             "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "mbind": 237,
             "migrate_pages": 256, "move_pages": 279,
+            # SysV IPC and POSIX message queues: a channel between workers (asm/unistd_64.h).
+            "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+            "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+            "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
+            "mq_notify": 244, "mq_getsetattr": 245,
+            # Reaching other processes: signals with a payload, limits, priority, affinity.
+            "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "prlimit64": 302, "setpriority": 141,
+            "sched_setparam": 142, "sched_setscheduler": 144, "sched_setaffinity": 203,
+            "sched_setattr": 314, "ioprio_set": 251,
         },
     ),
     "aarch64": (
@@ -71,13 +82,22 @@ _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
             "swapon": 224, "swapoff": 225, "syslog": 116, "quotactl": 60, "vhangup": 58,
             "settimeofday": 170, "clock_settime": 112, "sethostname": 161, "setdomainname": 162,
             "mbind": 235, "migrate_pages": 238, "move_pages": 239,
+            # asm-generic/unistd.h
+            "shmget": 194, "shmctl": 195, "shmat": 196, "shmdt": 197, "semget": 190, "semctl": 191,
+            "semtimedop": 192, "semop": 193, "msgget": 186, "msgctl": 187, "msgrcv": 188,
+            "msgsnd": 189, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182,
+            "mq_timedreceive": 183, "mq_notify": 184, "mq_getsetattr": 185, "rt_sigqueueinfo": 138,
+            "rt_tgsigqueueinfo": 240, "prlimit64": 261, "setpriority": 140, "sched_setparam": 118,
+            "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274, "ioprio_set": 30,
         },
     ),
 }
 # fmt: on
 
 #: Calls handled by dedicated rules rather than a plain deny.
-_SPECIAL = frozenset({"clone", "clone3", "kill", "tkill", "tgkill"})
+_SPECIAL = frozenset(
+    {"clone", "clone3", "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "prlimit64"}
+)
 
 
 def supported() -> bool:
@@ -100,8 +120,9 @@ def build_filter(pid: int, machine: str | None = None) -> list[tuple[int, int, i
         program.append((_JGE_K, "deny", 0, _X32_SYSCALL_BIT))
     program.append((_JEQ_K, "clone3", 0, table["clone3"]))
     program.append((_JEQ_K, "clone", 0, table["clone"]))
-    for name in ("kill", "tkill", "tgkill"):
+    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
         program.append((_JEQ_K, "own_pid", 0, table[name]))
+    program.append((_JEQ_K, "self_or_zero", 0, table["prlimit64"]))  # glibc's setrlimit is prlimit64(0, ...)
     for name, number in sorted(table.items(), key=lambda item: item[1]):
         if name not in _SPECIAL:
             program.append((_JEQ_K, "deny", 0, number))
@@ -113,6 +134,10 @@ def build_filter(pid: int, machine: str | None = None) -> list[tuple[int, int, i
     program.append((_JSET_K, "allow", "deny", _CLONE_THREAD))
     labels["own_pid"] = len(program)
     program.append((_LD_W_ABS, 0, 0, _OFF_ARG0_LOW))
+    program.append((_JEQ_K, "allow", "deny", pid & 0xFFFFFFFF))
+    labels["self_or_zero"] = len(program)
+    program.append((_LD_W_ABS, 0, 0, _OFF_ARG0_LOW))
+    program.append((_JEQ_K, "allow", 0, 0))
     program.append((_JEQ_K, "allow", "deny", pid & 0xFFFFFFFF))
     labels["clone3"] = len(program)
     program.append((_RET_K, 0, 0, _RET_ERRNO | errno.ENOSYS))
