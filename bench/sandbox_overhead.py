@@ -1,8 +1,9 @@
-"""Per-run overhead of the warm sandbox pool versus a fresh interpreter per run.
+"""Per-run overhead of the sandbox pool (a fresh pre-forked process per run) versus `python -I` per run.
 
     python bench/sandbox_overhead.py [--runs N] [--fresh-runs N] [--json PATH]
 
-Both sides run the same trivial robot; the pool also isolates it (rlimits, chroot, seccomp).
+Both sides run the same trivial robot; the pool also isolates it (rlimits, chroot, seccomp) and
+runs each call in a process of its own, forked from the warm zygote ahead of demand. Pool size 2.
 """
 
 from __future__ import annotations
@@ -76,12 +77,13 @@ def main() -> None:
     table.add_column("")
     for key in ("runs", "p50 ms", "p99 ms", "mean ms"):
         table.add_column(key, justify="right")
-    table.add_row("warm pool", str(pool["runs"]), *(f"{pool[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms")))
+    cells = (f"{pool[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms"))
+    table.add_row("pool: fresh process per run", str(pool["runs"]), *cells)
     table.add_row("python -I -c", str(fresh["runs"]), *(f"{fresh[k]:.3f}" for k in ("p50_ms", "p99_ms", "mean_ms")))
     table.add_row("ratio", "", *(f"{ratio[k]:.1f}x" for k in ("p50_ms", "p99_ms", "mean_ms")))
     Console().print(table)
-    target = "met" if pool["p50_ms"] <= 5.0 else "MISSED"
-    print(f"target warm-pool p50 <= 5 ms: {target}")
+    target = "met" if pool["p50_ms"] <= 5.0 and pool["p99_ms"] <= 20.0 else "MISSED"
+    print(f"target pool p50 <= 5 ms and p99 <= 20 ms: {target}")
 
     report = {"warm_pool": pool, "fresh_interpreter": fresh, "ratio": ratio, "isolation": health["isolation"]}
     args.json.write_text(json.dumps(report, indent=2) + "\n")

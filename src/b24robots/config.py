@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="bearer token that shows /healthz details (signed-in admins see them too)"
     )
     api_docs: bool = Field(default=True, description="serve /docs and /openapi.json")
+    sandbox_max_calls: int = Field(
+        default=500, ge=1, description="cap on a stored robot's ctx.call/ctx.batch requests per run"
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

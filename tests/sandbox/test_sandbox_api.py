@@ -151,15 +151,27 @@ def test_parent_side_failure_in_a_handler_propagates(pool: SandboxPool) -> None:
     assert_serves_normally(pool)
 
 
-def test_time_spent_serving_calls_does_not_count_against_wall(pool: SandboxPool) -> None:
+def test_wall_limit_covers_time_spent_serving_calls(pool: SandboxPool) -> None:
     def on_call(method: str, params: dict[str, Any]) -> Any:
-        time.sleep(0.4)
+        time.sleep(0.2)
         return 1
 
-    source = "def run(inputs, ctx):\n    return {'n': sum(ctx.call('x', {}) for _ in range(3))}\n"
-    result = pool.run(source, {}, context={}, on_call=on_call, limits=SandboxLimits(wall_seconds=0.5))
-    assert result.outputs == {"n": 3}
-    assert result.duration_ms >= 1200
+    source = "def run(inputs, ctx):\n    return {'n': sum(ctx.call('x', {}) for _ in range(50))}\n"
+    started = time.perf_counter()
+    with pytest.raises(SandboxLimitExceeded) as info:
+        pool.run(source, {}, context={}, on_call=on_call, limits=SandboxLimits(wall_seconds=0.5))
+    assert info.value.limit == "timeout"
+    assert time.perf_counter() - started < 2.0
+    assert_serves_normally(pool)
+
+
+def test_calls_per_run_are_capped(pool: SandboxPool) -> None:
+    source = "def run(inputs, ctx):\n    while True:\n        ctx.call('user.current', {})\n"
+    with pytest.raises(SandboxLimitExceeded) as info:
+        pool.run(source, {}, context={}, on_call=lambda m, p: 1, limits=SandboxLimits(max_calls=20))
+    assert info.value.limit == "calls"
+    assert "20" in str(info.value)
+    assert_serves_normally(pool)
 
 
 def test_concurrent_runs_from_many_threads(pool: SandboxPool) -> None:

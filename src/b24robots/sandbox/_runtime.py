@@ -387,15 +387,16 @@ class _Worker:
                 encoded = _wire.encode(payload)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"ctx.{kind} arguments cannot be sent: {exc}") from None
-            # The wall clock pauses while the parent serves the call.
-            remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+            # The wall clock keeps running while the parent serves the call; the alarm is only held
+            # back until the frame is complete, so that a timeout never cuts one in half.
             _armed = False
             try:
                 _wire.send(self.sock, {"t": kind, "j": job_id, **encoded})
                 reply = _wire.recv(self.sock)
             finally:
                 _armed = True
-                signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
+            if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+                raise _LimitHit("timeout")
             if reply.get("ok"):
                 return _wire.decode(reply.get("result"))
             raise RestError(str(reply.get("code", "ERROR")), str(reply.get("description", "")))

@@ -14,7 +14,8 @@ class SandboxLimits:
     """Resource limits of one run. The pool's `caps` bound every per-call value (see `clamp`).
 
     `memory_mb` is the address-space limit of the child process, interpreter included (about 25 MB).
-    `wall_seconds` does not count time the parent spends serving `ctx.call`/`ctx.batch`.
+    `wall_seconds` covers the whole run, time the parent spends serving `ctx.call`/`ctx.batch`
+    included; `max_calls` caps those requests per run.
     """
 
     cpu_seconds: float = 5.0
@@ -23,6 +24,7 @@ class SandboxLimits:
     output_bytes: int = 1_000_000
     file_size_mb: int = 10
     open_files: int = 64
+    max_calls: int = 500
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -45,6 +47,7 @@ class SandboxLimits:
             output_bytes=min(self.output_bytes, caps.output_bytes),
             file_size_mb=min(self.file_size_mb, caps.file_size_mb),
             open_files=min(self.open_files, caps.open_files),
+            max_calls=min(self.max_calls, caps.max_calls),
         )
 
     def as_dict(self) -> dict[str, Any]:

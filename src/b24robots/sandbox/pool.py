@@ -42,7 +42,7 @@ from b24robots.sandbox.limits import SandboxLimits, SandboxResult
 
 log = logging.getLogger("b24robots.sandbox")
 
-LIMIT_NAMES = frozenset({"timeout", "cpu", "memory", "output", "file_size", "recursion", "open_files"})
+LIMIT_NAMES = frozenset({"timeout", "cpu", "memory", "output", "file_size", "recursion", "open_files", "calls"})
 _GRACE_SECONDS = 0.5
 _CONTROL_TIMEOUT = 15.0
 _CHECKOUT_TIMEOUT = 30.0
@@ -643,14 +643,14 @@ class SandboxPool:
                 raise SandboxError(f"the sandbox child broke the protocol: {exc.reason}") from None
             if kind in ("call", "batch"):
                 calls += 1
-                served = time.perf_counter()
+                if calls > limits.max_calls:
+                    raise _limit("calls", limits)
                 try:
                     reply = _serve_call(message, on_call, on_batch)
                 except SandboxError:
                     raise
                 except BaseException as exc:
                     raise _HostRaised(exc) from exc
-                deadline += time.perf_counter() - served
                 try:
                     _wire.send(child.sock, reply)
                 except OSError:
@@ -778,6 +778,7 @@ def _limit(name: str, limits: SandboxLimits, detail: object = None) -> SandboxLi
         "recursion": "the robot recursed too deeply (maximum recursion depth exceeded)",
         "file_size": f"the robot wrote a file larger than {limits.file_size_mb} MB",
         "open_files": f"the robot opened more than {limits.open_files} files",
+        "calls": f"the robot made more than {limits.max_calls} ctx.call/ctx.batch requests",
     }
     return SandboxLimitExceeded(name, f"{messages[name]}; limit {name!r} stopped it")
 

@@ -72,6 +72,7 @@ class Services:
                 wall_seconds=cfg.sandbox_wall_seconds,
                 memory_mb=cfg.sandbox_memory_mb,
                 output_bytes=cfg.sandbox_output_bytes,
+                max_calls=cfg.sandbox_max_calls,
             )
             pool = SandboxPool(size=cfg.sandbox_pool, caps=caps)
             await asyncio.to_thread(pool.start)
