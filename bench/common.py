@@ -195,8 +195,10 @@ class OurServer:
         data_dir: Path | None = None,
         workers: bool = True,
         port: int | None = None,
+        oauth_url: str = "",
     ) -> None:
         self.app = app
+        self.oauth_url = oauth_url  # the simulator's OAuth server: the only one that confirms installs
         self.port = port or free_port()
         self.data_dir = data_dir or temp_dir("b24r-bench-")
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'b24robots.db'}"
@@ -220,7 +222,7 @@ class OurServer:
             "B24R_SECRET_KEY": SECRET_KEY,
             "B24R_ALLOW_HTTP_PORTALS": "true",
             "B24R_LOG_LEVEL": "WARNING",
-        }
+        } | ({"B24R_OAUTH_SERVERS": self.oauth_url} if self.oauth_url else {})
 
     def cli(self, *args: str) -> str:
         """Run another `b24robots` command against the same settings; its stdout."""
@@ -255,12 +257,8 @@ class OurServer:
 
 
 def register_served_app(sim: PortalSimulator, port: int, name: str = "b24robots bench") -> SimApp:
-    """A simulated application whose install and event URLs point at our server on `port`."""
-    return sim.register_app(
-        name,
-        install_url=f"http://127.0.0.1:{port}/b24/install",
-        events_url=f"http://127.0.0.1:{port}/b24/events",
-    )
+    """A simulated application whose install URL points at our server on `port` (it binds its events)."""
+    return sim.register_app(name, install_url=f"http://127.0.0.1:{port}/b24/install")
 
 
 async def wait_registered(sim: PortalSimulator, portal: Portal, codes: Sequence[str], timeout: float = 30.0) -> None:

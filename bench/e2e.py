@@ -110,7 +110,7 @@ async def real_ports(runs: int) -> dict[str, Any]:
     with SimulatorServer(sim):
         portal = sim.add_portal()
         port = free_port()
-        server = OurServer(register_served_app(sim, port), port=port)
+        server = OurServer(register_served_app(sim, port), port=port, oauth_url=sim.oauth_url)
         db = Database(server.database_url)
         db.migrate()
         Register(db).save(stored_spec(), STORED_SOURCE, author="bench")

@@ -66,7 +66,7 @@ async def measure_ours(
     portal = sim.add_portal()
     port = free_port()
     app = register_served_app(sim, port, f"bench intake {label}")
-    server = OurServer(app, database_url=database_url, workers=False, port=port)
+    server = OurServer(app, database_url=database_url, workers=False, port=port, oauth_url=sim.oauth_url)
     server.start()
     try:
         await install(sim, server.app, portal, [MODULE_CODE])

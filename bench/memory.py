@@ -82,7 +82,7 @@ async def main_async(requests: int, settle: float) -> dict[str, Any]:
     with SimulatorServer(sim):
         portal = sim.add_portal()
         port = free_port()
-        server = OurServer(register_served_app(sim, port), port=port)
+        server = OurServer(register_served_app(sim, port), port=port, oauth_url=sim.oauth_url)
         server.start()
         try:
             await install(sim, server.app, portal, [MODULE_CODE])

@@ -24,7 +24,10 @@ ALLOWED: dict[str, set[str]] = {
     "connections": {"errors"},
     "store": {"errors", "robots", "rest", "config", "sandbox", "connections"},
     "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs", "connections"},
+    # the portal protocol: authentication of portal requests, the robot call, install and lifecycle
+    "portal": {"errors", "robots", "rest", "inbound", "store", "jobs", "config", "logs"},
     "web": {
+        "portal",
         "errors",
         "robots",
         "rest",
@@ -39,6 +42,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "testing": {"errors", "inbound"},
     "cli": {
+        "portal",
         "errors",
         "robots",
         "rest",

@@ -16,6 +16,9 @@ from b24robots.errors import ConfigError
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 SERVED_URL_FILE = "served-url"  # in data_dir: where the running `serve` listens, for CLI links
+# Bitrix24's OAuth servers by region (bitrix AuthorizationServerUrlResolver.php: oauth.bitrix24.tech for
+# ru/am/az/ge/kz/kg/uz/by, oauth.bitrix.info elsewhere)
+DEFAULT_OAUTH_SERVERS = "https://oauth.bitrix.info,https://oauth.bitrix24.tech"
 
 
 class Settings(BaseSettings):
@@ -67,6 +70,11 @@ class Settings(BaseSettings):
     sandbox_max_calls: int = Field(
         default=500, ge=1, description="cap on a stored robot's ctx.call/ctx.batch requests per run"
     )
+    # --- trust in portals: only these OAuth servers confirm an install (never an address in the request) ---
+    oauth_servers: str = Field(
+        default=DEFAULT_OAUTH_SERVERS,
+        description="comma-separated base URLs of the Bitrix24 OAuth servers that confirm installs and refresh tokens",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -76,6 +84,18 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        return value
+
+    @field_validator("oauth_servers")
+    @classmethod
+    def _check_oauth_servers(cls, value: str) -> str:
+        items = proxy_list(value)
+        if not items:
+            raise ValueError("name at least one OAuth server, e.g. https://oauth.bitrix.info")
+        for item in items:
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(f"{item!r} is not a base URL such as https://oauth.bitrix.info")
         return value
 
     @field_validator("public_url")
@@ -110,6 +130,17 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_list(self) -> list[str]:
         return proxy_list(self.trusted_proxies)
+
+    @property
+    def oauth_server_list(self) -> list[str]:
+        """The trusted OAuth servers as base URLs without a trailing slash.
+
+        Plain http is refused unless B24R_ALLOW_HTTP_PORTALS is on; that setting never adds a server.
+        """
+        servers = [item.rstrip("/") for item in proxy_list(self.oauth_servers)]
+        if not self.allow_http_portals:
+            servers = [s for s in servers if s.startswith("https://")]
+        return servers
 
     @property
     def handler_url(self) -> str:

@@ -99,10 +99,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     portal = sim.add_portal("shop.bitrix24.test")
-    app = sim.register_app("b24robots", install_url=f"{url}/b24/install", events_url=f"{url}/b24/events")
+    app = sim.register_app("b24robots", install_url=f"{url}/b24/install")
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("ui"), public_url=url, client_id=app.client_id,
         client_secret=SecretStr(app.client_secret), secret_key=SecretStr("ui-test-key"), allow_http_portals=True,
+        oauth_servers=sim.oauth_url,
     )  # fmt: skip
     svc = build_services(settings, router)
     server = uvicorn.Server(uvicorn.Config(create_app(services=svc), host="127.0.0.1", port=port, log_level="warning"))

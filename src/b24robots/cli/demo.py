@@ -106,12 +106,10 @@ def demo(
     sim_server = SimulatorServer(sim, host=host, port=sim_port)
     sim_server.start()
     portal = sim.add_portal("demo.bitrix24.test")
-    sim_app = sim.register_app(
-        "b24robots demo", install_url=f"{public_url}/b24/install", events_url=f"{public_url}/b24/events"
-    )
+    sim_app = sim.register_app("b24robots demo", install_url=f"{public_url}/b24/install")
     settings = Settings(
         data_dir=directory, public_url=public_url, client_id=sim_app.client_id,
-        client_secret=SecretStr(sim_app.client_secret), allow_http_portals=True,
+        client_secret=SecretStr(sim_app.client_secret), allow_http_portals=True, oauth_servers=sim.oauth_url,
     )  # fmt: skip
     svc = build_services(settings, router)
     svc.register.save(RobotSpec.from_document(DEAL_TOTAL), DEAL_TOTAL_SOURCE, author="demo", comment="sample")

@@ -174,9 +174,6 @@ def portal(
     install_url: Annotated[
         str | None, typer.Option(help="the app's install URL, e.g. http://127.0.0.1:8000/b24/install")
     ] = None,
-    events_url: Annotated[
-        str | None, typer.Option(help="the app's event URL, e.g. http://127.0.0.1:8000/b24/events")
-    ] = None,
 ) -> None:
     """Run the Bitrix24 portal simulator (open /sim/ in a browser to click through robots)."""
     from b24robots.cli.portal_cmd import run_portal
@@ -189,7 +186,6 @@ def portal(
         client_id,
         client_secret=client_secret,
         install_url=install_url,
-        events_url=events_url,
         portals=portals,
     )
 

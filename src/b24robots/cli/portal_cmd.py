@@ -15,7 +15,6 @@ def run_portal(
     client_id: str | None,
     client_secret: str | None = None,
     install_url: str | None = None,
-    events_url: str | None = None,
     portals: int = 1,
     api_only: bool = True,
     scopes: str = "crm,bizproc,user_brief,placement",
@@ -35,7 +34,6 @@ def run_portal(
             client_id=client_id,
             client_secret=client_secret,
             install_url=install_url,
-            events_url=events_url,
             api_only=api_only,
             scopes=[s.strip() for s in scopes.split(",") if s.strip()],
         )
@@ -43,8 +41,9 @@ def run_portal(
     server.start()
     base = server.base_url
     print(f"Bitrix24 portal simulator listening on {base}", flush=True)
-    print(f"  REST endpoint:   {base}/rest/<method>  (client_endpoint and server_endpoint: {base}/rest/)")
-    print(f"  OAuth token URL: {base}/oauth/token/")
+    print(f"  REST endpoint:   {base}/rest/<method>  (client_endpoint; server_endpoint: {sim.server_endpoint})")
+    print(f"  OAuth server:    {sim.oauth_url}  (set B24R_OAUTH_SERVERS={sim.oauth_url} on the server under test)")
+    print(f"  OAuth token URL: {sim.token_url}")
     print(f"  Web page:        {base}/sim/     JSON API: {base}/sim/api/state")
     print(f"  Rate limit:      {rate}/s, burst {burst}")
     for p in sim.portals.values():

@@ -122,7 +122,10 @@ class Refresher:
                 " pass RestClient(app=AppCredentials(client_id, client_secret))"
             )
         server = self._checked_url(pair.server_endpoint, "server_endpoint", portal_key)
-        token_url = f"{server.scheme}://{server.netloc.decode('ascii')}/oauth/token/"
+        # <server>/rest/ -> <server>/oauth/token/ (https://oauth.bitrix.info/rest/ -> .../oauth/token/);
+        # the server endpoint was confirmed as one of B24R_OAUTH_SERVERS at install (b24robots.portal.oauth)
+        base = str(server).rstrip("/").removesuffix("/rest")
+        token_url = f"{base}/oauth/token/"
         query = {
             "grant_type": "refresh_token",
             "client_id": self._app.client_id,
@@ -162,11 +165,25 @@ class Refresher:
                 expires_at = self._clock() + float(expires_in)
             except (TypeError, ValueError):
                 expires_at = self._clock() + 3600.0
-        # Endpoints and domain stay as stored: the answer's `domain` is the OAuth server's own host.
+        # The OAuth server (the one we trust, see _checked_url above) tells where the portal now lives:
+        # a renamed portal's `client_endpoint` moves here. The answer's `domain` is the OAuth server's
+        # own host, so the stored domain stays (robot calls rename it from auth[domain]).
+        endpoint = pair.client_endpoint
+        moved = body.get("client_endpoint")
+        if isinstance(moved, str) and moved and str(body.get("member_id") or pair.member_id) == pair.member_id:
+            try:
+                self._checked_url(moved, "client_endpoint", portal_key)
+            except ConfigError as exc:
+                log.warning("ignored the refresh answer's client_endpoint: %s", exc)
+            else:
+                if moved != endpoint:
+                    log.info("portal %s moved its REST endpoint to %s", pair.domain, moved)
+                endpoint = moved
         return replace(
             pair,
             access_token=access,
             refresh_token=refresh if isinstance(refresh, str) and refresh else pair.refresh_token,
             expires_at=expires_at,
             version=pair.version + 1,
+            client_endpoint=endpoint,
         )

@@ -8,9 +8,7 @@ token refreshes and the leaky bucket are shared by every process that uses the s
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import case, delete, or_, select, update
@@ -22,7 +20,7 @@ from b24robots.rest.tokens import TokenPair
 from b24robots.robots.dates import Culture, DateValueError, check_culture, culture_for
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
-from b24robots.store.models import InstallationRow, RegistrationRow
+from b24robots.store.models import ApiKeyRow, InstallationRow, InvocationRow, RegistrationRow
 
 ACTIVE = "active"
 NEEDS_REINSTALL = "needs_reinstall"
@@ -45,6 +43,9 @@ class Installation:
     token_version: int
     rate: float
     burst: int
+    limits_manual: bool
+    license: str
+    has_application_token: bool
     sync_status: str
     sync_error: str
     synced_at: float | None
@@ -65,7 +66,10 @@ class Installation:
 
 @dataclass(frozen=True)
 class InstallGrant:
-    """What an install page POST or an ONAPPINSTALL / ONAPPUPDATE event tells us."""
+    """A grant the OAuth server confirmed (see b24robots.portal): what to store for the portal.
+
+    An empty `application_token` keeps the stored one (a UI app learns it later from ONAPPINSTALL).
+    """
 
     member_id: str
     domain: str
@@ -95,6 +99,9 @@ def _public(row: InstallationRow) -> Installation:
         token_version=row.token_version,
         rate=row.rate,
         burst=row.burst,
+        limits_manual=bool(row.limits_manual),
+        license=row.license or "",
+        has_application_token=bool(row.application_token_hash),
         sync_status=row.sync_status,
         sync_error=row.sync_error,
         synced_at=row.synced_at,
@@ -151,6 +158,23 @@ class Installations:
             row.updated_at = time.time()
             s.execute(delete(RegistrationRow).where(RegistrationRow.installation_id == row.id))
 
+    def forget_data(self, member_id: str) -> dict[str, int]:
+        """ONAPPUNINSTALL with data[CLEAN]=1: the admin chose to delete the app's data.
+
+        Deletes the portal's journal (and the outbound calls recorded with it), its API keys and its
+        per-portal connection values; the installation row stays, without tokens, for the audit log.
+        """
+        from b24robots.store.connection_models import ConnectionRow
+
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            counts = {
+                "journal entries": s.execute(delete(InvocationRow).where(InvocationRow.installation_id == row.id)),
+                "API keys": s.execute(delete(ApiKeyRow).where(ApiKeyRow.installation_id == row.id)),
+                "connection values": s.execute(delete(ConnectionRow).where(ConnectionRow.member_id == member_id)),
+            }
+            return {name: int(getattr(result, "rowcount", 0)) for name, result in counts.items()}
+
     def verify(self, member_id: str, application_token: str) -> tuple[Installation | None, str]:
         """Check an application token in constant time: (installation, "ok"), (None, "unknown") for an
         unknown portal, (None, "mismatch") for a wrong token."""
@@ -161,6 +185,51 @@ class Installations:
             if not self.vault.matches(application_token, row.application_token_hash):
                 return None, "mismatch"
             return _public(row), "ok"
+
+    def relocate(self, member_id: str, domain: str, client_endpoint: str) -> bool:
+        """Move a portal to a new domain and endpoint; True when something changed.
+
+        Callers pass only what the OAuth server confirmed for this member_id (b24robots.portal).
+        """
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            if row.domain == domain and row.client_endpoint == client_endpoint:
+                return False
+            row.domain, row.client_endpoint, row.updated_at = domain, client_endpoint, time.time()
+            return True
+
+    def rename(self, member_id: str, domain: str) -> None:
+        """The portal now calls itself `domain` (its auth[domain]); the endpoint moves with the next refresh."""
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            row.domain, row.updated_at = domain, time.time()
+
+    def set_portal_info(self, member_id: str, *, language: str, license: str) -> Installation:
+        """Remember the portal's language and licence (from its app.info)."""
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            if language:
+                row.language = language[:8]
+            row.license = license[:64]
+            row.updated_at = time.time()
+            s.flush()
+            return _public(row)
+
+    def apply_plan_limits(self, member_id: str, rate: float, burst: int) -> bool:
+        """Set the limits a plan implies unless an admin set them by hand; True when they changed."""
+        check_rate(rate, burst)
+        with self.db.write() as s:
+            row = self._row(s, member_id)
+            if row.limits_manual or (row.rate == rate and row.burst == burst):
+                return False
+            row.rate, row.burst, row.updated_at = rate, burst, time.time()
+            return True
+
+    def find(self, member_id: str) -> Installation | None:
+        """The installation of `member_id`, or None."""
+        with self.db.read() as s:
+            row = s.scalar(select(InstallationRow).where(InstallationRow.member_id == member_id))
+            return _public(row) if row is not None else None
 
     # --- reads -------------------------------------------------------------------------------
     def list(self) -> list[Installation]:
@@ -190,6 +259,7 @@ class Installations:
         with self.db.write() as s:
             row = self._row(s, self.get(key).member_id)
             row.rate, row.burst, row.updated_at = rate, burst, time.time()
+            row.limits_manual = True  # a plan detected at the next install no longer overrides them
             s.flush()
             return _public(row)
 
@@ -330,7 +400,7 @@ class Installations:
         with self.db.write() as s:
             row = self._row(s, portal_key)
             row.client_endpoint = client_endpoint
-            row.domain = urlsplit(client_endpoint).hostname or row.domain
+            row.domain = urlsplit(client_endpoint).netloc.lower() or row.domain  # host with its port
             row.updated_at = time.time()
 
     # --- LimiterState ----------------------------------------------------------------------------
@@ -380,73 +450,3 @@ class Installations:
             domain=row.domain,
             member_id=row.member_id,
         )
-
-
-def _language(data: Any) -> str:
-    """`data[LANGUAGE_ID]` of ONAPPINSTALL / ONAPPUPDATE, or the frame's `LANG` (two-letter code or '')."""
-    value = data.get("LANGUAGE_ID") if isinstance(data, Mapping) else None
-    code = value.strip().lower() if isinstance(value, str) else ""
-    return code if code.isalpha() and len(code) <= 8 else ""
-
-
-def grant_from_fields(fields: Mapping[str, Any]) -> InstallGrant:
-    """Build a grant from a decoded install-page POST or an ONAPPINSTALL/ONAPPUPDATE event body."""
-    from b24robots.errors import InputError
-
-    auth = fields.get("auth")
-    source: Mapping[str, Any] = auth if isinstance(auth, Mapping) else fields
-
-    def get(key: str) -> str:
-        value = source.get(key, "")
-        return value if isinstance(value, str) else ""
-
-    if isinstance(auth, Mapping):  # an event: tokens in auth[...]
-        expires = get("expires")
-        expires_in = get("expires_in")
-        expires_at = float(expires) if expires.isdigit() else time.time() + float(expires_in or 3600)
-        grant = InstallGrant(
-            member_id=get("member_id"),
-            domain=get("domain"),
-            access_token=get("access_token"),
-            refresh_token=get("refresh_token"),
-            expires_at=expires_at,
-            application_token=get("application_token"),
-            client_endpoint=get("client_endpoint"),
-            server_endpoint=get("server_endpoint"),
-            scopes=get("scope"),
-            app_status=get("status"),
-            user_id=int(get("user_id")) if get("user_id").isdigit() else None,
-            language=_language(fields.get("data")),
-        )
-    else:  # the install page POST (frame auth) with DOMAIN in the query or the body
-        domain = get("DOMAIN")
-        protocol = "http" if get("PROTOCOL") == "0" else "https"
-        expires_in = get("AUTH_EXPIRES")
-        grant = InstallGrant(
-            member_id=get("member_id"),
-            domain=domain,
-            access_token=get("AUTH_ID"),
-            refresh_token=get("REFRESH_ID"),
-            expires_at=time.time() + (float(expires_in) if expires_in.isdigit() else 3600.0),
-            application_token=get("APPLICATION_TOKEN"),
-            client_endpoint=get("CLIENT_ENDPOINT") or (f"{protocol}://{domain}/rest/" if domain else ""),
-            server_endpoint=get("SERVER_ENDPOINT"),
-            scopes=get("APPLICATION_SCOPE"),
-            app_status=get("status"),
-            language=_language({"LANGUAGE_ID": get("LANG")}),
-        )
-    missing = [
-        name
-        for name, value in (
-            ("member_id", grant.member_id),
-            ("domain", grant.domain),
-            ("access token", grant.access_token),
-            ("refresh token", grant.refresh_token),
-            ("application token", grant.application_token),
-            ("client endpoint", grant.client_endpoint),
-        )
-        if not value
-    ]
-    if missing:
-        raise InputError("install", f"the install request lacks {', '.join(missing)}")
-    return grant

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -70,6 +70,8 @@ class InstallationRow(Base):
     application_token_hash: Mapped[str] = mapped_column(String(64), default="")
     rate: Mapped[float] = mapped_column(Float, default=2.0)
     burst: Mapped[int] = mapped_column(Integer, default=50)
+    limits_manual: Mapped[bool] = mapped_column(Boolean, default=False)  # set by an admin: plans do not change them
+    license: Mapped[str] = mapped_column(String(64), default="")  # LICENSE_FAMILY/LICENSE_TYPE of app.info
     limiter_tat: Mapped[float] = mapped_column(Float, default=0.0)
     # who refreshes the token pair right now, and until when that claim holds (one refresh at a time
     # across processes; an expired claim is free again)

@@ -56,7 +56,6 @@ class RobotHarness:
         self.app: SimApp = self.sim.register_app(
             "b24robots",
             install_url=f"{PUBLIC_URL}/b24/install",
-            events_url=f"{PUBLIC_URL}/b24/events",
             api_only=api_only,
         )
         self.services: Services | None = None
@@ -75,6 +74,7 @@ class RobotHarness:
             "client_secret": SecretStr(self.app.client_secret),
             "secret_key": SecretStr("test-secret-key"),
             "allow_http_portals": True,
+            "oauth_servers": self.sim.oauth_url,
         }
         options.update(self.extra)
         settings = Settings(**options)

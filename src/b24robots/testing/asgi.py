@@ -172,6 +172,8 @@ async def oauth_endpoint(sim: PortalSimulator, scope: Scope, receive: Receive, s
 
 def build_app(sim: PortalSimulator) -> ASGIApp:
     """The simulator's ASGI application."""
+    from .oauth_server import OAUTH_HOSTS, host_of, oauth_server
+    from .simulator import OAUTH_PREFIX
     from .webui import build_ui
 
     ui = build_ui(sim)
@@ -179,6 +181,13 @@ def build_app(sim: PortalSimulator) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            # the OAuth server: by its own host name (per-domain endpoints behind a proxy) or under a prefix
+            if host_of(scope) in OAUTH_HOSTS:
+                await oauth_server(sim, path, scope, receive, send)
+                return
+            if path.startswith(f"{OAUTH_PREFIX}/"):
+                await oauth_server(sim, path[len(OAUTH_PREFIX) :], scope, receive, send)
+                return
             if path.startswith("/rest/"):
                 await rest_endpoint(sim, scope, receive, send)
                 return

@@ -56,7 +56,6 @@ class SimApp:
     name: str
     scopes: tuple[str, ...]
     install_url: str | None
-    events_url: str | None
     api_only: bool
     version: int = 1
 
@@ -70,7 +69,6 @@ class SimApp:
             "name": self.name,
             "scope": self.scope,
             "install_url": self.install_url,
-            "events_url": self.events_url,
             "api_only": self.api_only,
             "version": self.version,
         }
@@ -114,6 +112,11 @@ class Installation:
     id: int
     active: bool = True  # False once uninstalled: its tokens stop working
     deliveries: list[Delivery] = field(default_factory=list)
+    # event.bind registrations: (EVENT, handler URL, auth_type); the portal drops them with the app
+    handlers: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def handlers_of(self, event: str) -> list[str]:
+        return [url for name, url, _ in self.handlers if name == event.upper()]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -124,6 +127,7 @@ class Installation:
             "active": self.active,
             "version": self.version,
             "deliveries": [d.as_json() for d in self.deliveries],
+            "handlers": [{"event": e, "handler": h, "auth_type": a} for e, h, a in self.handlers],
         }
 
 
@@ -400,6 +404,7 @@ class Portal:
     bucket: LeakyBucket
     culture: Culture = ""  # a language code whose date format the portal uses; '' = its `language`
     language: str = "en"
+    license_type: str = "project"  # app.info LICENSE_TYPE; "ent250" etc. for enterprise plans
     users: dict[int, User] = field(default_factory=dict)
     deals: dict[int, dict[str, str]] = field(default_factory=dict)
     next_deal_id: int = 1

@@ -233,39 +233,32 @@ def _activity_log(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) 
 
 
 def _app_info(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> MethodResult:
+    """The portal's own app.info (rest module classes/general/rest_provider.php::appInfo): ID, CODE,
+    VERSION, STATUS, INSTALLED, PAYMENT_EXPIRED, DAYS, LANGUAGE_ID, LICENSE and, in the cloud, LICENSE_PREVIOUS,
+    LICENSE_TYPE, LICENSE_FAMILY. No client_id: only the OAuth server's app.info has it (oauth_server.py)."""
     portal = caller.portal
-    if caller.installation is None:
-        return MethodResult({"SCOPE": list(caller.scopes), "LICENSE": f"{portal.language}_project"})
+    license_type = portal.license_type
+    family = "ent" if license_type.startswith("ent") else license_type
+    license_info = {
+        "LICENSE": f"{portal.language}_{license_type}",
+        "LICENSE_PREVIOUS": f"{portal.language}_{license_type}",
+        "LICENSE_TYPE": license_type,
+        "LICENSE_FAMILY": family,
+    }
+    if caller.installation is None:  # a webhook
+        return MethodResult({"SCOPE": list(caller.scopes), **license_info})
     inst, app = caller.installation, caller.installation.app
-    expires = caller.token.expires_at if caller.token else sim.now()
     return MethodResult(
         {
             "ID": inst.id,
-            "CODE": app.client_id,
+            "CODE": app.client_id,  # for a local app CODE is its client_id
             "VERSION": inst.version,
             "STATUS": "L",
             "INSTALLED": inst.installed,
             "PAYMENT_EXPIRED": "N",
             "DAYS": None,
             "LANGUAGE_ID": portal.language,
-            "LICENSE": f"{portal.language}_project",
-            "LICENSE_TYPE": "project",
-            "LICENSE_FAMILY": "project",
-            "client_id": app.client_id,
-            "scope": app.scope,
-            "expires": iso_c(expires),
-            "user_id": caller.user_id,
-            "install": {
-                "installed": inst.installed,
-                "version": inst.version,
-                "status": "L",
-                "scope": app.scope,
-                "domain": portal.domain,
-                "uri": f"https://{portal.domain}",
-                "client_endpoint": sim.client_endpoint(portal),
-                "member_id": portal.member_id,
-                "member_type": "PORTAL",
-            },
+            **license_info,
         }
     )
 

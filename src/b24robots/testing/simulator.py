@@ -29,6 +29,7 @@ from b24robots.inbound.formcodec import encode_form
 
 from . import _util, registration
 from . import automation as _automation  # noqa: F401  (installs the CRM automation methods)
+from . import events as _events  # noqa: F401  (installs event.bind, event.get, event.unbind)
 from .clock import Clock, ManualClock, SystemClock
 from .faults import Faults
 from .limits import LeakyBucket, OperatingTimeLimiter
@@ -59,6 +60,10 @@ REFRESH_TOKEN_LIFETIME = 180 * 86400
 AUTH_CODE_LIFETIME = 30
 DEFAULT_SCOPES = ("crm", "bizproc", "user_brief", "placement")
 Endpoints = Literal["shared", "per_domain"]
+OAUTH_PREFIX = "/oauth-server"
+OAUTH_HOST_URL = "https://oauth.bitrix.info"
+# app events a portal sends itself; the rest come from the modules (rest module lib/event/sender.php)
+APP_EVENTS = ("ONAPPINSTALL", "ONAPPUPDATE", "ONAPPUNINSTALL")
 
 
 def _wire_value(value: Any) -> bool:
@@ -190,16 +195,23 @@ class PortalSimulator:
         return f"{self._base_url}/rest/"
 
     @property
-    def server_endpoint(self) -> str:
+    def oauth_url(self) -> str:
+        """The simulated OAuth server's base URL (what B24R_OAUTH_SERVERS names).
+
+        Like oauth.bitrix.info it answers ``/oauth/token/`` and its own ``/rest/app.info``; with shared
+        endpoints it lives under ``/oauth-server`` so that its app.info is not the portal's.
+        """
         if self.endpoints == "per_domain":
-            return "https://oauth.bitrix.info/rest/"
-        return f"{self._base_url}/rest/"
+            return OAUTH_HOST_URL
+        return f"{self._base_url}{OAUTH_PREFIX}"
+
+    @property
+    def server_endpoint(self) -> str:
+        return f"{self.oauth_url}/rest/"
 
     @property
     def token_url(self) -> str:
-        if self.endpoints == "per_domain":
-            return "https://oauth.bitrix.info/oauth/token/"
-        return f"{self._base_url}/oauth/token/"
+        return f"{self.oauth_url}/oauth/token/"
 
     def webhook_url(self, webhook: Webhook, portal: Portal | str | None = None) -> str:
         """The inbound-webhook base URL: ``<base>/rest/<user_id>/<secret>/``."""
@@ -222,8 +234,12 @@ class PortalSimulator:
         culture: Culture = "",
         language: str = "en",
         deals: int = 3,
+        license_type: str = "project",
     ) -> Portal:
-        """Create a portal with user 1 (admin), user 2 (not admin) and ``deals`` deals."""
+        """Create a portal with user 1 (admin), user 2 (not admin) and ``deals`` deals.
+
+        ``license_type`` is what app.info reports as LICENSE_TYPE (``ent250`` for an enterprise plan).
+        """
         with self._lock:
             domain = domain or f"portal{len(self.portals) + 1}.bitrix24.test"
             if domain in self.portals:
@@ -235,6 +251,7 @@ class PortalSimulator:
                 bucket=LeakyBucket(rate if rate is not None else self.default_rate, burst or self.default_burst),
                 culture=check_culture(culture),
                 language=language,
+                license_type=license_type,
             )
             portal.users[1] = User(1, "Anna", "Admin", f"admin@{domain}", admin=True)
             portal.users[2] = User(2, "Boris", "Worker", f"worker@{domain}", admin=False)
@@ -278,7 +295,6 @@ class PortalSimulator:
         name: str = "Test application",
         *,
         install_url: str | None = None,
-        events_url: str | None = None,
         scopes: Iterable[str] = DEFAULT_SCOPES,
         api_only: bool = True,
         client_id: str | None = None,
@@ -287,8 +303,10 @@ class PortalSimulator:
     ) -> SimApp:
         """Register a local application (``client_id`` like ``local.<hex>.<digits>``).
 
-        ``install_url`` gets the install form (UI app) or ONAPPINSTALL (``api_only``);
-        ``events_url`` gets ONAPPUPDATE and ONAPPUNINSTALL (as if the app had bound them).
+        ``install_url`` gets the app frame POST (UI app) or ONAPPINSTALL (``api_only``, bound by the
+        portal itself: rest module lib/marketplace/application.php). Every other event — ONAPPUPDATE,
+        ONAPPUNINSTALL, a UI app's ONAPPINSTALL — goes only to handlers the app bound with ``event.bind``
+        (docs settings/app-uninstallation.md; rest lib/event/sender.php), or with :meth:`bind_event`.
         """
         with self._lock:
             client_id = client_id or _util.new_client_id()
@@ -300,7 +318,6 @@ class PortalSimulator:
                 name=name,
                 scopes=tuple(scopes),
                 install_url=install_url,
-                events_url=events_url,
                 api_only=api_only,
                 version=version,
             )
@@ -425,19 +442,25 @@ class PortalSimulator:
         notify: bool = True,
         finish: bool = True,
         user_id: int = 1,
+        late: bool = False,
+        newer_frame_fields: bool = False,
     ) -> Installation:
         """Install the app as admin ``user_id``.
 
         API-only app: installed at once, ONAPPINSTALL is POSTed to ``install_url``.
-        UI app: the install page (``install_url``) is POSTed the frame form; ``finish`` then plays
-        ``BX24.installFinish()`` (until then ``app.info`` says not installed).
-        ``notify=False`` installs silently. Installing again re-installs (old tokens stop working).
+        UI app: the app frame POST goes to ``install_url`` (:meth:`frame_post`); ``finish`` then plays
+        ``BX24.installFinish()`` (:meth:`finish_install`), after which ONAPPINSTALL goes to the handlers the
+        app bound meanwhile. Until then the OAuth server's app.info says ``installed: false``.
+        ``late=True``: ONAPPINSTALL arrives after its access token expired (it is never resent, docs
+        settings/oauth/simple-way.md). ``notify=False`` installs silently. Installing again re-installs:
+        the old tokens, robots and event handlers of the app are gone.
         """
         with self._lock:
             p, a = self.portal(portal), self._app(app)
             old = p.installations.get(a.client_id)
             if old is not None:
                 old.active = old.installed = False
+                old.handlers.clear()
                 registration.wipe_app(p, a.client_id)
             inst = Installation(
                 app=a,
@@ -448,61 +471,97 @@ class PortalSimulator:
                 id=self._next_id(),
             )
             p.installations[a.client_id] = inst
-            pair = self._issue(inst, user_id)
-            now = self.now()
         if notify and a.install_url:
             if a.api_only:
-                body = {
-                    "event": "ONAPPINSTALL",
-                    "event_handler_id": str(self._handler_id(p.domain, a.client_id, "ONAPPINSTALL")),
-                    "data": {
-                        "VERSION": str(a.version),
-                        "ACTIVE": "Y",
-                        "INSTALLED": "Y",
-                        "LANGUAGE_ID": p.language,
-                    },
-                    "ts": str(int(now)),
-                    "auth": self.auth_block(inst, pair),
-                }
-                delivery = await self._deliver("ONAPPINSTALL", a.install_url, encode_form(body), p.domain)
+                await self._fire(inst, "ONAPPINSTALL", user_id=user_id, urls=[a.install_url], late=late)
             else:
-                query = urlencode(
-                    {
-                        "DOMAIN": p.domain,
-                        "PROTOCOL": "1" if self.client_endpoint(p).startswith("https") else "0",
-                        "LANG": p.language,
-                        "APP_SID": _util.new_hex32(),
-                    }
-                )
-                url = a.install_url + ("&" if "?" in a.install_url else "?") + query
-                form = {
-                    "AUTH_ID": pair.access_token,
-                    "AUTH_EXPIRES": str(pair.expires_in),
-                    "REFRESH_ID": pair.refresh_token,
+                await self.frame_post(a, p, user_id=user_id, newer_fields=newer_frame_fields)
+        if not a.api_only and finish:
+            await self.finish_install(a, p, notify=notify, user_id=user_id, late=late)
+        return inst
+
+    async def frame_post(
+        self, app: SimApp | str, portal: Portal | str | None = None, *, user_id: int = 1, newer_fields: bool = False
+    ) -> Delivery:
+        """The app frame POST to ``install_url``, as the portal makes it at install and at every opening.
+
+        Body ``AUTH_ID, AUTH_EXPIRES, REFRESH_ID, member_id, status, PLACEMENT, PLACEMENT_OPTIONS``; query
+        ``DOMAIN, PROTOCOL, LANG, APP_SID`` (app.layout ``templates/.default/template.php``). Portals newer than
+        2026-08 add ``SERVER_ENDPOINT, APPLICATION_TOKEN, APPLICATION_SCOPE`` (``newer_fields=True``).
+        """
+        with self._lock:
+            p, a = self.portal(portal), self._app(app)
+            inst = self.installation(a, p)
+            if not a.install_url:
+                raise SimulatorError(f"app {a.client_id} has no install_url")
+            pair = self._issue(inst, user_id)
+            query = urlencode(
+                {
+                    "DOMAIN": p.domain,
+                    "PROTOCOL": "1" if self.client_endpoint(p).startswith("https") else "0",
+                    "LANG": p.language,
+                    "APP_SID": _util.new_hex32(),
+                }
+            )
+            url = a.install_url + ("&" if "?" in a.install_url else "?") + query
+            form = {
+                "AUTH_ID": pair.access_token,
+                "AUTH_EXPIRES": str(pair.expires_in),
+                "REFRESH_ID": pair.refresh_token,
+                "member_id": p.member_id,
+                "status": "L",
+                "PLACEMENT": "DEFAULT",
+                "PLACEMENT_OPTIONS": "{}",
+            }
+            if newer_fields:
+                form |= {
                     "SERVER_ENDPOINT": self.server_endpoint,
                     "APPLICATION_TOKEN": inst.application_token,
                     "APPLICATION_SCOPE": a.scope,
-                    "member_id": p.member_id,
-                    "status": "L",
-                    "PLACEMENT": "DEFAULT",
-                    "PLACEMENT_OPTIONS": "{}",
                 }
-                delivery = await self._deliver("install", url, encode_form(form), p.domain)
-            inst.deliveries.append(delivery)
-        if not a.api_only and finish:
-            inst.installed = True
-        return inst
+        delivery = await self._deliver("install", url, encode_form(form), p.domain)
+        inst.deliveries.append(delivery)
+        return delivery
 
-    def finish_install(self, app: SimApp | str, portal: Portal | str | None = None) -> None:
-        """What ``BX24.installFinish()`` does for a UI app installed with ``finish=False``."""
+    async def open_app(self, app: SimApp | str, portal: Portal | str | None = None, *, user_id: int = 1) -> Delivery:
+        """A user opens an installed UI app: the same frame POST, with that user's tokens."""
+        return await self.frame_post(app, portal, user_id=user_id)
+
+    async def finish_install(
+        self,
+        app: SimApp | str,
+        portal: Portal | str | None = None,
+        *,
+        notify: bool = True,
+        user_id: int = 1,
+        late: bool = False,
+    ) -> None:
+        """What ``BX24.installFinish()`` does: the install is finished, ONAPPINSTALL goes to bound handlers."""
         with self._lock:
-            self.installation(app, portal).installed = True
+            inst = self.installation(app, portal)
+            inst.installed = True
+        if notify:
+            await self._fire(inst, "ONAPPINSTALL", user_id=user_id, late=late)
+
+    def bind_event(self, app: SimApp | str, portal: Portal | str | None, event: str, handler: str) -> None:
+        """Bind an event handler for the app, as its ``event.bind`` would."""
+        with self._lock:
+            inst = self.installation(app, portal)
+            key = (event.upper(), handler, 0)
+            if key not in inst.handlers:
+                inst.handlers.append(key)
 
     async def update_app(
-        self, app: SimApp | str, portal: Portal | str | None = None, *, version: int | None = None
+        self,
+        app: SimApp | str,
+        portal: Portal | str | None = None,
+        *,
+        version: int | None = None,
+        new_application_token: bool = False,
     ) -> Installation:
-        """A version update: the app's robots and activities are deleted (as Bitrix does), then
-        ONAPPUPDATE (full auth with refresh token) is POSTed to ``events_url``."""
+        """A version update: the app's robots and activities are deleted (bizproc lib/restservice.php::
+        onRestAppUpdate), then ONAPPUPDATE (full auth with refresh token) goes to bound handlers.
+        ``new_application_token``: the update issues a new application token (docs on-app-update.md)."""
         with self._lock:
             p, a = self.portal(portal), self._app(app)
             inst = self.installation(a, p)
@@ -512,29 +571,17 @@ class PortalSimulator:
             a.version = version if version is not None else max(a.version, previous) + 1
             inst.version = a.version
             registration.wipe_app(p, a.client_id)
-            pair = self._issue(inst, 1)
-            now = self.now()
-        if a.events_url:
-            body = {
-                "event": "ONAPPUPDATE",
-                "event_handler_id": str(self._handler_id(p.domain, a.client_id, "ONAPPUPDATE")),
-                "data": {
-                    "VERSION": str(a.version),
-                    "PREVIOUS_VERSION": str(previous),
-                    "LANGUAGE_ID": p.language,
-                },
-                "ts": str(int(now)),
-                "auth": self.auth_block(inst, pair),
-            }
-            inst.deliveries.append(await self._deliver("ONAPPUPDATE", a.events_url, encode_form(body), p.domain))
+            if new_application_token:
+                inst.application_token = _util.new_hex32()
+        await self._fire(inst, "ONAPPUPDATE", data={"VERSION": str(a.version), "PREVIOUS_VERSION": str(previous)})
         return inst
 
     async def uninstall_app(
         self, app: SimApp | str, portal: Portal | str | None = None, *, clean: bool = True
     ) -> Installation:
-        """Uninstall: registrations and triggers go, ONAPPUNINSTALL (reduced auth, no tokens) is POSTed
-        to ``events_url``; afterwards the app's tokens answer 401 APPLICATION_NOT_FOUND and refresh
-        gets 401 invalid_client."""
+        """Uninstall: registrations, triggers and event handlers go; ONAPPUNINSTALL (``sendAuth=false``: no
+        tokens) goes to the handlers bound for it; afterwards the app's tokens answer 401 APPLICATION_NOT_FOUND
+        and refresh gets 401 invalid_client."""
         with self._lock:
             p, a = self.portal(portal), self._app(app)
             inst = self.installation(a, p)
@@ -542,17 +589,70 @@ class PortalSimulator:
             registration.wipe_app(p, a.client_id)
             for key in [k for k in p.triggers if k[0] == a.client_id]:
                 del p.triggers[key]
-            now = self.now()
-        if a.events_url:
-            body = {
-                "event": "ONAPPUNINSTALL",
-                "event_handler_id": str(self._handler_id(p.domain, a.client_id, "ONAPPUNINSTALL")),
-                "data": {"LANGUAGE_ID": p.language, "CLEAN": "1" if clean else "0"},
-                "ts": str(int(now)),
-                "auth": self._reduced_auth(inst),
-            }
-            inst.deliveries.append(await self._deliver("ONAPPUNINSTALL", a.events_url, encode_form(body), p.domain))
+            urls = inst.handlers_of("ONAPPUNINSTALL")
+            inst.handlers.clear()
+        await self._fire(inst, "ONAPPUNINSTALL", data={"CLEAN": "1" if clean else "0"}, urls=urls, with_auth=False)
         return inst
+
+    async def _fire(
+        self,
+        inst: Installation,
+        event: str,
+        *,
+        data: Mapping[str, str] | None = None,
+        urls: list[str] | None = None,
+        user_id: int = 1,
+        late: bool = False,
+        with_auth: bool = True,
+    ) -> list[Delivery]:
+        """POST an app event to ``urls`` (default: the handlers bound for it), each with its own tokens."""
+        deliveries: list[Delivery] = []
+        with self._lock:
+            targets = list(urls) if urls is not None else inst.handlers_of(event)
+            p = self.portals[inst.domain]
+        for url in targets:
+            with self._lock:
+                pair = self._issue(inst, user_id) if with_auth else None
+                if pair is not None and late:
+                    self.access_tokens[pair.access_token].expires_at = self.now() - 1
+                body = {
+                    "event": event,
+                    "event_handler_id": str(self._handler_id(p.domain, inst.app.client_id, event)),
+                    "data": {**(data or {}), "LANGUAGE_ID": p.language},
+                    "ts": str(int(self.now())),
+                    "auth": self.auth_block(inst, pair),
+                }
+            delivery = await self._deliver(event, url, encode_form(body), p.domain)
+            inst.deliveries.append(delivery)
+            deliveries.append(delivery)
+        return deliveries
+
+    def rename_portal(self, portal: Portal | str, new_domain: str) -> Portal:
+        """The portal gets a new address (PHP SDK ``changeDomainUrl``): tokens, workflows and later calls
+        carry the new domain; the old name is gone."""
+        with self._lock:
+            p = self.portal(portal)
+            if new_domain in self.portals:
+                raise SimulatorError(f"portal {new_domain!r} already exists")
+            old = p.domain
+            del self.portals[old]
+            p.domain = new_domain
+            self.portals[new_domain] = p
+            for inst in p.installations.values():
+                inst.domain = new_domain
+            for workflow in p.workflows.values():
+                workflow.domain = new_domain
+            records: list[AccessToken | RefreshToken | AuthCode] = [
+                *self.access_tokens.values(),
+                *self.refresh_tokens.values(),
+                *self.auth_codes.values(),
+            ]
+            for record in records:
+                if record.domain == old:
+                    record.domain = new_domain
+            for key in [k for k in self._handler_ids if k[0] == old]:
+                self._handler_ids[(new_domain, *key[1:])] = self._handler_ids.pop(key)
+            return p
 
     # ------------------------------------------------------------------ deliveries
 

@@ -105,7 +105,6 @@ def build_ui(sim: PortalSimulator) -> Starlette:
             app = sim.register_app(
                 str(data.get("name", "Application")),
                 install_url=data.get("install_url"),
-                events_url=data.get("events_url"),
                 scopes=_scopes(data.get("scopes")) or ("crm", "bizproc", "user_brief", "placement"),
                 api_only=bool(data.get("api_only", True)),
                 client_id=data.get("client_id"),

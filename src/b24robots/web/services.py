@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ from b24robots.jobs.sender import Sender
 from b24robots.jobs.sync import Syncer, SyncReport
 from b24robots.jobs.wakeup import PgListener, Wakeup
 from b24robots.jobs.worker import Worker
+from b24robots.portal.install import Lifecycle
+from b24robots.portal.oauth import OAuthServers
 from b24robots.rest.client import RestClient, RetryPolicy
 from b24robots.rest.tokens import AppCredentials
 from b24robots.robots.registry import Registry
@@ -60,6 +63,8 @@ class Services:
     worker: Worker | None = None
     sender: Sender | None = None
     listener: PgListener | None = None
+    oauth: OAuthServers | None = None
+    _lifecycle: Lifecycle | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _sync_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -127,6 +132,37 @@ class Services:
         await asyncio.to_thread(self.hub.close)
         self.db.dispose()
 
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Install, openings, update and uninstall (b24robots.portal.install)."""
+        if self._lifecycle is None:
+            self._lifecycle = Lifecycle(
+                installations=self.installations,
+                journal=self.journal,
+                oauth=self.oauth or self._oauth(),
+                rest=self.rest,
+                events_url=f"{self.settings.public_url}/b24/events",
+                admin_url=f"{self.settings.public_url}/admin/",
+                sync_soon=self.sync_soon,
+                spawn=self.spawn,
+            )
+        return self._lifecycle
+
+    def _oauth(self) -> OAuthServers:
+        self.oauth = OAuthServers(
+            self.settings.oauth_server_list,
+            client_id=self.settings.client_id,
+            client_secret=self.settings.client_secret.get_secret_value(),
+            http=self.http,
+        )
+        return self.oauth
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background; `wait_syncs` waits for it, `stop` cancels it."""
+        task = asyncio.create_task(work)
+        self._sync_tasks.add(task)
+        task.add_done_callback(self._sync_tasks.discard)
+
     def sync_soon(self, member_id: str) -> None:
         """Sync a portal in the background (after install and ONAPPUPDATE)."""
 
@@ -140,13 +176,12 @@ class Services:
             )
             return report
 
-        task = asyncio.create_task(go())
-        self._sync_tasks.add(task)
-        task.add_done_callback(self._sync_tasks.discard)
+        self.spawn(go())
 
     async def wait_syncs(self) -> None:
-        if self._sync_tasks:
-            await asyncio.gather(*self._sync_tasks, return_exceptions=True)
+        """Wait for background work, including syncs that work started (settle, then sync)."""
+        while self._sync_tasks:
+            await asyncio.gather(*list(self._sync_tasks), return_exceptions=True)
 
 
 def build_services(

@@ -1,0 +1,119 @@
+"""The robot call (`POST /b24/robot`): authenticate, parse, store durably, answer.
+
+The body is what bizproc `lib/restactivity.php::execute` sends: `event_token, workflow_id, code,
+document_id[], document_type[], properties[...], use_subscription, timeout_duration, ts, auth[...]`
+(bitrix24-protocol.md §2). The answer is owed later (`bizproc.event.send`); here we only promise that the
+call is stored before we say 200, since the portal never resends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from b24robots.errors import InputError
+from b24robots.jobs.runner import jsonable, short
+from b24robots.jobs.wakeup import Wakeup
+from b24robots.portal.auth import Denied, authenticate
+from b24robots.robots.params import default_outputs, parse_values
+from b24robots.robots.registry import Registry
+from b24robots.store.installations import Installations
+from b24robots.store.journal import Journal, NewInvocation
+
+
+class IntakeDeps(Protocol):
+    """What the intake needs from the composition root."""
+
+    installations: Installations
+    registry: Registry
+    journal: Journal
+    work_wakeup: Wakeup
+    deliver_wakeup: Wakeup
+
+
+def _text(form: Mapping[str, Any], key: str) -> str:
+    value = form.get(key, "")
+    return value if isinstance(value, str) else ""
+
+
+def _triple(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [v if isinstance(v, str) else "" for v in value]
+    if isinstance(value, Mapping):
+        return [v if isinstance(v, str) else "" for _, v in sorted(value.items())]
+    return []
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return default
+
+
+class Intake:
+    """`POST /b24/robot`: verify, parse, store durably, answer. Runs in a worker thread."""
+
+    def __init__(self, services: IntakeDeps) -> None:
+        self.s = services
+
+    def accept(self, form: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        auth = form.get("auth")
+        found = authenticate(self.s.installations, auth)
+        if isinstance(found, Denied):
+            return found.status, found.body()
+        inst = found
+        auth = auth if isinstance(auth, Mapping) else {}  # authenticate() accepted only a map
+        code, token = _text(form, "code"), _text(form, "event_token")
+        if not code or not token:
+            return 400, {"error": "bad_request", "reason": "code and event_token are required"}
+        properties = form.get("properties")
+        if properties is None or properties == "":
+            properties = {}
+        if not isinstance(properties, Mapping):
+            return 400, {
+                "error": "bad_request",
+                "reason": "properties must be a bracketed map (properties[key]=...)",
+            }
+        resolved = self.s.registry.resolve(code)
+        new = NewInvocation(
+            event_token=token,
+            installation_id=inst.id,
+            robot_code=code,
+            origin=resolved.origin if resolved else "unknown",
+            robot_version_id=resolved.version_id if resolved else None,
+            workflow_id=_text(form, "workflow_id"),
+            document_id=_triple(form.get("document_id")),
+            document_type=_triple(form.get("document_type")),
+            use_subscription=_text(form, "use_subscription").upper() != "N",
+            timeout_duration=_int(form.get("timeout_duration")),
+            portal_ts=_int(form.get("ts")),
+            auth_user_id=_int(auth.get("user_id"), 0) or None,
+            properties=dict(properties),
+            inputs=None,
+        )
+        if resolved is None:
+            inv_id, created = self.s.journal.enqueue_dead(
+                new,
+                error=f"no robot with code {code!r} on this server",
+                log_message=f"b24robots: robot {code} is not available on the server",
+                outputs={},
+            )
+            return 200, {"status": "rejected" if created else "duplicate", "id": inv_id}
+        try:
+            values = parse_values(resolved.spec.inputs, properties, culture=inst.date_culture)
+        except InputError as exc:
+            inv_id, created = self.s.journal.enqueue_dead(
+                new,
+                error=f"bad input: {exc}",
+                log_message=short(f"b24robots: bad input: {exc}"),
+                outputs=default_outputs(resolved.spec.outputs),
+            )
+            if created:
+                self.s.deliver_wakeup.notify()
+            return 200, {"status": "rejected" if created else "duplicate", "id": inv_id, "reason": str(exc)}
+        new = NewInvocation(**{**new.__dict__, "inputs": jsonable(values)})
+        inv_id, created = self.s.journal.enqueue(new)
+        if created:
+            self.s.work_wakeup.notify()
+        return 200, {"status": "queued" if created else "duplicate", "id": inv_id}
