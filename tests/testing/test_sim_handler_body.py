@@ -76,7 +76,8 @@ async def test_every_field_of_the_handler_body(env: Env, robot: Robot, receiver:
     assert auth["expires"] == str(now + 3600) and auth["expires_in"] == "3600"
     assert auth["scope"] == "crm,bizproc,user_brief,placement"
     assert auth["domain"] == env.portal.domain and auth["member_id"] == env.portal.member_id
-    assert auth["client_endpoint"] == f"{env.sim.base_url}/rest/" == auth["server_endpoint"]
+    assert auth["client_endpoint"] == f"{env.sim.base_url}/rest/"
+    assert auth["server_endpoint"] == f"{env.sim.base_url}/oauth-server/rest/"  # the OAuth server's
     assert auth["status"] == "L" and auth["user_id"] == "1"
     assert auth["application_token"] == inst.application_token
     assert re.fullmatch(r"[0-9a-f]{70}", auth["access_token"]) and re.fullmatch(r"[0-9a-f]{70}", auth["refresh_token"])

@@ -67,9 +67,6 @@ async def test_ui_install_posts_the_frame_form_and_waits_for_install_finish(worl
         "AUTH_ID",
         "AUTH_EXPIRES",
         "REFRESH_ID",
-        "SERVER_ENDPOINT",
-        "APPLICATION_TOKEN",
-        "APPLICATION_SCOPE",
         "member_id",
         "status",
         "PLACEMENT",
@@ -79,13 +76,13 @@ async def test_ui_install_posts_the_frame_form_and_waits_for_install_finish(worl
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url=sim.base_url) as client:
         info = await client.post("/rest/app.info", json={"auth": form["AUTH_ID"]})
         assert info.json()["result"]["INSTALLED"] is False and not inst.installed
-        sim.finish_install(app, portal)
+        await sim.finish_install(app, portal)
         info = await client.post("/rest/app.info", json={"auth": form["AUTH_ID"]})
         assert info.json()["result"]["INSTALLED"] is True
 
 
 async def test_update_deletes_robots_and_posts_onappupdate(env: Env, robot: Robot, receiver: Any) -> None:
-    env.app.events_url = "https://app.example.test/events"
+    env.sim.bind_event(env.app, env.portal, "ONAPPUPDATE", "https://app.example.test/events")
     await env.ok("bizproc.robot.add", robot())
     await env.ok("bizproc.activity.add", robot(CODE="an_activity"))
     inst = await env.sim.update_app(env.app, env.portal)
@@ -100,9 +97,9 @@ async def test_update_deletes_robots_and_posts_onappupdate(env: Env, robot: Robo
 
 
 async def test_uninstall_sends_reduced_auth_and_kills_tokens(env: Env, robot: Robot, receiver: Any) -> None:
-    env.app.events_url = "https://app.example.test/events"
+    env.sim.bind_event(env.app, env.portal, "ONAPPUNINSTALL", "https://app.example.test/events")
     await env.ok("bizproc.robot.add", robot())
-    await env.sim.uninstall_app(env.app, env.portal)
+    await env.sim.uninstall_app(env.app, env.portal, clean=True)
     [post] = receiver.at("/events")
     form = post.form
     assert form["event"] == "ONAPPUNINSTALL" and form["data"] == {"LANGUAGE_ID": "en", "CLEAN": "1"}

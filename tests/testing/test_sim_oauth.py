@@ -128,8 +128,12 @@ async def test_unknown_and_missing_tokens(env: Env) -> None:
 
 
 async def test_app_info_has_portal_and_oauth_server_shapes(env: Env) -> None:
-    info = await env.ok("app.info")
-    assert info["CODE"] == env.app.client_id and info["INSTALLED"] is True and info["STATUS"] == "L"
+    portal_info = await env.ok("app.info")
+    assert portal_info["CODE"] == env.app.client_id and portal_info["INSTALLED"] is True
+    assert portal_info["STATUS"] == "L" and portal_info["LICENSE_FAMILY"] == "project"
+    assert "client_id" not in portal_info and "install" not in portal_info  # rest_provider.php::appInfo
+    answer = await env.client.post("/oauth-server/rest/app.info", data={"auth": env.admin.access_token})
+    info = answer.json()["result"]
     assert info["client_id"] == env.app.client_id and info["user_id"] == 1
     assert info["scope"] == env.app.scope and datetime.fromisoformat(info["expires"])
     assert info["install"] == {
@@ -144,7 +148,7 @@ async def test_app_info_has_portal_and_oauth_server_shapes(env: Env) -> None:
         "member_type": "PORTAL",
     }
     # b24pysdk asks the OAuth server with a trailing slash: /rest/app.info/
-    slash = await env.client.get("/rest/app.info/", params={"auth": env.admin.access_token})
+    slash = await env.client.get("/oauth-server/rest/app.info/", params={"auth": env.admin.access_token})
     assert slash.json()["result"]["client_id"] == env.app.client_id
 
 

@@ -36,7 +36,7 @@ def app_server(receiver: Any) -> Iterator[str]:
 async def test_end_to_end_over_real_http(app_server: str, receiver: Any, robot: Robot) -> None:
     sim = PortalSimulator()
     portal = sim.add_portal()
-    app = sim.register_app("Real", install_url=f"{app_server}/install", events_url=f"{app_server}/events")
+    app = sim.register_app("Real", install_url=f"{app_server}/install")
     with SimulatorServer(sim) as server:
         assert sim.base_url == server.base_url and server.port > 0
         await sim.install_app(app, portal)

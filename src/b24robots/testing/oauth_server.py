@@ -72,7 +72,12 @@ async def oauth_server(sim: PortalSimulator, path: str, scope: Scope, receive: R
             await error_response(400, "invalid_request", exc.reason)(scope, receive, send)
             return
         token = params.get("auth")
+        started = sim.now()
         status, body = oauth_app_info(sim, token if isinstance(token, str) else "")
+        if status == 200:
+            from .restapi import time_block
+
+            body["time"] = time_block(started, sim.now(), 0.0)
         await BitrixJSONResponse(body, status_code=status)(scope, receive, send)
         return
     await error_response(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")(scope, receive, send)

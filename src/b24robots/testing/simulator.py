@@ -473,7 +473,14 @@ class PortalSimulator:
             p.installations[a.client_id] = inst
         if notify and a.install_url:
             if a.api_only:
-                await self._fire(inst, "ONAPPINSTALL", user_id=user_id, urls=[a.install_url], late=late)
+                await self._fire(
+                    inst,
+                    "ONAPPINSTALL",
+                    data=self._install_data(inst),
+                    user_id=user_id,
+                    urls=[a.install_url],
+                    late=late,
+                )
             else:
                 await self.frame_post(a, p, user_id=user_id, newer_fields=newer_frame_fields)
         if not a.api_only and finish:
@@ -541,7 +548,11 @@ class PortalSimulator:
             inst = self.installation(app, portal)
             inst.installed = True
         if notify:
-            await self._fire(inst, "ONAPPINSTALL", user_id=user_id, late=late)
+            await self._fire(inst, "ONAPPINSTALL", data=self._install_data(inst), user_id=user_id, late=late)
+
+    @staticmethod
+    def _install_data(inst: Installation) -> dict[str, str]:
+        return {"VERSION": str(inst.version), "ACTIVE": "Y", "INSTALLED": "Y"}
 
     def bind_event(self, app: SimApp | str, portal: Portal | str | None, event: str, handler: str) -> None:
         """Bind an event handler for the app, as its ``event.bind`` would."""
@@ -577,7 +588,7 @@ class PortalSimulator:
         return inst
 
     async def uninstall_app(
-        self, app: SimApp | str, portal: Portal | str | None = None, *, clean: bool = True
+        self, app: SimApp | str, portal: Portal | str | None = None, *, clean: bool = False
     ) -> Installation:
         """Uninstall: registrations, triggers and event handlers go; ONAPPUNINSTALL (``sendAuth=false``: no
         tokens) goes to the handlers bound for it; afterwards the app's tokens answer 401 APPLICATION_NOT_FOUND

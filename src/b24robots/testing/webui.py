@@ -123,7 +123,7 @@ def build_ui(sim: PortalSimulator) -> Starlette:
         elif action == "update":
             inst = await sim.update_app(client_id, portal, version=_int(data, "version"))
         elif action == "uninstall":
-            inst = await sim.uninstall_app(client_id, portal, clean=bool(data.get("clean", True)))
+            inst = await sim.uninstall_app(client_id, portal, clean=bool(data.get("clean", False)))
         else:
             raise ApiError(404, f"unknown action {action!r}; use install, update or uninstall")
         return inst.as_json()
