@@ -1,8 +1,10 @@
 """The baseline handlers: what a robot handler built on the official SDK's framework helper does.
 
-    python bench/baseline_app.py --port P --rest-url http://127.0.0.1:S/rest/ --client-id local.x.y
+    python bench/baseline_app.py --port P --rest-url http://127.0.0.1:S/oauth-server/rest/ --client-id local.x.y
 
-POST /robot  parse the form, validate it by calling `app.info` with the request's token (as
+`--rest-url` is the OAuth server's REST endpoint (its app.info is the one with client_id).
+
+POST /robot  parse the form, validate it by calling the OAuth server's `app.info` with the request's token (as
              b24pysdk's `workflow_dependency(bitrix_app=...)` does, but with a non-blocking client),
              compare member_id, domain and client_id, answer 200. Nothing is stored.
 POST /direct the same, then answer the robot at once with one `bizproc.event.send` (no journal, no
@@ -21,6 +23,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from b24robots.inbound.formcodec import decode_form
+
+
+def install_endpoint(auth: dict[str, Any]) -> str:
+    return str(auth.get("client_endpoint") or "")
 
 
 def create_baseline(rest_url: str, client_id: str) -> FastAPI:
@@ -57,7 +63,8 @@ def create_baseline(rest_url: str, client_id: str) -> FastAPI:
         props = form.get("properties") or {}
         values = {"total": round(float(props.get("amount", 0)) * 1.2, 2), "note": str(props.get("note", ""))}
         params = {"event_token": form["event_token"], "return_values": values, "auth": auth["access_token"]}
-        sent = await http.post(f"{rest_url}bizproc.event.send", json=params)
+        # the answer goes to the portal (the OAuth server only vouches for the token)
+        sent = await http.post(f"{install_endpoint(auth)}bizproc.event.send", json=params)
         return JSONResponse({"status": "answered" if sent.status_code == 200 else "failed"})
 
     @app.post("/noop")
