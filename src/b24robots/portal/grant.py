@@ -60,10 +60,6 @@ class Claim:
     clean: bool = False  # ONAPPUNINSTALL data[CLEAN]: the admin asked to delete the app's data
     protocol: str = "https"
 
-    @property
-    def is_frame(self) -> bool:
-        return self.kind == "frame"
-
 
 def _str(source: Mapping[str, Any], key: str) -> str:
     value = source.get(key, "")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +113,6 @@ class Lifecycle:
         admin_url: str,
         sync_soon: Callable[[str], None],
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
-        run_sync: Callable[..., Awaitable[Any]] = asyncio.to_thread,
     ) -> None:
         self.installations = installations
         self.journal = journal
@@ -123,7 +122,7 @@ class Lifecycle:
         self.admin_url = admin_url
         self.sync_soon = sync_soon
         self.spawn = spawn
-        self._io = run_sync
+        self._io = asyncio.to_thread  # the stores are synchronous
 
     # --- the two endpoints ---------------------------------------------------------------------
     async def install_post(self, fields: Mapping[str, Any]) -> Outcome:

@@ -62,6 +62,7 @@ def _bind(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> Metho
     if not event or event not in KNOWN_EVENTS:
         raise MethodError("ERROR_EVENT_NOT_FOUND", "Event not found", method="event.bind", status=400)
     if not handler:
+        # the code for an empty handler is UNCONFIRMED (the docs list only ERROR_EVENT_NOT_FOUND): a 400 either way
         raise MethodError("ERROR_HANDLER_URL_MISMATCH", "Handler URL is empty", method="event.bind", status=400)
     auth_type_raw = str(params.get("auth_type") or "0")
     auth_type = int(auth_type_raw) if auth_type_raw.isdigit() else 0

@@ -35,6 +35,7 @@ def oauth_app_info(sim: PortalSimulator, token: str) -> tuple[int, dict[str, Any
         if not inst.active:
             return 401, {"error": "APPLICATION_NOT_FOUND", "error_description": "Application not found"}
         if record.expires_at <= sim.now():
+            # b24pysdk credentials/bitrix_token.py::get_app_info refreshes on this answer and retries
             return 401, {"error": "expired_token", "error_description": "The access token provided has expired"}
         portal, app = sim.portals[record.domain], inst.app
         return 200, {
