@@ -2,13 +2,15 @@
 
 Stdlib only. The pool starts the zygote as ``python -I -S`` with an empty environment; it imports
 everything stored code may use, then forks workers on request. The zygote never runs stored code.
-A worker isolates itself once, right after the fork (new session, chroot into a private empty
-directory and drop to ``nobody`` when root, hard rlimits, seccomp), then serves one job over its
-own socket and exits. The run's limits are lowered soft limits and interval timers. The worker's
-frames go through the C codec in `_wire`, never the `json` classes stored code can reach.
+A worker isolates itself once, right after the fork (new session; when root, chroot into a private
+empty read-only directory and drop to a uid/gid of its own from the pool's reserved range; hard
+rlimits; seccomp), then serves one job over its own socket and exits. The run's limits are lowered
+soft limits and interval timers. The worker's frames go through the C codec in `_wire`, never the
+`json` classes stored code can reach.
 
 Control channel (pool <-> zygote, SOCK_SEQPACKET, one JSON object per packet):
-``{"t": "fork", "caps": {...}}`` -> ``{"t": "forked", "pid": n}`` plus the worker's socket (SCM_RIGHTS);
+``{"t": "fork", "caps": {...}, "seccomp": bool}`` -> ``{"t": "forked", "pid": n}`` plus the worker's
+socket (SCM_RIGHTS);
 ``{"t": "reap", "pid": n}`` -> ``{"t": "reaped", "pid": n, "signal": .., "exit": .., "cpu": .., ...}``;
 ``{"t": "quit"}``. EOF on the channel makes the zygote kill its workers and exit.
 """
@@ -48,7 +50,6 @@ from typing import Any
 
 from b24robots.sandbox import _policy, _seccomp, _wire
 
-NOBODY = 65534
 MIB = 1024 * 1024
 RECURSION_DEPTH = 800
 LOG_ENTRIES = _wire.LOG_ENTRIES
@@ -548,9 +549,11 @@ class _Worker:
         os._exit(0)
 
 
-def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> dict[str, Any]:
-    """Lock this freshly forked process down; return what was achieved."""
-    facts: dict[str, Any] = {"chroot": False, "uid_dropped": False, "seccomp": False}
+def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int | None, seccomp: bool) -> dict[str, Any]:
+    """Lock this freshly forked process down; return what was achieved. `uid` (root only) is this
+    worker's own: no other live worker has it, so even without seccomp it cannot signal, ptrace or
+    prlimit another worker, nor open what another one made."""
+    facts: dict[str, Any] = {"chroot": False, "uid_dropped": False, "seccomp": False, "readonly_root": False}
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
@@ -559,14 +562,17 @@ def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> dict[st
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 16)
     random.seed()
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and uid is not None:
+        # The directory is root's and r-x for others: the root the worker sees is empty and
+        # unwritable, so nothing it writes can outgrow RLIMIT_AS as files in a tmpfs (host RAM).
         os.chroot(workdir)
         os.chdir("/")
-        facts["chroot"] = True
+        facts["chroot"] = facts["readonly_root"] = True
         os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
         facts["uid_dropped"] = True
+        facts["uid"] = os.getuid()
     else:
         os.chdir(workdir)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -578,7 +584,9 @@ def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> dict[st
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past RLIMIT_FSIZE fail with EFBIG instead
     signal.signal(signal.SIGPROF, _on_timer("cpu"))
     signal.signal(signal.SIGALRM, _on_timer("timeout"))
-    if _seccomp.supported():
+    if not seccomp:
+        facts["seccomp_error"] = "switched off (a test of the identity layer alone)"
+    elif _seccomp.supported():
         try:
             _seccomp.install()
             facts["seccomp"] = True
@@ -587,9 +595,9 @@ def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> dict[st
     return facts
 
 
-def _worker_main(sock: socket.socket, workdir: str, caps: dict[str, Any]) -> None:
+def _worker_main(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int | None, seccomp: bool) -> None:
     try:
-        facts = _isolate(sock, workdir, caps)
+        facts = _isolate(sock, workdir, caps, uid, seccomp)
     except BaseException as exc:
         _wire.send(sock, {"t": "failed", "message": f"{type(exc).__name__}: {exc}"})
         os._exit(3)
@@ -618,9 +626,11 @@ def _kill_and_reap(pid: int) -> dict[str, Any]:
     }
 
 
-def zygote_main(ctrl_fd: int, base: str | None = None) -> None:
+def zygote_main(ctrl_fd: int, base: str | None = None, uid_base: int = 60000, uid_count: int = 8) -> None:
     """Serve fork and reap requests on `ctrl_fd` until told to quit or the pool goes away.
-    Workers' private directories are made under `base` (the system temp dir when None)."""
+    Workers' private directories are made under `base` (the system temp dir when None); as root,
+    each live worker gets a uid of ``uid_base .. uid_base + uid_count - 1`` that no other live
+    worker holds (a uid is free again once its worker is reaped)."""
     for name in _PRELOAD:
         with contextlib.suppress(ImportError):
             __import__(name)
@@ -634,7 +644,12 @@ def zygote_main(ctrl_fd: int, base: str | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the server's business
     ctrl = socket.socket(fileno=ctrl_fd)
     workdirs: dict[int, str] = {}
+    uids: dict[int, int] = {}  # pid -> uid, for the live (not yet reaped) workers
     root = os.geteuid() == 0
+
+    def free_uid() -> int | None:
+        held = set(uids.values())
+        return next((u for u in range(uid_base, uid_base + uid_count) if u not in held), None)
 
     def reply(message: dict[str, Any], fds: list[int] | None = None) -> None:
         socket.send_fds(ctrl, [json.dumps(message).encode()], fds or [])
@@ -652,10 +667,15 @@ def zygote_main(ctrl_fd: int, base: str | None = None) -> None:
             kind = request.get("t")
             if kind == "fork":
                 caps = request["caps"]
+                seccomp = request.get("seccomp") is not False
+                uid = free_uid() if root else None
+                if root and uid is None:
+                    reply({"t": "error", "message": f"all {uid_count} sandbox uids are held by live workers"})
+                    continue
                 try:
                     workdir = tempfile.mkdtemp(prefix="worker-", dir=base)
                     if root:
-                        os.chown(workdir, NOBODY, NOBODY)
+                        os.chmod(workdir, 0o555)  # noqa: S103 - root's, readable, never writable
                     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                     pid = os.fork()
                 except OSError as exc:
@@ -665,11 +685,13 @@ def zygote_main(ctrl_fd: int, base: str | None = None) -> None:
                     try:
                         ctrl.close()
                         parent_end.close()
-                        _worker_main(child_end, workdir, caps)
+                        _worker_main(child_end, workdir, caps, uid, seccomp)
                     finally:
                         os._exit(4)
                 child_end.close()
                 workdirs[pid] = workdir
+                if uid is not None:
+                    uids[pid] = uid
                 reply({"t": "forked", "pid": pid}, [parent_end.fileno()])
                 parent_end.close()
             elif kind == "reap":
@@ -678,6 +700,7 @@ def zygote_main(ctrl_fd: int, base: str | None = None) -> None:
                     reply({"t": "reaped", "pid": pid, "signal": 0, "exit": -1, "cpu": 0.0, "maxrss_kb": 0})
                     continue
                 status = _kill_and_reap(pid)
+                uids.pop(pid, None)
                 shutil.rmtree(workdirs.pop(pid), ignore_errors=True)
                 reply(status)
             elif kind == "quit":

@@ -11,21 +11,16 @@ costs a socket round trip, not a fork, let alone an interpreter start.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +33,7 @@ from b24robots.errors import (
 )
 from b24robots.sandbox import _wire
 from b24robots.sandbox._policy import SourceProblem
+from b24robots.sandbox._spawn import Child, Identities, Status, Zygote
 from b24robots.sandbox.limits import SandboxLimits, SandboxResult
 
 log = logging.getLogger("b24robots.sandbox")
@@ -50,163 +46,8 @@ _LOG_SLACK = _wire.LOG_FRAME_BYTES + 4096
 _KINDS = frozenset({"limit", "code", "rejected", "bad_return", "internal"})
 _CREDENTIAL = re.compile(r"token|secret|password|passwd|credential|^auth$|client_id", re.IGNORECASE)
 
-_SANDBOX_DIR = Path(__file__).resolve().parent
-_BOOTSTRAP = f"""
-import sys, types
-for name, path in (("b24robots", {str(_SANDBOX_DIR.parent)!r}), ("b24robots.sandbox", {str(_SANDBOX_DIR)!r})):
-    module = types.ModuleType(name)
-    module.__path__ = [path]
-    sys.modules[name] = module
-from b24robots.sandbox import _runtime
-_runtime.zygote_main(int(sys.argv[1]), sys.argv[2] or None)
-"""
-
 # ctx attributes of stored code that a context value must not shadow
 RESERVED_CONTEXT_KEYS = ("log", "call", "batch", "fire_trigger", "start_workflow", "RestError")
-
-
-@dataclass
-class _Child:
-    pid: int
-    sock: socket.socket
-    zygote: _Zygote
-    isolation: dict[str, Any]
-    status: _Status | None = None  # set once reaped
-
-
-@dataclass
-class _Status:
-    signal: int = 0
-    exit: int = -1
-    cpu: float = 0.0
-    maxrss_kb: int = 0
-
-
-class _Zygote:
-    """The fork server process and its control channel."""
-
-    def __init__(self, bwrap: str | None) -> None:
-        self.lock = threading.Lock()
-        # Workers' private directories live under one base per zygote, removed with it even if the
-        # zygote is killed. Under bubblewrap they live in its own tmpfs instead.
-        self.base = None if bwrap else tempfile.mkdtemp(prefix="b24r-sandbox-")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, str(theirs.fileno()), self.base or ""]
-        if bwrap:
-            command = [bwrap, *_bwrap_args(), "--", *command]
-        try:
-            self.process = subprocess.Popen(
-                command,
-                pass_fds=[theirs.fileno()],
-                env={},
-                cwd="/",
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-            )
-        finally:
-            theirs.close()
-        self.sock = ours
-        self.sock.settimeout(_CONTROL_TIMEOUT)
-        try:
-            self.hello, _ = self._receive()
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def _receive(self) -> tuple[dict[str, Any], list[int]]:
-        data, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
-        if not data:
-            raise SandboxError("the sandbox zygote exited")
-        try:
-            return _wire.loads(data), fds
-        except _wire.WireError as exc:
-            for fd in fds:
-                os.close(fd)
-            raise SandboxError(f"the sandbox zygote sent a malformed message: {exc.reason}") from None
-
-    def request(self, message: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        with self.lock:
-            try:
-                self.sock.sendall(json.dumps(message).encode())
-                return self._receive()
-            except (OSError, ValueError) as exc:
-                raise SandboxError(f"the sandbox zygote stopped answering: {exc}") from exc
-
-    def fork(self, caps: SandboxLimits) -> _Child:
-        reply, fds = self.request({"t": "fork", "caps": caps.as_dict()})
-        if reply.get("t") != "forked" or len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            raise SandboxError(f"the sandbox zygote could not fork a child: {reply.get('message', '?')}")
-        sock = socket.socket(fileno=fds[0])
-        pid = reply.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            sock.close()
-            raise SandboxError("the sandbox zygote sent a malformed fork reply")
-        sock.settimeout(_CONTROL_TIMEOUT)
-        try:
-            hello = _wire.recv(sock, 65536)
-            isolation = dict(hello.get("isolation") or {})
-        except (OSError, _wire.WireError, TypeError, ValueError) as exc:
-            sock.close()
-            self.reap(pid)
-            raise SandboxError(f"a sandbox child failed to start: {exc}") from exc
-        if hello.get("t") != "ready":
-            sock.close()
-            self.reap(pid)
-            raise SandboxError(f"a sandbox child failed to isolate itself: {hello.get('message', '?')}")
-        return _Child(pid=pid, sock=sock, zygote=self, isolation=isolation)
-
-    def reap(self, pid: int) -> _Status:
-        reply, _ = self.request({"t": "reap", "pid": pid})
-        try:
-            return _Status(
-                signal=int(reply.get("signal", 0)),
-                exit=int(reply.get("exit", -1)),
-                cpu=float(reply.get("cpu", 0.0)),
-                maxrss_kb=int(reply.get("maxrss_kb", 0)),
-            )
-        except (TypeError, ValueError):
-            raise SandboxError("the sandbox zygote sent a malformed reap reply") from None
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.sendall(json.dumps({"t": "quit"}).encode())
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.kill()
-            self.process.wait()
-        self.sock.close()
-        self.discard()
-
-    def discard(self) -> None:
-        """Remove the workers' directories (after the zygote is gone)."""
-        if self.base:
-            shutil.rmtree(self.base, ignore_errors=True)
-
-
-def _bwrap_args() -> list[str]:
-    """A bubblewrap view with no network and only what the interpreter needs, read-only."""
-    # As root, skip the user namespace: workers must still drop to a real `nobody`.
-    if os.geteuid() == 0:
-        args = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-    else:
-        args = ["--unshare-all"]
-    # A fresh tmpfs inside the namespace, not the host's /tmp.
-    args += ["--die-with-parent", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]  # noqa: S108
-    paths = {"/usr", "/lib", "/lib64", "/bin", sys.base_prefix, sys.prefix, str(_SANDBOX_DIR)}
-    for path in sorted(paths):
-        if os.path.exists(path):
-            args += ["--ro-bind", path, path]
-    return args
 
 
 @dataclass
@@ -225,6 +66,11 @@ class SandboxPool:
     turns off the in-language layer (restricted builtins, import allow-list, source check) and
     exists only to test that the OS layer holds on its own; never use it in production.
     `bwrap` chooses bubblewrap: None uses it when it is on PATH and works.
+
+    As root every worker runs as a uid of its own from `uid_base .. uid_base + uid_count - 1`
+    (default count: 4 x `size`, enough for the idle, busy and not yet reaped workers); the range must
+    be unused on the host. `seccomp=False` skips the system-call filter and exists only to test that
+    the per-worker identity holds on its own; never use it in production.
     """
 
     def __init__(
@@ -234,9 +80,16 @@ class SandboxPool:
         caps: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen, shared safely
         language_hardening: bool = True,
         bwrap: bool | None = None,
+        uid_base: int = 60000,
+        uid_count: int | None = None,
+        seccomp: bool = True,
     ) -> None:
         if size < 1:
             raise SandboxError("SandboxPool size must be at least 1")
+        self.identities = Identities(uid_base, uid_count or 4 * size)
+        if os.geteuid() == 0:
+            self.identities.check()
+        self._seccomp = seccomp
         self.size = size
         self.caps = caps
         self.language_hardening = language_hardening
@@ -244,13 +97,13 @@ class SandboxPool:
         self._bwrap: str | None = None
         self._cond = threading.Condition()
         self._slots = threading.BoundedSemaphore(size)
-        self._idle: list[_Child] = []
-        self._spent: list[_Child] = []  # served their one run; waiting for the refiller to reap
+        self._idle: list[Child] = []
+        self._spent: list[Child] = []  # served their one run; waiting for the refiller to reap
         self._forking = 0
         self._busy = 0
         self._started = False
         self._closed = False
-        self._zygote: _Zygote | None = None
+        self._zygote: Zygote | None = None
         self._zygote_lock = threading.Lock()
         self._refiller: threading.Thread | None = None
         self._stats = _Stats()
@@ -322,10 +175,11 @@ class SandboxPool:
             "zygote_restarts": self._stats.zygote_restarts,
             "isolation": self._stats.isolation.get("level", "unknown"),
             "isolation_detail": dict(self._stats.isolation),
+            "isolation_warning": self.isolation_warning,
         }
 
     # ------------------------------------------------------------------------------ children
-    def _ensure_zygote(self) -> _Zygote:
+    def _ensure_zygote(self) -> Zygote:
         with self._zygote_lock:
             if self._closed:
                 raise SandboxError("this sandbox pool is closed")
@@ -340,12 +194,12 @@ class SandboxPool:
             self._zygote = self._start_zygote()
             return self._zygote
 
-    def _start_zygote(self) -> _Zygote:
+    def _start_zygote(self) -> Zygote:
         if self._want_bwrap is not False:
             found = shutil.which("bwrap")
             if found:
                 try:
-                    zygote = _Zygote(found)
+                    zygote = Zygote(found, self.caps, self.identities, seccomp=self._seccomp)
                     self._bwrap = found
                     return zygote
                 except (OSError, SandboxError, ValueError) as exc:
@@ -354,11 +208,11 @@ class SandboxPool:
                 log.warning("bubblewrap was requested but `bwrap` is not on PATH")
         self._bwrap = None
         try:
-            return _Zygote(None)
+            return Zygote(None, self.caps, self.identities, seccomp=self._seccomp)
         except (OSError, ValueError) as exc:
             raise SandboxError(f"the sandbox could not start: {exc}") from exc
 
-    def _fork(self) -> _Child:
+    def _fork(self) -> Child:
         zygote = self._ensure_zygote()
         try:
             return zygote.fork(self.caps)
@@ -394,6 +248,10 @@ class SandboxPool:
                     self._forking -= 1
                     if self._closed:
                         return
+                    spent = self._spent.pop() if self._spent else None
+                if spent is not None:  # e.g. every uid of the range is held: free one, then retry
+                    self._reap(spent)
+                    continue
                 failures += 1
                 log.error("could not fork a sandbox child: %s", exc)
                 time.sleep(min(0.05 * 2**failures, 5.0))
@@ -407,11 +265,11 @@ class SandboxPool:
                 self._idle.append(child)
                 self._cond.notify_all()
 
-    def _checkout(self) -> _Child:
+    def _checkout(self) -> Child:
         """A pre-forked child that has never run anything; found dead or talking, it is retired."""
         deadline = time.monotonic() + _CHECKOUT_TIMEOUT
         while True:
-            doomed: list[_Child] = []
+            doomed: list[Child] = []
             with self._cond:
                 if self._closed:
                     raise SandboxError("this sandbox pool is closed")
@@ -432,7 +290,7 @@ class SandboxPool:
             for child in doomed:
                 self._retire(child)
 
-    def _spend(self, child: _Child) -> None:
+    def _spend(self, child: Child) -> None:
         """A child that finished its run: never used again, reaped by the refiller."""
         with self._cond:
             self._busy -= 1
@@ -442,16 +300,16 @@ class SandboxPool:
             self._spent.append(child)
             self._cond.notify_all()
 
-    def _reap(self, child: _Child) -> _Status:
+    def _reap(self, child: Child) -> Status:
         """Kill a child and collect how it ended. Idempotent: later calls return the first status."""
         if child.status is not None:
             return child.status
-        child.status = _Status()
+        child.status = Status()
         child.sock.close()
         try:
             status = child.zygote.reap(child.pid)
         except SandboxError:
-            status = _Status()
+            status = Status()
             if not self._bwrap:  # the pid is ours to signal only outside a pid namespace
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.pid, signal.SIGKILL)
@@ -463,7 +321,7 @@ class SandboxPool:
             self._cond.notify_all()
         return status
 
-    def _retire(self, child: _Child) -> _Status:
+    def _retire(self, child: Child) -> Status:
         """Reap a checked-out child now (a failed run); the refiller forks its replacement."""
         if child.status is not None:
             return child.status
@@ -473,31 +331,59 @@ class SandboxPool:
             self._cond.notify_all()
         return status
 
-    def _describe(self, child: _Child) -> dict[str, Any]:
+    @property
+    def isolation_level(self) -> str:
+        """What holds stored code, computed once at start: ``bwrap+chroot+seccomp`` or
+        ``chroot+seccomp`` as root (a uid per worker, read-only empty root), ``bwrap+seccomp`` not root
+        with user namespaces, ``seccomp`` not root without bubblewrap, ``rlimits-only`` without
+        seccomp; ``unknown`` before start."""
+        return str(self._stats.isolation.get("level", "unknown"))
+
+    @property
+    def isolation_warning(self) -> str | None:
+        """Why the isolation in force is weaker than the full one (root), or None when it is full."""
+        return self._stats.isolation.get("warning")
+
+    def _describe(self, child: Child) -> dict[str, Any]:
         facts = dict(child.isolation)
         facts["bwrap"] = bool(self._bwrap)
-        if facts.get("seccomp") and (facts["bwrap"] or facts.get("chroot")):
-            walls = [name for name in ("bwrap", "chroot") if facts.get(name)]
-            facts["level"] = "+".join([*walls, "seccomp"])
-        elif facts.get("seccomp"):
-            facts["level"] = "seccomp"
-        else:
-            facts["level"] = "rlimits-only"
+        walls = [name for name in ("bwrap", "chroot", "seccomp") if facts.get(name)]
+        facts["level"] = "+".join(walls) or "rlimits-only"
+        uid = facts.get("uid")
+        facts["uid_per_worker"] = bool(
+            facts.get("uid_dropped")
+            and isinstance(uid, int)
+            and self.identities.base <= uid < self.identities.base + self.identities.count
+        )
+        if facts["uid_per_worker"]:
+            facts["uid_range"] = [self.identities.base, self.identities.base + self.identities.count - 1]
+        warning = None
+        if not facts.get("seccomp"):
+            warning = (
+                f"seccomp is unavailable ({facts.get('seccomp_error', 'off or unsupported architecture')}); "
+                "stored code is contained only by resource limits"
+                + (", its own uid and a read-only root" if facts["uid_per_worker"] else " and the in-language checks")
+            )
+        elif not facts["uid_per_worker"] and facts["bwrap"]:
+            warning = (
+                "not running as root: workers run in a user namespace (bubblewrap) with a read-only root, "
+                "but share one uid, so what keeps one portal's run from another's is the seccomp filter "
+                "alone. Run as root for a uid of its own per worker."
+            )
+        elif not facts["uid_per_worker"]:
+            warning = (
+                "not running as root and no bubblewrap: stored code can read any file this user can read, "
+                "write where it can write, and workers share one uid, so what keeps one portal's run from "
+                "another's is the seccomp filter alone. Run as root, or install bubblewrap."
+            )
+        if warning:
+            facts["warning"] = warning
         return facts
 
     def _warn_if_degraded(self) -> None:
-        level = self._stats.isolation["level"]
-        if level == "seccomp":
-            log.warning(
-                "SANDBOX ISOLATION DEGRADED: not root and no bubblewrap, so stored code can read any file "
-                "this user can read. Run as root or install bubblewrap."
-            )
-        elif level == "rlimits-only":
-            log.warning(
-                "SANDBOX ISOLATION DEGRADED: seccomp is unavailable (%s); stored code is contained only "
-                "by resource limits and the in-language checks.",
-                self._stats.isolation.get("seccomp_error", "unsupported architecture"),
-            )
+        warning = self.isolation_warning
+        if warning:
+            log.warning("SANDBOX ISOLATION DEGRADED (%s): %s", self.isolation_level, warning)
 
     # ------------------------------------------------------------------------------ running
     def run(
@@ -582,7 +468,7 @@ class SandboxPool:
 
     def _drive(
         self,
-        child: _Child,
+        child: Child,
         job: bytes,
         limits: SandboxLimits,
         on_call: Callable[[str, dict[str, Any]], Any] | None,
@@ -609,7 +495,7 @@ class SandboxPool:
 
     def _converse(
         self,
-        child: _Child,
+        child: Child,
         job: bytes,
         limits: SandboxLimits,
         on_call: Callable[[str, dict[str, Any]], Any] | None,
@@ -682,7 +568,7 @@ class SandboxPool:
             raise SandboxError("run() must return a dict of outputs")
         return outputs, list(message["log"])
 
-    def _died(self, child: _Child, limits: SandboxLimits) -> SandboxError:
+    def _died(self, child: Child, limits: SandboxLimits) -> SandboxError:
         status = self._retire(child)
         name = signal.Signals(status.signal).name if status.signal in _SIGNALS else str(status.signal)
         if status.signal == signal.SIGXCPU or status.cpu >= limits.cpu_seconds:
@@ -709,7 +595,7 @@ class _HostRaised(Exception):
         self.original = original
 
 
-def _unusable(child: _Child) -> bool:
+def _unusable(child: Child) -> bool:
     """True when an idle child's socket shows EOF, an error or any data: it died while waiting,
     or it sent a frame nobody asked for (a forged answer queued for the next job)."""
     try:

@@ -1,0 +1,229 @@
+"""Starting the zygote: the bubblewrap view, the uid range and the control channel.
+
+The pool (pool.py) decides when to fork and reap; this module knows how: the command line of the
+zygote, the filesystem it sees, and the messages of the control channel (see _runtime's docstring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from b24robots.errors import SandboxError
+from b24robots.sandbox import _wire
+from b24robots.sandbox.limits import SandboxLimits
+
+MIB = 1024 * 1024
+CONTROL_TIMEOUT = 15.0
+#: The uid `nobody`; a worker's reserved range must stay below it (and below 65536, the size of
+#: the uid map most container runtimes give their root).
+NOBODY = 65534
+
+SANDBOX_DIR = Path(__file__).resolve().parent
+_BOOTSTRAP = f"""
+import sys, types
+for name, path in (("b24robots", {str(SANDBOX_DIR.parent)!r}), ("b24robots.sandbox", {str(SANDBOX_DIR)!r})):
+    module = types.ModuleType(name)
+    module.__path__ = [path]
+    sys.modules[name] = module
+from b24robots.sandbox import _runtime
+_runtime.zygote_main(int(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4]))
+"""
+
+
+@dataclass(frozen=True)
+class Identities:
+    """The uids (and equal gids) workers run as when the pool is root: ``base .. base+count-1``.
+
+    Each live worker holds one no other live worker holds; a uid is handed out again only after
+    its worker is reaped. The range must not belong to any user or file on the host.
+    """
+
+    base: int
+    count: int
+
+    def check(self) -> None:
+        if self.base < 1000 or self.count < 1 or self.base + self.count > NOBODY:
+            raise SandboxError(
+                f"the sandbox uid range {self.base}..{self.base + self.count - 1} is invalid: it must lie "
+                f"within 1000..{NOBODY - 1} (set B24R_SANDBOX_UID_BASE / B24R_SANDBOX_UID_COUNT)"
+            )
+
+
+@dataclass
+class Child:
+    pid: int
+    sock: socket.socket
+    zygote: Zygote
+    isolation: dict[str, Any]
+    status: Status | None = None  # set once reaped
+
+
+@dataclass
+class Status:
+    signal: int = 0
+    exit: int = -1
+    cpu: float = 0.0
+    maxrss_kb: int = 0
+
+
+class Zygote:
+    """The fork server process and its control channel."""
+
+    def __init__(self, bwrap: str | None, caps: SandboxLimits, identities: Identities, *, seccomp: bool) -> None:
+        self.lock = threading.Lock()
+        self.seccomp = seccomp
+        # Workers' private directories live under one base per zygote, removed with it even if the
+        # zygote is killed. Under bubblewrap they live in its own size-limited tmpfs instead.
+        self.base = None if bwrap else tempfile.mkdtemp(prefix="b24r-sandbox-")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        command = [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _BOOTSTRAP,
+            str(theirs.fileno()),
+            self.base or "",
+            str(identities.base),
+            str(identities.count),
+        ]
+        if bwrap:
+            command = [bwrap, *bwrap_args(caps), "--", *command]
+        try:
+            self.process = subprocess.Popen(
+                command,
+                pass_fds=[theirs.fileno()],
+                env={},
+                cwd="/",
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.sock.settimeout(CONTROL_TIMEOUT)
+        try:
+            self.hello, _ = self._receive()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _receive(self) -> tuple[dict[str, Any], list[int]]:
+        data, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
+        if not data:
+            raise SandboxError("the sandbox zygote exited")
+        try:
+            return _wire.loads(data), fds
+        except _wire.WireError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise SandboxError(f"the sandbox zygote sent a malformed message: {exc.reason}") from None
+
+    def request(self, message: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        with self.lock:
+            try:
+                self.sock.sendall(json.dumps(message).encode())
+                return self._receive()
+            except (OSError, ValueError) as exc:
+                raise SandboxError(f"the sandbox zygote stopped answering: {exc}") from exc
+
+    def fork(self, caps: SandboxLimits) -> Child:
+        reply, fds = self.request({"t": "fork", "caps": caps.as_dict(), "seccomp": self.seccomp})
+        if reply.get("t") != "forked" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise SandboxError(f"the sandbox zygote could not fork a child: {reply.get('message', '?')}")
+        sock = socket.socket(fileno=fds[0])
+        pid = reply.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            sock.close()
+            raise SandboxError("the sandbox zygote sent a malformed fork reply")
+        sock.settimeout(CONTROL_TIMEOUT)
+        try:
+            hello = _wire.recv(sock, 65536)
+            isolation = dict(hello.get("isolation") or {})
+        except (OSError, _wire.WireError, TypeError, ValueError) as exc:
+            sock.close()
+            self.reap(pid)
+            raise SandboxError(f"a sandbox child failed to start: {exc}") from exc
+        if hello.get("t") != "ready":
+            sock.close()
+            self.reap(pid)
+            raise SandboxError(f"a sandbox child failed to isolate itself: {hello.get('message', '?')}")
+        return Child(pid=pid, sock=sock, zygote=self, isolation=isolation)
+
+    def reap(self, pid: int) -> Status:
+        reply, _ = self.request({"t": "reap", "pid": pid})
+        try:
+            return Status(
+                signal=int(reply.get("signal", 0)),
+                exit=int(reply.get("exit", -1)),
+                cpu=float(reply.get("cpu", 0.0)),
+                maxrss_kb=int(reply.get("maxrss_kb", 0)),
+            )
+        except (TypeError, ValueError):
+            raise SandboxError("the sandbox zygote sent a malformed reap reply") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(json.dumps({"t": "quit"}).encode())
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.kill()
+            self.process.wait()
+        self.sock.close()
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the workers' directories (after the zygote is gone)."""
+        if self.base:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def tmpfs_bytes(caps: SandboxLimits) -> int:
+    """The size of the one writable place under bubblewrap, shared by the pool's workers.
+
+    As root nothing is written there (workers' roots are read-only); not root, workers' working
+    directories live there, so what they write is bounded in total, not only per file.
+    """
+    return max(1, caps.file_size_mb) * MIB
+
+
+def bwrap_args(caps: SandboxLimits) -> list[str]:
+    """A bubblewrap view with no network, a read-only root and a tiny size-limited /tmp."""
+    # As root, skip the user namespace: workers must still drop to real uids of their own.
+    if os.geteuid() == 0:
+        args = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        args = ["--unshare-all"]
+    # A fresh tmpfs inside the namespace, not the host's /tmp, and never bigger than `--size`
+    # (a tmpfs is host RAM: unbounded, files there outgrow RLIMIT_AS).
+    args += ["--die-with-parent", "--dev", "/dev", "--proc", "/proc"]
+    args += ["--size", str(tmpfs_bytes(caps)), "--tmpfs", "/tmp"]  # noqa: S108
+    paths = {"/usr", "/lib", "/lib64", "/bin", sys.base_prefix, sys.prefix, str(SANDBOX_DIR)}
+    for path in sorted(paths):
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    # bubblewrap's own root (where the mount points above were made) is a writable tmpfs too
+    args += ["--remount-ro", "/"]
+    return args

@@ -1,0 +1,290 @@
+"""Per-worker isolation: a uid of its own, an unwritable root, the level reached without root,
+threads that end with the run. The cross-worker checks run with seccomp off, so what they show is
+the identity layer on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox_support import CAPS, IS_ROOT, assert_serves_normally, os_layer_pool, zygote_children
+
+import b24robots.sandbox as sandbox_pkg
+from b24robots.sandbox import SandboxPool
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="a uid per worker needs root; not root, seccomp stands alone")
+
+
+def robot(body: str) -> str:
+    return "def run(inputs, ctx):\n" + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+@pytest.fixture(scope="module")
+def no_seccomp_pool() -> Iterator[SandboxPool]:
+    with SandboxPool(2, caps=CAPS, language_hardening=False, seccomp=False) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def raw_pool() -> Iterator[SandboxPool]:
+    yield from os_layer_pool()
+
+
+VICTIM = robot(
+    """\
+import os, time
+ctx.call("here", {"pid": os.getpid(), "uid": os.getuid()})
+time.sleep(inputs["sleep"])
+return {"survived": True, "uid": os.getuid()}"""
+)
+
+ATTACKER = robot(
+    """\
+import ctypes, errno, os, resource, signal
+pid = inputs["pid"]
+libc = ctypes.CDLL(None, use_errno=True)
+
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+
+def ptrace(target):
+    if libc.ptrace(16, target, 0, 0) != 0:  # PTRACE_ATTACH
+        raise OSError(ctypes.get_errno(), "ptrace")
+    libc.ptrace(17, target, 0, 0)  # PTRACE_DETACH
+
+def against(target):
+    return {
+        "signal-0": attempt(lambda: os.kill(target, 0)),
+        "kill": attempt(lambda: os.kill(target, signal.SIGKILL)),
+        "prlimit": attempt(lambda: resource.prlimit(target, resource.RLIMIT_AS, (1 << 20, 1 << 20))),
+        "setpriority": attempt(lambda: os.setpriority(os.PRIO_PROCESS, target, 19)),
+        "ptrace": attempt(lambda: ptrace(target)),
+        "proc": attempt(lambda: open(f"/proc/{target}/status").read()),
+    }
+
+return {"other": against(pid), "uid": os.getuid()}"""
+)
+
+
+def _victim_and_attacker(pool: SandboxPool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run a victim that reports its pid and sleeps, and meanwhile an attacker aimed at it."""
+    seen: dict[str, Any] = {}
+    arrived = threading.Event()
+    victim: dict[str, Any] = {}
+
+    def on_call(method: str, params: dict[str, Any]) -> Any:
+        seen.update(params)
+        arrived.set()
+        return True
+
+    def run_victim() -> None:
+        victim.update(pool.run(VICTIM, {"sleep": 1.5}, context={}, on_call=on_call).outputs)
+
+    thread = threading.Thread(target=run_victim)
+    thread.start()
+    try:
+        assert arrived.wait(10), "the victim never started"
+        attacker = pool.run(ATTACKER, {"pid": seen["pid"]}, context={}).outputs
+    finally:
+        thread.join(10)
+    assert victim.get("survived") is True, "the attacker reached the victim"
+    return {**victim, "pid": seen["pid"]}, attacker
+
+
+@needs_root
+def test_a_worker_cannot_reach_another_without_seccomp(no_seccomp_pool: SandboxPool) -> None:
+    assert "seccomp" not in no_seccomp_pool.isolation_level  # the filter is really off
+    victim, attacker = _victim_and_attacker(no_seccomp_pool)
+    first, count = no_seccomp_pool.identities.base, no_seccomp_pool.identities.count
+    assert victim["uid"] != attacker["uid"]
+    assert first <= victim["uid"] < first + count and first <= attacker["uid"] < first + count
+    assert attacker["other"] == {
+        "signal-0": "EPERM",
+        "kill": "EPERM",
+        "prlimit": "EPERM",
+        "setpriority": "EPERM",
+        "ptrace": "EPERM",
+        "proc": "ENOENT",  # no /proc in the worker's root at all
+    }
+
+
+@needs_root
+def test_without_seccomp_a_worker_still_acts_on_itself(no_seccomp_pool: SandboxPool) -> None:
+    """The control for the test above: the same calls on its own pid succeed, so the refusals
+    come from the identity, not from a filter."""
+    body = ATTACKER.replace('pid = inputs["pid"]', "pid = os.getpid()").replace(
+        '"kill": attempt(lambda: os.kill(target, signal.SIGKILL)),', ""
+    )
+    outputs = no_seccomp_pool.run(body, {}, context={}).outputs
+    assert outputs["other"]["signal-0"] == "ok"
+    assert outputs["other"]["prlimit"] == "ok"
+    assert outputs["other"]["setpriority"] == "ok"
+
+
+@needs_root
+def test_uids_are_not_shared_by_live_workers(raw_pool: SandboxPool) -> None:
+    victim, attacker = _victim_and_attacker(raw_pool)  # with seccomp on, the same refusals
+    assert victim["uid"] != attacker["uid"]
+    assert set(attacker["other"].values()) <= {"EPERM", "ENOENT"}
+    assert raw_pool.health()["isolation_detail"]["uid_per_worker"] is True
+    assert raw_pool.isolation_warning is None
+    assert_serves_normally(raw_pool)
+
+
+def test_uid_range_must_fit() -> None:
+    if not IS_ROOT:
+        pytest.skip("the range is only used (and checked) as root")
+    from b24robots.errors import SandboxError
+
+    with pytest.raises(SandboxError, match="B24R_SANDBOX_UID_BASE"):
+        SandboxPool(2, uid_base=65530, uid_count=8)
+
+
+def _cpu_ticks(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def test_threads_started_by_stored_code_end_with_the_run(raw_pool: SandboxPool) -> None:
+    body = """\
+import _thread, time
+def spin():
+    while True:
+        pass
+for _ in range(2):
+    _thread.start_new_thread(spin, ())
+time.sleep(0.05)
+return {"started": _thread._count()}"""
+    assert raw_pool.run(robot(body), {}, context={}).outputs == {"started": 2}
+    time.sleep(0.3)  # the spent worker is reaped off the caller's time
+    zygote = raw_pool._zygote
+    assert zygote is not None
+    watched = zygote_children(raw_pool) | {zygote.process.pid}
+    before = _cpu_ticks(watched)
+    time.sleep(1.0)
+    burnt = _cpu_ticks(watched) - before
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert burnt < ticks * 0.2, f"{burnt} ticks of CPU in a second after the run ended"
+    assert_serves_normally(raw_pool)
+
+
+UNPRIVILEGED = """
+import json, logging, sys
+sys.path[:0] = %(paths)r
+from b24robots.sandbox import SandboxLimits, SandboxPool
+from b24robots.errors import SandboxError
+
+warnings = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        if record.levelno >= logging.WARNING:
+            warnings.append(record.getMessage())
+logging.getLogger("b24robots.sandbox").addHandler(Keep())
+
+HOSTILE = {
+    "fork": "import os\\nos.fork()",
+    "socket": "import socket\\nsocket.socket()",
+    "kill-parent": "import os\\nos.kill(os.getppid(), 9)",
+    "prlimit-init": "import resource\\nresource.prlimit(1, resource.RLIMIT_AS, (1 << 20, 1 << 20))",
+    "read-source": "open(%(source)r).read()",
+    "write-big": "f = open('big', 'wb')\\nfor _ in range(50):\\n    f.write(b'x' * 1_000_000)\\n    f.flush()",
+    "many-files": "for i in range(20):\\n    with open('f' + str(i), 'wb') as f:\\n        f.write(b'x' * 900_000)",
+}
+report = {}
+for name, bwrap in (("bwrap", None), ("plain", False)):
+    warnings.clear()
+    caps = SandboxLimits(cpu_seconds=2, wall_seconds=3, memory_mb=160, file_size_mb=1)
+    with SandboxPool(1, caps=caps, language_hardening=False, bwrap=bwrap) as pool:
+        outcomes = {}
+        for attack, body in HOSTILE.items():
+            source = "def run(inputs, ctx):\\n" + "".join("    " + line + "\\n" for line in body.split("\\n"))
+            try:
+                pool.run(source + "    return {}", {}, context={})
+                outcomes[attack] = "succeeded"
+            except SandboxError as exc:
+                outcomes[attack] = type(exc).__name__ + ": " + str(exc)[:200]
+        report[name] = {
+            "level": pool.isolation_level,
+            "warning": pool.isolation_warning,
+            "health": pool.health()["isolation_warning"],
+            "logged": list(warnings),
+            "outcomes": outcomes,
+        }
+print(json.dumps(report))
+"""
+
+
+def _nobody(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", **(env or {})},
+    )
+
+
+def _interpreter_for_nobody() -> str | None:
+    """This Python, or the system's of the same version, if `nobody` can start it twice over
+    (the pool execs its own interpreter for the zygote)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/{version}", shutil.which(version) or ""):
+        if candidate and os.path.exists(candidate):
+            probe = "import subprocess, sys; subprocess.run([sys.executable, '-I', '-c', ''], check=True)"
+            if _nobody(candidate, "-c", probe).returncode == 0:
+                return candidate
+    return None
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the suite is not root: every sandbox test here already runs unprivileged")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed to drop to nobody")
+def test_not_root_reports_its_level_and_still_contains_the_basics() -> None:
+    """The pool run as `nobody`: the level it reaches, the loud warning, and hostile basics failing."""
+    interpreter = _interpreter_for_nobody()
+    if interpreter is None:
+        pytest.skip("no Python interpreter here can be started by nobody")
+    source = str(Path(__file__).resolve())  # readable by nobody, outside bubblewrap's view
+    paths = [str(Path(sandbox_pkg.__file__).resolve().parents[2]), *site.getsitepackages()]
+    script = UNPRIVILEGED.replace("%(source)r", repr(source)).replace("%(paths)r", repr(paths))
+    done = _nobody(interpreter, "-c", script)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    plain = report["plain"]
+    assert plain["level"] == "seccomp"
+    assert "not running as root" in plain["warning"] and plain["health"] == plain["warning"]
+    assert any("SANDBOX ISOLATION DEGRADED (seccomp)" in line for line in plain["logged"])
+    bwrap = report["bwrap"]
+    if shutil.which("bwrap"):
+        assert bwrap["level"] == "bwrap+seccomp"
+        assert "user namespace" in bwrap["warning"]
+        assert any("SANDBOX ISOLATION DEGRADED (bwrap+seccomp)" in line for line in bwrap["logged"])
+        assert "FileNotFoundError" in bwrap["outcomes"]["read-source"]  # the host is out of view
+        assert "No space left" in bwrap["outcomes"]["many-files"]  # the size-limited /tmp bounds the total
+    assert plain["outcomes"]["read-source"] == "succeeded"  # the degradation the warning states
+    for level in (plain, bwrap):
+        outcomes = level["outcomes"]
+        for attack in ("fork", "socket", "kill-parent", "prlimit-init"):
+            assert "PermissionError" in outcomes[attack], (attack, outcomes[attack])
+        assert "file_size" in outcomes["write-big"] or "No space left" in outcomes["write-big"], outcomes
