@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     sandbox_max_calls: int = Field(
         default=500, ge=1, description="cap on a stored robot's ctx.call/ctx.batch requests per run"
     )
+    sandbox_uid_base: int = Field(
+        default=60000,
+        ge=1000,
+        le=65533,
+        description="as root, each sandbox worker runs as a uid of its own from here on (a range unused on the host)",
+    )
+    sandbox_uid_count: int = Field(
+        default=0, ge=0, le=5000, description="size of that uid range; 0 = 4 x B24R_SANDBOX_POOL"
+    )
     # --- trust in portals: only these OAuth servers confirm an install (never an address in the request) ---
     oauth_servers: str = Field(
         default=DEFAULT_OAUTH_SERVERS,

@@ -88,8 +88,10 @@ class Zygote:
         # zygote is killed. Under bubblewrap they live in its own size-limited tmpfs instead.
         self.base = None if bwrap else tempfile.mkdtemp(prefix="b24r-sandbox-")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # -I -S: the venv's site-packages are not wanted, so the real interpreter serves, and its
+        # path is under sys.base_prefix, which is bound into bubblewrap's view
         command = [
-            sys.executable,
+            os.path.realpath(sys.executable),
             "-I",
             "-S",
             "-c",

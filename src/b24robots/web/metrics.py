@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -69,6 +69,35 @@ class _JournalCollector(Collector):
         yield wait
 
 
+class _SandboxCollector(Collector):
+    """The sandbox's isolation level as computed at pool start (see SandboxPool.health)."""
+
+    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Any]:
+        health = self.health()
+        if not health:
+            return
+        info = GaugeMetricFamily(
+            "b24robots_sandbox_isolation",
+            "1 for the isolation level stored code runs under, with whether each worker has a uid of its own",
+            labels=["level", "uid_per_worker"],
+        )
+        detail = health.get("isolation_detail") or {}
+        info.add_metric([str(health.get("isolation")), str(bool(detail.get("uid_per_worker"))).lower()], 1.0)
+        yield info
+        degraded = GaugeMetricFamily(
+            "b24robots_sandbox_isolation_degraded",
+            "1 when stored code runs with weaker isolation than as root (the admin UI says why)",
+        )
+        degraded.add_metric([], 1.0 if health.get("isolation_warning") else 0.0)
+        yield degraded
+        alive = GaugeMetricFamily("b24robots_sandbox_children", "Sandbox children alive (idle + busy)")
+        alive.add_metric([], float(health.get("children_alive", 0)))
+        yield alive
+
+
 class Metrics:
     def __init__(self, journal: Journal, installations: Installations) -> None:
         self.registry = CollectorRegistry()
@@ -101,6 +130,10 @@ class Metrics:
             "b24robots_connection_bytes", "Bytes received through connections", ["connection"], registry=self.registry
         )
         self.registry.register(_JournalCollector(journal, installations))
+
+    def watch_sandbox(self, health: Callable[[], dict[str, Any]]) -> None:
+        """Report the sandbox pool whose `health()` this is (once, when the pool has started)."""
+        self.registry.register(_SandboxCollector(health))
 
     def observe_connection(self, rec: CallRecord) -> None:
         outcome = "error" if rec.error else "ok"

@@ -79,10 +79,16 @@ class Services:
                 output_bytes=cfg.sandbox_output_bytes,
                 max_calls=cfg.sandbox_max_calls,
             )
-            pool = SandboxPool(size=cfg.sandbox_pool, caps=caps)
+            pool = SandboxPool(
+                size=cfg.sandbox_pool,
+                caps=caps,
+                uid_base=cfg.sandbox_uid_base,
+                uid_count=cfg.sandbox_uid_count or None,
+            )
             await asyncio.to_thread(pool.start)
             self.sandbox = pool
             self.runner.sandbox = pool
+            self.metrics.watch_sandbox(lambda: self.sandbox.health() if self.sandbox else {})
         if not workers:
             return
         self.worker = Worker(

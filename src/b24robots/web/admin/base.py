@@ -115,7 +115,12 @@ class Ctx:
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         env = environment(self.t.lang)
+        pool = self.admin.svc.sandbox
+        # every page of a signed-in admin says so while stored code runs with weaker isolation
+        warning = pool.isolation_warning if pool is not None and self.user else None
         html = env.get_template(template).render(
+            sandbox_warning=warning,
+            sandbox_level=pool.isolation_level if pool is not None else "",
             user=self.user,
             csrf=self.session.csrf,
             lang=self.t.lang,
