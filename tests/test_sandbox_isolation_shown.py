@@ -59,6 +59,8 @@ async def test_the_isolation_level_and_its_warning_reach_metrics_and_the_admin_u
                     )
                     assert banner, path
                     assert weak.isolation_level in banner.group(1) and "seccomp is unavailable" in banner.group(1)
+                await c.get("/admin/lang/ru", params={"next": "/admin/robots"})
+                assert "Хранимые роботы работают с ослабленной изоляцией" in (await c.get("/admin/robots")).text
             finally:
                 h.svc.sandbox = full
                 await asyncio.to_thread(weak.close)
