@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import site
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from sandbox_support import CAPS, IS_ROOT, assert_serves_normally, os_layer_pool, zygote_children
 
 import b24robots.sandbox as sandbox_pkg
+from b24robots.errors import SandboxError
 from b24robots.sandbox import SandboxPool
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="a uid per worker needs root; not root, seccomp stands alone")
@@ -110,9 +112,9 @@ def _victim_and_attacker(pool: SandboxPool) -> tuple[dict[str, Any], dict[str, A
 def test_a_worker_cannot_reach_another_without_seccomp(no_seccomp_pool: SandboxPool) -> None:
     assert "seccomp" not in no_seccomp_pool.isolation_level  # the filter is really off
     victim, attacker = _victim_and_attacker(no_seccomp_pool)
-    first, count = no_seccomp_pool.identities.base, no_seccomp_pool.identities.count
+    uids = no_seccomp_pool.identities.uids
     assert victim["uid"] != attacker["uid"]
-    assert first <= victim["uid"] < first + count and first <= attacker["uid"] < first + count
+    assert victim["uid"] in uids and attacker["uid"] in uids
     assert attacker["other"] == {
         "signal-0": "EPERM",
         "kill": "EPERM",
@@ -147,12 +149,38 @@ def test_uids_are_not_shared_by_live_workers(raw_pool: SandboxPool) -> None:
 
 
 def test_uid_range_must_fit() -> None:
-    if not IS_ROOT:
-        pytest.skip("the range is only used (and checked) as root")
-    from b24robots.errors import SandboxError
-
     with pytest.raises(SandboxError, match="B24R_SANDBOX_UID_BASE"):
         SandboxPool(2, uid_base=65530, uid_count=8)
+    with pytest.raises(SandboxError, match="B24R_SANDBOX_UID_BASE"):
+        SandboxPool(2, uid_base=0)
+
+
+@needs_root
+def test_pools_on_one_host_never_share_a_uid(raw_pool: SandboxPool) -> None:
+    with SandboxPool(1, caps=CAPS, uid_base=raw_pool.identities.base, language_hardening=False) as other:
+        assert other.identities.uids and not set(other.identities.uids) & set(raw_pool.identities.uids)
+        uid = other.run(robot("import os\nreturn {'uid': os.getuid()}"), {}, context={}).outputs["uid"]
+        assert uid in other.identities.uids
+    # the top of the range: two uids, then nothing left for a second pool, which says what to change
+    with SandboxPool(1, caps=CAPS, uid_base=65532, uid_count=2) as top:
+        assert top.identities.uids == (65532, 65533)
+        crowded = SandboxPool(1, caps=CAPS, uid_base=65532, uid_count=2)
+        with pytest.raises(SandboxError, match=r"only 0 of 2 sandbox uids .* B24R_SANDBOX_UID_BASE"):
+            crowded.start()
+    again = SandboxPool(1, caps=CAPS, uid_base=65532, uid_count=2)  # released with the pool
+    with again:
+        assert again.identities.uids == (65532, 65533)
+    assert again.identities.uids == ()
+
+
+@needs_root
+def test_uids_of_host_users_are_skipped() -> None:
+    users = [u for u in pwd.getpwall() if 1000 <= u.pw_uid < 65533]
+    if not users:
+        pytest.skip("no host user with a uid in 1000..65532 to collide with")
+    taken = users[0].pw_uid
+    with SandboxPool(1, caps=CAPS, uid_base=taken, uid_count=1) as pool:
+        assert taken not in pool.identities.uids and len(pool.identities.uids) == 1
 
 
 def _cpu_ticks(pids: set[int]) -> int:

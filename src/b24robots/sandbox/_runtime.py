@@ -626,10 +626,10 @@ def _kill_and_reap(pid: int) -> dict[str, Any]:
     }
 
 
-def zygote_main(ctrl_fd: int, base: str | None = None, uid_base: int = 60000, uid_count: int = 8) -> None:
+def zygote_main(ctrl_fd: int, base: str | None = None, pool_uids: list[int] | None = None) -> None:
     """Serve fork and reap requests on `ctrl_fd` until told to quit or the pool goes away.
     Workers' private directories are made under `base` (the system temp dir when None); as root,
-    each live worker gets a uid of ``uid_base .. uid_base + uid_count - 1`` that no other live
+    each live worker gets one of `pool_uids` (the pool's, claimed for it alone) that no other live
     worker holds (a uid is free again once its worker is reaped)."""
     for name in _PRELOAD:
         with contextlib.suppress(ImportError):
@@ -649,7 +649,7 @@ def zygote_main(ctrl_fd: int, base: str | None = None, uid_base: int = 60000, ui
 
     def free_uid() -> int | None:
         held = set(uids.values())
-        return next((u for u in range(uid_base, uid_base + uid_count) if u not in held), None)
+        return next((u for u in pool_uids or () if u not in held), None)
 
     def reply(message: dict[str, Any], fds: list[int] | None = None) -> None:
         socket.send_fds(ctrl, [json.dumps(message).encode()], fds or [])
@@ -670,7 +670,9 @@ def zygote_main(ctrl_fd: int, base: str | None = None, uid_base: int = 60000, ui
                 seccomp = request.get("seccomp") is not False
                 uid = free_uid() if root else None
                 if root and uid is None:
-                    reply({"t": "error", "message": f"all {uid_count} sandbox uids are held by live workers"})
+                    reply(
+                        {"t": "error", "message": f"all {len(pool_uids or ())} sandbox uids are held by live workers"}
+                    )
                     continue
                 try:
                     workdir = tempfile.mkdtemp(prefix="worker-", dir=base)

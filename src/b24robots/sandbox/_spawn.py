@@ -7,11 +7,15 @@ zygote, the filesystem it sees, and the messages of the control channel (see _ru
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -23,6 +27,8 @@ from typing import Any
 from b24robots.errors import SandboxError
 from b24robots.sandbox import _wire
 from b24robots.sandbox.limits import SandboxLimits
+
+log = logging.getLogger("b24robots.sandbox")
 
 MIB = 1024 * 1024
 CONTROL_TIMEOUT = 15.0
@@ -38,27 +44,81 @@ for name, path in (("b24robots", {str(SANDBOX_DIR.parent)!r}), ("b24robots.sandb
     module.__path__ = [path]
     sys.modules[name] = module
 from b24robots.sandbox import _runtime
-_runtime.zygote_main(int(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4]))
+_runtime.zygote_main(int(sys.argv[1]), sys.argv[2] or None, [int(u) for u in sys.argv[3].split(",") if u])
 """
 
 
-@dataclass(frozen=True)
 class Identities:
-    """The uids (and equal gids) workers run as when the pool is root: ``base .. base+count-1``.
+    """The uids (and equal gids) one pool's workers run as when root, claimed for the pool's life.
 
-    Each live worker holds one no other live worker holds; a uid is handed out again only after
-    its worker is reaped. The range must not belong to any user or file on the host.
+    Candidates are ``base`` upward (at most up to `nobody`); a uid is taken only when no other pool
+    on this host holds it (an exclusive `flock` on ``<LOCK_DIR>/<uid>.lock``, released with the pool,
+    or by the kernel when the process dies) and no user in the passwd database has it. So pools
+    in one process, or several servers on one host, never share a worker identity. Within the pool
+    each live worker holds one uid no other live worker holds (see `_runtime.zygote_main`).
+    The range must not belong to any user, file or process of the host.
     """
 
-    base: int
-    count: int
-
-    def check(self) -> None:
-        if self.base < 1000 or self.count < 1 or self.base + self.count > NOBODY:
+    def __init__(self, base: int, count: int) -> None:
+        if base < 1000 or count < 1 or base + count > NOBODY:
             raise SandboxError(
-                f"the sandbox uid range {self.base}..{self.base + self.count - 1} is invalid: it must lie "
+                f"the sandbox uid range {base}..{base + count - 1} is invalid: it must lie "
                 f"within 1000..{NOBODY - 1} (set B24R_SANDBOX_UID_BASE / B24R_SANDBOX_UID_COUNT)"
             )
+        self.base, self.count = base, count
+        self.uids: tuple[int, ...] = ()
+        self._locks: list[int] = []
+
+    def claim(self) -> None:
+        """Take `count` free uids from `base` upward; SandboxError when there are not enough."""
+        if self.uids:
+            return
+        directory = _lock_dir()
+        taken: list[int] = []
+        skipped: list[str] = []
+        for uid in range(self.base, NOBODY):
+            if len(taken) == self.count:
+                break
+            try:
+                skipped.append(f"{uid} ({pwd.getpwuid(uid).pw_name})")
+                continue
+            except KeyError:
+                pass
+            fd = os.open(directory / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._locks.append(fd)
+            taken.append(uid)
+        if skipped:
+            log.warning("sandbox uids that belong to host users were skipped: %s", ", ".join(skipped[:10]))
+        if len(taken) < self.count:
+            self.release()
+            raise SandboxError(
+                f"only {len(taken)} of {self.count} sandbox uids from {self.base} up are free on this host; "
+                "lower B24R_SANDBOX_UID_BASE or B24R_SANDBOX_UID_COUNT, or stop the other pools"
+            )
+        self.uids = tuple(taken)
+
+    def release(self) -> None:
+        for fd in self._locks:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._locks, self.uids = [], ()
+
+
+def _lock_dir() -> Path:
+    """Root's own directory for the uid locks: /run when it exists, else the temp dir."""
+    parent = Path("/run") if os.access("/run", os.W_OK) else Path(tempfile.gettempdir())
+    directory = parent / "b24robots-sandbox-uids"
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise SandboxError(f"{directory} must be a directory of this user's, writable by nobody else")
+    return directory
 
 
 @dataclass
@@ -98,8 +158,7 @@ class Zygote:
             _BOOTSTRAP,
             str(theirs.fileno()),
             self.base or "",
-            str(identities.base),
-            str(identities.count),
+            ",".join(map(str, identities.uids)),
         ]
         if bwrap:
             command = [bwrap, *bwrap_args(caps), "--", *command]

@@ -67,10 +67,11 @@ class SandboxPool:
     exists only to test that the OS layer holds on its own; never use it in production.
     `bwrap` chooses bubblewrap: None uses it when it is on PATH and works.
 
-    As root every worker runs as a uid of its own from `uid_base .. uid_base + uid_count - 1`
-    (default count: 4 x `size`, enough for the idle, busy and not yet reaped workers); the range must
-    be unused on the host. `seccomp=False` skips the system-call filter and exists only to test that
-    the per-worker identity holds on its own; never use it in production.
+    As root every worker runs as a uid of its own: the pool claims `uid_count` uids (default 4 x
+    `size`, enough for the idle, busy and not yet reaped workers) from `uid_base` upward that no
+    other pool on the host holds (see `Identities`); that range must be unused on the host.
+    `seccomp=False` skips the system-call filter and exists only to test that the per-worker
+    identity holds on its own; never use it in production.
     """
 
     def __init__(
@@ -87,8 +88,6 @@ class SandboxPool:
         if size < 1:
             raise SandboxError("SandboxPool size must be at least 1")
         self.identities = Identities(uid_base, uid_count or 4 * size)
-        if os.geteuid() == 0:
-            self.identities.check()
         self._seccomp = seccomp
         self.size = size
         self.caps = caps
@@ -127,6 +126,8 @@ class SandboxPool:
                 return
             self._started = True
         try:
+            if os.geteuid() == 0:
+                self.identities.claim()
             self._ensure_zygote()
             first = self._fork()
             with self._cond:
@@ -154,6 +155,7 @@ class SandboxPool:
             zygote, self._zygote = self._zygote, None
         if zygote is not None:
             zygote.close()
+        self.identities.release()  # its workers are gone with the zygote
         if self._refiller is not None and self._refiller is not threading.current_thread():
             self._refiller.join(timeout=5)
 
@@ -351,12 +353,10 @@ class SandboxPool:
         facts["level"] = "+".join(walls) or "rlimits-only"
         uid = facts.get("uid")
         facts["uid_per_worker"] = bool(
-            facts.get("uid_dropped")
-            and isinstance(uid, int)
-            and self.identities.base <= uid < self.identities.base + self.identities.count
+            facts.get("uid_dropped") and isinstance(uid, int) and uid in self.identities.uids
         )
         if facts["uid_per_worker"]:
-            facts["uid_range"] = [self.identities.base, self.identities.base + self.identities.count - 1]
+            facts["uids"] = list(self.identities.uids)
         warning = None
         if not facts.get("seccomp"):
             warning = (
