@@ -25,7 +25,6 @@ from types import TracebackType
 from typing import Any
 
 from b24robots.errors import (
-    RestError,
     SandboxError,
     SandboxLimitExceeded,
     SourceRejected,
@@ -35,6 +34,7 @@ from b24robots.sandbox import _wire
 from b24robots.sandbox._policy import SourceProblem
 from b24robots.sandbox._spawn import Child, Identities, Status, Zygote
 from b24robots.sandbox.limits import SandboxLimits, SandboxResult
+from b24robots.sandbox.proxy import REQUEST_KINDS, HostRaised, RunProxy, check_request
 
 log = logging.getLogger("b24robots.sandbox")
 
@@ -395,6 +395,7 @@ class SandboxPool:
         limits: SandboxLimits | None = None,
         on_call: Callable[[str, dict[str, Any]], Any] | None = None,
         on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None = None,
+        proxy: RunProxy | None = None,
         filename: str = "<robot>",
     ) -> SandboxResult:
         """Run `source`'s ``run(inputs, ctx)`` in a child and return its outputs.
@@ -402,18 +403,23 @@ class SandboxPool:
         Raises StoredCodeError (with a traceback of the stored code's own lines), SourceRejected,
         SandboxLimitExceeded (`.limit` names the limit) or SandboxError. An exception raised by
         `on_call`/`on_batch` other than RestError aborts the run and propagates unchanged;
-        a RestError is handed to the stored code as ``ctx.RestError``.
+        a RestError is handed to the stored code as ``ctx.RestError``. `proxy` answers the run's
+        requests instead (sandbox/proxy.py); `on_call`/`on_batch` are a shorthand for a plain one.
         """
         if limits is not None and not isinstance(limits, SandboxLimits):
             raise SandboxError("limits must be a SandboxLimits")
+        if proxy is None:
+            proxy = RunProxy(on_call, on_batch)
+        elif on_call is not None or on_batch is not None:
+            raise SandboxError("give either proxy or on_call/on_batch, not both")
         effective = (limits or self.caps).clamp(self.caps)
-        job = self._job(source, inputs, context, effective, on_call, on_batch, filename)
+        job = self._job(source, inputs, context, effective, proxy, filename)
         if not self._started:
             self.start()
         with self._slots:
             child = self._checkout()
             try:
-                result = self._drive(child, job, effective, on_call, on_batch)
+                result = self._drive(child, job, effective, proxy)
             except BaseException:
                 with self._cond:
                     self._stats.failures += 1
@@ -429,8 +435,7 @@ class SandboxPool:
         inputs: object,
         context: object,
         limits: SandboxLimits,
-        on_call: object,
-        on_batch: object,
+        proxy: RunProxy,
         filename: object,
     ) -> bytes:
         if not isinstance(source, str):
@@ -461,8 +466,7 @@ class SandboxPool:
             "context": encoded_context,
             "limits": limits.as_dict(),
             "hardening": self.language_hardening,
-            "can_call": on_call is not None,
-            "can_batch": on_batch is not None,
+            **proxy.job_flags(),
         }
         return _wire.dumps(job)
 
@@ -471,15 +475,14 @@ class SandboxPool:
         child: Child,
         job: bytes,
         limits: SandboxLimits,
-        on_call: Callable[[str, dict[str, Any]], Any] | None,
-        on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None,
+        proxy: RunProxy,
     ) -> SandboxResult:
         """Converse with `child` until the run ends. Whatever the child sends, the outcome is a
-        result or a SandboxError with the child retired; only `on_call`/`on_batch`'s own
+        result or a SandboxError with the child retired; only the proxy's handlers' own
         exceptions propagate as they are."""
         try:
-            return self._converse(child, job, limits, on_call, on_batch)
-        except _HostRaised as raised:
+            return self._converse(child, job, limits, proxy)
+        except HostRaised as raised:
             self._retire(child)
             raise raised.original from None
         except SandboxError:
@@ -498,8 +501,7 @@ class SandboxPool:
         child: Child,
         job: bytes,
         limits: SandboxLimits,
-        on_call: Callable[[str, dict[str, Any]], Any] | None,
-        on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None,
+        proxy: RunProxy,
     ) -> SandboxResult:
         started = time.perf_counter()
         deadline = started + limits.wall_seconds + _GRACE_SECONDS
@@ -527,16 +529,11 @@ class SandboxPool:
             except _wire.WireError as exc:
                 log.warning("sandbox child %s broke the protocol: %s", child.pid, exc.reason)
                 raise SandboxError(f"the sandbox child broke the protocol: {exc.reason}") from None
-            if kind in ("call", "batch"):
+            if kind in REQUEST_KINDS:
                 calls += 1
                 if calls > limits.max_calls:
                     raise _limit("calls", limits)
-                try:
-                    reply = _serve_call(message, on_call, on_batch)
-                except SandboxError:
-                    raise
-                except BaseException as exc:
-                    raise _HostRaised(exc) from exc
+                reply = proxy.serve(message)
                 try:
                     _wire.send(child.sock, reply)
                 except OSError:
@@ -587,14 +584,6 @@ class SandboxPool:
 _SIGNALS = {s.value for s in signal.Signals}
 
 
-class _HostRaised(Exception):
-    """`on_call`/`on_batch` raised: the caller's own exception, re-raised unchanged by `run`."""
-
-    def __init__(self, original: BaseException) -> None:
-        super().__init__(repr(original))
-        self.original = original
-
-
 def _unusable(child: Child) -> bool:
     """True when an idle child's socket shows EOF, an error or any data: it died while waiting,
     or it sent a frame nobody asked for (a forged answer queued for the next job)."""
@@ -613,14 +602,8 @@ def _check_frame(message: dict[str, Any], job_id: str) -> str:
     kind = message.get("t")
     if message.get("j") != job_id:
         raise _wire.WireError(f"a {str(kind)[:20]!r} frame for a job it was not given")
-    if kind == "call":
-        method = message.get("method")
-        if not isinstance(method, str) or not 0 < len(method) <= 200 or "params" not in message:
-            raise _wire.WireError("a malformed call frame")
-        return str(kind)
-    if kind == "batch":
-        if "commands" not in message:
-            raise _wire.WireError("a malformed batch frame")
+    if kind in REQUEST_KINDS:
+        check_request(message)
         return str(kind)
     if kind == "result":
         if not isinstance(message.get("outputs"), dict):
@@ -690,41 +673,3 @@ def _error(message: dict[str, Any], limits: SandboxLimits) -> SandboxError:
         error = SandboxError(f"sandbox failure: {str(message.get('message', message.get('t')))[:500]}")
     error.log = tuple(_lines(message.get("log")))
     return error
-
-
-def _serve_call(
-    message: dict[str, Any],
-    on_call: Callable[[str, dict[str, Any]], Any] | None,
-    on_batch: Callable[[dict[str, Any] | list[Any]], Any] | None,
-) -> dict[str, Any]:
-    """Answer one proxied REST request; RestError becomes a reply, anything else propagates."""
-    try:
-        if message["t"] == "call":
-            method, params = message.get("method"), _wire.decode(message.get("params"))
-            if not isinstance(method, str) or not isinstance(params, (dict, list)):
-                return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": "malformed ctx.call"}
-            if on_call is None:
-                return {"t": "reply", "ok": False, "code": "NOT_AVAILABLE", "description": "no REST access"}
-            result = on_call(method, params)  # type: ignore[arg-type]
-        else:
-            commands = _wire.decode(message.get("commands"))
-            if not isinstance(commands, (dict, list)):
-                return {
-                    "t": "reply",
-                    "ok": False,
-                    "code": "BAD_REQUEST",
-                    "description": "malformed ctx.batch",
-                }
-            if on_batch is None:
-                return {"t": "reply", "ok": False, "code": "NOT_AVAILABLE", "description": "no REST access"}
-            result = on_batch(commands)
-    except RestError as exc:
-        return {"t": "reply", "ok": False, "code": exc.code, "description": exc.description}
-    except _wire.WireError as exc:
-        return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": exc.reason}
-    except RecursionError:
-        return {"t": "reply", "ok": False, "code": "BAD_REQUEST", "description": "arguments nested too deeply"}
-    try:
-        return {"t": "reply", "ok": True, "result": _wire.encode(result)}
-    except (TypeError, ValueError) as exc:
-        raise SandboxError(f"a REST handler returned a value stored code cannot receive: {exc}") from None
