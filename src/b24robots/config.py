@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     sandbox_uid_count: int = Field(
         default=0, ge=0, le=5000, description="size of that uid range; 0 = 4 x B24R_SANDBOX_POOL"
     )
+    sandbox_methods: str = Field(
+        default="default",
+        description="REST methods stored code may call: comma-separated patterns (crm.*, !crm.deal.delete); "
+        "`default` is the built-in list (docs/stored-code.md)",
+    )
     # --- trust in portals: only these OAuth servers confirm an install (never an address in the request) ---
     oauth_servers: str = Field(
         default=DEFAULT_OAUTH_SERVERS,

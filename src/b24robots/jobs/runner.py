@@ -35,7 +35,7 @@ from b24robots.robots.params import default_outputs, dump_values, parse_values
 from b24robots.robots.registry import Registry, Resolved
 from b24robots.robots.signals import Retry, RobotFailure
 from b24robots.robots.triggers import Entity
-from b24robots.sandbox import SandboxLimits, SandboxPool
+from b24robots.sandbox import DEFAULT_METHODS, MethodPolicy, RunProxy, SandboxLimits, SandboxPool
 from b24robots.store.journal import Invocation
 
 Kind = Literal["answer", "retry", "dead"]
@@ -96,8 +96,10 @@ class Runner:
         sandbox_limits: SandboxLimits | None = None,
         rules: RetryRules | None = None,
         connections: ConnectionHub | None = None,
+        methods: tuple[str, ...] = DEFAULT_METHODS,
     ) -> None:
         self.registry = registry
+        self.methods = methods  # the REST methods stored code may call (B24R_SANDBOX_METHODS)
         self.sandbox = sandbox
         self.sandbox_limits = sandbox_limits
         self.rules = rules or RetryRules()
@@ -261,6 +263,15 @@ class Runner:
                 },
             }
 
+        def on_connection(kind: str, name: str, op: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+            return _connection_call(ctx, kind, name, op, args, kwargs)
+
+        proxy = RunProxy(
+            on_call=on_call,
+            on_batch=on_batch,
+            on_connection=on_connection,
+            methods=MethodPolicy(self.methods, robot=resolved.spec.code, narrowed=resolved.spec.methods),
+        )
         context = {
             "portal": ctx.portal,
             "document_id": list(ctx.document_id),
@@ -270,19 +281,41 @@ class Runner:
         }
         stored = resolved.stored
         limits = stored_limits
-        result = await asyncio.to_thread(
-            self.sandbox.run,
-            stored.source,
-            values,
-            context=context,
-            limits=limits,
-            on_call=on_call,
-            on_batch=on_batch,
-            filename=f"<robot {stored.spec.code} v{stored.version}>",
-        )
+        try:
+            result = await asyncio.to_thread(
+                self.sandbox.run,
+                stored.source,
+                values,
+                context=context,
+                limits=limits,
+                proxy=proxy,
+                filename=f"<robot {stored.spec.code} v{stored.version}>",
+            )
+        finally:
+            for note in proxy.notes:  # refused requests, so the robot's owner sees them whatever the code did
+                ctx.log(note)
         for line in result.log:
             ctx.log(line)
         return dict(result.outputs)
+
+
+_CONNECTION_KINDS = {"http": "http", "1c": "onec", "sql": "sql"}
+
+
+def _connection_call(ctx: RobotContext, kind: str, name: str, op: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Stored code's `ctx.http/onec/sql(name).<op>(...)`, through the run's connection scope (the same
+    hub, declared-connections rule, budget and journal as a module robot's). The op was checked
+    against sandbox/proxy.py's CONNECTION_OPS; the scope checks the name and kind."""
+    scope = ctx.connections
+    if scope is None:
+        raise ConnectionNotAvailable(name, "connections are not available in this run")
+    try:
+        api = getattr(scope, _CONNECTION_KINDS[kind])(name)
+        return getattr(api, op)(*args, **kwargs)
+    except ConnectionCallError as exc:
+        if isinstance(scope, RunConnections):
+            scope.last_error = exc
+        raise
 
 
 TRIGGER_EXECUTE, WORKFLOW_START = "crm.automation.trigger.execute", "bizproc.workflow.start"

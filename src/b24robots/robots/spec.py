@@ -112,6 +112,26 @@ def _check_connections(value: object, code: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+METHOD_PATTERN_RE = re.compile(r"^!?[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
+
+
+def _check_methods(value: object, code: str) -> tuple[str, ...]:
+    """A stored robot's narrowing of the REST methods its code may call (patterns, `!` excludes)."""
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+        raise DeclarationError(f"robot {code!r}: methods must be a list of method patterns, e.g. ['crm.deal.*']")
+    out = [v.strip().lower() for v in items]
+    for item in out:
+        if not METHOD_PATTERN_RE.match(item):
+            raise DeclarationError(
+                f"robot {code!r}: {item!r} is not a method pattern such as crm.deal.*, tasks.task.get or "
+                "!crm.deal.delete"
+            )
+    return tuple(dict.fromkeys(out))
+
+
 @dataclass(frozen=True)
 class RobotSpec:
     """A validated robot or activity definition."""
@@ -127,6 +147,8 @@ class RobotSpec:
     document_type: tuple[str, str, str] | None = None
     filter: Mapping[str, Any] | None = field(default=None)
     connections: tuple[str, ...] = ()  # names of the connections the robot may use (ctx.http/onec/sql)
+    # stored code only: the REST methods its ctx.call may reach, within the server's list (empty = all of it)
+    methods: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_code(self.code)
@@ -167,6 +189,7 @@ class RobotSpec:
         object.__setattr__(self, "document_type", _check_document_type(self.document_type))
         object.__setattr__(self, "filter", _check_filter(self.filter))
         object.__setattr__(self, "connections", _check_connections(self.connections, self.code))
+        object.__setattr__(self, "methods", _check_methods(self.methods, self.code))
 
     @property
     def method_prefix(self) -> str:
@@ -224,6 +247,8 @@ class RobotSpec:
             doc["filter"] = dict(self.filter)
         if self.connections:
             doc["connections"] = list(self.connections)
+        if self.methods:
+            doc["methods"] = list(self.methods)
         doc["properties"] = {p.key: p.to_document() for p in self.inputs}
         doc["return_properties"] = {p.key: p.to_document() for p in self.outputs}
         return doc
@@ -246,6 +271,7 @@ class RobotSpec:
             "return_properties",
             "source",
             "connections",  # names of connections the code uses; not part of the registration
+            "methods",  # REST methods stored code may call (narrows the server's list); not registered
             "limits",  # the register's own field (sandbox limits), not part of the registration
         }
         extra = sorted(set(doc) - known)
@@ -277,6 +303,7 @@ class RobotSpec:
             document_type=doc.get("document_type"),
             filter=doc.get("filter"),
             connections=doc.get("connections") or (),
+            methods=doc.get("methods") or (),
         )
 
     def output(self, key: str) -> Param[Any] | None:

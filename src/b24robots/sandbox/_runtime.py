@@ -48,7 +48,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from b24robots.sandbox import _policy, _seccomp, _wire
+from b24robots.sandbox import _calls, _policy, _seccomp, _wire
 
 MIB = 1024 * 1024
 RECURSION_DEPTH = 800
@@ -400,6 +400,13 @@ class _Worker:
                 raise _LimitHit("timeout")
             if reply.get("ok"):
                 return _wire.decode(reply.get("result"))
+            if reply.get("conn"):
+                status = reply.get("status")
+                raise _calls.ConnectionError(
+                    str(reply.get("code", "ERROR")),
+                    str(reply.get("description", "")),
+                    status if type(status) is int else None,
+                )
             raise RestError(str(reply.get("code", "ERROR")), str(reply.get("description", "")))
 
         def call(method: str, params: dict[str, Any] | None = None) -> Any:
@@ -417,6 +424,16 @@ class _Worker:
             if not isinstance(commands, (dict, list)):
                 raise TypeError("ctx.batch(commands): commands must be a dict or a list")
             return proxied("batch", {"commands": commands})
+
+        def connection(kind: str) -> Callable[[str], Any]:
+            def open_connection(name: str) -> Any:
+                if not job.get("can_connect"):
+                    raise RuntimeError("connections are not available: this run was started without them")
+                if not isinstance(name, str) or not name:
+                    raise TypeError(f"ctx.{'onec' if kind == '1c' else kind}(name): name must be a non-empty string")
+                return _calls.KINDS[kind](lambda payload: proxied("conn", payload), kind, name)
+
+            return open_connection
 
         def fire_trigger(code: str, entity: str | None = None) -> Any:
             # journaled by the parent (jobs/runner.py), like every fire; returns the journal entry id
@@ -453,6 +470,10 @@ class _Worker:
             fire_trigger=fire_trigger,
             start_workflow=start_workflow,
             RestError=RestError,
+            http=connection("http"),
+            onec=connection("1c"),
+            sql=connection("sql"),
+            ConnectionError=_calls.ConnectionError,
         )
         ctx = Context(fields)
         inputs = _wire.decode(job["inputs"])

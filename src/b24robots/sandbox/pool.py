@@ -47,7 +47,10 @@ _KINDS = frozenset({"limit", "code", "rejected", "bad_return", "internal"})
 _CREDENTIAL = re.compile(r"token|secret|password|passwd|credential|^auth$|client_id", re.IGNORECASE)
 
 # ctx attributes of stored code that a context value must not shadow
-RESERVED_CONTEXT_KEYS = ("log", "call", "batch", "fire_trigger", "start_workflow", "RestError")
+RESERVED_CONTEXT_KEYS = (
+    *("log", "call", "batch", "fire_trigger", "start_workflow", "RestError"),
+    *("http", "onec", "sql", "ConnectionError"),
+)
 
 
 @dataclass
@@ -647,7 +650,7 @@ def _limit(name: str, limits: SandboxLimits, detail: object = None) -> SandboxLi
         "recursion": "the robot recursed too deeply (maximum recursion depth exceeded)",
         "file_size": f"the robot wrote a file larger than {limits.file_size_mb} MB",
         "open_files": f"the robot opened more than {limits.open_files} files",
-        "calls": f"the robot made more than {limits.max_calls} ctx.call/ctx.batch requests",
+        "calls": f"the robot made more than {limits.max_calls} proxied requests (ctx.call, ctx.batch, connections)",
     }
     return SandboxLimitExceeded(name, f"{messages[name]}; limit {name!r} stopped it")
 

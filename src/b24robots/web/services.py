@@ -24,7 +24,8 @@ from b24robots.rest.client import RestClient, RetryPolicy
 from b24robots.rest.tokens import AppCredentials
 from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
-from b24robots.sandbox import SandboxLimits, SandboxPool
+from b24robots.sandbox import SandboxLimits, SandboxPool, parse_patterns
+from b24robots.sandbox.proxy import SETTING as SANDBOX_METHODS
 from b24robots.store.apikeys import ApiKeys
 from b24robots.store.audit import Audit
 from b24robots.store.connections import ConnectionStore
@@ -235,7 +236,7 @@ def build_services(
         journal=journal,
         rest=rest,
         http=http,
-        runner=Runner(registry, connections=hub),
+        runner=Runner(registry, connections=hub, methods=parse_patterns(settings.sandbox_methods, SANDBOX_METHODS)),
         syncer=Syncer(registry, installations, rest, settings.handler_url),
         outbound=Outbound(registry, installations, journal, rest),
         audit=Audit(db),
