@@ -93,9 +93,15 @@ def echo_app(state: Echo) -> Starlette:
             return Response(status_code=401)
         return JSONResponse({"ok": True, "auth": request.headers["authorization"]})
 
+    async def quiet(request: Request) -> Response:
+        # like echo, but answers without repeating the request (its credentials) back
+        state.seen.append({"path": request.url.path, "headers": {k.lower(): v for k, v in request.headers.items()}})
+        return JSONResponse({"n": len(state.seen), "q": dict(request.query_params)}, headers={"X-Far": "side"})
+
     return Starlette(
         routes=[
             Route("/api/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/api/quiet", quiet, methods=["GET", "POST"]),
             Route("/api/status/{n}", status),
             Route("/api/big", big),
             Route("/api/big-declared", big_declared),

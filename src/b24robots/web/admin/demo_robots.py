@@ -91,3 +91,35 @@ def run(inputs, ctx):
     ctx.log(f"VAT {inputs['vat_rate']}% on {amount}")
     return {"total": float(amount + vat), "vat": float(vat)}
 """
+
+# The stored robot of the connections demo: finds the deal's counterparty in 1C (the demo runs the
+# fake 1C of b24robots.testing) by INN through the `buh` connection and writes what it found back to
+# the deal. The code never sees the 1C password: the server makes the call.
+INN_LOOKUP: dict[str, Any] = {
+    "code": "demo.inn_lookup",
+    "kind": "robot",
+    "name": {"en": "Counterparty from 1C by INN", "ru": "Контрагент из 1С по ИНН"},
+    "use_subscription": "Y",
+    "auth_user_id": 1,
+    "connections": ["buh"],
+    "methods": ["crm.deal.get", "crm.deal.update"],
+    "properties": {"inn": {"name": {"en": "INN", "ru": "ИНН"}, "type": "string", "required": True}},
+    "return_properties": {
+        "name": {"name": {"en": "Counterparty", "ru": "Контрагент"}, "type": "string"},
+        "found": {"name": {"en": "Found", "ru": "Найден"}, "type": "bool"},
+    },
+}
+
+INN_LOOKUP_SOURCE = """def run(inputs, ctx):
+    inn = inputs["inn"].strip()
+    row = ctx.onec("buh").first(
+        "Catalog_Контрагенты", filter={"ИНН": inn}, select=["Ref_Key", "Description", "ИНН"]
+    )
+    if row is None:
+        ctx.log(f"1C has no counterparty with INN {inn}")
+        return {"name": "", "found": False}
+    deal_id = ctx.document_id[2].split("_")[-1]
+    ctx.call("crm.deal.update", {"id": deal_id, "fields": {"COMMENTS": f"1C: {row['Description']} (INN {inn})"}})
+    ctx.log(f"1C: {row['Description']} written to deal {deal_id}")
+    return {"name": row["Description"], "found": True}
+"""
