@@ -33,8 +33,9 @@ import json
 def run(inputs, ctx):
     erp = ctx.http("erp")
     r = erp.get("quiet", params={"inn": inputs["q"]})
+    fields = {k: repr(getattr(ctx, k)) for k in dir(ctx) if not k.startswith("_")}
     seen = {"status": r.status, "ok": r.ok, "json": r.json(), "text": r.text, "headers": r.headers,
-            "ctx": repr(ctx), "erp": repr(erp), "fields": {k: repr(getattr(ctx, k)) for k in dir(ctx) if not k.startswith("_")}}
+            "ctx": repr(ctx), "erp": repr(erp), "fields": fields}
     try:
         erp.get("status/404")
     except ctx.ConnectionError as exc:
