@@ -123,6 +123,9 @@ def test_demo_sets_everything_up(tmp_path: Path) -> None:
     assert "robots registered: ok" in out
     assert "ran demo.deal_total on DEAL_1 -> answered: total=1200.0, vat=200.0" in out
     assert "ran demo.discount on DEAL_1 -> answered: discount=250.0, total=2250.0" in out
+    # the stored robot looked the counterparty up in the fake 1C and wrote it to the deal
+    assert "ran demo.inn_lookup on DEAL_1 -> answered: name=ООО Ромашка" in out
+    assert "DEAL_1 comment now: 1C: ООО Ромашка (INN 7701234567)" in out
     assert "fired demo.payment on DEAL_1 over POST /api/v1/ -> delivered; deal stage WON; demo.discount answered" in out
     assert re.search(r"One-time login: +http://127\.0\.0\.1:\d+/admin/login/link/[\w-]{40,}", out)
     assert re.search(r"Portal simulator: +http://127\.0\.0\.1:\d+/sim/", out)

@@ -28,8 +28,8 @@ from b24robots.errors import B24RobotsError
 from b24robots.logs import setup_logging
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.users import Users
-from b24robots.testing import PortalSimulator, SimulatorServer, automation
-from b24robots.web.admin.demo_robots import DEAL_TOTAL, DEAL_TOTAL_SOURCE, router
+from b24robots.testing import FakeOneCServer, PortalSimulator, SimulatorServer, automation
+from b24robots.web.admin.demo_robots import DEAL_TOTAL, DEAL_TOTAL_SOURCE, INN_LOOKUP, INN_LOOKUP_SOURCE, router
 from b24robots.web.app import create_app
 from b24robots.web.services import Services, build_services
 
@@ -84,6 +84,9 @@ def _wait_sync(svc: Services, member_id: str, timeout: float = 30.0) -> str:
     return "the first sync did not finish in time"
 
 
+DEMO_INN = "7701234567"
+
+
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="data directory (re-created on every run)")] = Path(
         ".b24robots-demo"
@@ -113,6 +116,14 @@ def demo(
     )  # fmt: skip
     svc = build_services(settings, router)
     svc.register.save(RobotSpec.from_document(DEAL_TOTAL), DEAL_TOTAL_SOURCE, author="demo", comment="sample")
+    # a fake 1C infobase with one counterparty, and the connection the stored INN lookup robot uses
+    onec = FakeOneCServer(host=host)
+    onec.start()
+    onec.fake.add("Catalog_Контрагенты", Description="ООО Ромашка", ИНН=DEMO_INN)
+    svc.connections.add(
+        "buh", "1c", {"base_url": onec.base_url, "username": onec.fake.username}, {"password": onec.fake.password}
+    )
+    svc.register.save(RobotSpec.from_document(INN_LOOKUP), INN_LOOKUP_SOURCE, author="demo", comment="sample")
     server = _Server(create_app(services=svc), host, port)
     try:
         server.start()
@@ -124,14 +135,18 @@ def demo(
             await sim.install_app(sim_app, portal)
             result = await asyncio.to_thread(_wait_sync, svc, portal.member_id)
             lines = [f"installed on {portal.domain}; robots registered: {result}"]
+            if 1 not in portal.deals:  # demo.inn_lookup writes to it
+                portal.add_deal(TITLE="Order 1001", OPPORTUNITY="1200.00")
             for code, props in (
                 ("demo.deal_total", {"amount": 1000, "vat_rate": "20"}),
                 ("demo.discount", {"amount": 2500, "segment": "vip", "days": 14}),
+                ("demo.inn_lookup", {"inn": DEMO_INN}),
             ):
                 wf = await sim.start_robot(portal, code, properties=props)
                 await wf.closed(timeout=30)
                 values = ", ".join(f"{k}={v}" for k, v in wf.return_values.items())
                 lines.append(f"ran {code} on DEAL_1 -> answered: {values}")
+            lines.append(f"1C at {onec.base_url}; DEAL_1 comment now: {portal.deals[1].get('COMMENTS', '')}")
             lines += await fire_from_outside()
             return lines
 
@@ -205,3 +220,4 @@ def demo(
     finally:
         server.stop()
         sim_server.stop()
+        onec.stop()

@@ -1,4 +1,4 @@
-"""The robots of `b24robots demo`: one module robot and one stored robot (shipped in the wheel).
+"""The robots of `b24robots demo`: a module robot and two stored robots (shipped in the wheel).
 
 The module robot is also the example of `examples/demo_robots.py`; the stored robot is the one of
 `examples/deal_total.yaml`. Written with the public API only, as a robot author would.
