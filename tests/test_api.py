@@ -150,3 +150,9 @@ async def test_cli_creates_lists_and_revokes_keys(tmp_path: Path, monkeypatch: p
             assert refused.status_code == 401
         empty = await asyncio.to_thread(runner.invoke, cli, ["api-keys", "create", "x", "--portal", h.portal.domain])
         assert empty.exit_code == 2 and "may fire nothing" in empty.output
+        # both changes are in the audit log in the CLI user's name, the key only by its prefix
+        created_entry, revoked_entry = reversed(h.svc.audit.list(action="api_key."))
+        assert (created_entry.action, revoked_entry.action) == ("api_key.create", "api_key.revoke")
+        assert created_entry.actor.startswith("cli:") and revoked_entry.actor.startswith("cli:")
+        assert created_entry.details["key"] == secret[: len("b24r_") + 9] + "…"
+        assert secret not in str(created_entry.details) + str(revoked_entry.details)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from b24robots.cli.common import Env, console, default_author, friendly, when
+from b24robots.cli.common import Env, cli_actor, console, default_author, friendly, when
 from b24robots.store.apikeys import ApiKeys
 from b24robots.store.crypto import Vault
 from b24robots.store.installations import Installations
@@ -38,7 +38,7 @@ def create(
     env = Env()
     inst = _installations(env).get(portal)
     key, plaintext = ApiKeys(env.db).create(
-        name, inst.id, triggers=trigger or [], templates=template or [], created_by=default_author()
+        name, inst.id, triggers=trigger or [], templates=template or [], created_by=default_author(), actor=cli_actor()
     )
     console.print(f"API key {key.id} for {inst.domain} ({key.name}); copy it now, it is not shown again:")
     console.print(plaintext, highlight=False, soft_wrap=True)
@@ -71,5 +71,5 @@ def list_keys() -> None:
 def revoke(key_id: Annotated[int, typer.Argument(help="the key's id (see `b24robots api-keys list`)")]) -> None:
     """Revoke a key at once; requests with it are refused from now on."""
     env = Env()
-    key = ApiKeys(env.db).revoke(key_id)
+    key = ApiKeys(env.db).revoke(key_id, actor=cli_actor())
     console.print(f"API key {key.id} ({key.name}) is revoked")

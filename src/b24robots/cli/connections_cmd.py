@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from b24robots.cli.common import Env, console, fail, friendly, when
+from b24robots.cli.common import Env, cli_actor, console, fail, friendly, when
 from b24robots.connections.config import DEFAULTS, HELP, SECRETS
 from b24robots.connections.hub import ConnectionHub
 from b24robots.store.connections import ConnectionStore
@@ -118,7 +118,7 @@ def add(
     """
     parts = _Parts(Env())
     member, domain = parts.member(portal)
-    info = parts.store.add(name, kind, _pairs(settings, "--set"), _secrets(secret), member_id=member)
+    info = parts.store.add(name, kind, _pairs(settings, "--set"), _secrets(secret), member_id=member, actor=cli_actor())
     console.print(f"added {info.kind} connection {info.name}" + (f" for {domain}" if domain else ""))
 
 
@@ -134,7 +134,9 @@ def set_values(
     """Change a connection's values; with --portal, that installation's overriding values."""
     parts = _Parts(Env())
     member, domain = parts.member(portal)
-    info = parts.store.set(name, _pairs(settings, "--set"), _secrets(secret), member_id=member, clear=clear or [])
+    info = parts.store.set(
+        name, _pairs(settings, "--set"), _secrets(secret), member_id=member, clear=clear or [], actor=cli_actor()
+    )
     console.print(f"changed connection {info.name}" + (f" for {domain}" if domain else ""))
 
 
@@ -168,7 +170,7 @@ def remove(
     what = f"the values of {name} for {domain}" if domain else f"connection {name}"
     if not yes and not typer.confirm(f"remove {what}?"):
         raise typer.Exit(1)
-    parts.store.remove(name, member_id=member, users=parts.users(name))
+    parts.store.remove(name, member_id=member, users=parts.users(name), actor=cli_actor())
     console.print(f"removed {what}")
 
 

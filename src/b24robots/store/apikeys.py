@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from b24robots.errors import NotFound, StoreError
+from b24robots.store.audit import record_in
 from b24robots.store.db import Database
 from b24robots.store.models import ApiKeyRow, InstallationRow
 
@@ -87,8 +88,14 @@ class ApiKeys:
         triggers: Sequence[str] = (),
         templates: Sequence[str | int] = (),
         created_by: str = "",
+        actor: str = "",
+        address: str = "",
     ) -> tuple[ApiKey, str]:
-        """A new key; returns it and its plaintext, which is never available again."""
+        """A new key; returns it and its plaintext, which is never available again.
+
+        The audit log gets an entry in the name of `actor` (default: `created_by`): the key's prefix
+        and scope, never the key.
+        """
         name = name.strip()
         if not name:
             raise StoreError("give the key a name that says who uses it (e.g. '1C accounting')")
@@ -118,7 +125,10 @@ class ApiKeys:
             )
             s.add(row)
             s.flush()
-            return _public(row, inst.domain), plaintext
+            key = _public(row, inst.domain)
+            details = {"key_id": row.id, "key": key.shown, "portal": inst.domain, "triggers": trig, "templates": tpls}
+            record_in(s, "api_key.create", actor=actor or created_by, target=key.name, address=address, details=details)
+            return key, plaintext
 
     def list(self) -> list[ApiKey]:
         with self.db.read() as s:
@@ -140,14 +150,16 @@ class ApiKeys:
                 raise NotFound(f"no API key with id {key_id}; see `b24robots api-keys list`")
             return _public(found[0], found[1])
 
-    def revoke(self, key_id: int) -> ApiKey:
-        """Revoke a key for good (it stays listed, marked revoked)."""
+    def revoke(self, key_id: int, *, actor: str = "", address: str = "") -> ApiKey:
+        """Revoke a key for good (it stays listed, marked revoked); the audit log says who did."""
         with self.db.write() as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None:
                 raise NotFound(f"no API key with id {key_id}; see `b24robots api-keys list`")
             if row.revoked_at is None:
                 row.revoked_at = time.time()
+                details = {"key_id": row.id, "key": f"{KEY_PREFIX}{row.prefix}_…"}
+                record_in(s, "api_key.revoke", actor=actor, target=row.name, address=address, details=details)
         return self.get(key_id)
 
     def authenticate(self, plaintext: str, now: float | None = None) -> ApiKey | None:

@@ -2,7 +2,8 @@
 
 Per-portal rows override the global row's values key by key. Secrets are one Fernet-encrypted JSON
 object per row (the key that encrypts tokens); they are decrypted only to make a call and are never
-returned by the listing functions.
+returned by the listing functions. Every change writes an audit entry in the same transaction, naming
+the settings and secrets it touched, never a value.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import delete, select
 from b24robots.connections.base import CallRecord
 from b24robots.connections.config import ConnectionConfig, check_kind, check_name, describe, merge, normalize
 from b24robots.errors import ConfigError, NotFound, StoreError
+from b24robots.store.audit import record_in
 from b24robots.store.connection_models import ConnectionCallRow, ConnectionRow
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
@@ -68,8 +70,13 @@ class ConnectionStore:
         secrets: Mapping[str, Any] | None = None,
         *,
         member_id: str = "",
+        actor: str = "",
+        address: str = "",
     ) -> ConnectionInfo:
-        """A new global connection (member_id '') or a portal's first override of an existing one."""
+        """A new global connection (member_id '') or a portal's first override of an existing one.
+
+        `actor` and `address` say who made the change, for the audit log.
+        """
         check_name(name)
         check_kind(kind)
         clean, clean_secrets = normalize(kind, settings, secrets or {})
@@ -97,6 +104,8 @@ class ConnectionStore:
             )
             s.add(row)
             s.flush()
+            details = {"kind": kind, "portal": member_id, "settings": sorted(clean), "secrets": sorted(clean_secrets)}
+            record_in(s, "connection.add", actor=actor, target=name, address=address, details=details)
             return self._info(row)
 
     def set(
@@ -107,6 +116,8 @@ class ConnectionStore:
         *,
         member_id: str = "",
         clear: Sequence[str] = (),
+        actor: str = "",
+        address: str = "",
     ) -> ConnectionInfo:
         """Change values (blank values keep what is there; `clear` removes keys). A portal row is created on demand."""
         with self.db.write() as s:
@@ -132,9 +143,18 @@ class ConnectionStore:
             row.secrets_enc = self.vault.encrypt(json.dumps(merged_secrets)) if merged_secrets else ""
             row.updated_at = now
             s.flush()
+            details = {
+                "portal": member_id,
+                "settings": sorted(k for k in clean if k not in clear),
+                "secrets": sorted(k for k in clean_secrets if k not in clear),
+                "cleared": sorted({str(k) for k in clear}),
+            }
+            record_in(s, "connection.set", actor=actor, target=name, address=address, details=details)
             return self._info(row)
 
-    def remove(self, name: str, *, member_id: str = "", users: Sequence[str] = ()) -> None:
+    def remove(
+        self, name: str, *, member_id: str = "", users: Sequence[str] = (), actor: str = "", address: str = ""
+    ) -> None:
         """Delete a portal's override, or the connection with all its overrides when no robot uses it."""
         if not member_id and users:
             raise ConfigError(
@@ -144,9 +164,12 @@ class ConnectionStore:
             query = delete(ConnectionRow).where(ConnectionRow.name == name)
             if member_id:
                 query = query.where(ConnectionRow.member_id == member_id)
-            if s.execute(query).rowcount == 0:  # type: ignore[attr-defined]
+            removed = s.execute(query).rowcount  # type: ignore[attr-defined]
+            if removed == 0:
                 where = f" for portal {member_id}" if member_id else ""
                 raise NotFound(f"no connection named {name!r}{where}")
+            details = {"portal": member_id, "rows": int(removed)}
+            record_in(s, "connection.remove", actor=actor, target=name, address=address, details=details)
 
     def all(self) -> list[ConnectionInfo]:
         with self.db.read() as s:

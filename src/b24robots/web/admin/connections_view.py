@@ -130,13 +130,14 @@ def register(admin: Admin) -> None:
         settings, secrets, _ = _form_values(ctx)
         if kind not in KINDS:
             kind = "http"
+        who = {"actor": ctx.actor, "address": ctx.address}
         try:
             if member_id:
                 # a portal's values need the connection itself first: create both from one form
-                await run_in_threadpool(store.add, name, kind, {}, {})
-                await run_in_threadpool(store.set, name, settings, secrets, member_id=member_id)
+                await run_in_threadpool(lambda: store.add(name, kind, {}, {}, **who))
+                await run_in_threadpool(lambda: store.set(name, settings, secrets, member_id=member_id, **who))
             else:
-                await run_in_threadpool(store.add, name, kind, settings, secrets)
+                await run_in_threadpool(lambda: store.add(name, kind, settings, secrets, **who))
         except B24RobotsError as exc:
             return render_form(
                 ctx, kind=kind, name=name, member_id=member_id, creating=True, error=str(exc), typed=settings
@@ -163,7 +164,11 @@ def register(admin: Admin) -> None:
         # a field emptied in the form removes that value (a portal then inherits the global one)
         clear = [*clear, *[k for k in blank if k in current]]
         try:
-            await run_in_threadpool(lambda: store.set(name, settings, secrets, member_id=member_id, clear=clear))
+            await run_in_threadpool(
+                lambda: store.set(
+                    name, settings, secrets, member_id=member_id, clear=clear, actor=ctx.actor, address=ctx.address
+                )
+            )
         except B24RobotsError as exc:
             return render_form(
                 ctx, kind=info.kind, name=name, member_id=member_id, creating=False, error=str(exc), typed=settings
@@ -188,7 +193,9 @@ def register(admin: Admin) -> None:
     async def delete_connection(ctx: Ctx) -> Response:
         name, member_id = ctx.param("name"), ctx.field("portal")
         try:
-            await run_in_threadpool(lambda: store.remove(name, member_id=member_id, users=users(name)))
+            await run_in_threadpool(
+                lambda: store.remove(name, member_id=member_id, users=users(name), actor=ctx.actor, address=ctx.address)
+            )
             ctx.flash("success", ctx._("Connection %(name)s deleted.", name=name))
         except NotFound:
             raise

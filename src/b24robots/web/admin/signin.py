@@ -20,7 +20,7 @@ log = logging.getLogger("b24robots.admin")
 
 AUDIT_PAGE = 100
 # what the audit page can filter on: a prefix of actions
-AUDIT_KINDS = ("sign_in.", "session.", "user.", "robot.", "journal.", "portal.")
+AUDIT_KINDS = ("sign_in.", "session.", "user.", "robot.", "journal.", "portal.", "connection.", "api_key.")
 
 
 def add_signin_pages(admin: Admin) -> None:

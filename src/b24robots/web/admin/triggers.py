@@ -131,11 +131,12 @@ def add_trigger_pages(admin: Admin) -> None:
             inst = await run_in_threadpool(svc.installations.get, portal)
             author = ctx.user.username if ctx.user else "admin"
             key, plaintext = await run_in_threadpool(
-                lambda: svc.apikeys.create(name, inst.id, triggers=triggers, templates=templates, created_by=author)
+                lambda: svc.apikeys.create(
+                    name, inst.id, triggers=triggers, templates=templates, created_by=author, address=ctx.address
+                )
             )
         except B24RobotsError as exc:
             return await render_keys(ctx, 422, error=str(exc), form=form)
-        await ctx.audit_soon("api_key.create", key.name, key_id=key.id, portal=inst.domain, triggers=triggers)
         # shown in this answer only; it never goes into the session, the audit log or a log
         response = await render_keys(ctx, 201, created=key, plaintext=plaintext)
         response.headers["Cache-Control"] = "no-store"
@@ -145,7 +146,6 @@ def add_trigger_pages(admin: Admin) -> None:
     async def revoke_key(ctx: Ctx) -> Response:
         key_id = ctx.param("key_id")
         if key_id.isdigit():
-            key = await run_in_threadpool(svc.apikeys.revoke, int(key_id))
-            await ctx.audit_soon("api_key.revoke", key.name, key_id=key.id)
+            key = await run_in_threadpool(lambda: svc.apikeys.revoke(int(key_id), actor=ctx.actor, address=ctx.address))
             ctx.flash("success", ctx._("API key %(name)s is revoked.", name=key.name))
         return ctx.redirect("/admin/api-keys")
