@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     sandbox_max_calls: int = Field(
         default=500, ge=1, description="cap on a stored robot's ctx.call/ctx.batch requests per run"
     )
+    sandbox_max_proxied_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="cap on the total time per run the server spends serving a stored robot's "
+        "ctx.call/ctx.batch and connection calls",
+    )
     sandbox_uid_base: int = Field(
         default=60000,
         ge=1000,

@@ -67,6 +67,15 @@ def run(inputs, ctx):
     return {"result": "waited"}
 """
 
+PERSISTENT = """
+def run(inputs, ctx):
+    while True:
+        try:
+            ctx.http("erp").get("slow", params={"s": "0.3"})
+        except ctx.ConnectionError:
+            pass
+"""
+
 
 def spec(code: str, **extra: Any) -> RobotSpec:
     return RobotSpec.from_document(
@@ -193,3 +202,45 @@ async def test_time_in_connection_calls_counts_toward_the_wall_limit(harness: Ro
         assert inv.state == "dead", inv.error
         assert took < 8  # the far side would take 10 s
         assert "wall-clock limit" in inv.error or "no time left" in inv.error or "timed out" in inv.error
+
+
+async def test_connection_calls_count_toward_the_proxied_time_limit(tmp_path: Path) -> None:
+    # B24R_SANDBOX_MAX_PROXIED_SECONDS caps it for every robot; the code catching errors does not help
+    async with RobotHarness(data_dir=tmp_path / "srv", settings={"sandbox_max_proxied_seconds": 1.0}) as h:
+        h.svc.runner.rules = type(h.svc.runner.rules)(max_attempts=1)
+        with echo_server() as (server, _):
+            h.svc.connections.add("erp", "http", {"base_url": server.origin + "/api/", "timeout": 30})
+            h.svc.register.save(spec("st.persistent", connections=["erp"]), PERSISTENT, author="anna")
+            await h.install()
+            started = time.monotonic()
+            wf = await h.run_robot("st.persistent", properties={"q": ""}, timeout=20)
+            took = time.monotonic() - started
+        inv = h.svc.journal.list(robot="st.persistent")[0]
+        assert inv.state == "dead", inv.error
+        assert "stopped by the proxied_time limit" in inv.error and "more than 1 s in proxied requests" in inv.error
+        assert any("proxied_time" in e.message for e in wf.log)
+        assert took < 10  # the wall cap (30 s) never came into it
+        calls = h.svc.connections.calls_for(inv.id)
+        assert 2 <= len(calls) <= 5 and all(c.connection == "erp" for c in calls)
+
+
+async def test_a_robot_of_its_own_may_allow_less_proxied_time_and_the_call_gets_only_that(
+    harness: RobotHarness,
+) -> None:
+    with echo_server() as (server, _):
+        harness.svc.connections.add("erp", "http", {"base_url": server.origin + "/api/", "timeout": 30})
+        harness.svc.register.save(
+            spec("st.slow2", connections=["erp"]),
+            SLOW,
+            author="anna",
+            limits={"wall_seconds": 10, "proxied_seconds": 1},
+        )
+        await harness.install()
+        started = time.monotonic()
+        await harness.run_robot("st.slow2", properties={"q": ""}, timeout=20)
+        took = time.monotonic() - started
+    inv = harness.svc.journal.list(robot="st.slow2")[0]
+    assert inv.state == "dead", inv.error
+    assert "proxied_time" in inv.error and took < 6  # the far side would take 10 s, the wall limit is 10 s
+    [call] = harness.svc.connections.calls_for(inv.id)
+    assert call.error and 0.8 <= call.duration_ms / 1000 < 3

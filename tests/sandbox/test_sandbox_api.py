@@ -174,6 +174,43 @@ def test_calls_per_run_are_capped(pool: SandboxPool) -> None:
     assert_serves_normally(pool)
 
 
+def test_total_proxied_time_per_run_is_capped(pool: SandboxPool) -> None:
+    def on_call(method: str, params: dict[str, Any]) -> Any:
+        time.sleep(0.15)
+        return 1
+
+    # each call is quick and there are few of them; together they hold the slot too long
+    source = "def run(inputs, ctx):\n    return {'n': sum(ctx.call('x', {}) for _ in range(40))}\n"
+    started = time.perf_counter()
+    with pytest.raises(SandboxLimitExceeded) as info:
+        pool.run(source, {}, context={}, on_call=on_call, limits=SandboxLimits(wall_seconds=3, proxied_seconds=0.5))
+    assert info.value.limit == "proxied_time"
+    assert "more than 0.5 s in proxied requests" in str(info.value)
+    assert time.perf_counter() - started < 1.5
+    assert_serves_normally(pool)
+
+
+def test_time_of_the_code_itself_is_not_proxied_time(pool: SandboxPool) -> None:
+    source = (
+        "import time\n"
+        "def run(inputs, ctx):\n"
+        "    end = time.monotonic() + 0.4\n"
+        "    while time.monotonic() < end:\n"
+        "        pass\n"
+        "    return {'n': ctx.call('x', {})}\n"
+    )
+
+    def on_call(method: str, params: dict[str, Any]) -> Any:
+        time.sleep(0.05)
+        return 1
+
+    result = pool.run(
+        source, {}, context={}, on_call=on_call, limits=SandboxLimits(wall_seconds=3, proxied_seconds=0.3)
+    )
+    assert result.outputs == {"n": 1}
+    assert 0.05 <= result.proxied_seconds < 0.3 and result.duration_ms >= 400
+
+
 def test_concurrent_runs_from_many_threads(pool: SandboxPool) -> None:
     source = "def run(inputs, ctx):\n    ctx.log(ctx.portal)\n    return {'square': inputs['n'] ** 2}\n"
     results: dict[int, SandboxResult] = {}

@@ -50,15 +50,22 @@ Recorder = Callable[[CallRecord], None]
 
 
 class Budget:
-    """The time a run has left; calls through connections spend it (they count toward the run's limits)."""
+    """The time a run has left; calls through connections spend it (they count toward the run's limits).
 
-    def __init__(self, deadline: float | None = None) -> None:
-        self.deadline = deadline  # time.monotonic() value, or None for no limit
+    `deadline` is the run's wall deadline (a time.monotonic() value, None for none); `left`, when
+    set, says how much more the run may spend in proxied calls (a stored run's `proxied_seconds`).
+    """
+
+    def __init__(self, deadline: float | None = None, left: Callable[[], float] | None = None) -> None:
+        self.deadline = deadline
+        self.left = left
 
     def remaining(self, cap: float) -> float:
-        if self.deadline is None:
-            return cap
-        return min(cap, self.deadline - time.monotonic())
+        if self.deadline is not None:
+            cap = min(cap, self.deadline - time.monotonic())
+        if self.left is not None:
+            cap = min(cap, self.left())
+        return cap
 
 
 class Gate:

@@ -272,6 +272,8 @@ class Runner:
             on_connection=on_connection,
             methods=MethodPolicy(self.methods, robot=resolved.spec.code, narrowed=resolved.spec.methods),
         )
+        if isinstance(ctx.connections, RunConnections):
+            ctx.connections.budget.left = proxy.time_left  # connection calls spend the run's proxied time
         context = {
             "portal": ctx.portal,
             "document_id": list(ctx.document_id),

@@ -15,7 +15,9 @@ class SandboxLimits:
 
     `memory_mb` is the address-space limit of the child process, interpreter included (about 25 MB).
     `wall_seconds` covers the whole run, time the parent spends serving `ctx.call`/`ctx.batch`
-    included; `max_calls` caps those requests per run.
+    included; `max_calls` caps those requests per run and `proxied_seconds` the total time the parent
+    spends serving them (REST and connection calls together), so a run cannot hold a slot mostly
+    waiting on the far side.
     """
 
     cpu_seconds: float = 5.0
@@ -25,6 +27,7 @@ class SandboxLimits:
     file_size_mb: int = 10
     open_files: int = 64
     max_calls: int = 500
+    proxied_seconds: float = 8.0
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -48,6 +51,7 @@ class SandboxLimits:
             file_size_mb=min(self.file_size_mb, caps.file_size_mb),
             open_files=min(self.open_files, caps.open_files),
             max_calls=min(self.max_calls, caps.max_calls),
+            proxied_seconds=min(self.proxied_seconds, caps.proxied_seconds),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,9 +61,11 @@ class SandboxLimits:
 @dataclass
 class SandboxResult:
     """A successful run: the outputs `run` returned, `ctx.log` lines in order, the wall time seen by
-    the parent and the number of proxied REST requests (each `ctx.call` and each `ctx.batch` is one)."""
+    the parent, the number of proxied requests (each `ctx.call`, `ctx.batch` and connection call is one)
+    and the seconds the parent spent serving them."""
 
     outputs: dict[str, Any]
     log: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
     calls: int = 0
+    proxied_seconds: float = 0.0

@@ -38,7 +38,9 @@ from b24robots.sandbox.proxy import REQUEST_KINDS, HostRaised, RunProxy, check_r
 
 log = logging.getLogger("b24robots.sandbox")
 
-LIMIT_NAMES = frozenset({"timeout", "cpu", "memory", "output", "file_size", "recursion", "open_files", "calls"})
+LIMIT_NAMES = frozenset(
+    {"timeout", "cpu", "memory", "output", "file_size", "recursion", "open_files", "calls", "proxied_time"}
+)
 _GRACE_SECONDS = 0.5
 _CONTROL_TIMEOUT = 15.0
 _CHECKOUT_TIMEOUT = 30.0
@@ -511,6 +513,7 @@ class SandboxPool:
         frame_limit = limits.output_bytes + _LOG_SLACK
         job_id = _wire.loads(job)["j"]
         calls = 0
+        proxy.allowance, proxy.spent = limits.proxied_seconds, 0.0
         try:
             _wire.send_raw(child.sock, job)
         except OSError:
@@ -537,6 +540,8 @@ class SandboxPool:
                 if calls > limits.max_calls:
                     raise _limit("calls", limits)
                 reply = proxy.serve(message)
+                if proxy.spent >= limits.proxied_seconds:
+                    raise _limit("proxied_time", limits)
                 try:
                     _wire.send(child.sock, reply)
                 except OSError:
@@ -549,6 +554,7 @@ class SandboxPool:
                     log=lines,
                     duration_ms=(time.perf_counter() - started) * 1000,
                     calls=calls,
+                    proxied_seconds=proxy.spent,
                 )
             raise _error(message, limits)
 
@@ -651,6 +657,8 @@ def _limit(name: str, limits: SandboxLimits, detail: object = None) -> SandboxLi
         "file_size": f"the robot wrote a file larger than {limits.file_size_mb} MB",
         "open_files": f"the robot opened more than {limits.open_files} files",
         "calls": f"the robot made more than {limits.max_calls} proxied requests (ctx.call, ctx.batch, connections)",
+        "proxied_time": f"the robot spent more than {limits.proxied_seconds:g} s in proxied requests "
+        "(ctx.call, ctx.batch, connections) in total",
     }
     return SandboxLimitExceeded(name, f"{messages[name]}; limit {name!r} stopped it")
 

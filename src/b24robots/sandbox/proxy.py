@@ -11,7 +11,9 @@ frames; it never decides what a request may do.
 from __future__ import annotations
 
 import binascii
+import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -150,6 +152,10 @@ class RunProxy:
     never reaches a handler, is answered as ``ctx.RestError`` (code METHOD_NOT_ALLOWED) and is noted
     in `notes`, which the caller adds to the run's log. `on_connection` performs `ctx.http/onec/sql`
     calls; its ConnectionCallError reaches stored code as ``ctx.ConnectionError``.
+
+    `spent` adds up the seconds spent in `serve`; the pool sets `allowance` (the run's
+    `proxied_seconds`) and stops the run once `spent` reaches it. `time_left` is what a call being
+    served may still take; connection calls use it as their timeout (see ConnectionHub.scope).
     """
 
     on_call: CallHandler | None = None
@@ -157,6 +163,16 @@ class RunProxy:
     on_connection: ConnectionHandler | None = None
     methods: MethodPolicy | None = None
     notes: list[str] = field(default_factory=list)
+    allowance: float | None = None
+    spent: float = 0.0
+    _serving_since: float | None = field(default=None, repr=False)
+
+    def time_left(self) -> float:
+        """Seconds of proxied time the run has left, the call being served counted so far."""
+        if self.allowance is None:
+            return math.inf
+        since = self._serving_since
+        return self.allowance - self.spent - (time.perf_counter() - since if since is not None else 0.0)
 
     def job_flags(self) -> dict[str, bool]:
         """What the worker offers stored code (ctx.call / ctx.batch / ctx.http... raise when absent)."""
@@ -177,12 +193,16 @@ class RunProxy:
         RestError becomes a refusal the stored code sees as ``ctx.RestError``; SandboxError
         propagates (the run fails); any other exception of a handler is wrapped in HostRaised.
         """
+        self._serving_since = started = time.perf_counter()
         try:
             return self._serve(message)
         except SandboxError:
             raise
         except BaseException as exc:
             raise HostRaised(exc) from exc
+        finally:
+            self._serving_since = None
+            self.spent += time.perf_counter() - started
 
     def _serve(self, message: dict[str, Any]) -> dict[str, Any]:
         try:

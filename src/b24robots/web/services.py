@@ -79,6 +79,7 @@ class Services:
                 memory_mb=cfg.sandbox_memory_mb,
                 output_bytes=cfg.sandbox_output_bytes,
                 max_calls=cfg.sandbox_max_calls,
+                proxied_seconds=cfg.sandbox_max_proxied_seconds,
             )
             pool = SandboxPool(
                 size=cfg.sandbox_pool,
