@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_every_benchmark_runs_in_quick_mode_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
     done = subprocess.run(
@@ -51,7 +54,19 @@ def test_every_benchmark_runs_in_quick_mode_and_reports(tmp_path: Path) -> None:
     sandbox = json.loads((tmp_path / "sandbox_overhead.json").read_text())
     assert sandbox["warm_pool"]["runs"] == 30
 
+    conn = json.loads((tmp_path / "connections.json").read_text())
+    for caller in ("direct", "module", "stored"):
+        assert conn[caller]["n"] == conn["rounds"] * conn["calls_per_round"] and conn[caller]["p50_ms"] > 0
+    assert conn["added_p50_ms"] == conn["stored"]["p50_ms"] - conn["direct"]["p50_ms"]
+
     report = out.read_text()
-    for title in ("## Machine", "## Intake", "## Delivery", "## Stored-code overhead", "## End to end", "## Memory"):
+    titles = (
+        "## Machine",
+        "## Intake",
+        "## Delivery",
+        "## Stored-code overhead",
+        "## Connection calls from stored code",
+    )
+    for title in (*titles, "## End to end", "## Memory"):
         assert title in report
-    assert report.count("| met |") + report.count("| MISSED |") == 4
+    assert report.count("| met |") + report.count("| MISSED |") == 5
