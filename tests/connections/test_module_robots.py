@@ -11,7 +11,6 @@ import pytest
 from b24robots import Params, RobotContext, Router, String
 from b24robots.testing import FakeOneCServer
 from b24robots.testing.app_fixtures import RobotHarness
-from tests.connections.support import SECRET
 
 router = Router()
 INN = "7701234567"
@@ -39,18 +38,6 @@ async def sql_lookup(inputs: InnIn, ctx: RobotContext) -> NameOut:
 
     row = await asyncio.to_thread(ctx.sql("dwh").first, "select name from cp where inn = :inn", inn=inputs.inn)
     return NameOut(name=row["name"] if row else "", source="sql")
-
-
-@router.robot("conn.undeclared", name="Undeclared", inputs=InnIn, outputs=NameOut)
-def undeclared(ctx: RobotContext) -> NameOut:
-    ctx.onec("buh").list("Catalog_Контрагенты")
-    return NameOut(name="unreachable")
-
-
-@router.robot("conn.wrong_kind", name="Wrong kind", inputs=InnIn, outputs=NameOut, connections=["buh"])
-def wrong_kind(ctx: RobotContext) -> NameOut:
-    ctx.http("buh").get("Catalog_Контрагенты")
-    return NameOut(name="unreachable")
 
 
 @pytest.fixture
@@ -91,28 +78,6 @@ async def test_an_async_module_robot_queries_sql(harness: RobotHarness, tmp_path
     harness.svc.connections.add("dwh", "sql", {"url": f"sqlite:///{tmp_path / 'dwh.db'}"})
     wf = await harness.run_robot("conn.sql_lookup", properties={"inn": INN})
     assert (wf.return_values["name"], wf.return_values["source"]) == ("ООО Ромашка", "sql")
-
-
-@pytest.mark.parametrize(
-    ("code", "message"),
-    [
-        ("conn.undeclared", "robot 'conn.undeclared' does not declare this connection"),
-        ("conn.wrong_kind", "is a 1c connection; use ctx.onec('buh')"),
-        ("conn.onec_lookup", "has no value for base_url for portal"),
-    ],
-)
-async def test_bad_use_is_a_clear_error_in_the_log_and_journal(
-    harness: RobotHarness, b24_onec: FakeOneCServer, code: str, message: str
-) -> None:
-    # a global template without a base URL, and a value only for another portal
-    harness.svc.connections.add("buh", "1c", {"username": "odata"}, {"password": SECRET})
-    harness.svc.connections.set("buh", {"base_url": b24_onec.base_url}, member_id="another-portal")
-    wf = await harness.run_robot(code, properties={"inn": INN})
-    inv = harness.svc.journal.list(robot=code)[0]
-    assert inv.state == "dead" and message in inv.error
-    assert any(message in e.message for e in wf.log)
-    assert SECRET not in inv.error and all(SECRET not in e.message for e in wf.log)
-    assert b24_onec.fake.seen == []
 
 
 async def test_far_side_5xx_is_retried_then_reported(harness: RobotHarness, b24_onec: FakeOneCServer) -> None:

@@ -55,12 +55,6 @@ def run(inputs, ctx):
     return {"result": f"{row['name']}|{float(row['balance'])}|{[r['id'] for r in rows]}|{wrote}"}
 """
 
-UNDECLARED = """
-def run(inputs, ctx):
-    ctx.http("erp").get("quiet")
-    return {"result": "reached"}
-"""
-
 SLOW = """
 def run(inputs, ctx):
     ctx.http("erp").get("slow", params={"s": "10"})
@@ -172,22 +166,6 @@ async def test_stored_code_queries_sql_read_only(harness: RobotHarness, dwh_url:
     calls = harness.svc.connections.calls_for(inv.id)
     assert [c.connection for c in calls] == ["dwh"] * 3 and not calls[0].error and calls[2].error
     assert SECRET not in everything_kept(harness, "st.sql")
-
-
-async def test_an_undeclared_connection_is_refused_in_log_and_journal(harness: RobotHarness) -> None:
-    with echo_server() as (server, state):
-        harness.svc.connections.add(
-            "erp", "http", {"base_url": server.origin + "/api/", "auth": "bearer"}, {"token": SECRET}
-        )
-        harness.svc.register.save(spec("st.undeclared"), UNDECLARED, author="anna")
-        await harness.install()
-        wf = await harness.run_robot("st.undeclared", properties={"q": ""})
-        inv = harness.svc.journal.list(robot="st.undeclared")[0]
-        message = "robot 'st.undeclared' does not declare this connection (it declares: none)"
-        assert inv.state == "dead" and message in inv.error
-        assert any(message in e.message for e in wf.log)
-        assert state.seen == []
-        assert SECRET not in everything_kept(harness, "st.undeclared")
 
 
 async def test_time_in_connection_calls_counts_toward_the_wall_limit(harness: RobotHarness) -> None:
