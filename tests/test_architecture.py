@@ -14,19 +14,22 @@ SRC = Path(b24robots.__file__).parent
 # layer -> the b24robots layers it may import (besides itself, `errors`, `config` is not implied)
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    # retries, backoff and deadlines as pure functions (used by rest, store and jobs)
+    "policy": {"errors"},
     "robots": {"errors"},
     "inbound": {"errors", "robots"},
-    "rest": {"errors", "inbound"},
+    "rest": {"errors", "inbound", "policy"},
     "sandbox": {"errors"},
     "config": {"errors"},
     "loader": {"errors", "robots"},
     "logs": set(),
     "connections": {"errors"},
-    "store": {"errors", "robots", "rest", "config", "sandbox", "connections"},
-    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs", "connections"},
+    "store": {"errors", "robots", "rest", "config", "sandbox", "connections", "policy"},
+    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs", "connections", "policy"},
     # the portal protocol: authentication of portal requests, the robot call, install and lifecycle
     "portal": {"errors", "robots", "rest", "inbound", "store", "jobs", "config", "logs"},
     "web": {
+        "policy",
         "portal",
         "errors",
         "robots",
@@ -42,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "testing": {"errors", "inbound"},
     "cli": {
+        "policy",
         "portal",
         "errors",
         "robots",

@@ -40,7 +40,9 @@ def test_a_failed_call_is_owed_again_on_retry_and_cannot_be_replayed(db: Databas
     inst = install(db)
     entry, _ = j.enqueue_call(call(inst, "1:k"))
     j.claim_deliveries(inst, "s", limit=10, lease=30.0)
-    j.delivery_failed([entry.id], "s", error="Trigger with code pay is not registered.", delay=1, give_up_after=1)
+    j.delivery_failed(
+        [entry.id], "s", error="Trigger with code pay is not registered.", delay=1, give_up_seconds=3600, final=True
+    )
     dead = j.get(entry.id)
     assert dead.state == DEAD and call_status(dead) == "failed" and "not registered" in dead.error
     back = j.retry(entry.id)

@@ -104,7 +104,7 @@ def test_delivery_bookkeeping_and_fair_portal_order(db: Database) -> None:
     assert [i.id for i in batch] == [ids["x"], ids["z"]]
     assert j.portals_owing(now=201.0) == [p2]  # p1's answers are leased by the sender
     j.delivered([ids["x"]], "S", now=202.0)
-    j.delivery_failed([ids["z"]], "S", error="503", delay=5, give_up_after=3, now=202.0)
+    j.delivery_failed([ids["z"]], "S", error="503", delay=5, give_up_seconds=3600, now=202.0)
     assert j.get(ids["x"]).state == "delivered" and j.get(ids["x"]).delivered_at == 202.0
     z = j.get(ids["z"])
     assert z.state == "answered" and z.deliver_after == 207.0 and z.deliver_attempts == 1
@@ -134,3 +134,49 @@ def test_operator_retry_and_replay(db: Database) -> None:
     assert j.original_token(replay) == "t"
     with pytest.raises(NotFound):
         j.get(99999)
+
+
+def _answered(j: Journal, iid: int, token: str, at: float, **over: object) -> int:
+    inv_id, _ = j.enqueue(new(iid, token, **over), now=at)
+    (inv,) = j.claim("W", 1, lease=30, now=at)
+    j.finish(inv.id, "W", outputs={}, log=[], now=at)
+    return inv_id
+
+
+def _fail_delivery(j: Journal, iid: int, at: float, give_up_seconds: float = 7 * 86400.0) -> None:
+    j.claim_deliveries(iid, "S", limit=50, lease=60, now=at)
+    j.delivery_failed(
+        [i.id for i in j.list(installation_id=iid)], "S", error="503", delay=1, give_up_seconds=give_up_seconds, now=at
+    )
+
+
+def test_a_delivery_is_given_up_by_the_deadline_not_by_a_count_of_attempts(db: Database) -> None:
+    j = Journal(db)
+    iid = install(db)
+    forever = _answered(j, iid, "forever", 1000.0)  # timeout_duration 0: the workflow waits without a deadline
+    timed = _answered(j, iid, "timed", 1000.0, timeout_duration=600, portal_ts=1000)
+    at = 1000.0
+    for _ in range(40):  # far more failures than any attempt count would allow
+        at += 10.0
+        _fail_delivery(j, iid, at)
+    assert j.get(forever).state == "answered" and j.get(forever).owed and j.get(forever).deliver_attempts == 40
+    assert j.get(timed).state == "answered" and j.get(timed).owed
+    _fail_delivery(j, iid, 1600.0)  # the workflow's own deadline (received + 600 s) has come
+    t = j.get(timed)
+    assert t.state == "dead" and not t.owed and "timeout passed" in t.error
+    assert j.get(forever).owed
+    _fail_delivery(j, iid, 1000.0 + 7 * 86400.0 - 1)
+    assert j.get(forever).owed
+    _fail_delivery(j, iid, 1000.0 + 7 * 86400.0)  # B24R_DELIVERY_GIVE_UP_DAYS after it became owed
+    f = j.get(forever)
+    assert f.state == "dead" and not f.owed and "after 7 day(s)" in f.error
+
+
+def test_a_final_delivery_failure_is_dead_at_once(db: Database) -> None:
+    j = Journal(db)
+    iid = install(db)
+    inv_id = _answered(j, iid, "t", 100.0)
+    j.claim_deliveries(iid, "S", limit=50, lease=60, now=101.0)
+    j.delivery_failed([inv_id], "S", error="ACCESS_DENIED", delay=1, give_up_seconds=86400, final=True, now=101.0)
+    dead = j.get(inv_id)
+    assert dead.state == "dead" and not dead.owed and dead.error == "delivery: ACCESS_DENIED"

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="REST methods stored code may call: comma-separated patterns (crm.*, !crm.deal.delete); "
         "`default` is the built-in list (docs/stored-code.md)",
     )
+    delivery_give_up_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="an answer to a workflow that waits without a timeout is given up after this many days "
+        "of failed deliveries (others are given up at their workflow's own deadline)",
+    )
     # --- trust in portals: only these OAuth servers confirm an install (never an address in the request) ---
     oauth_servers: str = Field(
         default=DEFAULT_OAUTH_SERVERS,

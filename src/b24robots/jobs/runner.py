@@ -30,6 +30,7 @@ from b24robots.errors import (
     SandboxLimitExceeded,
     StoredCodeError,
 )
+from b24robots.policy import RetryRules
 from b24robots.robots.context import RobotContext
 from b24robots.robots.params import default_outputs, dump_values, parse_values
 from b24robots.robots.registry import Registry, Resolved
@@ -50,17 +51,6 @@ class Outcome:
     log_message: str = ""
     error: str = ""
     delay: float = 0.0
-
-
-@dataclass(frozen=True)
-class RetryRules:
-    max_attempts: int = 5
-    max_signal_retries: int = 50
-    base_delay: float = 5.0
-    max_delay: float = 600.0
-
-    def backoff(self, attempt: int) -> float:
-        return float(min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1)))
 
 
 def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,7 +127,7 @@ class Runner:
                 return self._connection_failed(spec.outputs, ctx, inv, cause, exc.traceback)
             return self._failed(spec.outputs, ctx, inv, str(exc), exc.traceback)
         except Retry as sig:
-            if inv.attempts >= self.rules.max_signal_retries:
+            if not self.rules.may_signal_retry(inv.attempts):
                 return self._dead(spec.outputs, ctx, f"gave up after {inv.attempts} retries: {sig}")
             return Outcome("retry", log=list(ctx.logs), error=f"retry requested: {sig}", delay=sig.delay)
         except RobotFailure as fail:
@@ -199,7 +189,7 @@ class Runner:
 
     def _failed(self, params: Any, ctx: RobotContext, inv: Invocation, summary: str, tb: str) -> Outcome:
         error = f"{summary}\n{tb}".strip()
-        if inv.attempts < self.rules.max_attempts:
+        if self.rules.may_retry(inv.attempts):
             return Outcome("retry", log=list(ctx.logs), error=error, delay=self.rules.backoff(inv.attempts))
         outcome = self._dead(params, ctx, f"failed after {inv.attempts} attempts: {summary}")
         outcome.error = f"failed after {inv.attempts} attempts: {error}"

@@ -5,7 +5,9 @@ shared leaky bucket (the REST client waits for a slot). Each answer is a `bizpro
 RETURN_VALUES and the final LOG_MESSAGE, preceded by one `bizproc.activity.log` carrying the robot's
 `ctx.log` lines when it wrote any; a batch holds at most 50 commands.
 `bizproc.event.send` is idempotent on the portal (the first answer wins), so failures are simply
-retried later. Outbound calls in the journal (trigger fires, workflow starts) ride in the same
+retried later (backoff from `b24robots.policy`) until the workflow's own deadline passes or, for a
+workflow that waits without one, `give_up_seconds` (B24R_DELIVERY_GIVE_UP_DAYS) after the answer
+became owed. Outbound calls in the journal (trigger fires, workflow starts) ride in the same
 batches as one command each; one the portal refused for good (an unknown trigger, a wrong entity)
 is given up at once, while a refused batch, the rate limit or a server error is retried.
 Several portals are served at once, the longest-waiting first, so none starves.
@@ -29,6 +31,7 @@ from b24robots.errors import (
     ServerError,
     TransportError,
 )
+from b24robots.policy import DAY, DEFAULT_GIVE_UP_DAYS, FAILED_COMMAND_DELAY, delivery_backoff
 from b24robots.rest.client import RestClient
 from b24robots.store.installations import Installations
 from b24robots.store.journal import CALL, Invocation, Journal
@@ -76,7 +79,7 @@ class Sender:
         concurrency: int = 8,
         lease: float = 120.0,
         poll: float = 5.0,
-        give_up_after: int = 25,
+        give_up_seconds: float = DEFAULT_GIVE_UP_DAYS * DAY,
         on_delivered: Callable[[int, list[Invocation]], None] | None = None,
     ) -> None:
         self.journal = journal
@@ -86,7 +89,7 @@ class Sender:
         self.concurrency = concurrency
         self.lease = lease
         self.poll = poll
-        self.give_up_after = give_up_after
+        self.give_up_seconds = give_up_seconds
         self.owner = owner_id("sender")
         self.on_delivered = on_delivered
         self.last_loop = 0.0
@@ -168,7 +171,7 @@ class Sender:
         try:
             result = await self.rest.batch(portal.member_id, commands)
         except (RestError, B24RobotsError) as exc:
-            delay = min(300.0, 5.0 * 2 ** min(due[0].deliver_attempts, 6))
+            delay = delivery_backoff(due[0].deliver_attempts)
             log.warning("batch of %d answers to %s failed: %s; retry in %.0f s", len(due), portal.domain, exc, delay)
             await persist(
                 "recording a failed batch",
@@ -177,7 +180,7 @@ class Sender:
                 self.owner,
                 error=str(exc),
                 delay=delay,
-                give_up_after=self.give_up_after,
+                give_up_seconds=self.give_up_seconds,
             )
             return
         self.batches += 1
@@ -202,15 +205,16 @@ class Sender:
         for inv_id, err in failed.items():
             # a refused token can never be accepted: stop trying at once; so is a call the portal refused
             transient = isinstance(err, QueryLimitExceeded | OperationTimeLimit | ServerError | TransportError)
-            give_up = 1 if isinstance(err, AccessDenied) or (inv_id in calls and not transient) else self.give_up_after
+            final = isinstance(err, AccessDenied) or (inv_id in calls and not transient)
             await persist(
                 "recording a failed answer",
                 self.journal.delivery_failed,
                 [inv_id],
                 self.owner,
                 error=str(err),
-                delay=30.0,
-                give_up_after=give_up,
+                delay=FAILED_COMMAND_DELAY,
+                give_up_seconds=self.give_up_seconds,
+                final=final,
             )
         if self.on_delivered and ok:
             self.on_delivered(installation_id, ok)

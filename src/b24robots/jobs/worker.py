@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from b24robots.errors import B24RobotsError, NotFound
+from b24robots.policy import retry_in_time
 from b24robots.rest.client import RestClient
 from b24robots.robots.context import RobotContext
 from b24robots.store.installations import Installation, Installations
@@ -212,8 +213,7 @@ class Worker:
         now = time.time()
         if outcome.kind == "retry":
             # leave time to deliver the failure notice before the workflow stops waiting
-            margin = min(5.0, max(1.0, 0.25 * inv.timeout_duration))
-            if inv.deadline_at is not None and now + outcome.delay + margin >= inv.deadline_at:
+            if not retry_in_time(now, outcome.delay, inv.deadline_at, inv.timeout_duration):
                 outcome = Outcome(
                     "dead",
                     outputs=outcome.outputs,

@@ -7,7 +7,7 @@ Contract in short (details in docs/rest-client.md):
 - Before every HTTP request the portal's leaky bucket is reserved through `LimiterState`.
 - `expired_token` -> one refresh per portal at a time, in this process and across processes
   (`rest/refresh.py`), the new pair is stored, then the call is replayed once.
-- Retries (stamina, short and bounded): QUERY_LIMIT_EXCEEDED always; 5xx, timeouts and transport
+- Retries (b24robots.policy, short and bounded): QUERY_LIMIT_EXCEEDED always; 5xx, timeouts and transport
   errors only for idempotent calls; OPERATION_TIME_LIMIT waits for its reset when that is near.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,6 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-import stamina
 
 from b24robots.errors import (
     ConfigError,
@@ -36,6 +36,7 @@ from b24robots.errors import (
     ServerError,
     TransportError,
 )
+from b24robots.policy import RetryPolicy, rest_retryable
 from b24robots.rest.errormap import error_from_answer, map_error
 from b24robots.rest.limiter import LimiterState, MemoryLimiterState, check_rate
 from b24robots.rest.phpquery import http_build_query
@@ -98,28 +99,6 @@ def is_idempotent(method: str, params: Mapping[str, Any] | None = None) -> bool:
         inner = [str(c).split("?", 1)[0] for c in commands]
         return bool(inner) and all(n.lower() != "batch" and is_idempotent(n) for n in inner)
     return name in _IDEMPOTENT or name.endswith((".list", ".get"))
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Short in-call retries; long backoff belongs to the job queue.
-
-    `attempts` and `timeout` (seconds, real time) bound every call; backoff is exponential from
-    `wait_initial` up to `wait_max` plus up to `wait_jitter` random seconds. OPERATION_TIME_LIMIT
-    waits for `time.operating_reset_at` only when that is at most `max_operation_wait` away.
-    """
-
-    attempts: int = 5
-    timeout: float = 30.0
-    wait_initial: float = 0.5
-    wait_max: float = 5.0
-    wait_jitter: float = 0.5
-    max_operation_wait: float = 60.0
-
-    @classmethod
-    def disabled(cls) -> RetryPolicy:
-        """One attempt, no waiting: every failure surfaces at once (tests, the queue's own retries)."""
-        return cls(attempts=1, max_operation_wait=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,34 +441,24 @@ class RestClient:
         if policy.attempts <= 1:
             return await self._attempt(portal_key, method, params)
 
-        def retry_on(exc: Exception) -> bool:
-            if isinstance(exc, QueryLimitExceeded):
-                return True  # refused before it ran: always safe
-            if isinstance(exc, TransportError) and exc.code in ("TOO_MANY_REDIRECTS", "BAD_REDIRECT"):
-                return False
-            return idem and isinstance(exc, ServerError | TransportError)
-
-        async for attempt in stamina.retry_context(
-            on=retry_on,
-            attempts=policy.attempts,
-            timeout=policy.timeout,
-            wait_initial=policy.wait_initial,
-            wait_max=policy.wait_max,
-            wait_jitter=policy.wait_jitter,
-        ):
-            with attempt:
-                if attempt.num > 1:
-                    log.info("retrying %s on %s (attempt %d)", method, portal_key, attempt.num)
-                try:
-                    return await self._attempt(portal_key, method, params)
-                except QueryLimitExceeded:
+        started = time.monotonic()
+        attempt = 1
+        while True:
+            if attempt > 1:
+                log.info("retrying %s on %s (attempt %d)", method, portal_key, attempt)
+            try:
+                return await self._attempt(portal_key, method, params)
+            except Exception as exc:
+                if not rest_retryable(exc, idem) or not policy.retry_after(attempt, time.monotonic() - started):
+                    raise
+                if isinstance(exc, QueryLimitExceeded):
                     # Our bucket was out of step with the portal's (another client or the same IP
                     # used it): let at least one slot leak before the retry reserves again.
-                    if attempt.num < policy.attempts:
-                        rate, _ = self._rates.get(portal_key, self._default_rate)
-                        await self._sleep(1.0 / rate)
-                    raise
-        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+                    rate, _ = self._rates.get(portal_key, self._default_rate)
+                    await self._sleep(1.0 / rate)
+            # real time, like the call's `timeout` (the injected sleep serves limiter waits)
+            await asyncio.sleep(policy.wait(attempt, random.random()))
+            attempt += 1
 
     async def _attempt(self, portal_key: str, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
         pair = await self._store(self._tokens.load, portal_key)

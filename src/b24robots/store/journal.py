@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from b24robots.errors import NotFound, StoreError
+from b24robots.policy import delivery_gives_up, past_deadline
 from b24robots.store.db import Database
 from b24robots.store.models import InstallationRow, InvocationRow
 
@@ -100,7 +101,7 @@ class Invocation:
         return self.deliver_after is not None
 
     def too_late(self, now: float) -> bool:
-        return self.deadline_at is not None and now >= self.deadline_at
+        return past_deadline(now, self.deadline_at)
 
 
 def _inv(row: InvocationRow) -> Invocation:
@@ -432,7 +433,7 @@ class Journal:
             )
             row.finished_at = now
             row.lease_owner = row.lease_expires_at = None
-            too_late = row.deadline_at is not None and now >= row.deadline_at
+            too_late = past_deadline(now, row.deadline_at)
             row.deliver_after = now if row.use_subscription and not too_late else None
             self._notify(s)
             return True
@@ -538,9 +539,14 @@ class Journal:
         *,
         error: str,
         delay: float,
-        give_up_after: int,
+        give_up_seconds: float,
+        final: bool = False,
         now: float | None = None,
     ) -> None:
+        """A delivery failed: owed again after `delay`, or given up (dead) when `final` or when
+        `policy.delivery_gives_up` says so (the workflow's deadline; else `give_up_seconds` after the
+        answer became owed).
+        """
         now = time.time() if now is None else now
         with self.db.write() as s:
             for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
@@ -549,8 +555,17 @@ class Journal:
                 row.deliver_attempts += 1
                 row.lease_owner = row.lease_expires_at = None
                 row.error = f"delivery: {error}"
-                if row.deliver_attempts >= give_up_after or (row.deadline_at is not None and now >= row.deadline_at):
+                owed_since = row.finished_at if row.finished_at is not None else row.received_at
+                if final or delivery_gives_up(
+                    now, deadline_at=row.deadline_at, owed_since=owed_since, give_up_seconds=give_up_seconds
+                ):
                     row.state, row.deliver_after = DEAD, None
+                    if not final:
+                        row.error += (
+                            "; given up: the workflow's timeout passed"
+                            if row.deadline_at is not None
+                            else f"; given up after {give_up_seconds / 86400:g} day(s) of failed deliveries"
+                        )
                 else:
                     row.deliver_after = now + delay
 
@@ -608,6 +623,7 @@ class Journal:
                 raise StoreError(f"invocation {inv_id} is {row.state}; only failed or dead ones can be retried")
             if row.kind == CALL:  # an outbound call is owed again; it never goes to the workers
                 row.state, row.error, row.deliver_after, row.deliver_attempts = ANSWERED, "", now, 0
+                row.finished_at = now  # owed again from now: the give-up period starts again
                 row.lease_owner = row.lease_expires_at = None
                 self._notify(s)
                 s.flush()

@@ -18,6 +18,7 @@ from b24robots.jobs.sender import Sender
 from b24robots.jobs.sync import Syncer, SyncReport
 from b24robots.jobs.wakeup import PgListener, Wakeup
 from b24robots.jobs.worker import Worker
+from b24robots.policy import DAY
 from b24robots.portal.install import Lifecycle
 from b24robots.portal.oauth import OAuthServers
 from b24robots.rest.client import RestClient, RetryPolicy
@@ -109,6 +110,7 @@ class Services:
             self.installations,
             self.rest,
             self.deliver_wakeup,
+            give_up_seconds=self.settings.delivery_give_up_days * DAY,
             on_delivered=self.metrics.observe_delivery,
         )
         if not self.db.is_sqlite:
