@@ -9,7 +9,7 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from b24robots.errors import ConfigError
@@ -96,6 +96,20 @@ class Settings(BaseSettings):
         description="an answer to a workflow that waits without a timeout is given up after this many days "
         "of failed deliveries (others are given up at their workflow's own deadline)",
     )
+    heartbeat_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="how often a serve/worker process records that it is alive"
+    )
+    process_stale_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="a process silent this long is taken for dead and its leases are taken over (>= 2 heartbeats)",
+    )
+    worker_name: str = Field(
+        default="",
+        max_length=200,
+        description="identifies a worker across restarts on one host (empty = the data dir); give each worker "
+        "on a host its own name",
+    )
     # --- trust in portals: only these OAuth servers confirm an install (never an address in the request) ---
     oauth_servers: str = Field(
         default=DEFAULT_OAUTH_SERVERS,
@@ -123,6 +137,15 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
                 raise ValueError(f"{item!r} is not a base URL such as https://oauth.bitrix.info")
         return value
+
+    @model_validator(mode="after")
+    def _check_liveness(self) -> Settings:
+        if self.process_stale_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "B24R_PROCESS_STALE_SECONDS must be at least twice B24R_HEARTBEAT_SECONDS, "
+                f"got {self.process_stale_seconds:g} and {self.heartbeat_seconds:g}"
+            )
+        return self
 
     @field_validator("public_url")
     @classmethod
@@ -209,7 +232,8 @@ def load_settings(*, follow_served: bool = True, **overrides: object) -> Setting
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"B24R_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"B24R_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
     if follow_served and not settings.public_url_is_set:

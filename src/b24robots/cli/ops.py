@@ -95,7 +95,7 @@ def worker(app: AppArg = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await svc.start(workers=True)
+        await svc.start(workers=True, role="worker")
         console.print(f"worker {svc.worker.owner if svc.worker else ''} running; Ctrl+C stops it gracefully")
         await stop.wait()
         await svc.stop()

@@ -81,7 +81,9 @@ class Sender:
         poll: float = 5.0,
         give_up_seconds: float = DEFAULT_GIVE_UP_DAYS * DAY,
         on_delivered: Callable[[int, list[Invocation]], None] | None = None,
+        process: str | None = None,
     ) -> None:
+        self.process = process  # this process's id in the processes table (its leases name it)
         self.journal = journal
         self.installations = installations
         self.rest = rest
@@ -145,7 +147,12 @@ class Sender:
 
     async def _send_batch(self, installation_id: int) -> None:
         invs = await asyncio.to_thread(
-            self.journal.claim_deliveries, installation_id, self.owner, limit=BATCH_MAX, lease=self.lease
+            self.journal.claim_deliveries,
+            installation_id,
+            self.owner,
+            limit=BATCH_MAX,
+            lease=self.lease,
+            process=self.process,
         )
         if not invs:
             return

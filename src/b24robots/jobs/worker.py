@@ -63,7 +63,9 @@ class Worker:
         on_outcome: Callable[[Invocation, Outcome, float], None] | None = None,
         on_answer: Callable[[], None] | None = None,
         outbound: Outbound | None = None,
+        process: str | None = None,
     ) -> None:
+        self.process = process  # this process's id in the processes table (its leases name it)
         self.outbound = outbound
         self.journal = journal
         self.installations = installations
@@ -98,7 +100,9 @@ class Worker:
                 claimed: list[Invocation] = []
                 if free > 0:
                     try:
-                        claimed = await asyncio.to_thread(self.journal.claim, self.owner, free, self.lease)
+                        claimed = await asyncio.to_thread(
+                            self.journal.claim, self.owner, free, self.lease, process=self.process
+                        )
                     except Exception:
                         log.exception("claiming invocations failed; retrying shortly")
                         await asyncio.sleep(1.0)

@@ -318,8 +318,13 @@ class Journal:
             return [_inv(r) for r in s.scalars(stmt)]
 
     # --- workers -------------------------------------------------------------------------------
-    def claim(self, owner: str, limit: int, lease: float, now: float | None = None) -> builtins.list[Invocation]:
-        """Take up to `limit` runnable invocations (queued, failed and due, or with an expired lease)."""
+    def claim(
+        self, owner: str, limit: int, lease: float, now: float | None = None, *, process: str | None = None
+    ) -> builtins.list[Invocation]:
+        """Take up to `limit` runnable invocations (queued, failed and due, or with an expired lease).
+
+        `process` (store/processes.py) names the process holding the lease, so it can be reclaimed.
+        """
         now = time.time() if now is None else now
         cond = or_(
             and_(InvocationRow.state.in_((QUEUED, FAILED)), InvocationRow.run_after <= now),
@@ -334,6 +339,7 @@ class Journal:
                 row.state = RUNNING
                 row.lease_owner = owner
                 row.lease_expires_at = now + lease
+                row.lease_process = process
                 row.attempts += 1
                 row.started_at = now
             s.flush()
@@ -390,7 +396,7 @@ class Journal:
             row.state = ANSWERED
             row.outputs, row.log, row.log_message, row.error = outputs, log, log_message, error
             row.finished_at = now
-            row.lease_owner = row.lease_expires_at = None
+            row.lease_owner = row.lease_expires_at = row.lease_process = None
             row.deliver_after = now if row.use_subscription else None
             self._notify(s)
             return True
@@ -404,7 +410,7 @@ class Journal:
             if row is None:
                 return False
             row.state, row.run_after, row.error, row.log = FAILED, now + delay, error, log
-            row.lease_owner = row.lease_expires_at = None
+            row.lease_owner = row.lease_expires_at = row.lease_process = None
             return True
 
     def kill(
@@ -432,7 +438,7 @@ class Journal:
                 outputs,
             )
             row.finished_at = now
-            row.lease_owner = row.lease_expires_at = None
+            row.lease_owner = row.lease_expires_at = row.lease_process = None
             too_late = past_deadline(now, row.deadline_at)
             row.deliver_after = now if row.use_subscription and not too_late else None
             self._notify(s)
@@ -454,6 +460,7 @@ class Journal:
                     deliver_after=None,
                     lease_owner=None,
                     lease_expires_at=None,
+                    lease_process=None,
                     finished_at=func.coalesce(InvocationRow.finished_at, now),
                 )
             )
@@ -465,7 +472,13 @@ class Journal:
             result = s.execute(
                 update(InvocationRow)
                 .where(InvocationRow.lease_owner == owner, InvocationRow.state == RUNNING)
-                .values(state=QUEUED, lease_owner=None, lease_expires_at=None, attempts=InvocationRow.attempts - 1)
+                .values(
+                    state=QUEUED,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    lease_process=None,
+                    attempts=InvocationRow.attempts - 1,
+                )
             )
             return int(getattr(result, "rowcount", 0))
 
@@ -489,8 +502,16 @@ class Journal:
             return [r[0] for r in rows]
 
     def claim_deliveries(
-        self, installation_id: int, owner: str, *, limit: int, lease: float, now: float | None = None
+        self,
+        installation_id: int,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float | None = None,
+        process: str | None = None,
     ) -> builtins.list[Invocation]:
+        """Lease up to `limit` answers owed to one portal for a batch (`process` as for `claim`)."""
         now = time.time() if now is None else now
         with self.db.write() as s:
             stmt = (
@@ -507,7 +528,7 @@ class Journal:
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = list(s.scalars(stmt))
             for row in rows:
-                row.lease_owner, row.lease_expires_at = owner, now + lease
+                row.lease_owner, row.lease_expires_at, row.lease_process = owner, now + lease, process
             s.flush()
             return [_inv(r) for r in rows]
 
@@ -517,7 +538,7 @@ class Journal:
             s.execute(
                 update(InvocationRow)
                 .where(InvocationRow.id.in_(ids), InvocationRow.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(lease_owner=None, lease_expires_at=None, lease_process=None)
             )
 
     def delivered(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
@@ -530,7 +551,7 @@ class Journal:
                     row.state = DELIVERED
                 row.delivered_at, row.deliver_after = now, None
                 row.deliver_attempts += 1
-                row.lease_owner = row.lease_expires_at = None
+                row.lease_owner = row.lease_expires_at = row.lease_process = None
 
     def delivery_failed(
         self,
@@ -553,7 +574,7 @@ class Journal:
                 if row.lease_owner != owner:
                     continue
                 row.deliver_attempts += 1
-                row.lease_owner = row.lease_expires_at = None
+                row.lease_owner = row.lease_expires_at = row.lease_process = None
                 row.error = f"delivery: {error}"
                 owed_since = row.finished_at if row.finished_at is not None else row.received_at
                 if final or delivery_gives_up(
@@ -578,7 +599,7 @@ class Journal:
                     continue
                 row.state, row.deliver_after = DEAD, None
                 row.error = (row.error + "; " if row.error else "") + "not answered: the workflow's timeout passed"
-                row.lease_owner = row.lease_expires_at = None
+                row.lease_owner = row.lease_expires_at = row.lease_process = None
 
     # --- operators -------------------------------------------------------------------------------
     def get(self, inv_id: int) -> Invocation:
@@ -624,12 +645,12 @@ class Journal:
             if row.kind == CALL:  # an outbound call is owed again; it never goes to the workers
                 row.state, row.error, row.deliver_after, row.deliver_attempts = ANSWERED, "", now, 0
                 row.finished_at = now  # owed again from now: the give-up period starts again
-                row.lease_owner = row.lease_expires_at = None
+                row.lease_owner = row.lease_expires_at = row.lease_process = None
                 self._notify(s)
                 s.flush()
                 return _inv(row)
             row.state, row.run_after, row.error, row.deliver_after = QUEUED, now, "", None
-            row.lease_owner = row.lease_expires_at = None
+            row.lease_owner = row.lease_expires_at = row.lease_process = None
             self._notify(s)
             s.flush()
             return _inv(row)

@@ -109,6 +109,8 @@ class InvocationRow(Base):
         Index("ix_invocations_installation_state", "installation_id", "state"),
         Index("ix_invocations_deliver_after", "deliver_after"),
         Index("ix_invocations_robot_code", "robot_code"),
+        Index("ix_invocations_lease_process", "lease_process"),
+        Index("ix_invocations_state_finished_at", "state", "finished_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_token: Mapped[str] = mapped_column(String(512), unique=True)
@@ -133,6 +135,8 @@ class InvocationRow(Base):
     run_after: Mapped[float] = mapped_column(Float)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the process (processes.id) whose worker or sender holds the lease: reclaimed when it stops beating
+    lease_process: Mapped[str | None] = mapped_column(String(128), nullable=True)
     deliver_after: Mapped[float | None] = mapped_column(Float, nullable=True)  # set while an answer is owed
     deliver_attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
@@ -145,6 +149,20 @@ class InvocationRow(Base):
     # "robot": a robot call from the portal; "call": an outbound call we owe the portal (a trigger fire,
     # a workflow start), delivered by the sender like an answer
     kind: Mapped[str] = mapped_column(String(16), default="robot", server_default="robot")
+
+
+class ProcessRow(Base):
+    """A running `serve` or `worker` process and its heartbeat (leases name it in `lease_process`)."""
+
+    __tablename__ = "processes"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    # what a restart of the same process shares with it: role, host and data dir or worker name
+    incarnation: Mapped[str] = mapped_column(String(1024), index=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class ApiKeyRow(Base):

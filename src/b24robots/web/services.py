@@ -12,6 +12,7 @@ import httpx
 
 from b24robots.config import Settings
 from b24robots.connections.hub import ConnectionHub
+from b24robots.jobs.liveness import Heartbeat, this_process
 from b24robots.jobs.outbound import Outbound
 from b24robots.jobs.runner import Runner
 from b24robots.jobs.sender import Sender
@@ -34,6 +35,7 @@ from b24robots.store.crypto import Vault
 from b24robots.store.db import Database, private_dir
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
+from b24robots.store.processes import Processes
 from b24robots.store.register import Register
 from b24robots.web.metrics import Metrics
 
@@ -64,6 +66,7 @@ class Services:
     sandbox: SandboxPool | None = None
     worker: Worker | None = None
     sender: Sender | None = None
+    heartbeat: Heartbeat | None = None
     listener: PgListener | None = None
     oauth: OAuthServers | None = None
     _lifecycle: Lifecycle | None = None
@@ -71,7 +74,11 @@ class Services:
     _sync_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # --- background machinery ----------------------------------------------------------------
-    async def start(self, *, workers: bool = True, sandbox: bool = True) -> None:
+    async def start(self, *, workers: bool = True, sandbox: bool = True, role: str = "serve") -> None:
+        """Start the sandbox pool and (with `workers`) this process's heartbeat, workers and sender.
+
+        `role` ("serve" or "worker") names the process in the processes table.
+        """
         if sandbox:
             cfg = self.settings
             caps = SandboxLimits(
@@ -94,6 +101,15 @@ class Services:
             self.metrics.watch_sandbox(lambda: self.sandbox.health() if self.sandbox else {})
         if not workers:
             return
+        info = this_process(role, data_dir=self.settings.data_dir, name=self.settings.worker_name)
+        self.heartbeat = Heartbeat(
+            Processes(self.db),
+            info,
+            interval=self.settings.heartbeat_seconds,
+            stale=self.settings.process_stale_seconds,
+            on_reclaim=self._wake_all,
+        )
+        await self.heartbeat.start()  # takes over a crashed predecessor's leases before claiming
         self.worker = Worker(
             self.journal,
             self.installations,
@@ -104,6 +120,7 @@ class Services:
             on_outcome=self.metrics.observe_run,
             on_answer=self.deliver_wakeup.notify,
             outbound=self.outbound,
+            process=info.id,
         )
         self.sender = Sender(
             self.journal,
@@ -112,6 +129,7 @@ class Services:
             self.deliver_wakeup,
             give_up_seconds=self.settings.delivery_give_up_days * DAY,
             on_delivered=self.metrics.observe_delivery,
+            process=info.id,
         )
         if not self.db.is_sqlite:
             self.listener = PgListener(self.db.url, self.work_wakeup, self.deliver_wakeup)
@@ -126,6 +144,8 @@ class Services:
             await self.worker.stop(grace)
         if self.sender:
             await self.sender.stop()
+        if self.heartbeat:
+            await self.heartbeat.stop()
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, timeout=grace)
@@ -141,6 +161,10 @@ class Services:
         await self.http.aclose()
         await asyncio.to_thread(self.hub.close)
         self.db.dispose()
+
+    def _wake_all(self) -> None:
+        self.work_wakeup.notify()
+        self.deliver_wakeup.notify()
 
     @property
     def lifecycle(self) -> Lifecycle:
