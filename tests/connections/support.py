@@ -53,6 +53,9 @@ def echo_app(state: Echo) -> Starlette:
         return JSONResponse(seen)
 
     async def status(request: Request) -> Response:
+        state.seen.append(
+            {"path": request.url.path, "query": dict(request.query_params), "headers": dict(request.headers)}
+        )
         return Response(f"far side says {request.path_params['n']}", status_code=int(request.path_params["n"]))
 
     async def big(request: Request) -> Response:
@@ -98,10 +101,16 @@ def echo_app(state: Echo) -> Starlette:
         state.seen.append({"path": request.url.path, "headers": {k.lower(): v for k, v in request.headers.items()}})
         return JSONResponse({"n": len(state.seen), "q": dict(request.query_params)}, headers={"X-Far": "side"})
 
+    async def reflect(request: Request) -> Response:
+        # a far side that repeats the caller's credentials in its error answer (some do)
+        auth = request.headers.get("authorization", "")
+        return JSONResponse({"error": "bad request", "auth": auth, "q": dict(request.query_params)}, status_code=400)
+
     return Starlette(
         routes=[
             Route("/api/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/api/quiet", quiet, methods=["GET", "POST"]),
+            Route("/api/reflect", reflect),
             Route("/api/status/{n}", status),
             Route("/api/big", big),
             Route("/api/big-declared", big_declared),
