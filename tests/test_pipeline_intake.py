@@ -15,6 +15,7 @@ from b24robots import Int, Params, RobotContext, Router, String
 from b24robots.inbound.formcodec import encode_form
 from b24robots.jobs.runner import RetryRules
 from b24robots.robots.signals import Retry
+from b24robots.store.retention import database_size
 from b24robots.testing.app_fixtures import RobotHarness
 
 router = Router()
@@ -237,6 +238,8 @@ async def test_healthz_and_metrics(h: RobotHarness) -> None:
     assert 'b24robots_invocations{robot="t.echo",state="delivered"} 1.0' in text
     assert "b24robots_ack_seconds_bucket" in text and "b24robots_run_seconds_count" in text
     assert "b24robots_queue_depth" in text and "b24robots_answers_delivered_total 1.0" in text
+    size = [line for line in text.splitlines() if line.startswith("b24robots_database_bytes ")]
+    assert len(size) == 1 and 10_000 < float(size[0].split()[1]) == database_size(h.svc.db)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -110,6 +110,21 @@ class Settings(BaseSettings):
         description="identifies a worker across restarts on one host (empty = the data dir); give each worker "
         "on a host its own name",
     )
+    retention_delivered_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="delivered journal entries (no error) are deleted this many days after they finished",
+    )
+    retention_failed_days: float = Field(
+        default=90.0, gt=0, description="finished entries that ended with an error are kept this many days"
+    )
+    retention_dead_days: float = Field(
+        default=90.0, gt=0, description="dead entries (given up, no notice owed) are kept this many days"
+    )
+    prune_interval_seconds: float = Field(
+        default=300.0, gt=0, description="how often the background pruner deletes entries past their retention"
+    )
+    prune_batch: int = Field(default=500, ge=1, le=100_000, description="entries deleted per transaction by the pruner")
     # --- trust in portals: only these OAuth servers confirm an install (never an address in the request) ---
     oauth_servers: str = Field(
         default=DEFAULT_OAUTH_SERVERS,

@@ -254,7 +254,12 @@ def installations_culture(
     console.print(f"{inst.domain}: dates read as {inst.date_culture.describe()} ({source})")
 
 
+journal_app = typer.Typer(help="Show the journal of robot calls (newest first), or prune it.")
+
+
+@journal_app.callback(invoke_without_command=True)
 def journal(
+    ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help=f"one of: {', '.join(STATES)}")] = None,
     robot: Annotated[str | None, typer.Option(help="robot code")] = None,
     portal: Annotated[str | None, typer.Option(help="portal domain or member_id")] = None,
@@ -262,6 +267,8 @@ def journal(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """Show the journal of robot calls, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
 
     @friendly
     def go() -> None:
@@ -305,6 +312,31 @@ def journal(
         console.print(table)
 
     go()
+
+
+@journal_app.command("prune")
+@friendly
+def journal_prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only count what would be deleted")] = False,
+) -> None:
+    """Delete finished entries past their retention (B24R_RETENTION_*_DAYS) now, in small batches."""
+    from b24robots.store.retention import database_size
+    from b24robots.web.services import retention_from
+
+    env = Env()
+    retention = retention_from(env.settings, env.db)
+    report = retention.prune(now=time.time(), batch=env.settings.prune_batch, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    periods = retention.periods
+    console.print(
+        f"{verb} {report.deleted['delivered']} delivered (older than {periods.delivered_days:g} days), "
+        f"{report.deleted['failed']} failed ({periods.failed_days:g} days), "
+        f"{report.deleted['dead']} dead ({periods.dead_days:g} days)",
+        highlight=False,
+    )
+    size = database_size(env.db)
+    if size is not None:
+        console.print(f"database size: {size / 1_000_000:.1f} MB", highlight=False)
 
 
 jobs_app = typer.Typer(help="Act on journal entries.", no_args_is_help=True)

@@ -14,6 +14,7 @@ from b24robots.connections.base import CallRecord
 from b24robots.errors import StoreUnavailable
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
+from b24robots.store.retention import database_size
 
 if TYPE_CHECKING:
     from b24robots.jobs.runner import Outcome
@@ -34,6 +35,14 @@ class _JournalCollector(Collector):
         )
         up.add_metric([], 1.0 if ok else 0.0)
         yield up
+        try:
+            size = database_size(self.journal.db) if ok else None
+        except StoreUnavailable:
+            size = None
+        if size is not None:
+            yield GaugeMetricFamily(
+                "b24robots_database_bytes", "Size of the database on disk (SQLite file and WAL, or PostgreSQL)", size
+            )
         try:
             yield from self._journal_metrics()
         except StoreUnavailable:

@@ -14,6 +14,7 @@ from b24robots.config import Settings
 from b24robots.connections.hub import ConnectionHub
 from b24robots.jobs.liveness import Heartbeat, this_process
 from b24robots.jobs.outbound import Outbound
+from b24robots.jobs.pruner import Pruner
 from b24robots.jobs.runner import Runner
 from b24robots.jobs.sender import Sender
 from b24robots.jobs.sync import Syncer, SyncReport
@@ -37,6 +38,7 @@ from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 from b24robots.store.processes import Processes
 from b24robots.store.register import Register
+from b24robots.store.retention import Retention, RetentionPeriods
 from b24robots.web.metrics import Metrics
 
 log = logging.getLogger("b24robots")
@@ -67,6 +69,7 @@ class Services:
     worker: Worker | None = None
     sender: Sender | None = None
     heartbeat: Heartbeat | None = None
+    pruner: Pruner | None = None
     listener: PgListener | None = None
     oauth: OAuthServers | None = None
     _lifecycle: Lifecycle | None = None
@@ -134,9 +137,15 @@ class Services:
         if not self.db.is_sqlite:
             self.listener = PgListener(self.db.url, self.work_wakeup, self.deliver_wakeup)
             self.listener.start()
+        self.pruner = Pruner(
+            self.retention,
+            interval=self.settings.prune_interval_seconds,
+            batch=self.settings.prune_batch,
+        )
         self._tasks = [
             asyncio.create_task(self.worker.run(), name="b24r-worker"),
             asyncio.create_task(self.sender.run(), name="b24r-sender"),
+            asyncio.create_task(self.pruner.run(), name="b24r-pruner"),
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -144,6 +153,8 @@ class Services:
             await self.worker.stop(grace)
         if self.sender:
             await self.sender.stop()
+        if self.pruner:
+            await self.pruner.stop()
         if self.heartbeat:
             await self.heartbeat.stop()
         for task in self._tasks:
@@ -161,6 +172,11 @@ class Services:
         await self.http.aclose()
         await asyncio.to_thread(self.hub.close)
         self.db.dispose()
+
+    @property
+    def retention(self) -> Retention:
+        """Pruning of old journal entries with the configured periods (also `b24robots journal prune`)."""
+        return retention_from(self.settings, self.db)
 
     def _wake_all(self) -> None:
         self.work_wakeup.notify()
@@ -216,6 +232,15 @@ class Services:
         """Wait for background work, including syncs that work started (settle, then sync)."""
         while self._sync_tasks:
             await asyncio.gather(*list(self._sync_tasks), return_exceptions=True)
+
+
+def retention_from(settings: Settings, db: Database) -> Retention:
+    periods = RetentionPeriods(
+        delivered_days=settings.retention_delivered_days,
+        failed_days=settings.retention_failed_days,
+        dead_days=settings.retention_dead_days,
+    )
+    return Retention(db, periods)
 
 
 def build_services(
