@@ -225,6 +225,9 @@ def test_registry_prefers_the_stored_version() -> None:
         def active_all(self) -> list[StoredRobot]:
             return list(self.rows.values())
 
+        def states(self) -> dict[str, str]:
+            return {}
+
     stored = Stored()
     registry = Registry(router, stored)
     found = registry.resolve("send_sms")

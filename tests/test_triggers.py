@@ -86,14 +86,29 @@ async def test_sync_registers_renames_and_deletes_triggers(tmp_path: Path) -> No
         await h.install()
         regs = {t.code: t.name for t in h.portal.triggers.values()}
         assert regs == {"payment.received": "Payment received", "order.shipped": "Order shipped"}
+        # one the portal has that this server never registered: not ours to delete
         h.portal.triggers[(h.app.client_id, "stale")] = Trigger(h.app.client_id, "stale", "Stale")
+        # one we registered and the module no longer declares: deleted once confirmed
+        smaller = Router()
+        for spec in router.triggers():
+            if spec.code != "order.shipped":
+                smaller.add_trigger(spec)
+        for robot in router:
+            smaller.add(robot)
+        h.svc.registry.router = smaller
         dry = await h.svc.syncer.sync(h.portal.member_id, dry_run=True)
-        assert [(c.action, c.kind, c.code) for c in dry.changes] == [("delete", "trigger", "stale")]
+        assert [(c.action, c.kind, c.code) for c in dry.changes] == [
+            ("delete", "trigger", "order.shipped"),
+            ("keep", "trigger", "stale"),
+        ]
+        unconfirmed = await h.svc.syncer.sync(h.portal.member_id)
+        assert [c.action for c in unconfirmed.changes] == ["keep", "keep"]
+        assert (h.app.client_id, "order.shipped") in h.portal.triggers
+        report = await h.svc.syncer.sync(h.portal.member_id, confirm=lambda deletes: True)
+        assert report.ok and (h.app.client_id, "order.shipped") not in h.portal.triggers
         assert (h.app.client_id, "stale") in h.portal.triggers
-        report = await h.svc.syncer.sync(h.portal.member_id)
-        assert report.ok and (h.app.client_id, "stale") not in h.portal.triggers
         again = await h.svc.syncer.sync(h.portal.member_id)
-        assert again.changes == []
+        assert [(c.action, c.code) for c in again.changes] == [("keep", "stale")]
 
 
 async def test_portal_without_crm_automation_warns_and_refuses_fires(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from b24robots import __version__
-from b24robots.cli import admin, apikeys, connections_cmd, demo, ops, robots, robots_extra, triggers
+from b24robots.cli import admin, apikeys, connections_cmd, demo, ops, robot_state, robots, robots_extra, triggers
 
 app = typer.Typer(
     help="b24robots: custom Bitrix24 robots whose logic runs in Python.",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 robots_extra.register(robots.app)
+robot_state.register(robots.app)
 app.add_typer(robots.app, name="robots")
 app.add_typer(admin.app, name="admin")
 app.add_typer(connections_cmd.app, name="connections")

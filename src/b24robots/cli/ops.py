@@ -6,10 +6,13 @@ import asyncio
 import functools
 import json
 import signal
+import sys
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
@@ -107,8 +110,13 @@ def sync(
     portal: Annotated[str | None, typer.Option(help="domain or member_id; default: every active portal")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the changes without making them")] = False,
     app: Annotated[str | None, typer.Option("--app", help="robots' Router, module:attribute")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="make the deletions without asking (for scripts)")] = False,
 ) -> None:
-    """Register, update and delete robots on portals so they match this server."""
+    """Register, update and delete robots on portals so they match this server.
+
+    Deletions are listed apart and asked for (--yes for scripts); only robots this server registered
+    are ever deleted, and module robots only when the robots module is loaded (B24R_APP or --app).
+    """
     from b24robots.web.services import build_services
 
     @friendly
@@ -122,29 +130,40 @@ def sync(
                 console.print("no active installations; install the application on a portal first")
                 return 0
             failures = 0
-            with Progress(console=console) as progress:
-                for inst in targets:
+            for inst in targets:
+                planned = await svc.syncer.sync(inst.member_id, dry_run=True)
+                if planned.error:
+                    failures += 1
+                    console.print(f"[red]sync of {escape(inst.domain)} failed:[/red] {escape(planned.error)}")
+                    continue
+                _print_plan(inst.domain, planned.changes, dry_run)
+                for warning in planned.warnings:
+                    console.print(f"[yellow]{escape(inst.domain)}:[/yellow] {escape(warning)}", soft_wrap=True)
+                if dry_run:
+                    continue
+                deletes = [c for c in planned.changes if c.action == "delete"]
+                allowed = _confirm_deletes(inst.domain, deletes, yes)
+                if deletes and not allowed:
+                    failures += 1
+                with Progress(console=console, transient=True) as progress:
                     task = progress.add_task(f"{inst.domain}", total=None)
                     report = await svc.syncer.sync(
                         inst.member_id,
-                        dry_run=dry_run,
                         on_plan=functools.partial(_planned, progress, task),
                         progress=functools.partial(_advance, progress, task),
+                        confirm=_allowing(allowed),
                     )
-                    progress.update(task, total=max(1, len(report.changes)), completed=max(1, len(report.changes)))
-                    table = Table(title=f"{inst.domain}{' (dry run)' if dry_run else ''}")
-                    for col in ("action", "kind", "code"):
-                        table.add_column(col)
-                    for change in report.changes:
-                        table.add_row(change.action, change.kind, change.code)
-                    if not report.changes:
-                        table.add_row("-", "-", "nothing to change")
-                    console.print(table)
-                    for warning in report.warnings:
-                        console.print(f"[yellow]{inst.domain}:[/yellow] {warning}")
-                    if report.error:
-                        failures += 1
-                        console.print(f"[red]sync of {inst.domain} failed:[/red] {report.error}")
+                if report.error:
+                    failures += 1
+                    console.print(f"[red]sync of {escape(inst.domain)} failed:[/red] {escape(report.error)}")
+                    continue
+                counts = {a: sum(1 for c in report.changes if c.action == a) for a in ("add", "update", "delete")}
+                kept = sum(1 for c in report.changes if c.action == "keep")
+                console.print(
+                    f"{escape(inst.domain)}: {counts['add']} added, {counts['update']} updated, "
+                    f"{counts['delete']} deleted" + (f", {kept} kept" if kept else ""),
+                    highlight=False,
+                )
             await svc.rest.aclose()
             await svc.http.aclose()
             return failures
@@ -153,6 +172,62 @@ def sync(
             raise typer.Exit(1)
 
     go()
+
+
+def _print_plan(domain: str, changes: list[Change], dry_run: bool) -> None:
+    """The plan, with the deletions in a table of their own (they are what breaks workflows)."""
+    suffix = " (dry run)" if dry_run else ""
+    others = [c for c in changes if c.action != "delete"]
+    deletes = [c for c in changes if c.action == "delete"]
+    if not changes:
+        console.print(f"{escape(domain)}{suffix}: nothing to change", highlight=False)
+        return
+    if others:
+        table = Table(title=f"{escape(domain)}{suffix}")
+        for col in ("action", "kind", "code", "note"):
+            table.add_column(col, overflow="fold")
+        for change in others:
+            table.add_row(change.action, change.kind, escape(change.code), escape(change.note))
+        console.print(table)
+    if deletes:
+        table = Table(title=f"{escape(domain)}{suffix}: deletions", title_style="bold red")
+        for col in ("kind", "code", "why"):
+            table.add_column(col, overflow="fold")
+        for change in deletes:
+            table.add_row(change.kind, escape(change.code), escape(change.note))
+        console.print(table)
+        if dry_run:
+            console.print("deleting asks first (or pass --yes)", highlight=False)
+
+
+def _allowing(allowed: set[tuple[str, str]]) -> Callable[[list[Change]], bool]:
+    """Confirm the sync's deletions only when each was shown and agreed to (the portal may have moved)."""
+    return lambda deletes: {(c.kind, c.code) for c in deletes} <= allowed
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _confirm_deletes(domain: str, deletes: list[Change], yes: bool) -> set[tuple[str, str]]:
+    """The (kind, code) deletions allowed on `domain`: all with --yes or a yes at the prompt, else none."""
+    if not deletes:
+        return set()
+    wanted = {(c.kind, c.code) for c in deletes}
+    if yes:
+        return wanted
+    if not _interactive():
+        console.print(
+            f"[yellow]{escape(domain)}:[/yellow] {len(deletes)} deletion(s) not made: the input is not a "
+            "terminal, so nobody can confirm them; run again with --yes to delete them",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return set()
+    if typer.confirm(f"Delete {len(deletes)} robot(s)/trigger(s) from {domain}?", default=False):
+        return wanted
+    console.print(f"{escape(domain)}: deletions skipped; the rest is synced", highlight=False)
+    return set()
 
 
 def _planned(progress: Progress, task: TaskID, changes: list[Change]) -> None:

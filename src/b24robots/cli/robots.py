@@ -29,18 +29,24 @@ def list_robots(app_: AppOpt = None) -> None:
     env = Env(app_)
     stored = {r.code: r for r in env.register.list()}
     table = Table(title="Robots")
-    for col in ("code", "name", "kind", "source", "active version", "versions"):
+    for col in ("code", "name", "kind", "source", "active version", "versions", "state"):
         table.add_column(col)
-    for resolved in env.registry.all():
-        info = stored.get(resolved.spec.code)
-        origin = info.origin if info else "module"
+    rows = [(r.spec, "active") for r in env.registry.all()]
+    rows += [
+        (RobotSpec.from_document(env.register.version(info.code).document), info.state)
+        for info in stored.values()
+        if info.state != "active"
+    ]
+    for spec, state in sorted(rows, key=lambda row: row[0].code):
+        info = stored.get(spec.code)
         table.add_row(
-            resolved.spec.code,
-            localize(resolved.spec.name),
-            resolved.spec.kind,
-            origin,
+            spec.code,
+            localize(spec.name),
+            spec.kind,
+            info.origin if info else "module",
             str(info.active_version) if info else "-",
             str(info.versions) if info else "-",
+            state,
         )
     console.print(table)
 

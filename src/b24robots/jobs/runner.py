@@ -98,11 +98,7 @@ class Runner:
     async def run(self, inv: Invocation, ctx: RobotContext) -> Outcome:
         resolved = self.registry.resolve(inv.robot_code)
         if resolved is None:
-            return Outcome(
-                "dead",
-                error=f"robot {inv.robot_code!r} is not declared on this server any more",
-                log_message=f"b24robots: robot {inv.robot_code} is not available on the server",
-            )
+            return self._unavailable(inv.robot_code)
         spec = resolved.spec
         warnings: list[str] = []
         try:
@@ -151,6 +147,12 @@ class Runner:
         finally:
             await self._flush(ctx)
         return Outcome("answer", outputs=outputs, log=list(ctx.logs))
+
+    def _unavailable(self, code: str) -> Outcome:
+        """A call for a robot that does not run here (any more): answered, so the workflow goes on, with a
+        log line that says why."""
+        error, log_message = self.registry.unavailable(code)
+        return Outcome("dead", error=error, log_message=log_message)
 
     async def _flush(self, ctx: RobotContext) -> None:
         scope = ctx.connections

@@ -1,9 +1,22 @@
 """Sync: make what a portal has registered equal to the registry.
 
-Per portal: `bizproc.robot.list` and `bizproc.activity.list` give the registered codes; robots we
-know but the portal lacks are added, robots whose registration changed are updated (we remember a
-fingerprint of what we last sent), and codes the portal has that we no longer declare are deleted.
-A second run with nothing changed makes no calls but the two lists.
+Per portal: `bizproc.robot.list` and `bizproc.activity.list` give the registered codes (the
+application's own only: yuliai/bitrix-modules bizproc/lib/restservice.php::getActivityList filters by
+APP_ID); robots we know but the portal lacks are added, robots whose registration changed are updated
+(we remember a fingerprint of what we last sent). A second run with nothing changed makes no calls
+but the two lists.
+
+Deleting is guarded, because a wrong delete breaks every workflow that uses the robot. A code is
+deleted only when this server registered it (the registrations ledger of the installations store)
+and no longer declares it on purpose:
+- a stored robot disabled or deleted in the register is "retired": its delete was confirmed when it
+  was retired, and every sync makes it;
+- a module robot (or trigger) that the loaded robots module no longer declares is deleted only when the
+  caller confirms (`confirm`: the CLI's prompt or --yes, the portal page's question); without one it is
+  kept and reported;
+- with no robots module loaded at all (B24R_APP unset) module robots are never deleted: sync cannot
+  tell removed from not loaded, so it keeps them and names the missing setting;
+- a code the portal has but the ledger does not is not ours to delete: kept and reported.
 
 A plan without business processes has no `bizproc.activity.*` (and a plan with neither business
 processes nor CRM/tasks automation no `bizproc.robot.*` either): the list answers ERROR_METHOD_NOT_FOUND
@@ -23,16 +36,28 @@ from b24robots.robots.registry import Registry
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.installations import Installations
 
-from .trigger_sync import apply_trigger, plan_triggers
+from .trigger_sync import TriggerChange, apply_trigger, plan_triggers, remembered
 
 log = logging.getLogger("b24robots.sync")
 
 
 @dataclass
 class Change:
-    action: str  # add | update | delete | skip (the portal's plan has no methods for this kind)
+    # add | update | delete | skip (the portal's plan has no methods for this kind) | keep (a delete
+    # sync will not make; `note` says why)
+    action: str
     kind: str
     code: str
+    note: str = ""
+    retired: bool = False  # a delete of a stored robot disabled or deleted on purpose
+
+
+NO_APP = (
+    "no robots module is loaded (B24R_APP is not set), so module robots are not deleted; "
+    "set B24R_APP or pass --app module:router"
+)
+NOT_OURS = "not registered by this server (not in its registrations), so not deleted"
+UNCONFIRMED = "deleting needs confirmation (b24robots sync --yes, or re-sync the portal in the admin UI)"
 
 
 @dataclass
@@ -56,7 +81,8 @@ class Syncer:
         self.rest = rest
         self.handler_url = handler_url
 
-    async def plan(self, member_id: str) -> list[tuple[Change, RobotSpec | None]]:
+    async def plan(self, member_id: str, only: set[str] | None = None) -> list[tuple[Change, RobotSpec | None]]:
+        """The changes for this portal; with `only`, just those for these robot codes."""
         wanted = {r.spec.code: r.spec for r in self.registry.all()}
         registered: dict[str, set[str]] = {}
         missing: set[str] = set()
@@ -67,6 +93,7 @@ class Syncer:
                 registered[kind] = set()
                 missing.add(kind)
         remembered = self.installations.registrations(member_id)
+        retired = self.registry.retired()
         plan: list[tuple[Change, RobotSpec | None]] = []
         for code, unsupported in sorted(wanted.items()):
             if unsupported.kind in missing:
@@ -76,13 +103,23 @@ class Syncer:
             for code in sorted(codes):
                 spec = wanted.get(code)
                 if spec is None or spec.kind != kind:
-                    plan.append((Change("delete", kind, code), None))
+                    plan.append((self._removal(kind, code, remembered, retired), None))
         for code, spec in sorted(wanted.items()):
             if code not in registered[spec.kind]:
                 plan.append((Change("add", spec.kind, code), spec))
             elif remembered.get(code) != (spec.kind, spec.fingerprint(self.handler_url)):
                 plan.append((Change("update", spec.kind, code), spec))
-        return plan
+        return plan if only is None else [(c, spec) for c, spec in plan if c.code in only]
+
+    def _removal(self, kind: str, code: str, remembered: dict[str, tuple[str, str]], retired: dict[str, str]) -> Change:
+        """What to do with a code the portal has and we do not declare (see the module docstring)."""
+        if code not in remembered:
+            return Change("keep", kind, code, NOT_OURS)
+        if code in retired:
+            return Change("delete", kind, code, f"{retired[code]} in the register", retired=True)
+        if not self.registry.modules_loaded:
+            return Change("keep", kind, code, NO_APP)
+        return Change("delete", kind, code, "no longer declared by the robots module")
 
     async def _codes(self, member_id: str, method: str) -> list[str]:
         result = await self.rest.call(member_id, method)
@@ -97,12 +134,21 @@ class Syncer:
         dry_run: bool = False,
         on_plan: Callable[[list[Change]], None] | None = None,
         progress: Callable[[Change], None] | None = None,
+        confirm: Callable[[list[Change]], bool] | None = None,
+        only: set[str] | None = None,
     ) -> SyncReport:
-        """Plan and apply; `on_plan` sees the planned changes first, `progress` each applied one."""
+        """Plan and apply; `on_plan` sees the planned changes first, `progress` each applied one.
+
+        `confirm` is asked once with every planned delete (retired robots' too) and answers whether to
+        make them; a refused delete becomes a `keep`. Without `confirm` only retired robots are deleted
+        (their delete was confirmed when they were disabled or deleted); the others are kept. `only`
+        limits the sync to these robot codes (triggers are left alone): what a robot's disable, enable or
+        delete runs.
+        """
         portal = self.installations.get(member_id)
         report = SyncReport(domain=portal.domain, dry_run=dry_run)
         try:
-            plan = await self.plan(member_id)
+            plan = await self.plan(member_id, only)
             skipped = [c for c, _ in plan if c.action == "skip"]
             notes: list[str] = []
             for kind in ("robot", "activity"):
@@ -116,21 +162,30 @@ class Syncer:
             report.warnings += notes
             report.skipped_note = "; ".join(notes)
             plan = [(c, spec) for c, spec in plan if c.action != "skip"]
-            tplan, warning = await plan_triggers(self.rest, self.installations, member_id, self.registry.triggers())
+            tplan: list[TriggerChange] = []
+            warning = ""
+            if only is None:
+                tplan, warning = await plan_triggers(self.rest, self.installations, member_id, self.registry.triggers())
             report.warnings += [warning] if warning else []
-            report.changes = skipped + [c for c, _ in plan] + [Change(t.action, "trigger", t.code) for t in tplan]
+            tchanges = [self._trigger_change(member_id, t) for t in tplan]
+            changes = [c for c, _ in plan] + tchanges
+            if not dry_run:
+                self._decide(changes, confirm)
+            report.changes = skipped + changes
             if on_plan:
                 on_plan(report.changes)
             if dry_run:
                 return report
             for change, spec in plan:
-                await self._apply(member_id, change, spec)
-                if progress:
-                    progress(change)
-            for tchange in tplan:
-                await apply_trigger(self.rest, self.installations, member_id, tchange)
-                if progress:
-                    progress(Change(tchange.action, "trigger", tchange.code))
+                if change.action != "keep":
+                    await self._apply(member_id, change, spec)
+                    if progress:
+                        progress(change)
+            for tchange, change in zip(tplan, tchanges, strict=True):
+                if change.action != "keep":
+                    await apply_trigger(self.rest, self.installations, member_id, tchange)
+                    if progress:
+                        progress(change)
         except B24RobotsError as exc:
             report.error = str(exc)
         if not dry_run:
@@ -142,6 +197,27 @@ class Syncer:
             if report.error:
                 log.warning("sync of %s failed: %s", portal.domain, report.error)
         return report
+
+    def _trigger_change(self, member_id: str, change: TriggerChange) -> Change:
+        if change.action != "delete":
+            return Change(change.action, "trigger", change.code)
+        known = {c.lower() for c in remembered(self.installations, member_id)}
+        if change.code.lower() not in known:
+            return Change("keep", "trigger", change.code, NOT_OURS)
+        if not self.registry.modules_loaded:
+            return Change("keep", "trigger", change.code, NO_APP)
+        return Change("delete", "trigger", change.code, "no longer declared by the robots module")
+
+    @staticmethod
+    def _decide(changes: list[Change], confirm: Callable[[list[Change]], bool] | None) -> None:
+        """Turn the deletes that are not confirmed into keeps, in place."""
+        deletes = [c for c in changes if c.action == "delete"]
+        if not deletes:
+            return
+        confirmed = confirm(deletes) if confirm is not None else False
+        for change in deletes:
+            if not confirmed and not (confirm is None and change.retired):
+                change.action, change.note = "keep", UNCONFIRMED
 
     async def _apply(self, member_id: str, change: Change, spec: RobotSpec | None) -> None:
         prefix = f"bizproc.{change.kind}"

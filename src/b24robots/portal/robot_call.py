@@ -93,12 +93,10 @@ class Intake:
             inputs=None,
         )
         if resolved is None:
-            inv_id, created = self.s.journal.enqueue_dead(
-                new,
-                error=f"no robot with code {code!r} on this server",
-                log_message=f"b24robots: robot {code} is not available on the server",
-                outputs={},
-            )
+            error, log_message = self.s.registry.unavailable(code)
+            inv_id, created = self.s.journal.enqueue_dead(new, error=error, log_message=log_message, outputs={})
+            if created:
+                self.s.deliver_wakeup.notify()
             return 200, {"status": "rejected" if created else "duplicate", "id": inv_id}
         try:
             values = parse_values(resolved.spec.inputs, properties, culture=inst.date_culture)

@@ -29,6 +29,8 @@ class RobotRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     origin: Mapped[str] = mapped_column(String(16))  # "stored" | "adopted"
     active_version: Mapped[int] = mapped_column(Integer)
+    # "active" | "disabled" (kept, not registered on portals) | "deleted" (rows kept as history)
+    state: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
 

@@ -17,6 +17,7 @@ from b24robots.errors import ConfigError, DeclarationError, NotFound, SourceReje
 from b24robots.robots.registry import StoredRobot
 from b24robots.robots.spec import RobotSpec
 from b24robots.sandbox import SandboxLimits, check_source
+from b24robots.store.audit import record_in
 from b24robots.store.db import Database
 from b24robots.store.models import RobotRow, RobotVersionRow
 
@@ -39,6 +40,10 @@ class VersionInfo:
     source: str
 
 
+ACTIVE, DISABLED, DELETED = "active", "disabled", "deleted"
+STATES = (ACTIVE, DISABLED, DELETED)
+
+
 @dataclass(frozen=True)
 class RobotInfo:
     code: str
@@ -48,6 +53,7 @@ class RobotInfo:
     versions: int
     created_at: float
     updated_at: float
+    state: str = ACTIVE
 
 
 class Register:
@@ -102,6 +108,8 @@ class Register:
                 )
                 s.add(robot)
                 s.flush()
+            elif robot.state == DELETED:
+                robot.state = ACTIVE  # the code is reused: numbering continues after the deleted history
             elif active is not None and active.content_hash == digest:
                 return self._info(active, robot)
             number = (
@@ -137,34 +145,49 @@ class Register:
             robot.updated_at = time.time()
             return self._info(row, robot)
 
-    def delete(self, code: str) -> None:
+    def set_state(self, code: str, state: str, *, actor: str, address: str = "") -> RobotInfo:
+        """Disable, enable (ACTIVE) or delete a stored robot, audited in the same transaction as
+        robot.disable / robot.enable / robot.delete. Rows are never removed: a deleted robot's versions
+        stay as history and saving the code again starts it afresh. NotFound when unknown or deleted."""
+        if state not in STATES:
+            raise StoreError(f"unknown robot state {state!r}; use one of: {', '.join(STATES)}")
         with self.db.write() as s:
             robot = self._robot(s, code)
-            s.delete(robot)
+            before = robot.state
+            robot.state, robot.updated_at = state, time.time()
+            action = {ACTIVE: "robot.enable", DISABLED: "robot.disable", DELETED: "robot.delete"}[state]
+            details = {"from": before, "version": robot.active_version}
+            record_in(s, action, actor=actor, target=code, address=address, details=details)
+            s.flush()
+            return self._robot_info(s, robot)
+
+    def state(self, code: str) -> str | None:
+        """The stored robot's state, or None when the register never had the code."""
+        with self.db.read() as s:
+            return s.scalar(select(RobotRow.state).where(RobotRow.code == code))
+
+    def states(self) -> dict[str, str]:
+        """code -> state of every stored robot that is not active (disabled or deleted)."""
+        with self.db.read() as s:
+            rows = s.execute(select(RobotRow.code, RobotRow.state).where(RobotRow.state != ACTIVE)).all()
+            return {code: state for code, state in rows}
 
     # --- reads -------------------------------------------------------------------------------
-    def list(self) -> builtins.list[RobotInfo]:
+    def list(self, *, deleted: bool = False) -> builtins.list[RobotInfo]:
+        """Stored robots by code; deleted ones only when `deleted`."""
         with self.db.read() as s:
             counts = dict(
                 s.execute(select(RobotVersionRow.robot_id, func.count()).group_by(RobotVersionRow.robot_id)).all()
             )
-            rows = s.scalars(select(RobotRow).order_by(RobotRow.code)).all()
-            return [
-                RobotInfo(
-                    r.code,
-                    r.kind,
-                    r.origin,
-                    r.active_version,
-                    int(counts.get(r.id, 0)),
-                    r.created_at,
-                    r.updated_at,
-                )
-                for r in rows
-            ]
+            query = select(RobotRow).order_by(RobotRow.code)
+            if not deleted:
+                query = query.where(RobotRow.state != DELETED)
+            return [self._robot_info(s, r, counts.get(r.id, 0)) for r in s.scalars(query).all()]
 
     def versions(self, code: str) -> builtins.list[VersionInfo]:
+        """Every version, oldest first; a deleted robot's too (they are its history)."""
         with self.db.read() as s:
-            robot = self._robot(s, code)
+            robot = self._robot(s, code, deleted=True)
             rows = s.scalars(
                 select(RobotVersionRow).where(RobotVersionRow.robot_id == robot.id).order_by(RobotVersionRow.number)
             ).all()
@@ -180,15 +203,21 @@ class Register:
             return self._info(row, robot)
 
     def exists(self, code: str) -> bool:
+        """A stored robot with this code that is not deleted (a deleted code can be created again)."""
         with self.db.read() as s:
-            return s.scalar(select(RobotRow.id).where(RobotRow.code == code)) is not None
+            return s.scalar(select(RobotRow.id).where(RobotRow.code == code, RobotRow.state != DELETED)) is not None
 
     def active(self, code: str) -> StoredRobot | None:
+        """The version that runs, for an active robot only."""
         with self.db.read() as s:
             pair = s.execute(
                 select(RobotRow, RobotVersionRow)
                 .join(RobotVersionRow, RobotVersionRow.robot_id == RobotRow.id)
-                .where(RobotRow.code == code, RobotVersionRow.number == RobotRow.active_version)
+                .where(
+                    RobotRow.code == code,
+                    RobotRow.state == ACTIVE,
+                    RobotVersionRow.number == RobotRow.active_version,
+                )
             ).first()
             return _stored(pair[1]) if pair else None
 
@@ -197,17 +226,23 @@ class Register:
             rows = s.scalars(
                 select(RobotVersionRow)
                 .join(RobotRow, RobotVersionRow.robot_id == RobotRow.id)
-                .where(RobotVersionRow.number == RobotRow.active_version)
+                .where(RobotVersionRow.number == RobotRow.active_version, RobotRow.state == ACTIVE)
             ).all()
             return [_stored(r) for r in rows]
 
     # --- helpers -----------------------------------------------------------------------------
     @staticmethod
-    def _robot(s: Session, code: str) -> RobotRow:
+    def _robot(s: Session, code: str, *, deleted: bool = False) -> RobotRow:
         robot = s.scalar(select(RobotRow).where(RobotRow.code == code))
-        if robot is None:
+        if robot is None or (robot.state == DELETED and not deleted):
             raise NotFound(f"no stored robot with code {code!r}; see `b24robots robots list`")
         return robot
+
+    @staticmethod
+    def _robot_info(s: Session, r: RobotRow, versions: int | None = None) -> RobotInfo:
+        if versions is None:
+            versions = s.scalar(select(func.count()).where(RobotVersionRow.robot_id == r.id)) or 0
+        return RobotInfo(r.code, r.kind, r.origin, r.active_version, int(versions), r.created_at, r.updated_at, r.state)
 
     @staticmethod
     def _version(s: Session, robot_id: int, number: int) -> RobotVersionRow | None:

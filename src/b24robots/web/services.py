@@ -228,6 +228,16 @@ class Services:
 
         self.spawn(go())
 
+    async def sync_robot(self, code: str) -> list[SyncReport]:
+        """Bring one robot's registration in step on every active portal: after it was disabled (or
+        deleted) it is unregistered, after it was enabled it is registered again."""
+        targets = [i for i in self.installations.list() if i.active]
+        return [await self.syncer.sync(i.member_id, only={code}) for i in targets]
+
+    def sync_robot_soon(self, code: str) -> None:
+        """`sync_robot` in the background (the admin UI's disable, enable and delete)."""
+        self.spawn(self.sync_robot(code))
+
     async def wait_syncs(self) -> None:
         """Wait for background work, including syncs that work started (settle, then sync)."""
         while self._sync_tasks:

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from b24robots.errors import NotFound
+from b24robots.jobs.sync import NO_APP, NOT_OURS, UNCONFIRMED, Change
 from b24robots.robots.registry import Resolved
 from b24robots.store.audit import MAX_ID
 from b24robots.store.installations import Installation
@@ -273,8 +274,13 @@ class Admin:
             out.append({"domain": inst.domain, "state": state})
         return out
 
-    async def sync_all(self, ctx: Ctx, member_id: str | None = None) -> None:
-        """Run a sync on every active portal (or one) and leave the outcome as flash messages."""
+    async def sync_all(
+        self, ctx: Ctx, member_id: str | None = None, confirm: Callable[[list[Change]], bool] | None = None
+    ) -> None:
+        """Run a sync on every active portal (or one) and leave the outcome as flash messages.
+
+        Without `confirm` only robots disabled or deleted in the register are deleted (see Syncer.sync);
+        the other deletions wait for the portal page's confirmed re-sync."""
         targets = [i for i in self.portals() if i.active and (member_id is None or i.member_id == member_id)]
         if not targets:
             ctx.flash(
@@ -282,8 +288,9 @@ class Admin:
             )
             return
         for inst in targets:
-            report = await self.svc.syncer.sync(inst.member_id)
+            report = await self.svc.syncer.sync(inst.member_id, confirm=confirm)
             counts = {a: sum(1 for c in report.changes if c.action == a) for a in ("add", "update", "delete")}
+            kept = [c for c in report.changes if c.action == "keep"]
             if report.error:
                 ctx.flash(
                     "error", ctx._("%(portal)s: registration failed: %(error)s", portal=inst.domain, error=report.error)
@@ -297,3 +304,19 @@ class Admin:
                         **counts,
                     ),
                 )
+            for note, why in (
+                (UNCONFIRMED, ctx._("deleting needs confirmation: use Re-sync on the Portals page")),
+                (NO_APP, ctx._("no robots module is loaded (set B24R_APP), so module robots are not deleted")),
+                (NOT_OURS, ctx._("not registered by this server, so left alone")),
+            ):
+                codes = [c.code for c in kept if c.note == note]
+                if codes:
+                    ctx.flash(
+                        "warning",
+                        ctx._(
+                            "%(portal)s: not deleted: %(codes)s (%(why)s)",
+                            portal=inst.domain,
+                            codes=", ".join(codes),
+                            why=why,
+                        ),
+                    )

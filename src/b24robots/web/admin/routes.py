@@ -23,10 +23,12 @@ from b24robots.errors import B24RobotsError, NotFound
 from b24robots.robots.dates import LANGUAGE_FORMATS
 from b24robots.robots.params import localize
 from b24robots.robots.registry import Resolved
+from b24robots.robots.spec import RobotSpec
 from b24robots.sandbox import check_source
 from b24robots.store.journal import DEAD, STATES
 from b24robots.web.admin import connections_view, logic
 from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
+from b24robots.web.admin.removal import add_removal_pages
 from b24robots.web.admin.signin import add_signin_pages
 from b24robots.web.admin.triggers import add_trigger_pages
 from b24robots.web.services import Services
@@ -50,6 +52,7 @@ def build_admin(services: Services) -> Admin:
 
     add_signin_pages(admin)
     add_trigger_pages(admin)
+    add_removal_pages(admin)
 
     # --- robots ------------------------------------------------------------------------------
     @page("/admin/robots")
@@ -72,6 +75,22 @@ def build_admin(services: Services) -> Admin:
                         "sync": admin.sync_state(resolved, portals, regs),
                     }
                 )
+            for info in stored.values():
+                if info.state == "disabled":
+                    doc = svc.register.version(info.code).document
+                    rows.append(
+                        {
+                            "code": info.code,
+                            "name": localize(RobotSpec.from_document(doc).name, ctx.t.lang),
+                            "kind": info.kind,
+                            "origin": info.origin,
+                            "version": info.active_version,
+                            "versions": info.versions,
+                            "sync": [],
+                            "disabled": True,
+                        }
+                    )
+            rows.sort(key=lambda row: str(row["code"]))
             return {"rows": rows, "portals": [p for p in portals if p.active]}
 
         return ctx.render("robots.html", **await run_in_threadpool(load))
@@ -170,6 +189,7 @@ def build_admin(services: Services) -> Admin:
                 info=info,
                 module_twin=code in svc.registry.router,
                 inputs=resolved.spec.inputs if resolved else (),
+                state=await run_in_threadpool(svc.register.state, code),
             )
         resolved = svc.registry.resolve(code)
         if resolved is None or resolved.module is None:
@@ -419,12 +439,6 @@ def build_admin(services: Services) -> Admin:
             raise
         except B24RobotsError as exc:
             ctx.flash("error", str(exc))
-        return ctx.redirect("/admin/portals")
-
-    @page("/admin/portals/{member_id}/sync", ("POST",))
-    async def portal_sync(ctx: Ctx) -> Response:
-        inst = await run_in_threadpool(svc.installations.get, ctx.param("member_id"))
-        await admin.sync_all(ctx, inst.member_id)
         return ctx.redirect("/admin/portals")
 
     connections_view.register(admin)
