@@ -102,7 +102,8 @@ def test_journal_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert done.exit_code == 0 and "deleted 3 delivered" in done.output
     assert [i.event_token for i in j.list()] == ["new"]
     listed = cli.invoke(app, ["journal", "--status", "delivered"])
-    assert listed.exit_code == 0 and "Journal" in listed.output
+    assert listed.exit_code == 0 and listed.output.startswith("id\treceived\t")  # piped: tab-separated
+    assert [line.split("\t")[4] for line in listed.output.splitlines()[1:]] == ["delivered"]
 
 
 def test_database_size_follows_the_file(db: Database) -> None:

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from b24robots.config import Settings, load_settings
 from b24robots.errors import B24RobotsError
@@ -71,7 +72,7 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except B24RobotsError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -93,8 +94,13 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
+def iso(ts: float | None) -> str:
+    """A time as ISO 8601 with the local zone's offset, e.g. 2026-12-02T21:05:09+03:00 ("-" when unset)."""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds") if ts else "-"
+
+
 def fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 

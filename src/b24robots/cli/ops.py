@@ -9,20 +9,23 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
+from rich.text import Text
 
-from b24robots.cli.common import Env, cli_actor, console, fail, friendly, when
+from b24robots.cli.common import Env, cli_actor, console, fail, friendly, iso, when
 from b24robots.config import Settings, load_settings, remember_served_url
 from b24robots.jobs.sync import Change
 from b24robots.loader import load_router
 from b24robots.logs import setup_logging
 from b24robots.store.installations import Installations
-from b24robots.store.journal import STATES, Journal
+from b24robots.store.journal import STATES, Invocation, Journal
 
 AppArg = Annotated[str | None, typer.Argument(help="the robots' Router or App as module:attribute (like uvicorn)")]
 
@@ -253,7 +256,7 @@ def portal(
     """Run the Bitrix24 portal simulator (open /sim/ in a browser to click through robots)."""
     from b24robots.cli.portal_cmd import run_portal
 
-    run_portal(
+    friendly(run_portal)(
         host,
         port,
         rate,
@@ -369,24 +372,73 @@ def journal(
             for inv in rows:
                 print(json.dumps({k: v for k, v in inv.__dict__.items() if k != "properties"}, ensure_ascii=False))
             return
-        table = Table(title="Journal")
-        for col in ("id", "received", "robot", "document", "state", "attempts", "run ms", "error"):
-            table.add_column(col)
-        for inv in rows:
-            run_ms = f"{(inv.finished_at - inv.started_at) * 1000:.0f}" if inv.finished_at and inv.started_at else "-"
-            table.add_row(
-                str(inv.id),
-                when(inv.received_at),
-                inv.robot_code,
-                inv.document_id[2] if inv.document_id[2:] else "",
-                inv.state,
-                str(inv.attempts),
-                run_ms,
-                inv.error.splitlines()[0][:60] if inv.error else "",
-            )
-        console.print(table)
+        if console.is_terminal and console.width >= WIDE:
+            console.print(_journal_table(rows))
+        elif console.is_terminal:
+            _journal_lines(rows)
+        else:  # piped: one tab-separated line per entry, whole texts, times with their zone
+            print("\t".join(("id", "received", "robot", "document", "state", "attempts", "run_ms", "error")))
+            for inv in rows:
+                first = inv.error.splitlines()[0] if inv.error else ""
+                cells = (str(inv.id), iso(inv.received_at), inv.robot_code, _document(inv), inv.state)
+                print("\t".join((*cells, str(inv.attempts), _run_ms(inv), first)))
 
     go()
+
+
+def _document(inv: Invocation) -> str:
+    return inv.document_id[2] if inv.document_id[2:] else ""
+
+
+def _run_ms(inv: Invocation) -> str:
+    return f"{(inv.finished_at - inv.started_at) * 1000:.0f}" if inv.finished_at and inv.started_at else "-"
+
+
+WIDE = 120  # narrower terminals get the journal as lines instead of a table
+
+
+def _journal_lines(rows: list[Invocation]) -> None:
+    """The journal for a narrow terminal: one line per entry, its error on an indented line below, each
+    cut to the width instead of wrapped."""
+    width = max(20, console.width)
+    for inv in rows:
+        head = (
+            f"{inv.id:>6}  {datetime.fromtimestamp(inv.received_at):%m-%d %H:%M:%S}  {inv.state:<9} "
+            f"{_run_ms(inv):>6} ms  {inv.robot_code} {_document(inv)}"
+        )
+        console.print(Text(_cut(head, width), no_wrap=True), highlight=False)
+        if inv.error:
+            console.print(Text(_cut("        " + inv.error.splitlines()[0], width), style="red", no_wrap=True))
+    zone = datetime.now().astimezone().tzname()
+    console.print(Text(_cut(f"times in {zone}; `b24robots jobs show ID` for one entry", width), style="dim"))
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _journal_table(rows: list[Invocation]) -> Table:
+    """The journal for a wide terminal: short times, no borders, the error cut to the space left."""
+    table = Table(title="Journal", box=box.SIMPLE_HEAD, pad_edge=False, expand=True)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("received", no_wrap=True)
+    table.add_column("robot", overflow="fold", max_width=24)
+    table.add_column("doc", overflow="fold", max_width=12)
+    table.add_column("state", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("error", overflow="ellipsis", no_wrap=True, ratio=1, min_width=10)
+    for inv in rows:
+        table.add_row(
+            str(inv.id),
+            datetime.fromtimestamp(inv.received_at).strftime("%m-%d %H:%M:%S"),
+            escape(inv.robot_code),
+            escape(_document(inv)),
+            inv.state + (f" ×{inv.attempts}" if inv.attempts > 1 else ""),
+            _run_ms(inv),
+            escape(inv.error.splitlines()[0]) if inv.error else "",
+        )
+    table.caption = f"times in {datetime.now().astimezone().tzname()}; `b24robots jobs show ID` for one entry"
+    return table
 
 
 @journal_app.command("prune")
@@ -443,4 +495,5 @@ def jobs_replay(invocation_id: int) -> None:
 def jobs_show(invocation_id: int) -> None:
     """Show one invocation: inputs, outputs, log lines, timings and error."""
     inv = Journal(Env().db).get(invocation_id)
-    console.print_json(json.dumps({k: v for k, v in inv.__dict__.items()}, ensure_ascii=False, default=str))
+    shown = {k: iso(v) if k.endswith("_at") and isinstance(v, int | float) else v for k, v in inv.__dict__.items()}
+    console.print_json(json.dumps(shown, ensure_ascii=False, default=str))

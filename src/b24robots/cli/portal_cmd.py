@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
+from b24robots.cli.common import fail
 from b24robots.testing import PortalSimulator, SimulatorServer
+
+
+def _check_port(host: str, port: int) -> None:
+    """One line naming the fix when the address is taken, before the server's own error and traceback."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it or pick another --port")
 
 
 def run_portal(
@@ -24,6 +36,7 @@ def run_portal(
     With ``client_id`` an app with that id (and ``client_secret``, generated when omitted) is
     registered; with ``install_url`` as well it is installed on every portal once listening.
     """
+    _check_port(host, port)
     sim = PortalSimulator(rate=rate, burst=burst)
     for _ in range(max(1, portals)):
         sim.add_portal()

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -40,8 +41,8 @@ def list_robots(app_: AppOpt = None) -> None:
     for spec, state in sorted(rows, key=lambda row: row[0].code):
         info = stored.get(spec.code)
         table.add_row(
-            spec.code,
-            localize(spec.name),
+            escape(spec.code),
+            escape(localize(spec.name)),
             spec.kind,
             info.origin if info else "module",
             str(info.active_version) if info else "-",
@@ -165,7 +166,7 @@ def save_document(
     problems = check_source(source)
     if problems:
         for p in problems:
-            console.print(f"[red]line {p.line}:{p.col}:[/red] {p.message}", highlight=False)
+            console.print(f"[red]line {p.line}:{p.col}:[/red] {escape(p.message)}", highlight=False)
         fail("the code was not saved; fix the problems above")
     before = env.register.version(spec.code).number if existed else 0
     info = env.register.save(spec, source, author=author or default_author(), comment=comment, limits=limits)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -82,7 +83,7 @@ def test_run(
             table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
         console.print(table)
         for line in result.log:
-            console.print(f"[dim]log:[/dim] {line}", highlight=False)
+            console.print(f"[dim]log:[/dim] {escape(line)}", highlight=False)
         if not result.ok:
             fail(result.error)
 

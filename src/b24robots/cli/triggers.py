@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from b24robots.cli.common import console, fail, friendly, when
@@ -112,7 +113,7 @@ def _run(svc: Any, start: Callable[[], Awaitable[Fired]], wait: float) -> None:
         return
     if final is not None:
         state = call_status(final)
-        console.print(f"status {state}" + (f": {final.error}" if final.error else ""), highlight=False)
+        console.print(f"status {state}" + (f": {escape(final.error)}" if final.error else ""), highlight=False)
         if state == "failed":
             raise typer.Exit(1)
 

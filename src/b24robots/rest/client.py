@@ -481,7 +481,8 @@ class RestClient:
         if parsed.scheme == "http":
             raise ConfigError(
                 f"portal {portal_key!r}: {what} {url!r} is plain http; Bitrix24 portals use https."
-                " Pass RestClient(allow_http=True) only for a local simulator."
+                " Allow plain http only for a local simulator: B24R_ALLOW_HTTP_PORTALS=true for the server and"
+                " its commands (RestClient(allow_http=True) when you use the client in your own code)."
             )
         raise ConfigError(f"portal {portal_key!r}: {what} {url!r} must be an https URL")
 
