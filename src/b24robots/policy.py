@@ -68,6 +68,8 @@ DELIVERY_MAX_DELAY = 300.0
 FAILED_COMMAND_DELAY = 30.0
 """A command the portal refused inside a batch that went through is tried again this much later."""
 DEFAULT_GIVE_UP_DAYS = 7.0
+LOCKED_WORKFLOW_DELAY = 3.0
+"""An answer whose workflow was locked (the probe answered 423) is sent again this much later; not an attempt."""
 
 
 def delivery_backoff(deliver_attempts: int) -> float:

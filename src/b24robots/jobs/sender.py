@@ -3,7 +3,14 @@
 Per portal it takes up to 50 owed answers and sends them in one `batch` request under the portal's
 shared leaky bucket (the REST client waits for a slot). Each answer is a `bizproc.event.send` with
 RETURN_VALUES and the final LOG_MESSAGE, preceded by one `bizproc.activity.log` carrying the robot's
-`ctx.log` lines when it wrote any; a batch holds at most 50 commands.
+`ctx.log` lines (or a short probe line when it wrote none); a batch holds at most 50 commands and
+halts at the first error.
+The `activity.log` goes first because `bizproc.event.send` answers true and applies the answer
+after the response, dropping it silently when the workflow instance is locked by another hit,
+while `activity.log` runs at once and reports the lock as error "423" (bizproc lib/restservice.php
+sendEvent / writeActivityLog; classes/general/workflowpersister.php::retrieveWorkflow). On 423 the
+batch stops before the answer, which is sent again after LOCKED_WORKFLOW_DELAY without counting an
+attempt; commands the halted batch never ran stay owed for the next batch.
 `bizproc.event.send` is idempotent on the portal (the first answer wins), so failures are simply
 retried later (backoff from `b24robots.policy`) until the workflow's own deadline passes or, for a
 workflow that waits without one, `give_up_seconds` (B24R_DELIVERY_GIVE_UP_DAYS) after the answer
@@ -31,7 +38,13 @@ from b24robots.errors import (
     ServerError,
     TransportError,
 )
-from b24robots.policy import DAY, DEFAULT_GIVE_UP_DAYS, FAILED_COMMAND_DELAY, delivery_backoff
+from b24robots.policy import (
+    DAY,
+    DEFAULT_GIVE_UP_DAYS,
+    FAILED_COMMAND_DELAY,
+    LOCKED_WORKFLOW_DELAY,
+    delivery_backoff,
+)
 from b24robots.rest.client import RestClient
 from b24robots.store.installations import Installations
 from b24robots.store.journal import CALL, Invocation, Journal
@@ -44,13 +57,18 @@ from .worker import owner_id
 log = logging.getLogger("b24robots.sender")
 
 BATCH_MAX = 50
+PROBE_MESSAGE = "Answer ready"
+"""The `bizproc.activity.log` line sent before an answer when the robot logged nothing itself."""
+LOCKED, GONE = "423", "404"
+"""The engine's codes for a locked and a missing workflow instance, as `bizproc.activity.log` reports them."""
 
 
 def commands_for(inv: Invocation, token: str) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The batch commands that answer one invocation, keyed `<id>` (the answer) and `<id>.log`.
+    """The batch commands that answer one invocation, keyed `<id>.log` (the probe) then `<id>` (the answer).
 
-    The robot's `ctx.log` lines go to the workflow log with `bizproc.activity.log` first (one call,
-    lines joined); `bizproc.event.send` then carries RETURN_VALUES and the final message.
+    `bizproc.activity.log` goes first with the robot's `ctx.log` lines (one call, lines joined) or
+    PROBE_MESSAGE: it fails synchronously on a locked or gone workflow, so a halting batch never
+    sends an answer the portal would drop. `bizproc.event.send` carries RETURN_VALUES and the final message.
     """
     if inv.kind == CALL:  # an outbound call: the stored method and parameters, as they are
         call = {str(inv.id): (str(inv.properties["method"]), dict(inv.properties.get("params") or {}))}
@@ -59,8 +77,8 @@ def commands_for(inv: Invocation, token: str) -> dict[str, tuple[str, dict[str, 
         return ({f"{inv.id}.check": ("crm.item.get", dict(check))} if check else {}) | call
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     lines = [line for line in inv.log if line]
-    if lines:
-        out[f"{inv.id}.log"] = ("bizproc.activity.log", {"event_token": token, "log_message": short("\n".join(lines))})
+    probe = short("\n".join(lines)) if lines else PROBE_MESSAGE
+    out[f"{inv.id}.log"] = ("bizproc.activity.log", {"event_token": token, "log_message": probe})
     params: dict[str, Any] = {"event_token": token, "return_values": dict(inv.outputs or {})}
     if inv.log_message:
         params["log_message"] = short(inv.log_message)
@@ -176,7 +194,7 @@ class Sender:
             await persist("returning leases", self.journal.unlease, [i.id for i in due[len(packed) :]], self.owner)
         due = packed
         try:
-            result = await self.rest.batch(portal.member_id, commands)
+            result = await self.rest.batch(portal.member_id, commands, halt=True)
         except (RestError, B24RobotsError) as exc:
             delay = delivery_backoff(due[0].deliver_attempts)
             log.warning("batch of %d answers to %s failed: %s; retry in %.0f s", len(due), portal.domain, exc, delay)
@@ -192,13 +210,44 @@ class Sender:
             return
         self.batches += 1
         failed: dict[int, Exception] = {}
+        locked: list[int] = []
+        unrun: list[int] = []
+        gone: set[int] = set()  # the workflow instance no longer exists: the answer can never apply
         for inv in due:
             check = result.errors.get(f"{inv.id}.check")
-            if isinstance(check, MethodError) and check.code == "NOT_FOUND":
-                # the fire itself changed nothing (the portal answers true for a missing entity)
-                failed[inv.id] = MethodError("NOT_FOUND", f"{inv.document_id[2]} does not exist on {portal.domain}")
+            probe = result.errors.get(f"{inv.id}.log")
+            if check is not None:
+                if isinstance(check, MethodError) and check.code == "NOT_FOUND":
+                    # the fire itself would change nothing (the portal answers true for a missing entity)
+                    failed[inv.id] = MethodError("NOT_FOUND", f"{inv.document_id[2]} does not exist on {portal.domain}")
+                else:  # the check could not run: the call did not either; try again later
+                    failed[inv.id] = ServerError(
+                        check.code, check.description, method=check.method, portal=check.portal
+                    )
+            elif isinstance(probe, MethodError) and probe.code == LOCKED:
+                locked.append(inv.id)
+            elif probe is not None:
+                failed[inv.id] = probe
+                if isinstance(probe, MethodError) and probe.code == GONE:
+                    gone.add(inv.id)
             elif str(inv.id) in result.errors:
                 failed[inv.id] = result.errors[str(inv.id)]
+            elif str(inv.id) not in result.results:
+                unrun.append(inv.id)  # the batch halted before it: still owed, no attempt spent
+        if locked:
+            log.info("%d answers to %s wait for a locked workflow", len(locked), portal.domain)
+            await persist(
+                "deferring answers to locked workflows",
+                self.journal.delivery_deferred,
+                locked,
+                self.owner,
+                delay=LOCKED_WORKFLOW_DELAY,
+                reason="the workflow was locked; sent again shortly",
+            )
+        if unrun:
+            await persist("returning leases", self.journal.unlease, unrun, self.owner)
+        handled = set(locked) | set(unrun)
+        due = [inv for inv in due if inv.id not in handled]
         ok = [inv for inv in due if inv.id not in failed]
         if ok:
             results = {i.id: result.results.get(str(i.id)) for i in ok if i.kind == CALL}
@@ -212,7 +261,7 @@ class Sender:
         for inv_id, err in failed.items():
             # a refused token can never be accepted: stop trying at once; so is a call the portal refused
             transient = isinstance(err, QueryLimitExceeded | OperationTimeLimit | ServerError | TransportError)
-            final = isinstance(err, AccessDenied) or (inv_id in calls and not transient)
+            final = isinstance(err, AccessDenied) or inv_id in gone or (inv_id in calls and not transient)
             await persist(
                 "recording a failed answer",
                 self.journal.delivery_failed,

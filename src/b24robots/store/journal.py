@@ -590,6 +590,19 @@ class Journal:
                 else:
                     row.deliver_after = now + delay
 
+    def delivery_deferred(
+        self, ids: Sequence[int], owner: str, *, delay: float, reason: str, now: float | None = None
+    ) -> None:
+        """Owed again after `delay` without counting an attempt (the portal could not take it yet)."""
+        now = time.time() if now is None else now
+        with self.db.write() as s:
+            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
+                if row.lease_owner != owner:
+                    continue
+                row.lease_owner = row.lease_expires_at = row.lease_process = None
+                row.error = f"delivery: {reason}"
+                row.deliver_after = now + delay
+
     def expire_late(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
         """The workflow stopped waiting: never answer after timeout_duration."""
         now = time.time() if now is None else now

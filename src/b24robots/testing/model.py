@@ -317,6 +317,9 @@ class Workflow:
         self.log: list[LogEntry] = []
         self.delivery: Delivery | None = None
         self.ignored_events: int = 0
+        # a lock window (PortalSimulator.lock_workflow): another hit holds the instance until then
+        self.locked_until: float | None = None
+        self.lost_to_lock: int = 0  # event.send answers dropped because the instance was locked
         # the template has steps after this activity: the instance stays live once the activity closes
         self.keep_running = keep_running
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -326,6 +329,10 @@ class Workflow:
     def is_closed(self) -> bool:
         """The robot's activity is closed (answered, timed out, or not waiting)."""
         return self.state == "completed"
+
+    def locked(self, now: float) -> bool:
+        """Another hit holds the instance (bizproc classes/general/workflowpersister.php::retrieveWorkflow)."""
+        return self.locked_until is not None and now < self.locked_until
 
     @property
     def finished(self) -> bool:

@@ -220,6 +220,10 @@ def _activity_log(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) 
     if workflow is None or workflow.finished:
         # Completed workflows are deleted; the engine's code surfaces as the error code.
         raise MethodError("404", f'Workflow instance "{workflow_id}" is not found', status=400)
+    if workflow.locked(sim.now()):
+        # retrieveWorkflow throws EXCEPTION_CODE_INSTANCE_LOCKED (bizproc classes/general/workflowpersister.php);
+        # writeActivityLog runs synchronously and reports the engine's code (bizproc lib/restservice.php)
+        raise MethodError("423", "The workflow instance is locked", status=400)
     # A live workflow takes the event; onExternalEvent ignores it once the activity closed, and the
     # call still answers true (restservice.php::writeActivityLog reports only the engine's errors).
     if not workflow.is_closed and workflow.activity_name == activity_name and workflow.event_id == event_id:

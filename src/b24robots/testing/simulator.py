@@ -900,6 +900,12 @@ class PortalSimulator:
             wf = p.workflows.get(workflow_id) if p else None
             if wf is None:
                 return False
+            if wf.locked(self.now()):
+                # CBPRuntime::sendExternalEvent loads the instance; a locked one throws 423, which the
+                # background job of bizproc.event.send swallows (bizproc lib/restservice.php::sendEvent):
+                # the answer is lost, not postponed
+                wf.lost_to_lock += 1
+                return False
             if (
                 wf.is_closed
                 or wf.use_subscription != "Y"
@@ -922,6 +928,19 @@ class PortalSimulator:
                         )
             wf._close("event", now)
             return True
+
+    def lock_workflow(self, workflow: Workflow | str, seconds: float, portal: Portal | str | None = None) -> None:
+        """Hold the workflow instance locked for ``seconds`` (of the simulator's clock), as another hit
+        running it does (bizproc classes/general/workflowpersister.php::retrieveWorkflow throws
+        EXCEPTION_CODE_INSTANCE_LOCKED): ``bizproc.event.send`` still answers true and its answer is
+        dropped, ``bizproc.activity.log`` answers 400 ``error: "423"``."""
+        with self._lock:
+            if isinstance(workflow, str):
+                found = self.portal(portal).workflows.get(workflow)
+                if found is None:
+                    raise KeyError(f"no workflow {workflow!r}")
+                workflow = found
+            workflow.locked_until = self.now() + seconds
 
     def set_features(
         self, features: Iterable[str], portal: Portal | str | None = None, *, edition: str | None = None
