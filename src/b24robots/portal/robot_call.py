@@ -3,7 +3,8 @@
 The body is what bizproc `lib/restactivity.php::execute` sends: `event_token, workflow_id, code,
 document_id[], document_type[], properties[...], use_subscription, timeout_duration, ts, auth[...]`
 (bitrix24-protocol.md §2). The answer is owed later (`bizproc.event.send`); here we only promise that the
-call is stored before we say 200, since the portal never resends it.
+call is stored before we say 200, since the portal never resends it: the group writer
+(`store/group_commit.py`) answers only after the transaction holding the call committed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from b24robots.jobs.wakeup import Wakeup
 from b24robots.portal.auth import Denied, authenticate
 from b24robots.robots.params import default_outputs, parse_values
 from b24robots.robots.registry import Registry
+from b24robots.store.group_commit import GroupWriter
 from b24robots.store.installations import Installations
-from b24robots.store.journal import Journal, NewInvocation
+from b24robots.store.journal import DEAD, NewInvocation
 
 
 class IntakeDeps(Protocol):
@@ -26,7 +28,7 @@ class IntakeDeps(Protocol):
 
     installations: Installations
     registry: Registry
-    journal: Journal
+    intake_writer: GroupWriter
     work_wakeup: Wakeup
     deliver_wakeup: Wakeup
 
@@ -94,15 +96,18 @@ class Intake:
         )
         if resolved is None:
             error, log_message = self.s.registry.unavailable(code)
-            inv_id, created = self.s.journal.enqueue_dead(new, error=error, log_message=log_message, outputs={})
+            inv_id, created = self.s.intake_writer.store(
+                new, state=DEAD, error=error, log_message=log_message, outputs={}
+            )
             if created:
                 self.s.deliver_wakeup.notify()
             return 200, {"status": "rejected" if created else "duplicate", "id": inv_id}
         try:
             values = parse_values(resolved.spec.inputs, properties, culture=inst.date_culture)
         except InputError as exc:
-            inv_id, created = self.s.journal.enqueue_dead(
+            inv_id, created = self.s.intake_writer.store(
                 new,
+                state=DEAD,
                 error=f"bad input: {exc}",
                 log_message=short(f"b24robots: bad input: {exc}"),
                 outputs=default_outputs(resolved.spec.outputs),
@@ -111,7 +116,7 @@ class Intake:
                 self.s.deliver_wakeup.notify()
             return 200, {"status": "rejected" if created else "duplicate", "id": inv_id, "reason": str(exc)}
         new = NewInvocation(**{**new.__dict__, "inputs": jsonable(values)})
-        inv_id, created = self.s.journal.enqueue(new)
+        inv_id, created = self.s.intake_writer.store(new)
         if created:
             self.s.work_wakeup.notify()
         return 200, {"status": "queued" if created else "duplicate", "id": inv_id}

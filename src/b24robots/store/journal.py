@@ -162,7 +162,7 @@ def call_status(inv: Invocation) -> str:
     return "pending"
 
 
-def _deadline(new: NewInvocation, now: float) -> float | None:
+def deadline_of(new: NewInvocation, now: float) -> float | None:
     if new.timeout_duration <= 0:
         return None
     # the portal's clock may differ from ours; trust the earlier of the two starts
@@ -226,7 +226,7 @@ class Journal:
             error=error,
             received_at=now,
             deliver_attempts=0,
-            deadline_at=_deadline(new, now),
+            deadline_at=deadline_of(new, now),
             deliver_after=now if state == DEAD and new.use_subscription else None,
             finished_at=now if state == DEAD else None,
         )

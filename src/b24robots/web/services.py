@@ -34,6 +34,7 @@ from b24robots.store.audit import Audit
 from b24robots.store.connections import ConnectionStore
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database, private_dir
+from b24robots.store.group_commit import GroupWriter
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 from b24robots.store.processes import Processes
@@ -63,6 +64,7 @@ class Services:
     apikeys: ApiKeys
     connections: ConnectionStore
     hub: ConnectionHub
+    intake_writer: GroupWriter
     work_wakeup: Wakeup = field(default_factory=Wakeup)
     deliver_wakeup: Wakeup = field(default_factory=Wakeup)
     sandbox: SandboxPool | None = None
@@ -171,6 +173,7 @@ class Services:
         await self.rest.aclose()
         await self.http.aclose()
         await asyncio.to_thread(self.hub.close)
+        await asyncio.to_thread(self.intake_writer.close)
         self.db.dispose()
 
     @property
@@ -306,4 +309,5 @@ def build_services(
         metrics=metrics,
         connections=connections,
         hub=hub,
+        intake_writer=GroupWriter(db),
     )

@@ -1,0 +1,253 @@
+"""Group commit for the robot intake: the calls that arrive together are stored in one transaction.
+
+One writer thread per process takes every call waiting in its queue, inserts them with one Core
+`INSERT ... ON CONFLICT (event_token) DO NOTHING RETURNING` (SQLite >= 3.35 and PostgreSQL alike), commits
+once (one fsync) and only then wakes each caller with its row id. So the promise of the intake is kept: no
+caller is told "stored" before its row is durable. A group whose transaction fails tells every caller of the
+group (`StoreUnavailable` -> 503) and stores none of them; the writer goes on with the next group.
+
+The portal never resends a call, but a retried HTTP request can bring the same `event_token` twice: within a
+group the first one is inserted and the others get its id as duplicates; across groups (and across processes
+on PostgreSQL, where several web processes write at once) the unique index decides, and the loser reads the
+stored id in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from b24robots.errors import StoreError, StoreUnavailable
+from b24robots.store.db import Database
+from b24robots.store.journal import DEAD, NOTIFY_CHANNEL, QUEUED, NewInvocation, deadline_of
+from b24robots.store.models import InvocationRow
+
+log = logging.getLogger("b24robots.store")
+
+MAX_GROUP = 512
+"""Calls stored in one transaction at most; more waiting calls go into the next one."""
+
+_TABLE: Table = InvocationRow.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class _Pending:
+    values: dict[str, Any]
+    future: Future[tuple[int, bool]]
+
+
+def invocation_values(
+    new: NewInvocation,
+    *,
+    state: str,
+    now: float,
+    error: str = "",
+    log_message: str = "",
+    outputs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The invocations row of a new robot call, as Core insert parameters (the columns `Journal` writes)."""
+    return {
+        "event_token": new.event_token,
+        "installation_id": new.installation_id,
+        "robot_code": new.robot_code,
+        "origin": new.origin,
+        "robot_version_id": new.robot_version_id,
+        "workflow_id": new.workflow_id,
+        "document_id": new.document_id,
+        "document_type": new.document_type,
+        "use_subscription": new.use_subscription,
+        "timeout_duration": new.timeout_duration,
+        "portal_ts": new.portal_ts,
+        "auth_user_id": new.auth_user_id,
+        "properties": new.properties,
+        "inputs": new.inputs,
+        "outputs": outputs,
+        "log": [],
+        "log_message": log_message,
+        "state": state,
+        "attempts": 0,
+        "run_after": now,
+        "error": error,
+        "received_at": now,
+        "deliver_attempts": 0,
+        "deadline_at": deadline_of(new, now),
+        "deliver_after": now if state == DEAD and new.use_subscription else None,
+        "finished_at": now if state == DEAD else None,
+    }
+
+
+class GroupWriter:
+    """Stores robot calls in groups, one transaction each; `store()` returns only after the commit."""
+
+    def __init__(self, db: Database, *, max_group: int = MAX_GROUP) -> None:
+        self.db = db
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.groups = 0  # committed groups (for benchmarks and tests)
+        self.calls = 0  # calls in them
+
+    # --- callers -----------------------------------------------------------------------------
+    def store(
+        self,
+        new: NewInvocation,
+        *,
+        state: str = QUEUED,
+        error: str = "",
+        log_message: str = "",
+        outputs: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> tuple[int, bool]:
+        """Store one call and wait for its group's commit: (id, created); a known token is not stored again.
+
+        Raises `StoreError` (`StoreUnavailable` when the database refused the write) if the group failed.
+        """
+        return self.submit(new, state=state, error=error, log_message=log_message, outputs=outputs, now=now).result()
+
+    def submit(
+        self,
+        new: NewInvocation,
+        *,
+        state: str = QUEUED,
+        error: str = "",
+        log_message: str = "",
+        outputs: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> Future[tuple[int, bool]]:
+        """Queue one call; the future resolves after its group committed (or fails with the group)."""
+        if self._closed:
+            raise StoreUnavailable("the server is stopping", "the server is stopping")
+        values = invocation_values(
+            new,
+            state=state,
+            now=time.time() if now is None else now,
+            error=error,
+            log_message=log_message,
+            outputs=outputs,
+        )
+        pending = _Pending(values, Future())
+        self._ensure_thread()
+        self._queue.put(pending)
+        return pending.future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what is queued, then stop the writer thread."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    # --- the writer thread -------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="b24r-intake-writer", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            # everything that arrived while the previous group was being committed goes together
+            while len(group) < self.max_group:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+            self._commit(group)
+            if stop:
+                return
+
+    def _commit(self, group: list[_Pending]) -> None:
+        try:
+            results = self._write(group)
+        except IntegrityError:
+            # not a duplicate token (those are handled in the statement): a row the schema refuses, e.g.
+            # an installation deleted meanwhile. Store the others one by one so only that call fails.
+            if len(group) > 1:
+                for one in group:
+                    self._commit([one])
+                return
+            self._fail(group, StoreError("the invocation could not be stored"))
+            return
+        except StoreError as exc:
+            self._fail(group, exc)
+            return
+        except Exception as exc:  # the writer must outlive any failure; the callers get a 503
+            log.exception("storing %d robot calls failed", len(group))
+            self._fail(group, StoreUnavailable(f"the journal could not be written: {type(exc).__name__}", str(exc)))
+            return
+        self.groups += 1
+        self.calls += len(group)
+        for pending, result in zip(group, results, strict=True):
+            pending.future.set_result(result)
+
+    @staticmethod
+    def _fail(group: list[_Pending], exc: StoreError) -> None:
+        for pending in group:
+            pending.future.set_exception(exc)
+
+    def _write(self, group: list[_Pending]) -> list[tuple[int, bool]]:
+        first_of: dict[str, int] = {}  # token -> index of its first call in the group
+        rows: list[dict[str, Any]] = []
+        for i, pending in enumerate(group):
+            token = pending.values["event_token"]
+            if token not in first_of:
+                first_of[token] = i
+                rows.append(pending.values)
+        insert = sqlite_insert(_TABLE) if self.db.is_sqlite else pg_insert(_TABLE)
+        stmt = insert.on_conflict_do_nothing(index_elements=["event_token"]).returning(
+            _TABLE.c.id, _TABLE.c.event_token
+        )
+        ids: dict[str, tuple[int, bool]] = {}
+        with self.db.write() as s:
+            for row_id, token in s.execute(stmt, rows).all():
+                ids[token] = (row_id, True)
+            known = [t for t in first_of if t not in ids]
+            if known:  # stored by an earlier group or another process
+                for row_id, token in s.execute(
+                    select(_TABLE.c.id, _TABLE.c.event_token).where(_TABLE.c.event_token.in_(known))
+                ).all():
+                    ids[token] = (row_id, False)
+            out: list[tuple[int, bool]] = []
+            for i, pending in enumerate(group):
+                token = pending.values["event_token"]
+                if token not in ids:  # neither inserted nor found: roll the whole group back
+                    raise StoreError("the invocation could not be stored")
+                row_id, created = ids[token]
+                out.append((row_id, created and first_of[token] == i))
+            if not self.db.is_sqlite and any(_owes_work(ids, p.values) for p in group):
+                _notify(s)
+        return out
+
+
+def _owes_work(ids: dict[str, tuple[int, bool]], values: dict[str, Any]) -> bool:
+    created = ids.get(values["event_token"], (0, False))[1]
+    return created and (values["state"] == QUEUED or values["deliver_after"] is not None)
+
+
+def _notify(s: Session) -> None:
+    s.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
