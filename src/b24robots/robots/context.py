@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from b24robots.errors import ConnectionNotAvailable
 from b24robots.robots.dates import UNKNOWN, Culture
+from b24robots.robots.documents import Document
 from b24robots.robots.triggers import Entity
 
 
@@ -177,6 +178,12 @@ class RobotContext:
         key = self._next_key()
         assert self.outbound is not None
         return await self.outbound.start_workflow(template_id, self._entity(entity), parameters, key)
+
+    @property
+    def document(self) -> Document:
+        """The document this robot runs on, parsed: `ctx.document.entity_type_id` and `.item_id` for
+        `crm.item.get/update` (deals, smart-process items ...), `.item_id` the task id for a task."""
+        return Document.parse(list(self.document_id))
 
     @property
     def entity_id(self) -> int | None:

@@ -134,7 +134,7 @@ class Router:
         outputs: type[Params] | None,
         use_subscription: bool | None,
         auth_user_id: int,
-        document_type: tuple[str, str, str] | list[str] | None,
+        document_type: tuple[str, str, str] | list[str] | str | None,
         filter: Mapping[str, Any] | None,
         connections: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
@@ -147,7 +147,7 @@ class Router:
             outputs=_param_list(outputs, "outputs"),
             use_subscription=use_subscription,
             auth_user_id=auth_user_id,
-            document_type=tuple(document_type) if document_type else None,  # type: ignore[arg-type]
+            document_type=document_type or None,  # type: ignore[arg-type]  # checked and expanded by RobotSpec
             filter=filter,
             connections=tuple(connections),
         )
@@ -180,7 +180,7 @@ class Router:
         outputs: type[Params] | None = None,
         use_subscription: bool | None = None,
         auth_user_id: int = 1,
-        document_type: tuple[str, str, str] | list[str] | None = None,
+        document_type: tuple[str, str, str] | list[str] | str | None = None,
         filter: Mapping[str, Any] | None = None,
         connections: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
@@ -209,7 +209,7 @@ class Router:
         outputs: type[Params] | None = None,
         use_subscription: bool | None = None,
         auth_user_id: int = 1,
-        document_type: tuple[str, str, str] | list[str] | None = None,
+        document_type: tuple[str, str, str] | list[str] | str | None = None,
         filter: Mapping[str, Any] | None = None,
         connections: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:

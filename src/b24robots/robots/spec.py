@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from b24robots.errors import DeclarationError
+from b24robots.robots.documents import document_type
 from b24robots.robots.params import LocalizedText, Param, check_text, params_from_documents
 
 # `validateActivityCode` matches `#^[a-z0-9\.\-_]+$#i` (yuliai/bitrix-modules bizproc/lib/restservice.php)
@@ -40,13 +41,9 @@ def check_code(code: object) -> str:
 
 
 def _check_document_type(value: object) -> tuple[str, str, str] | None:
-    if value is None or value == [] or value == ():
+    if value is None or value == [] or value == () or value == "":
         return None
-    if not isinstance(value, list | tuple) or len(value) != 3 or not all(isinstance(v, str) and v for v in value):
-        raise DeclarationError(
-            f"document_type must be three texts [module, entity, type], e.g. {DOCUMENT_TYPE_EXAMPLE}; got {value!r}"
-        )
-    return (value[0], value[1], value[2])
+    return document_type(value)  # a triple, or a short form such as "DEAL_C3" (robots/documents.py)
 
 
 EDITIONS = ("b24", "box")  # CBPHelper::getDistrName: DISTR_B24 in the cloud, DISTR_BOX on-premise

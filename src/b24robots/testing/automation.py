@@ -11,6 +11,13 @@ Importing this module installs its REST methods into the simulator's method tabl
   crm-automation-trigger-execute.md`), and an entity that does not exist changes nothing.
 - `crm.item.get {entityTypeId, id}` answers `{"item": {...}}`, or `NOT_FOUND` "Item not found" /
   "SPA not found" (b24restdocs `api-reference/crm/universal/crm-item-get.md`).
+- `crm.item.list {entityTypeId, filter, start}` answers `{"items": [...]}` with `total`/`next` (50 a page),
+  `crm.item.update {entityTypeId, id, fields}` changes the given fields and answers `{"item": {...}}`
+  (b24restdocs `api-reference/crm/universal/crm-item-list.md`, `crm-item-update.md`).
+- `tasks.task.get {taskId}` answers `{"task": {...}}` (camelCase keys), `tasks.task.update {taskId, fields}`
+  takes UPPER_CASE field names (`TITLE`, `DESCRIPTION`, ...) and answers `{"task": {...}}`; an unknown task is
+  an error (b24restdocs `api-reference/tasks/tasks-task-get.md`, `tasks-task-update.md`; the `ERROR_CORE`
+  code is UNCONFIRMED).
 - `bizproc.workflow.start {TEMPLATE_ID, DOCUMENT_ID, PARAMETERS}` checks in the order of
   yuliai/bitrix-modules `bizproc/classes/general/restservice.php::startWorkflow`: `ERROR_WRONG_WORKFLOW_ID`
   "Empty TEMPLATE_ID" / "Template not found", then "Wrong DOCUMENT_ID!", "Incorrect document type!",
@@ -127,6 +134,17 @@ def add_item(
     return item
 
 
+def add_task(sim: PortalSimulator, *, portal: Portal | str | None = None, **fields: Any) -> dict[str, Any]:
+    """Add a task (camelCase fields as tasks.task.get shows them); returns it with its `id`."""
+    with sim._lock:
+        tasks = sim.portal(portal).automation.tasks
+        ident = 1 + max(tasks, default=0)
+        task = {"id": str(ident), "title": f"Task #{ident}", "description": "", "status": "2", "groupId": "0"}
+        task |= {"responsibleId": "1", "createdBy": "1"} | fields
+        tasks[ident] = task
+    return task
+
+
 def set_automation(sim: PortalSimulator, enabled: bool, *, portal: Portal | str | None = None) -> None:
     """Turn the portal's CRM automation feature on or off (a plan without it)."""
     with sim._lock:
@@ -156,6 +174,72 @@ def _item_get(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> M
     if item is None:
         raise MethodError("NOT_FOUND", "Item not found", status=400)
     return MethodResult({"item": dict(item)})
+
+
+def _item_list(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> MethodResult:
+    type_id = php_intval(params.get("entityTypeId", params.get("ENTITYTYPEID")))
+    portal = caller.portal
+    if type_id not in set(DOCUMENTS) | {t for t, _i in portal.automation.items}:
+        raise MethodError("NOT_FOUND", "SPA not found", status=400)
+    ids = sorted(i for t, i in portal.automation.items if t == type_id)
+    if type_id == 2:
+        ids = sorted(portal.deals)
+    wanted = params.get("filter")
+    rows = [item for i in ids if (item := _item(portal, type_id, i)) is not None]
+    if isinstance(wanted, Mapping):  # equality on the given fields only ("=id", "stageId", ...)
+        rows = [r for r in rows if all(str(r.get(str(k).lstrip("="))) == str(v) for k, v in wanted.items())]
+    start = max(0, php_intval(params.get("start")))
+    page = rows[start : start + 50]
+    more = start + 50 < len(rows)
+    return MethodResult({"items": page}, total=len(rows), next=start + 50 if more else None)
+
+
+def _item_update(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> MethodResult:
+    type_id = php_intval(params.get("entityTypeId", params.get("ENTITYTYPEID")))
+    ident = php_intval(params.get("id", params.get("ID")))
+    portal = caller.portal
+    if type_id not in set(DOCUMENTS) | {t for t, _i in portal.automation.items}:
+        raise MethodError("NOT_FOUND", "SPA not found", status=400)
+    if _item(portal, type_id, ident) is None:
+        raise MethodError("NOT_FOUND", "Item not found", status=400)
+    fields = params.get("fields")
+    if not isinstance(fields, Mapping):
+        raise MethodError("INVALID_ARG_VALUE", "fields must be an object", status=400)
+    if type_id == 2:
+        deal = portal.deals[ident]
+        for key, value in fields.items():
+            name = {"title": "TITLE", "stageId": "STAGE_ID", "opportunity": "OPPORTUNITY"}.get(str(key), str(key))
+            deal[name] = str(value)
+    else:
+        item = portal.automation.items[(type_id, ident)]
+        item.update({str(k): v for k, v in fields.items() if str(k) not in ("id", "entityTypeId")})
+    return MethodResult({"item": dict(_item(portal, type_id, ident) or {})})
+
+
+_TASK_FIELDS = {"TITLE": "title", "DESCRIPTION": "description", "STATUS": "status", "RESPONSIBLE_ID": "responsibleId"}
+
+
+def _task(portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    ident = php_intval(params.get("taskId", params.get("TASKID")))
+    task = portal.automation.tasks.get(ident)
+    if task is None:
+        raise MethodError("ERROR_CORE", "TASKS_ERROR_EXCEPTION_#256; Task not found or not accessible", status=400)
+    return task
+
+
+def _task_get(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> MethodResult:
+    return MethodResult({"task": dict(_task(caller.portal, params))})
+
+
+def _task_update(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> MethodResult:
+    task = _task(caller.portal, params)
+    fields = params.get("fields")
+    if not isinstance(fields, Mapping):
+        raise MethodError("ERROR_CORE", "fields must be an object", status=400)
+    for key, value in fields.items():
+        name = _TASK_FIELDS.get(str(key).upper(), str(key))
+        task[name] = str(value)
+    return MethodResult({"task": dict(task)})
 
 
 def _move(portal: Portal, owner_type_id: int, owner_id: int, stage: str) -> None:
@@ -255,6 +339,10 @@ METHODS["crm.automation.trigger.execute"] = _needs_automation(
     _execute_with_rules(METHODS["crm.automation.trigger.execute"])
 )
 METHODS["crm.item.get"] = MethodSpec(_item_get, ("crm",))
+METHODS["crm.item.list"] = MethodSpec(_item_list, ("crm",))
+METHODS["crm.item.update"] = MethodSpec(_item_update, ("crm",))
+METHODS["tasks.task.get"] = MethodSpec(_task_get, ("task",))
+METHODS["tasks.task.update"] = MethodSpec(_task_update, ("task",))
 METHODS["bizproc.workflow.start"] = MethodSpec(_workflow_start, ("bizproc",))
 
-__all__ = ["add_item", "add_rule", "add_template", "document_id", "parse_document", "set_automation"]
+__all__ = ["add_item", "add_rule", "add_task", "add_template", "document_id", "parse_document", "set_automation"]

@@ -51,4 +51,5 @@ class Automation:
     templates: dict[int, SimTemplate] = field(default_factory=dict)
     started: list[StartedWorkflow] = field(default_factory=list)
     items: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)  # tasks.task.* shape (camelCase keys)
     next_template_id: int = 1

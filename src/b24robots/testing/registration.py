@@ -126,6 +126,11 @@ _DOCUMENT_ENTITIES: dict[tuple[str, str], re.Pattern[str]] = {
     ("lists", "BizprocDocument"): re.compile(r"^iblock_\d+$"),
     ("lists", "Bitrix\\Lists\\BizprocDocumentLists"): re.compile(r"^iblock_\d+$"),
     ("disk", "Bitrix\\Disk\\BizProcDocument"): re.compile(r"^STORAGE_\d+$"),
+    # restservice.php::validateActivityDocumentType asks the document service for the type's field types;
+    # tasks lib/integration/bizproc/document/task.php answers them for its types (TASK_PROJECT_<group>, ...)
+    ("tasks", "Bitrix\\Tasks\\Integration\\Bizproc\\Document\\Task"): re.compile(
+        r"^TASK(_(PROJECT|SCRUM_PROJECT|PLAN|USER)_\d+)?$"
+    ),
 }
 
 

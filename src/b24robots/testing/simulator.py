@@ -1118,6 +1118,12 @@ class PortalSimulator:
 
 
 def _document_type(document_id: list[str]) -> list[str]:
-    """``DEAL_12`` → ``DEAL``, ``DYNAMIC_128_5`` → ``DYNAMIC_128``."""
-    head, sep, tail = document_id[2].rpartition("_")
-    return [document_id[0], document_id[1], head if sep and tail.isdigit() else document_id[2]]
+    """``DEAL_12`` → ``DEAL``, ``DYNAMIC_128_5`` → ``DYNAMIC_128``; a task → ``TASK_PLAN_1`` and a list
+    element → ``iblock_1`` (pass ``document_type`` for another project, user or list)."""
+    module, entity, key = document_id
+    if module == "tasks":  # tasks lib/integration/bizproc/document/task.php: types TASK_PLAN_<user>, ...
+        return [module, entity, "TASK_PLAN_1"]
+    if module == "lists":
+        return [module, entity, "iblock_1"]
+    head, sep, tail = key.rpartition("_")
+    return [module, entity, head if sep and tail.isdigit() else key]
