@@ -243,6 +243,14 @@ class Runner:
                 raise SandboxError("no REST client for this portal")
             return asyncio.run_coroutine_threadsafe(rest.call(method, params), loop).result()
 
+        as_caller = ctx.rest_as_caller
+
+        def on_call_as_caller(method: str, params: dict[str, Any]) -> Any:
+            if method.lower() in OUTBOUND_METHODS:  # journaled like every fire, with the installation's token
+                return asyncio.run_coroutine_threadsafe(_outbound(ctx, method, params), loop).result()
+            assert as_caller is not None
+            return asyncio.run_coroutine_threadsafe(as_caller.call(method, params), loop).result()
+
         def on_batch(commands: Any) -> Any:
             if rest is None:
                 raise SandboxError("no REST client for this portal")
@@ -261,6 +269,7 @@ class Runner:
         proxy = RunProxy(
             on_call=on_call,
             on_batch=on_batch,
+            on_call_as_caller=on_call_as_caller if as_caller is not None else None,
             on_connection=on_connection,
             methods=MethodPolicy(self.methods, robot=resolved.spec.code, narrowed=resolved.spec.methods),
         )

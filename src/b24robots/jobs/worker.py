@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from b24robots.errors import B24RobotsError, NotFound
 from b24robots.policy import retry_in_time
 from b24robots.rest.client import RestClient
+from b24robots.rest.tokens import UserTokens
 from b24robots.robots.context import RobotContext
 from b24robots.store.installations import Installation, Installations
 from b24robots.store.journal import Invocation, Journal
@@ -28,6 +29,12 @@ from .bookkeeping import persist
 from .outbound import Outbound, PortalOutbound
 from .runner import Outcome, Runner
 from .wakeup import Wakeup
+
+
+def caller_key(installation_id: int, event_token: str) -> str:
+    """Where the run-as user's token of one robot call is kept (Services.user_tokens)."""
+    return f"{installation_id}|{event_token}"
+
 
 log = logging.getLogger("b24robots.jobs")
 
@@ -64,7 +71,9 @@ class Worker:
         on_answer: Callable[[], None] | None = None,
         outbound: Outbound | None = None,
         process: str | None = None,
+        user_tokens: UserTokens | None = None,
     ) -> None:
+        self.user_tokens = user_tokens  # run-as users' tokens that came with the calls this process took
         self.process = process  # this process's id in the processes table (its leases name it)
         self.outbound = outbound
         self.journal = journal
@@ -185,6 +194,11 @@ class Worker:
         if inv.too_late(now):
             await persist(f"expiring invocation {inv.id}", self.journal.expire_late, [inv.id], self.owner)
             return
+        event_token = self.journal.original_token(inv)
+        caller = None
+        if self.rest and self.user_tokens is not None:
+            user_token = self.user_tokens.get(caller_key(inv.installation_id, event_token), now)
+            caller = self.rest.as_user(portal.member_id, user_token) if user_token else None
         ctx = RobotContext(
             portal=portal.domain,
             member_id=portal.member_id,
@@ -192,11 +206,12 @@ class Worker:
             workflow_id=inv.workflow_id,
             document_id=inv.document_id,
             document_type=inv.document_type,
-            event_token=self.journal.original_token(inv),
+            event_token=event_token,
             user_id=inv.auth_user_id,
             invocation_id=inv.id,
             attempt=inv.attempts,
             rest=self.rest.for_portal(portal.member_id) if self.rest else None,
+            rest_as_caller=caller,
             outbound=PortalOutbound(self.outbound, portal.member_id) if self.outbound else None,
             culture=portal.date_culture,
         )
@@ -209,6 +224,8 @@ class Worker:
         except B24RobotsError:
             log.exception("recording the outcome of invocation %s failed", inv.id)
             return
+        if outcome.kind != "retry" and self.user_tokens is not None:  # the run is over: forget the token
+            self.user_tokens.discard(caller_key(inv.installation_id, event_token))
         self.stats.runs += 1
         if self.on_outcome:
             self.on_outcome(inv, outcome, elapsed)

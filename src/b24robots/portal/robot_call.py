@@ -9,13 +9,16 @@ call is stored before we say 200, since the portal never resends it: the group w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from b24robots.errors import InputError
 from b24robots.jobs.runner import jsonable, short
 from b24robots.jobs.wakeup import Wakeup
+from b24robots.jobs.worker import caller_key
 from b24robots.portal.auth import Denied, authenticate
+from b24robots.rest.tokens import UserToken, UserTokens
 from b24robots.robots.params import default_outputs, parse_values
 from b24robots.robots.registry import Registry
 from b24robots.store.group_commit import GroupWriter
@@ -31,6 +34,7 @@ class IntakeDeps(Protocol):
     intake_writer: GroupWriter
     work_wakeup: Wakeup
     deliver_wakeup: Wakeup
+    user_tokens: UserTokens
 
 
 def _text(form: Mapping[str, Any], key: str) -> str:
@@ -44,6 +48,20 @@ def _triple(value: Any) -> list[str]:
     if isinstance(value, Mapping):
         return [v if isinstance(v, str) else "" for _, v in sorted(value.items())]
     return []
+
+
+def _user_token(auth: Mapping[str, Any]) -> UserToken | None:
+    """The run-as user's access token the queue sends in the call's auth block (bizproc
+    classes/general/restactivity.php::execute issues it for the robot's user), or None without one."""
+    access = auth.get("access_token")
+    user_id = _int(auth.get("user_id"), 0)
+    if not isinstance(access, str) or not access or user_id <= 0:
+        return None
+    now = time.time()
+    expires = _int(auth.get("expires"), 0)
+    if expires <= now:
+        expires = int(now) + (_int(auth.get("expires_in"), 0) or 3600)
+    return UserToken(access_token=access, expires_at=float(expires), user_id=user_id)
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -116,6 +134,9 @@ class Intake:
                 self.s.deliver_wakeup.notify()
             return 200, {"status": "rejected" if created else "duplicate", "id": inv_id, "reason": str(exc)}
         new = NewInvocation(**{**new.__dict__, "inputs": jsonable(values)})
+        user_token = _user_token(auth)
+        if user_token is not None:  # kept before the store, so the woken worker finds it
+            self.s.user_tokens.put(caller_key(inst.id, token), user_token)
         inv_id, created = self.s.intake_writer.store(new)
         if created:
             self.s.work_wakeup.notify()

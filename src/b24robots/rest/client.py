@@ -41,7 +41,7 @@ from b24robots.rest.errormap import error_from_answer, map_error
 from b24robots.rest.limiter import LimiterState, MemoryLimiterState, check_rate
 from b24robots.rest.phpquery import http_build_query
 from b24robots.rest.refresh import Refresher
-from b24robots.rest.tokens import AppCredentials, TokenPair, TokenStore, redact
+from b24robots.rest.tokens import AppCredentials, TokenPair, TokenStore, UserToken, redact
 
 __all__ = [
     "BATCH_MAX",
@@ -248,6 +248,11 @@ class RestClient:
         """A view bound to one portal; what robot code receives."""
         return PortalClient(self, portal_key)
 
+    def as_user(self, portal_key: str, token: UserToken) -> PortalClient:
+        """A view bound to one portal that calls with a user's access token instead of the
+        installation's (same endpoint and rate limit; never refreshed: an expired token raises)."""
+        return PortalClient(self, portal_key, token)
+
     # -- public calls ------------------------------------------------------------------------------
 
     async def call(
@@ -271,9 +276,10 @@ class RestClient:
         params: Mapping[str, Any] | None = None,
         *,
         idempotent: bool | None = None,
+        as_token: UserToken | None = None,
     ) -> Envelope:
         """Like `call` but return the whole answer (`result`, `next`, `total`, `time`)."""
-        body, _ = await self._request(portal_key, method, params, idempotent)
+        body, _ = await self._request(portal_key, method, params, idempotent, as_token)
         time_block = body.get("time")
         return Envelope(
             result=body.get("result"),
@@ -287,6 +293,8 @@ class RestClient:
         portal_key: str,
         commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
         halt: bool = False,
+        *,
+        as_token: UserToken | None = None,
     ) -> BatchResult:
         """Run many commands, at most 50 per HTTP request, and split the answers back per key.
 
@@ -303,7 +311,7 @@ class RestClient:
         for start in range(0, len(items), BATCH_MAX):
             chunk = items[start : start + BATCH_MAX]
             cmd = {k: f"{m}?{q}" if q else m for k, m, q in chunk}
-            body, domain = await self._request(portal_key, "batch", {"halt": int(halt), "cmd": cmd}, idem)
+            body, domain = await self._request(portal_key, "batch", {"halt": int(halt), "cmd": cmd}, idem, as_token)
             out.requests += 1
             out.portal = domain
             inner = body.get("result")
@@ -415,6 +423,7 @@ class RestClient:
         method: str,
         params: Mapping[str, Any] | None,
         idempotent: bool | None,
+        as_token: UserToken | None = None,
     ) -> tuple[dict[str, Any], str]:
         self._check_method(portal_key, method)
         if params is not None and not isinstance(params, Mapping):
@@ -423,7 +432,7 @@ class RestClient:
         waited = False
         while True:
             try:
-                return await self._with_retries(portal_key, method, dict(params or {}), idem)
+                return await self._with_retries(portal_key, method, dict(params or {}), idem, as_token)
             except OperationTimeLimit as exc:
                 reset_at = exc.reset_at or self._reset_at.get((portal_key, method.lower()))
                 exc.reset_at = reset_at
@@ -435,11 +444,11 @@ class RestClient:
                 await self._sleep(max(wait, 0.0))
 
     async def _with_retries(
-        self, portal_key: str, method: str, params: dict[str, Any], idem: bool
+        self, portal_key: str, method: str, params: dict[str, Any], idem: bool, as_token: UserToken | None = None
     ) -> tuple[dict[str, Any], str]:
         policy = self._retry
         if policy.attempts <= 1:
-            return await self._attempt(portal_key, method, params)
+            return await self._attempt(portal_key, method, params, as_token)
 
         started = time.monotonic()
         attempt = 1
@@ -447,7 +456,7 @@ class RestClient:
             if attempt > 1:
                 log.info("retrying %s on %s (attempt %d)", method, portal_key, attempt)
             try:
-                return await self._attempt(portal_key, method, params)
+                return await self._attempt(portal_key, method, params, as_token)
             except Exception as exc:
                 if not rest_retryable(exc, idem) or not policy.retry_after(attempt, time.monotonic() - started):
                     raise
@@ -460,8 +469,15 @@ class RestClient:
             await asyncio.sleep(policy.wait(attempt, random.random()))
             attempt += 1
 
-    async def _attempt(self, portal_key: str, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    async def _attempt(
+        self, portal_key: str, method: str, params: dict[str, Any], as_token: UserToken | None = None
+    ) -> tuple[dict[str, Any], str]:
         pair = await self._store(self._tokens.load, portal_key)
+        if as_token is not None:
+            # the installation's endpoint with a user's access token; no refresh token, so an
+            # expired one surfaces as ExpiredToken
+            user = replace(pair, access_token=as_token.access_token, refresh_token="", expires_at=as_token.expires_at)
+            return await self._send(portal_key, user, method, params)
         try:
             return await self._send(portal_key, pair, method, params)
         except ExpiredToken:
@@ -582,28 +598,34 @@ class RestClient:
 
 
 class PortalClient:
-    """`RestClient` bound to one portal: `call`, `call_envelope`, `batch`, `list_all`."""
+    """`RestClient` bound to one portal: `call`, `call_envelope`, `batch`, `list_all`; with `token`,
+    every call uses that user's access token (`RestClient.as_user`)."""
 
-    def __init__(self, client: RestClient, portal_key: str) -> None:
+    def __init__(self, client: RestClient, portal_key: str, token: UserToken | None = None) -> None:
         self._client = client
         self.portal_key = portal_key
+        self._token = token
 
     async def call(
         self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool | None = None
     ) -> Any:
-        return await self._client.call(self.portal_key, method, params, idempotent=idempotent)
+        return (await self.call_envelope(method, params, idempotent=idempotent)).result
 
     async def call_envelope(
         self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool | None = None
     ) -> Envelope:
-        return await self._client.call_envelope(self.portal_key, method, params, idempotent=idempotent)
+        return await self._client.call_envelope(
+            self.portal_key, method, params, idempotent=idempotent, as_token=self._token
+        )
 
     async def batch(
         self,
         commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
         halt: bool = False,
     ) -> BatchResult:
-        return await self._client.batch(self.portal_key, commands, halt)
+        return await self._client.batch(self.portal_key, commands, halt, as_token=self._token)
 
     def list_all(self, method: str, params: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
+        if self._token is not None:
+            raise TypeError("list_all is not available with a user's token; page with call_envelope")
         return self._client.list_all(self.portal_key, method, params)

@@ -120,6 +120,9 @@ class RobotContext:
     invocation_id: int | None = None
     attempt: int = 1
     rest: PortalRest | None = None
+    # the same portal as the robot's run-as user (the token that came with this call, memory only);
+    # None when the call carried no user or another process / an earlier start of this one took it
+    rest_as_caller: PortalRest | None = None
     logs: list[str] = field(default_factory=list)
     outbound: Outbound | None = None
     fires: int = 0

@@ -418,6 +418,19 @@ class _Worker:
                 raise TypeError("ctx.call(method, params): params must be a dict")
             return proxied("call", {"method": method, "params": params or {}})
 
+        def call_as_caller(method: str, params: dict[str, Any] | None = None) -> Any:
+            # the same call as the robot's run-as user (the token the portal sent with this call)
+            if not job.get("can_call_as_caller"):
+                raise RuntimeError(
+                    "ctx.call_as_caller is not available: this call brought no run-as user's token"
+                    " (or was taken over by another process); use ctx.call"
+                )
+            if not isinstance(method, str) or not method:
+                raise TypeError("ctx.call_as_caller(method, params): method must be a non-empty string")
+            if params is not None and not isinstance(params, (dict, list)):
+                raise TypeError("ctx.call_as_caller(method, params): params must be a dict")
+            return proxied("call", {"method": method, "params": params or {}, "as_caller": True})
+
         def batch(commands: dict[str, Any] | list[Any]) -> Any:
             if not job["can_batch"]:
                 raise RuntimeError("ctx.batch is not available: this run was started without REST access")
@@ -466,6 +479,7 @@ class _Worker:
         fields.update(
             log=add_log,
             call=call,
+            call_as_caller=call_as_caller,
             batch=batch,
             fire_trigger=fire_trigger,
             start_workflow=start_workflow,

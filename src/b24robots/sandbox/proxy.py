@@ -160,6 +160,7 @@ class RunProxy:
 
     on_call: CallHandler | None = None
     on_batch: BatchHandler | None = None
+    on_call_as_caller: CallHandler | None = None  # ctx.call_as_caller: the run-as user's token
     on_connection: ConnectionHandler | None = None
     methods: MethodPolicy | None = None
     notes: list[str] = field(default_factory=list)
@@ -178,6 +179,7 @@ class RunProxy:
         """What the worker offers stored code (ctx.call / ctx.batch / ctx.http... raise when absent)."""
         return {
             "can_call": self.on_call is not None,
+            "can_call_as_caller": self.on_call_as_caller is not None,
             "can_batch": self.on_batch is not None,
             "can_connect": self.on_connection is not None,
         }
@@ -212,12 +214,14 @@ class RunProxy:
                 method, params = message.get("method"), _wire.decode(message.get("params"))
                 if not isinstance(method, str) or not isinstance(params, (dict, list)):
                     return refusal("BAD_REQUEST", "malformed ctx.call")
-                if self.on_call is None:
+                handler = self.on_call_as_caller if message.get("as_caller") is True else self.on_call
+                if handler is None:
                     return refusal("NOT_AVAILABLE", "no REST access")
+                # the capability list applies whoever's token the call carries
                 why = self.methods.refusal(method) if self.methods else None
                 if why:
                     return self._refuse(why)
-                result = self.on_call(method, params)  # type: ignore[arg-type]
+                result = handler(method, params)  # type: ignore[arg-type]
             else:
                 commands = _wire.decode(message.get("commands"))
                 if not isinstance(commands, (dict, list)):

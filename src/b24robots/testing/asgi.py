@@ -107,9 +107,11 @@ async def rest_endpoint(sim: PortalSimulator, scope: Scope, receive: Receive, se
     token = _take_token(params, request)
     domain = sim.peek_domain(token, webhook)
     auth_kind = "webhook" if webhook else ("app" if token else "none")
+    known = sim.access_tokens.get(token) if token and not webhook else None
+    user_id = known.user_id if known else None
 
     def record(status: int, error: str | None, client_id: str | None = None) -> None:
-        sim.record_call(CallRecord(sim.now(), domain, method, auth_kind, client_id, status, error))
+        sim.record_call(CallRecord(sim.now(), domain, method, auth_kind, client_id, status, error, user_id))
 
     decision = sim.faults.take(domain, method)
     if decision.delay > 0:

@@ -266,6 +266,7 @@ class CallRecord:
     client_id: str | None
     status: int
     error: str | None
+    user_id: int | None = None  # whose access token (or webhook) it was, when known
 
 
 WorkflowState = Literal["waiting", "completed"]

@@ -24,7 +24,7 @@ from b24robots.policy import DAY
 from b24robots.portal.install import Lifecycle
 from b24robots.portal.oauth import OAuthServers
 from b24robots.rest.client import RestClient, RetryPolicy
-from b24robots.rest.tokens import AppCredentials
+from b24robots.rest.tokens import AppCredentials, UserTokens
 from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
 from b24robots.sandbox import SandboxLimits, SandboxPool, parse_patterns
@@ -65,6 +65,8 @@ class Services:
     connections: ConnectionStore
     hub: ConnectionHub
     intake_writer: GroupWriter
+    # the run-as users' access tokens that came with robot calls: memory only (portal/robot_call.py)
+    user_tokens: UserTokens = field(default_factory=UserTokens)
     work_wakeup: Wakeup = field(default_factory=Wakeup)
     deliver_wakeup: Wakeup = field(default_factory=Wakeup)
     sandbox: SandboxPool | None = None
@@ -126,6 +128,7 @@ class Services:
             on_answer=self.deliver_wakeup.notify,
             outbound=self.outbound,
             process=info.id,
+            user_tokens=self.user_tokens,
         )
         self.sender = Sender(
             self.journal,
