@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     sandbox_memory_mb: int = Field(default=512, ge=32, description="cap on a stored robot's address space")
     sandbox_output_bytes: int = Field(default=1_000_000, gt=0, description="cap on the size of a run's outputs")
     log_level: str = Field(default="INFO")
+    cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="how long an accepted portal token and a CODE's robot are kept in memory (0 = not at all); "
+        "changes made by this process, or by any process on PostgreSQL, apply at once",
+    )
     # --- the web layer under attack: who is trusted, how long and how much a client may take ---
     trusted_proxies: str = Field(
         default="",

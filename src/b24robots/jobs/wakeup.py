@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 
 import psycopg
 
+from b24robots.store.db import CACHE_CHANNEL
 from b24robots.store.journal import NOTIFY_CHANNEL
 
 log = logging.getLogger("b24robots.jobs")
@@ -66,9 +68,10 @@ class Wakeup:
 class PgListener:
     """LISTEN on the queue channel in a thread and wake the given wakeups on every notification."""
 
-    def __init__(self, dsn: str, *wakeups: Wakeup) -> None:
+    def __init__(self, dsn: str, *wakeups: Wakeup, on_cache_change: Callable[[], None] | None = None) -> None:
         self.dsn = dsn.replace("postgresql+psycopg://", "postgresql://", 1)
         self.wakeups = wakeups
+        self.on_cache_change = on_cache_change  # another process changed installations or the register
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="b24r-pg-listen", daemon=True)
 
@@ -84,8 +87,16 @@ class PgListener:
             try:
                 with psycopg.connect(self.dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if self.on_cache_change is not None:
+                        conn.execute(f"LISTEN {CACHE_CHANNEL}")
+                        # changes made while we were not listening (first start, a lost connection)
+                        self.on_cache_change()
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for note in conn.notifies(timeout=1.0, stop_after=1):
+                            if note.channel == CACHE_CHANNEL:
+                                if self.on_cache_change is not None:
+                                    self.on_cache_change()
+                                continue
                             for w in self.wakeups:
                                 w.notify()
             except psycopg.Error as exc:

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from b24robots.errors import ConfigError, StoreError, StoreUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
+CACHE_CHANNEL = "b24r_cache"
+"""PostgreSQL NOTIFY channel on which a process announces a change to cached data (store/cache.py)."""
 WRITE_FAILURE_MEMORY = 10.0
 """Seconds a failed write keeps the database reported unhealthy unless a write succeeds since."""
 
@@ -107,6 +109,7 @@ class Database:
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write_failure: tuple[float, str] | None = None
+        self.cache_generation = 0  # moves on every change to cached data (store/cache.py)
 
     @property
     def is_sqlite(self) -> bool:
@@ -138,6 +141,25 @@ class Database:
             self._write_failure = (time.monotonic(), reason)
             raise StoreUnavailable(f"the database cannot be written: {reason}", reason) from None
         self._write_failure = None
+
+    @contextmanager
+    def changing_cached(self) -> Iterator[Session]:
+        """A write transaction that changes cached data (installations, the register).
+
+        On PostgreSQL the other processes are told in the same transaction (NOTIFY on `CACHE_CHANNEL` is
+        delivered on commit); this process's caches are invalidated once the transaction is over.
+        """
+        try:
+            with self.write() as s:
+                yield s
+                if not self.is_sqlite:
+                    s.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CACHE_CHANNEL})
+        finally:
+            self.invalidate_caches()
+
+    def invalidate_caches(self) -> None:
+        """Every cached read of this database is stale from now on."""
+        self.cache_generation += 1
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -18,6 +18,7 @@ from b24robots.errors import NotFound, StoreError
 from b24robots.rest.limiter import check_rate, gcra_reserve
 from b24robots.rest.tokens import TokenPair
 from b24robots.robots.dates import Culture, DateValueError, check_culture, culture_for
+from b24robots.store.cache import TtlCache
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
 from b24robots.store.models import ApiKeyRow, InstallationRow, InvocationRow, RegistrationRow
@@ -113,15 +114,17 @@ def _public(row: InstallationRow) -> Installation:
 
 
 class Installations:
-    def __init__(self, db: Database, vault: Vault) -> None:
+    def __init__(self, db: Database, vault: Vault, *, cache_seconds: float = 0.0) -> None:
         self.db = db
         self.vault = vault
+        # member_id -> (application token digest, installation), for accepted robot calls only
+        self._verified: TtlCache[str, tuple[str, Installation]] = TtlCache(db, cache_seconds)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def install(self, grant: InstallGrant) -> Installation:
         """Create or refresh the installation of `grant.member_id` (a re-install reactivates it)."""
         now = time.time()
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = s.scalar(select(InstallationRow).where(InstallationRow.member_id == grant.member_id))
             if row is None:
                 row = InstallationRow(member_id=grant.member_id, created_at=now, token_version=0)
@@ -149,7 +152,7 @@ class Installations:
 
     def uninstall(self, member_id: str) -> None:
         """Forget the tokens; calls for this portal stop. The journal is kept."""
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, member_id)
             row.status = UNINSTALLED
             row.status_message = "the application was uninstalled from the portal"
@@ -166,7 +169,7 @@ class Installations:
         """
         from b24robots.store.connection_models import ConnectionRow
 
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, member_id)
             counts = {
                 "journal entries": s.execute(delete(InvocationRow).where(InvocationRow.installation_id == row.id)),
@@ -177,21 +180,32 @@ class Installations:
 
     def verify(self, member_id: str, application_token: str) -> tuple[Installation | None, str]:
         """Check an application token in constant time: (installation, "ok"), (None, "unknown") for an
-        unknown portal, (None, "mismatch") for a wrong token."""
+        unknown portal, (None, "mismatch") for a wrong token.
+
+        An accepted token is remembered for `cache_seconds` (until the installation changes); a refusal
+        never is: it is always checked against the database, so a portal installed a moment ago, or a
+        token the portal changed, is accepted at once."""
+        found, hit = self._verified.get(member_id)
+        if found and hit is not None and self.vault.matches(application_token, hit[0]):
+            return hit[1], "ok"
+        generation = self._verified.generation()
         with self.db.read() as s:
             row = s.scalar(select(InstallationRow).where(InstallationRow.member_id == member_id))
             if row is None:
                 return None, "unknown"
             if not self.vault.matches(application_token, row.application_token_hash):
                 return None, "mismatch"
-            return _public(row), "ok"
+            inst = _public(row)
+            if inst.active:  # an inactive installation is refused: never from memory
+                self._verified.put(member_id, (row.application_token_hash, inst), generation)
+            return inst, "ok"
 
     def relocate(self, member_id: str, domain: str, client_endpoint: str) -> bool:
         """Move a portal to a new domain and endpoint; True when something changed.
 
         Callers pass only what the OAuth server confirmed for this member_id (b24robots.portal).
         """
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, member_id)
             if row.domain == domain and row.client_endpoint == client_endpoint:
                 return False
@@ -200,13 +214,13 @@ class Installations:
 
     def rename(self, member_id: str, domain: str) -> None:
         """The portal now calls itself `domain` (its auth[domain]); the endpoint moves with the next refresh."""
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, member_id)
             row.domain, row.updated_at = domain, time.time()
 
     def set_portal_info(self, member_id: str, *, language: str, license: str) -> Installation:
         """Remember the portal's language and licence (from its app.info)."""
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, member_id)
             if language:
                 row.language = language[:8]
@@ -218,7 +232,7 @@ class Installations:
     def apply_plan_limits(self, member_id: str, rate: float, burst: int) -> bool:
         """Set the limits a plan implies unless an admin set them by hand; True when they changed."""
         check_rate(rate, burst)
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, member_id)
             if row.limits_manual or (row.rate == rate and row.burst == burst):
                 return False
@@ -256,7 +270,7 @@ class Installations:
     # --- settings and sync state ---------------------------------------------------------------
     def set_limits(self, key: str, rate: float, burst: int) -> Installation:
         check_rate(rate, burst)
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, self.get(key).member_id)
             row.rate, row.burst, row.updated_at = rate, burst, time.time()
             row.limits_manual = True  # a plan detected at the next install no longer overrides them
@@ -270,7 +284,7 @@ class Installations:
             code = check_culture(culture)
         except DateValueError as exc:
             raise StoreError(str(exc)) from None
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, self.get(key).member_id)
             row.culture, row.updated_at = code, time.time()
             s.flush()
@@ -376,7 +390,7 @@ class Installations:
     def mark_needs_reinstall(self, portal_key: str, message: str, version: int | None = None) -> bool:
         """Mark the portal as needing a re-install; with `version`, only while that pair is still the
         stored one (a refresh that lost a race must not lock out the pair the winner stored)."""
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             stmt = update(InstallationRow).where(
                 InstallationRow.member_id == portal_key, InstallationRow.status != UNINSTALLED
             )
@@ -397,7 +411,7 @@ class Installations:
             return False
 
     def update_endpoint(self, portal_key: str, client_endpoint: str) -> None:
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             row = self._row(s, portal_key)
             row.client_endpoint = client_endpoint
             row.domain = urlsplit(client_endpoint).netloc.lower() or row.domain  # host with its port

@@ -18,6 +18,7 @@ from b24robots.robots.registry import StoredRobot
 from b24robots.robots.spec import RobotSpec
 from b24robots.sandbox import SandboxLimits, check_source
 from b24robots.store.audit import record_in
+from b24robots.store.cache import TtlCache
 from b24robots.store.db import Database
 from b24robots.store.models import RobotRow, RobotVersionRow
 
@@ -59,8 +60,12 @@ class RobotInfo:
 class Register:
     """Stored robots. Implements the registry's `StoredSource`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cache_seconds: float = 0.0) -> None:
         self.db = db
+        # what every robot call asks: the active version of a CODE (None too: a module robot's CODE) and
+        # the retired states; forgotten on every register change (store/cache.py)
+        self._active: TtlCache[str, StoredRobot | None] = TtlCache(db, cache_seconds)
+        self._states: TtlCache[str, dict[str, str]] = TtlCache(db, cache_seconds)
 
     # --- writes ------------------------------------------------------------------------------
     def save(
@@ -88,7 +93,7 @@ class Register:
             listed = "; ".join(str(p) for p in problems)
             raise SourceRejected(f"the code of {spec.code!r} cannot be saved: {listed}", problems)
         now = time.time()
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             robot = s.scalar(select(RobotRow).where(RobotRow.code == spec.code))
             active = self._version(s, robot.id, robot.active_version) if robot is not None else None
             if limits is None and active is not None:
@@ -135,7 +140,7 @@ class Register:
 
     def activate(self, code: str, number: int) -> VersionInfo:
         """Make version `number` the one that runs (a rollback when it is older)."""
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             robot = self._robot(s, code)
             row = self._version(s, robot.id, number)
             if row is None:
@@ -151,7 +156,7 @@ class Register:
         stay as history and saving the code again starts it afresh. NotFound when unknown or deleted."""
         if state not in STATES:
             raise StoreError(f"unknown robot state {state!r}; use one of: {', '.join(STATES)}")
-        with self.db.write() as s:
+        with self.db.changing_cached() as s:
             robot = self._robot(s, code)
             before = robot.state
             robot.state, robot.updated_at = state, time.time()
@@ -168,9 +173,15 @@ class Register:
 
     def states(self) -> dict[str, str]:
         """code -> state of every stored robot that is not active (disabled or deleted)."""
+        found, cached = self._states.get("")
+        if found and cached is not None:
+            return dict(cached)
+        generation = self._states.generation()
         with self.db.read() as s:
             rows = s.execute(select(RobotRow.code, RobotRow.state).where(RobotRow.state != ACTIVE)).all()
-            return {code: state for code, state in rows}
+        states = {code: state for code, state in rows}
+        self._states.put("", dict(states), generation)
+        return states
 
     # --- reads -------------------------------------------------------------------------------
     def list(self, *, deleted: bool = False) -> builtins.list[RobotInfo]:
@@ -209,6 +220,10 @@ class Register:
 
     def active(self, code: str) -> StoredRobot | None:
         """The version that runs, for an active robot only."""
+        found, cached = self._active.get(code)
+        if found:
+            return cached
+        generation = self._active.generation()
         with self.db.read() as s:
             pair = s.execute(
                 select(RobotRow, RobotVersionRow)
@@ -219,7 +234,9 @@ class Register:
                     RobotVersionRow.number == RobotRow.active_version,
                 )
             ).first()
-            return _stored(pair[1]) if pair else None
+            stored = _stored(pair[1]) if pair else None
+        self._active.put(code, stored, generation)
+        return stored
 
     def active_all(self) -> builtins.list[StoredRobot]:
         with self.db.read() as s:

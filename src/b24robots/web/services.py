@@ -106,6 +106,13 @@ class Services:
             self.sandbox = pool
             self.runner.sandbox = pool
             self.metrics.watch_sandbox(lambda: self.sandbox.health() if self.sandbox else {})
+        if not self.db.is_sqlite:
+            # every web process listens, workers or not: other processes announce changes to what the
+            # intake caches (installations, the register) there, and new work for the workers
+            self.listener = PgListener(
+                self.db.url, self.work_wakeup, self.deliver_wakeup, on_cache_change=self.db.invalidate_caches
+            )
+            self.listener.start()
         if not workers:
             return
         info = this_process(role, data_dir=self.settings.data_dir, name=self.settings.worker_name)
@@ -139,9 +146,6 @@ class Services:
             on_delivered=self.metrics.observe_delivery,
             process=info.id,
         )
-        if not self.db.is_sqlite:
-            self.listener = PgListener(self.db.url, self.work_wakeup, self.deliver_wakeup)
-            self.listener.start()
         self.pruner = Pruner(
             self.retention,
             interval=self.settings.prune_interval_seconds,
@@ -275,8 +279,8 @@ def build_services(
     vault = Vault.from_settings(
         settings.secret_key.get_secret_value() if settings.secret_key else None, settings.data_dir
     )
-    installations = Installations(db, vault)
-    register = Register(db)
+    installations = Installations(db, vault, cache_seconds=settings.cache_seconds)
+    register = Register(db, cache_seconds=settings.cache_seconds)
     registry = Registry(router or Router(), register)
     journal = Journal(db)
     app_creds = (
