@@ -325,7 +325,7 @@ async def test_the_audit_log_records_who_did_what_from_where_and_outlives_the_us
         assert (await c.post("/admin/new-robot", data=robot_form(csrf))).status_code == 303
         edited = robot_form(csrf, comment="second", **{"out.0.name": "Sum"})
         assert (await c.post("/admin/robots/ui.total", data=edited)).status_code == 303
-        resp = await c.post("/admin/robots/ui.total/activate", data={"csrf": csrf, "number": "1"})
+        resp = await c.post("/admin/robots/ui.total/activate", data={"csrf": csrf, "number": "1", "confirmed": "1"})
         assert resp.status_code == 303
     users.delete("boris", actor="cli:root")
     entries = {e.action: e for e in reversed(Audit(harness.svc.db).list(limit=100))}  # the newest of each

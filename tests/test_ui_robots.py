@@ -127,23 +127,59 @@ async def test_code_problems_are_reported_with_their_lines(
 async def test_versions_diff_and_rollback(harness: RobotHarness, client: tuple[httpx.AsyncClient, str]) -> None:
     c, csrf = client
     await c.post("/admin/new-robot", data=robot_form(csrf))
+    await c.post("/admin/actions/sync", data={"csrf": csrf, "next": "/admin/robots"})
     v2_source = robot_form(csrf)["source"].replace("round(", "round(0.5 + ")
     resp = await c.post("/admin/robots/ui.total", data=robot_form(csrf, source=v2_source, comment="half more"))
     assert resp.status_code == 303
+    page = await c.get("/admin/robots/ui.total")
+    # a change of code alone: no registration needed, and the portal is still in step
+    assert "Saved version 2; it is active now. Name, parameters and flags are unchanged" in page.text
+    assert "portals in step: 1 of 1" in page.text and "Register it in Bitrix24 to update" not in page.text
+    assert f'data-portal="{harness.portal.domain}"' in page.text and "badge ok" in page.text
     same = await c.post("/admin/robots/ui.total", data=robot_form(csrf, source=v2_source, comment="again"))
     assert same.status_code == 303
     assert [v.number for v in harness.svc.register.versions("ui.total")] == [1, 2]
     page = await c.get("/admin/robots/ui.total/versions")
     assert "half more" in page.text and page.text.count('data-version="') == 2
     diff = await c.get("/admin/robots/ui.total/diff", params={"a": 1, "b": 2})
-    assert '<span class="del">-    return {&#39;total&#39;: round(inputs' in diff.text
-    assert '<span class="add">+    return {&#39;total&#39;: round(0.5 + inputs' in diff.text
+    assert 'id="diff-definition"' not in diff.text  # only the code changed
+    rows = re.findall(
+        r'<tr class="(\w+)"><td class="no">(\d*)</td><td class="no">(\d*)</td><td class="text">(.*?)</td></tr>',
+        diff.text,
+    )
+    # one row per line (no blank line between them) and the editor's line numbers: the changed line is 3
+    assert (
+        "del",
+        "3",
+        "",
+        "-    return {&#39;total&#39;: round(inputs[&#39;amount&#39;] * (1 + int(inputs[&#39;rate&#39;]) / 100), 2)}",
+    ) in rows
+    assert (
+        "add",
+        "",
+        "3",
+        "+    return {&#39;total&#39;: round(0.5 + inputs[&#39;amount&#39;] * (1 + int(inputs[&#39;rate&#39;])"
+        " / 100), 2)}",
+    ) in rows
+    assert rows[0] == ("ctx", "1", "1", " def run(inputs, ctx):")
+    assert "\n" not in "".join(r[3] for r in rows)
     missing = await c.get("/admin/robots/ui.total/diff", params={"a": 1, "b": 9})
     assert missing.status_code == 404
-    back = await c.post("/admin/robots/ui.total/activate", data={"csrf": csrf, "number": "1"})
+    ask = await c.post("/admin/robots/ui.total/activate", data={"csrf": csrf, "number": "1"})
+    assert ask.status_code == 200 and "Make version 1 of ui.total the one that runs" in ask.text
+    assert harness.svc.register.active("ui.total").version == 2  # type: ignore[union-attr]
+    back = await c.post("/admin/robots/ui.total/activate", data={"csrf": csrf, "number": "1", "confirmed": "1"})
     assert back.status_code == 303
     active = harness.svc.register.active("ui.total")
     assert active is not None and active.version == 1 and "0.5" not in active.source
+    page = await c.get("/admin/robots/ui.total/versions")
+    assert "Version 1 of ui.total is active now. Name, parameters and flags are unchanged" in page.text
+    # a new output changes the registration: now it must be registered again
+    renamed = robot_form(csrf, comment="sum", **{"out.0.name": "Sum"})
+    assert (await c.post("/admin/robots/ui.total", data=renamed)).status_code == 303
+    page = await c.get("/admin/robots/ui.total")
+    assert "Its name, parameters or flags changed: register it in Bitrix24" in page.text
+    assert "(in step now: 0 of 1)" in page.text and "changed, not registered" in page.text
 
 
 async def test_the_code_of_an_existing_robot_cannot_change(

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from b24robots.errors import NotFound
 from b24robots.jobs.sync import NO_APP, NOT_OURS, UNCONFIRMED, Change
 from b24robots.robots.registry import Resolved
+from b24robots.robots.spec import RobotSpec
 from b24robots.store.audit import MAX_ID
 from b24robots.store.installations import Installation
 from b24robots.store.users import AdminUser, Users
@@ -273,6 +274,37 @@ class Admin:
             state = "missing" if reg is None else "ok" if reg == (resolved.spec.kind, fingerprint) else "outdated"
             out.append({"domain": inst.domain, "state": state})
         return out
+
+    def in_step(self, code: str) -> tuple[int, int]:
+        """(portals that have `code` registered exactly as it is declared now, active portals)."""
+        resolved = self.svc.registry.resolve(code)
+        portals = [i for i in self.portals() if i.active]
+        regs = {i.member_id: self.svc.installations.registrations(i.member_id) for i in portals}
+        states = self.sync_state(resolved, portals, regs) if resolved else []
+        return sum(1 for s in states if s["state"] == "ok"), len(portals)
+
+    async def registration_note(self, ctx: Ctx, code: str, before: dict[str, Any]) -> str:
+        """What a new active version means for the portals: nothing when only the code changed (the handler
+        is called the same way), a new registration when name, parameters or flags changed."""
+        url = self.svc.settings.handler_url
+        resolved = self.svc.registry.resolve(code)
+        same = resolved is not None and RobotSpec.from_document(before).fingerprint(url) == resolved.spec.fingerprint(
+            url
+        )
+        ok, total = await run_in_threadpool(self.in_step, code)
+        if same:
+            return ctx._(
+                "Name, parameters and flags are unchanged, so no new registration is needed; "
+                "portals in step: %(ok)d of %(total)d.",
+                ok=ok,
+                total=total,
+            )
+        return ctx._(
+            "Its name, parameters or flags changed: register it in Bitrix24 to update the portals "
+            "(in step now: %(ok)d of %(total)d).",
+            ok=ok,
+            total=total,
+        )
 
     async def sync_all(
         self, ctx: Ctx, member_id: str | None = None, confirm: Callable[[list[Change]], bool] | None = None

@@ -147,14 +147,14 @@ def build_admin(services: Services) -> Admin:
             await ctx.audit_soon("robot.save", spec.code, version=info.number, comment=form["comment"][:200])
         if info.number == before:
             ctx.flash("info", ctx._("Nothing changed: version %(n)d stays active.", n=info.number))
-        else:
+        elif base is None:
             ctx.flash(
                 "success",
-                ctx._(
-                    "Saved version %(n)d; it is active now. Register it in Bitrix24 to update the portals.",
-                    n=info.number,
-                ),
+                ctx._("Saved version %(n)d; it is active now. Register it in Bitrix24 to put it on the portals.", n=1),
             )
+        else:
+            saved = ctx._("Saved version %(n)d; it is active now.", n=info.number)
+            ctx.flash("success", f"{saved} {await admin.registration_note(ctx, spec.code, base)}")
         return ctx.redirect(f"/admin/robots/{quote(spec.code)}")
 
     @page("/admin/new-robot", ("POST",))
@@ -171,6 +171,11 @@ def build_admin(services: Services) -> Admin:
             return inspect.getsource(resolved.module.handler) if resolved.module else ""
         except (OSError, TypeError):
             return ""
+
+    def robot_sync_state(resolved: Resolved | None) -> list[dict[str, str]]:
+        portals = [i for i in admin.portals() if i.active]
+        regs = {i.member_id: svc.installations.registrations(i.member_id) for i in portals}
+        return admin.sync_state(resolved, portals, regs) if resolved else []
 
     @page("/admin/robots/{code}")
     async def robot(ctx: Ctx) -> Response:
@@ -190,6 +195,7 @@ def build_admin(services: Services) -> Admin:
                 module_twin=code in svc.registry.router,
                 inputs=resolved.spec.inputs if resolved else (),
                 state=await run_in_threadpool(svc.register.state, code),
+                sync=await run_in_threadpool(robot_sync_state, resolved),
             )
         resolved = svc.registry.resolve(code)
         if resolved is None or resolved.module is None:
@@ -223,9 +229,9 @@ def build_admin(services: Services) -> Admin:
         a, b = parse_id(ctx.query("a")) or 0, parse_id(ctx.query("b")) or 0
         if a not in history or b not in history:
             raise NotFound(ctx._("Choose two versions of %(code)s that exist.", code=code))
-        lines = logic.diff_versions(history[a], history[b])
+        sections = logic.diff_sections(history[a], history[b])
         return ctx.render(
-            "diff.html", code=code, a=history[a], b=history[b], lines=lines, numbers=sorted(history, reverse=True)
+            "diff.html", code=code, a=history[a], b=history[b], sections=sections, numbers=sorted(history, reverse=True)
         )
 
     @page("/admin/robots/{code}/activate", ("POST",))
@@ -235,16 +241,29 @@ def build_admin(services: Services) -> Admin:
         wanted = parse_id(number)
         if wanted is None:
             raise NotFound(ctx._("Choose a version to activate."))
+        current = await run_in_threadpool(svc.register.version, code)
+        if ctx.field("confirmed") != "1" and current.number != wanted:
+            await run_in_threadpool(svc.register.version, code, wanted)  # NotFound for a version it lacks
+            return ctx.render(
+                "confirm.html",
+                title=ctx._("Activate version %(n)s", n=wanted),
+                question=ctx._(
+                    "Make version %(n)d of %(code)s the one that runs, from the next call on? Version %(active)d, "
+                    "active now, stays in the history and can be activated again.",
+                    n=wanted,
+                    code=code,
+                    active=current.number,
+                ),
+                action=f"/admin/robots/{quote(code)}/activate",
+                fields={"number": str(wanted)},
+                yes=ctx._("Activate version %(n)s", n=wanted),
+                cancel=f"/admin/robots/{quote(code)}/versions",
+                items=[],
+            )
         info = await run_in_threadpool(svc.register.activate, code, wanted)
         await ctx.audit_soon("robot.activate", code, version=info.number)
-        ctx.flash(
-            "success",
-            ctx._(
-                "Version %(n)d of %(code)s is active now. Register it in Bitrix24 if its parameters changed.",
-                n=info.number,
-                code=code,
-            ),
-        )
+        active = ctx._("Version %(n)d of %(code)s is active now.", n=info.number, code=code)
+        ctx.flash("success", f"{active} {await admin.registration_note(ctx, code, current.document)}")
         return ctx.redirect(f"/admin/robots/{quote(code)}/versions")
 
     @page("/admin/robots/{code}/adopt", ("POST",))
