@@ -2,6 +2,13 @@
 
     python bench/intake.py [--quick] [--requests N] [--baseline-requests N] [--levels 1,16,64]
                            [--clients K] [--no-postgres] [--json PATH]
+    python bench/intake.py --generator wrk [--duration S] [--levels 1,16,64] [--no-postgres]
+
+`--generator wrk`: Debian's `wrk` pinned to core 1 (taskset), the server pinned to core 0, a Lua body
+script giving each request its own event_token (bench/wrkload.py); each level runs `--duration` seconds
+against ours and against `/noop` (the ceiling: the same generator and HTTP stack, a handler that only
+reads the body) in the same run. After each run the journal rows with that run's tokens are counted and
+must cover every acknowledged call.
 
 Ours: `b24robots serve bench.robots:router --no-workers` (uvicorn, 127.0.0.1) on SQLite and on a
 durable PostgreSQL; an answer means the call is committed to the journal. Baseline: a minimal
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,11 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import func, select
 
 from b24robots.store.db import Database
 from b24robots.store.journal import Journal
+from b24robots.store.models import InvocationRow
 from b24robots.testing import PortalSimulator, SimulatorServer
-from bench import pg
+from bench import pg, wrkload
 from bench.common import (
     BaselineServer,
     OurServer,
@@ -48,6 +58,167 @@ from bench.common import (
 from bench.robots import MODULE_CODE, PROPERTIES
 
 TARGET_P99_MS = 10.0
+SERVER_CORE, LOAD_CORE = 0, 1
+TARGETS = {"sqlite": 0.5, "postgresql": 0.4}  # acks/s at concurrency 16 as a share of the /noop ceiling
+TARGET_P99_VS_CEILING = 3.0
+
+
+def pin(pid: int, core: int) -> None:
+    """Every thread of `pid` onto `core` (the load generator gets the other one)."""
+    subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, check=True)
+
+
+def rows_with_prefix(database_url: str, prefix: str) -> int:
+    db = Database(database_url)
+    try:
+        with db.read() as s:
+            count = s.scalar(
+                select(func.count()).select_from(InvocationRow).where(InvocationRow.event_token.like(prefix + "%"))
+            )
+    finally:
+        db.dispose()
+    return int(count or 0)
+
+
+def checked(run: dict[str, Any], stored: int, concurrency: int, label: str) -> dict[str, Any]:
+    """Every acknowledged call is stored; at most the calls still in flight when wrk stopped are extra."""
+    if stored < run["ok"] or stored > run["ok"] + run["errors"] + concurrency:
+        raise RuntimeError(f"{label}: {run['ok']} calls acknowledged but {stored} rows in the journal")
+    return {**run, "rows": stored}
+
+
+async def wrk_ours(
+    sim: PortalSimulator, label: str, database_url: str, levels: list[int], duration: float
+) -> tuple[dict[str, Any], bytes]:
+    """Ours at each level; also the captured body (the ceiling runs post the same one)."""
+    portal = sim.add_portal()
+    port = free_port()
+    app = register_served_app(sim, port, f"bench intake wrk {label}")
+    server = OurServer(app, database_url=database_url, workers=False, port=port, oauth_url=sim.oauth_url)
+    server.start()
+    out: dict[str, Any] = {}
+    try:
+        await install(sim, server.app, portal, [MODULE_CODE])
+        body = (await capture_bodies(sim, portal, MODULE_CODE, 1, PROPERTIES))[0]
+        pin(server.pid, SERVER_CORE)
+        url = f"{server.base_url}/b24/robot"
+        for level in levels:
+            wrkload.run_wrk(url, body, token_prefix=f"warm{level}.", concurrency=level, duration=1, core=LOAD_CORE)
+            prefix = f"run{level}."
+            run = wrkload.run_wrk(
+                url,
+                body,
+                token_prefix=prefix,
+                concurrency=level,
+                duration=duration,
+                core=LOAD_CORE,
+                server_pid=server.pid,
+            )
+            out[str(level)] = checked(run, rows_with_prefix(server.database_url, prefix), level, label)
+    finally:
+        server.stop()
+    return out, body
+
+
+async def wrk_main(args: argparse.Namespace) -> dict[str, Any]:
+    levels = [int(x) for x in args.levels.split(",")]
+    sim = PortalSimulator()
+    report: dict[str, Any] = {"machine": machine(), "levels": levels, "duration_s": args.duration, "generator": "wrk"}
+    with SimulatorServer(sim):
+        sqlite, body = await wrk_ours(sim, "sqlite", "", levels, args.duration)
+        ours: dict[str, Any] = {"sqlite": sqlite}
+        if args.postgres and pg.available():
+            server = pg.DurablePostgres()
+            server.start()
+            try:
+                report["postgres_settings"] = server.settings()
+                url = server.new_database("bench_intake_wrk")
+                ours["postgresql"], _ = await wrk_ours(sim, "postgresql", url, levels, args.duration)
+            finally:
+                server.stop()
+        else:
+            report["postgres_skipped"] = "PostgreSQL not installed" if args.postgres else "--no-postgres"
+        report["ours"] = ours
+        noop = BaselineServer(sim.server_endpoint, "ceiling")
+        noop.start()
+        ceiling: dict[str, Any] = {}
+        try:
+            assert noop.proc is not None
+            pin(noop.proc.pid, SERVER_CORE)
+            for level in levels:
+                ceiling[str(level)] = wrkload.run_wrk(
+                    f"{noop.base_url}/noop",
+                    body,
+                    token_prefix=f"noop{level}.",
+                    concurrency=level,
+                    duration=args.duration,
+                    core=LOAD_CORE,
+                    server_pid=noop.proc.pid,
+                )
+        finally:
+            noop.stop()
+        report["ceiling"] = ceiling
+    return report
+
+
+WRK_HEADERS = ["server", "conc.", "acks/s", "p50 ms", "p99 ms", "acks/s vs /noop", "p99 vs /noop", "CPU ms/ack", "rows"]
+
+
+def wrk_rows(report: dict[str, Any]) -> list[list[str]]:
+    ceiling = report["ceiling"]
+    out: list[list[str]] = []
+
+    def cpu(r: dict[str, Any]) -> str:
+        return f"{r['cpu_ms_per_ack']:.2f}" if r.get("cpu_ms_per_ack") is not None else ""
+
+    for db, levels in report["ours"].items():
+        for level, r in levels.items():
+            c = ceiling[level]
+            out.append(
+                [
+                    f"ours, {db}",
+                    level,
+                    f"{r['per_s']:.0f}",
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    fmt_ratio(ratio(r["per_s"], c["per_s"])),
+                    fmt_ratio(ratio(r["p99_ms"], c["p99_ms"])),
+                    cpu(r),
+                    f"{r['rows']} / {r['ok']} acked",
+                ]
+            )
+    for level, r in ceiling.items():
+        out.append(["ceiling: /noop", level, f"{r['per_s']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", "", "",
+                    cpu(r), ""])  # fmt: skip
+    return out
+
+
+def wrk_verdicts(report: dict[str, Any]) -> list[tuple[str, bool]]:
+    ceiling = report["ceiling"].get("16")
+    out: list[tuple[str, bool]] = []
+    if ceiling is None:
+        return out
+    for db, share in TARGETS.items():
+        r = report["ours"].get(db, {}).get("16")
+        if r is None:
+            continue
+        got = r["per_s"] / ceiling["per_s"] if ceiling["per_s"] else 0.0
+        out.append((f"{db} c16 acks/s >= {share:g} x /noop: {got:.2f}x", got >= share))
+        if db == "sqlite":
+            p99 = r["p99_ms"] / ceiling["p99_ms"] if ceiling["p99_ms"] else 0.0
+            out.append((f"sqlite c16 p99 <= {TARGET_P99_VS_CEILING:g} x /noop p99: {p99:.2f}x", p99 <= 3.0))
+    return out
+
+
+def wrk_render(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"Intake under wrk (pinned to core {LOAD_CORE}; server on core {SERVER_CORE}; durable commit)")
+    for col in WRK_HEADERS:
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for row in wrk_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for text, ok in wrk_verdicts(report):
+        console.print(f"target {text}: {verdict(ok)}")
 
 
 def summarize(run: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +368,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--generator", choices=["python", "wrk"], default="python", help="the load generator")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (wrk)")
     args = parser.parse_args()
+    if args.generator == "wrk":
+        if not wrkload.available():
+            raise SystemExit("wrk is not installed: apt-get install wrk, or use --generator python")
+        if args.quick:
+            args.duration = 2.0
+        report = asyncio.run(wrk_main(args))
+        report["quick"] = args.quick
+        wrk_render(report, Console())
+        report["targets"] = {text: ok for text, ok in wrk_verdicts(report)}
+        write_result(result_path("intake_wrk", args.json), report)
+        return
     if args.quick:
         args.requests, args.baseline_requests = 40, 40
     report = asyncio.run(main_async(args))
