@@ -378,7 +378,7 @@ def main() -> None:
             args.duration = 2.0
         report = asyncio.run(wrk_main(args))
         report["quick"] = args.quick
-        wrk_render(report, Console())
+        wrk_render(report, Console(width=160))
         report["targets"] = {text: ok for text, ok in wrk_verdicts(report)}
         write_result(result_path("intake_wrk", args.json), report)
         return
