@@ -10,7 +10,8 @@ after the response, dropping it silently when the workflow instance is locked by
 while `activity.log` runs at once and reports the lock as error "423" (bizproc lib/restservice.php
 sendEvent / writeActivityLog; classes/general/workflowpersister.php::retrieveWorkflow). On 423 the
 batch stops before the answer, which is sent again after LOCKED_WORKFLOW_DELAY without counting an
-attempt; commands the halted batch never ran stay owed for the next batch.
+attempt; on 404 (the workflow finished) the answer counts as delivered, as `event.send` would have
+dropped it; commands the halted batch never ran stay owed for the next batch.
 `bizproc.event.send` is idempotent on the portal (the first answer wins), so failures are simply
 retried later (backoff from `b24robots.policy`) until the workflow's own deadline passes or, for a
 workflow that waits without one, `give_up_seconds` (B24R_DELIVERY_GIVE_UP_DAYS) after the answer
@@ -212,7 +213,7 @@ class Sender:
         failed: dict[int, Exception] = {}
         locked: list[int] = []
         unrun: list[int] = []
-        gone: set[int] = set()  # the workflow instance no longer exists: the answer can never apply
+        gone: set[int] = set()  # the workflow instance no longer exists: nothing to answer
         for inv in due:
             check = result.errors.get(f"{inv.id}.check")
             probe = result.errors.get(f"{inv.id}.log")
@@ -226,14 +227,18 @@ class Sender:
                     )
             elif isinstance(probe, MethodError) and probe.code == LOCKED:
                 locked.append(inv.id)
+            elif isinstance(probe, MethodError) and probe.code == GONE:
+                # the workflow finished (its row is deleted): event.send would answer true and drop the
+                # answer, so it counts as delivered, as it did before the probe
+                gone.add(inv.id)
             elif probe is not None:
                 failed[inv.id] = probe
-                if isinstance(probe, MethodError) and probe.code == GONE:
-                    gone.add(inv.id)
             elif str(inv.id) in result.errors:
                 failed[inv.id] = result.errors[str(inv.id)]
             elif str(inv.id) not in result.results:
                 unrun.append(inv.id)  # the batch halted before it: still owed, no attempt spent
+        if gone:
+            log.info("%d answers to %s found their workflow finished: nothing to deliver", len(gone), portal.domain)
         if locked:
             log.info("%d answers to %s wait for a locked workflow", len(locked), portal.domain)
             await persist(
@@ -261,7 +266,7 @@ class Sender:
         for inv_id, err in failed.items():
             # a refused token can never be accepted: stop trying at once; so is a call the portal refused
             transient = isinstance(err, QueryLimitExceeded | OperationTimeLimit | ServerError | TransportError)
-            final = isinstance(err, AccessDenied) or inv_id in gone or (inv_id in calls and not transient)
+            final = isinstance(err, AccessDenied) or (inv_id in calls and not transient)
             await persist(
                 "recording a failed answer",
                 self.journal.delivery_failed,
