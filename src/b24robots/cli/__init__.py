@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from b24robots import __version__
-from b24robots.cli import admin, apikeys, connections_cmd, demo, ops, robot_state, robots, robots_extra, triggers
+from b24robots.cli import (
+    admin,
+    apikeys,
+    connections_cmd,
+    demo,
+    ops,
+    robot_state,
+    robots,
+    robots_extra,
+    syncs_cmd,
+    triggers,
+)
 
 app = typer.Typer(
     help="b24robots: custom Bitrix24 robots whose logic runs in Python.",
@@ -27,6 +38,7 @@ app.add_typer(ops.journal_app, name="journal")
 app.command()(ops.portal)
 app.add_typer(ops.installations_app, name="installations")
 app.add_typer(ops.jobs_app, name="jobs")
+app.add_typer(syncs_cmd.app, name="syncs")
 
 
 @app.command()

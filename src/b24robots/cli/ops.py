@@ -134,7 +134,7 @@ def sync(
                 return 0
             failures = 0
             for inst in targets:
-                planned = await svc.syncer.sync(inst.member_id, dry_run=True)
+                planned = await svc.syncer.sync(inst.member_id, dry_run=True, origin="cli", record=dry_run)
                 if planned.error:
                     failures += 1
                     console.print(f"[red]sync of {escape(inst.domain)} failed:[/red] {escape(planned.error)}")
@@ -155,6 +155,7 @@ def sync(
                         on_plan=functools.partial(_planned, progress, task),
                         progress=functools.partial(_advance, progress, task),
                         confirm=_allowing(allowed),
+                        origin="cli",
                     )
                 if report.error:
                     failures += 1

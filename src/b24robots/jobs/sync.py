@@ -27,14 +27,17 @@ what the portal supports and reports the rest as `skip` changes and a warning.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from b24robots.errors import B24RobotsError, MethodError, MethodNotFound
 from b24robots.rest.client import RestClient
 from b24robots.robots.registry import Registry
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.installations import Installations
+from b24robots.store.syncs import SyncLog
 
 from .trigger_sync import TriggerChange, apply_trigger, plan_triggers, remembered
 
@@ -75,7 +78,15 @@ class SyncReport:
 
 
 class Syncer:
-    def __init__(self, registry: Registry, installations: Installations, rest: RestClient, handler_url: str) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        installations: Installations,
+        rest: RestClient,
+        handler_url: str,
+        sync_log: SyncLog | None = None,
+    ) -> None:
+        self.sync_log = sync_log  # the journal of syncs: every sync leaves an entry there
         self.registry = registry
         self.installations = installations
         self.rest = rest
@@ -136,6 +147,8 @@ class Syncer:
         progress: Callable[[Change], None] | None = None,
         confirm: Callable[[list[Change]], bool] | None = None,
         only: set[str] | None = None,
+        origin: str = "api",
+        record: bool = True,
     ) -> SyncReport:
         """Plan and apply; `on_plan` sees the planned changes first, `progress` each applied one.
 
@@ -144,9 +157,14 @@ class Syncer:
         (their delete was confirmed when they were disabled or deleted); the others are kept. `only`
         limits the sync to these robot codes (triggers are left alone): what a robot's disable, enable or
         delete runs.
+
+        Each sync is recorded in the journal of syncs (`origin` says who started it: install, cli, ui,
+        robot, api), dry runs too; `record=False` leaves out a plan made only to show it before the sync.
         """
         portal = self.installations.get(member_id)
         report = SyncReport(domain=portal.domain, dry_run=dry_run)
+        started = time.time()
+        done: list[Change] = []
         try:
             plan = await self.plan(member_id, only)
             skipped = [c for c, _ in plan if c.action == "skip"]
@@ -175,15 +193,19 @@ class Syncer:
             if on_plan:
                 on_plan(report.changes)
             if dry_run:
+                if record:
+                    self._record(portal.id, origin, started, report, done)
                 return report
             for change, spec in plan:
                 if change.action != "keep":
                     await self._apply(member_id, change, spec)
+                    done.append(change)
                     if progress:
                         progress(change)
             for tchange, change in zip(tplan, tchanges, strict=True):
                 if change.action != "keep":
                     await apply_trigger(self.rest, self.installations, member_id, tchange)
+                    done.append(change)
                     if progress:
                         progress(change)
         except B24RobotsError as exc:
@@ -196,7 +218,33 @@ class Syncer:
                 self.installations.record_sync(member_id, "ok", report.skipped_note)
             if report.error:
                 log.warning("sync of %s failed: %s", portal.domain, report.error)
+        if record:
+            self._record(portal.id, origin, started, report, done)
         return report
+
+    def _record(
+        self, installation_id: int, origin: str, started: float, report: SyncReport, done: list[Change]
+    ) -> None:
+        """One entry in the journal of syncs: each change with whether it was made."""
+        if self.sync_log is None:
+            return
+        made = {id(c) for c in done}
+        entries: list[dict[str, Any]] = [
+            {"action": c.action, "kind": c.kind, "code": c.code, "note": c.note, "done": id(c) in made}
+            for c in report.changes
+        ]
+        try:
+            self.sync_log.record(
+                installation_id,
+                origin=origin,
+                started_at=started,
+                dry_run=report.dry_run,
+                error=report.error,
+                changes=entries,
+                warnings=list(report.warnings),
+            )
+        except B24RobotsError as exc:  # the sync itself is done; a missing journal entry is only logged
+            log.warning("recording the sync of %s failed: %s", report.domain, exc)
 
     def _trigger_change(self, member_id: str, change: TriggerChange) -> Change:
         if change.action != "delete":

@@ -102,6 +102,23 @@ class RegistrationRow(Base):
     registered_at: Mapped[float] = mapped_column(Float)
 
 
+class SyncRow(Base):
+    """One sync of a portal: when, who started it and each change it planned, made or skipped."""
+
+    __tablename__ = "syncs"
+    __table_args__ = (Index("ix_syncs_installation_started", "installation_id", "started_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    installation_id: Mapped[int] = mapped_column(ForeignKey("installations.id", ondelete="CASCADE"))
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float] = mapped_column(Float)
+    origin: Mapped[str] = mapped_column(String(16))  # install | cli | ui | robot | api
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str] = mapped_column(Text, default="")
+    # [{"action", "kind", "code", "note", "done"}]: done = the change was made on the portal
+    changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    warnings: Mapped[list[str]] = mapped_column(JSON)
+
+
 class InvocationRow(Base):
     """One robot call from a portal: the journal entry and the queue item at once."""
 

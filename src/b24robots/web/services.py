@@ -40,6 +40,7 @@ from b24robots.store.journal import Journal
 from b24robots.store.processes import Processes
 from b24robots.store.register import Register
 from b24robots.store.retention import Retention, RetentionPeriods
+from b24robots.store.syncs import SyncLog
 from b24robots.web.metrics import Metrics
 
 log = logging.getLogger("b24robots")
@@ -227,7 +228,7 @@ class Services:
         """Sync a portal in the background (after install and ONAPPUPDATE)."""
 
         async def go() -> SyncReport:
-            report = await self.syncer.sync(member_id)
+            report = await self.syncer.sync(member_id, origin="install")
             log.info(
                 "sync of %s: %d change(s)%s",
                 report.domain,
@@ -242,7 +243,7 @@ class Services:
         """Bring one robot's registration in step on every active portal: after it was disabled (or
         deleted) it is unregistered, after it was enabled it is registered again."""
         targets = [i for i in self.installations.list() if i.active]
-        return [await self.syncer.sync(i.member_id, only={code}) for i in targets]
+        return [await self.syncer.sync(i.member_id, only={code}, origin="robot") for i in targets]
 
     def sync_robot_soon(self, code: str) -> None:
         """`sync_robot` in the background (the admin UI's disable, enable and delete)."""
@@ -309,7 +310,7 @@ def build_services(
         rest=rest,
         http=http,
         runner=Runner(registry, connections=hub, methods=parse_patterns(settings.sandbox_methods, SANDBOX_METHODS)),
-        syncer=Syncer(registry, installations, rest, settings.handler_url),
+        syncer=Syncer(registry, installations, rest, settings.handler_url, SyncLog(db)),
         outbound=Outbound(registry, installations, journal, rest),
         audit=Audit(db),
         apikeys=ApiKeys(db),

@@ -320,7 +320,7 @@ class Admin:
             )
             return
         for inst in targets:
-            report = await self.svc.syncer.sync(inst.member_id, confirm=confirm)
+            report = await self.svc.syncer.sync(inst.member_id, confirm=confirm, origin="ui")
             counts = {a: sum(1 for c in report.changes if c.action == a) for a in ("add", "update", "delete")}
             kept = [c for c in report.changes if c.action == "keep"]
             if report.error:

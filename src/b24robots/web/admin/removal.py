@@ -79,7 +79,7 @@ def add_removal_pages(admin: Admin) -> None:
             return ctx.redirect("/admin/portals")
         answer = ctx.field("confirmed")
         if answer not in ("1", "0"):
-            planned = await svc.syncer.sync(inst.member_id, dry_run=True)
+            planned = await svc.syncer.sync(inst.member_id, dry_run=True, record=False)
             deletes = [c for c in planned.changes if c.action == "delete"]
             if deletes and not planned.error:
                 return ctx.render(

@@ -411,8 +411,15 @@ def build_admin(services: Services) -> Admin:
                 out.append({"inst": inst, "registered": len(set(regs) & wanted), "wanted": len(wanted)})
             return out
 
+        def recent_syncs() -> list[Any]:
+            return svc.syncer.sync_log.recent(limit=20) if svc.syncer.sync_log else []
+
         return ctx.render(
-            "portals.html", rows=await run_in_threadpool(load), now=time.time(), cultures=sorted(LANGUAGE_FORMATS)
+            "portals.html",
+            rows=await run_in_threadpool(load),
+            syncs=await run_in_threadpool(recent_syncs),
+            now=time.time(),
+            cultures=sorted(LANGUAGE_FORMATS),
         )
 
     @page("/admin/portals/{member_id}/limits", ("POST",))
