@@ -20,16 +20,26 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import connections, e2e, intake
+from bench import connections, e2e, intake, wrkload
 from bench.common import RESULTS, ROOT, fmt_ratio, machine, ratio, verdict
 
-SCRIPTS = ("intake", "delivery", "sandbox_overhead", "connections", "e2e", "memory")
+SCRIPTS = ("intake", "intake_wrk", "delivery", "sandbox_overhead", "connections", "e2e", "memory")
 
 
 def command(name: str, quick: bool, out: Path) -> list[str]:
     if name == "sandbox_overhead":
         sizes = ["--runs", "30", "--fresh-runs", "3"] if quick else ["--runs", "1000", "--fresh-runs", "50"]
         return [sys.executable, "bench/sandbox_overhead.py", *sizes, "--json", str(out)]
+    if name == "intake_wrk":
+        return [
+            sys.executable,
+            "bench/intake.py",
+            "--generator",
+            "wrk",
+            *(["--quick"] if quick else []),
+            "--json",
+            str(out),
+        ]
     return [sys.executable, f"bench/{name}.py", *(["--quick"] if quick else []), "--json", str(out)]
 
 
@@ -40,6 +50,9 @@ def shown(cmd: list[str]) -> str:
 def run(names: tuple[str, ...], quick: bool, results: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
+        if name == "intake_wrk" and not wrkload.available():
+            print("skipping intake_wrk: wrk is not installed (apt-get install wrk)", flush=True)
+            continue
         path = results / f"{name}.json"
         cmd = command(name, quick, path)
         print(f"$ {' '.join(cmd[1:])}", flush=True)
@@ -79,6 +92,29 @@ def intake_section(d: dict[str, Any]) -> tuple[str, bool]:
     if "postgres_skipped" in d:
         notes.append(f"PostgreSQL skipped: {d['postgres_skipped']}.")
     return table(headers, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes), bool(d["target"]["met"])
+
+
+def intake_wrk_section(d: dict[str, Any]) -> tuple[str, bool]:
+    pg = d.get("postgres_settings") or {}
+    notes = [
+        f"wrk (one thread, LuaJIT body script giving each request its own event_token) pinned to core "
+        f"{intake.LOAD_CORE} with taskset, the server's threads pinned to core {intake.SERVER_CORE}; "
+        f"{d['duration_s']:g} s per row after a 1 s warm-up; closed loop.",
+        "Ceiling: the same wrk against bench/baseline_app.py `/noop` (uvicorn + FastAPI reading the body) on "
+        "the same core, in the same run.",
+        "An acknowledgement is HTTP 200: the row is committed (SQLite WAL `synchronous=FULL`; PostgreSQL "
+        f"{pg.get('server_version', '')} fsync={pg.get('fsync', '?')}, "
+        f"synchronous_commit={pg.get('synchronous_commit', '?')}, not pinned). "
+        "rows = journal rows with that run's tokens / calls acknowledged (calls still in flight when wrk "
+        "stops may be stored unacknowledged).",
+        "CPU ms/ack: the server process's user + system CPU during the run divided by the acknowledged calls.",
+    ]
+    if "postgres_skipped" in d:
+        notes.append(f"PostgreSQL skipped: {d['postgres_skipped']}.")
+    verdicts = intake.wrk_verdicts(d)
+    notes += [f"target {text}: {verdict(ok)}" for text, ok in verdicts]
+    met = bool(verdicts) and all(ok for _, ok in verdicts)
+    return table(intake.WRK_HEADERS, intake.wrk_rows(d)) + "\n\n" + "\n".join(f"- {n}" for n in notes), met
 
 
 def delivery_section(d: dict[str, Any]) -> tuple[str, bool]:
@@ -269,6 +305,7 @@ def render(results: dict[str, Any], quick: bool) -> str:
     verdicts: list[tuple[str, str, bool]] = []
     sections = {
         "intake": ("Intake", intake_section),
+        "intake_wrk": ("Intake under wrk", intake_wrk_section),
         "delivery": ("Delivery", delivery_section),
         "sandbox_overhead": ("Stored-code overhead", sandbox_section),
         "connections": ("Connection calls from stored code", connections_section),
@@ -287,6 +324,7 @@ def render(results: dict[str, Any], quick: bool) -> str:
 
 TARGETS = {
     "intake": "intake p99 <= 10 ms at concurrency 16 on SQLite",
+    "intake_wrk": "wrk, c16: SQLite >= 0.5x /noop acks/s and p99 <= 3x; PostgreSQL >= 0.4x",
     "delivery": ">= 90 answers/s per portal at 2/s burst 50, zero 503s",
     "sandbox_overhead": "stored-code overhead p50 <= 5 ms",
     "connections": "stored ctx.http adds <= 2 ms at p50 over a direct httpx call",
@@ -298,6 +336,8 @@ def measured(key: str, d: dict[str, Any]) -> str:
     if key == "intake":
         r = d["ours"]["sqlite"]["levels"].get("16")
         return f"p99 {r['p99_ms']:.1f} ms (p50 {r['p50_ms']:.1f} ms)" if r else "concurrency 16 not run"
+    if key == "intake_wrk":
+        return "; ".join(text for text, _ in intake.wrk_verdicts(d)) or "concurrency 16 not run"
     if key == "delivery":
         s, c = d["ours_sustained"], d["ours_cold"]
         return f"sustained {s['per_s']:.1f}/s, {s['http_503']} x 503; burst {c['per_s']:.0f}/s, {c['http_503']} x 503"

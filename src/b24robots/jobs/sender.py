@@ -18,7 +18,9 @@ workflow that waits without one, `give_up_seconds` (B24R_DELIVERY_GIVE_UP_DAYS) 
 became owed. Outbound calls in the journal (trigger fires, workflow starts) ride in the same
 batches as one command each; one the portal refused for good (an unknown trigger, a wrong entity)
 is given up at once, while a refused batch, the rate limit or a server error is retried.
-Several portals are served at once, the longest-waiting first, so none starves.
+Up to `concurrency` portals are served at once (each waits only for its own bucket), round-robin: a
+portal just served goes behind every owed portal not served since, the longest-waiting first, so none
+starves.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class Sender:
         rest: RestClient,
         wakeup: Wakeup,
         *,
-        concurrency: int = 8,
+        concurrency: int = 32,
         lease: float = 120.0,
         poll: float = 5.0,
         give_up_seconds: float = DEFAULT_GIVE_UP_DAYS * DAY,
@@ -117,6 +119,8 @@ class Sender:
         self.batches = 0
         self._stopping = asyncio.Event()
         self._busy: set[int] = set()
+        self._served: dict[int, int] = {}  # installation id -> when its last batch started (a counter)
+        self._round = 0
 
     @property
     def alive(self) -> bool:
@@ -133,10 +137,16 @@ class Sender:
                 log.exception("looking for owed answers failed")
                 portals = []
             started = 0
+            # round-robin: a portal just served goes behind every owed portal not served since; among
+            # equals, the one whose oldest answer waits longest first (portals_owing's order)
+            order = {pid: i for i, pid in enumerate(portals)}
+            portals.sort(key=lambda pid: (self._served.get(pid, 0), order[pid]))
             for installation_id in portals:
                 if installation_id in self._busy or len(self._busy) >= self.concurrency:
                     continue
                 self._busy.add(installation_id)
+                self._round += 1
+                self._served[installation_id] = self._round
                 task = asyncio.create_task(self._drain(installation_id))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
