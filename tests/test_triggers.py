@@ -111,6 +111,24 @@ async def test_sync_registers_renames_and_deletes_triggers(tmp_path: Path) -> No
         assert [(c.action, c.code) for c in again.changes] == [("keep", "stale")]
 
 
+async def test_trigger_names_follow_the_portals_language(tmp_path: Path) -> None:
+    """NAME is one plain string on the portal: ours goes in its language, ru for ua, else English."""
+    async with RobotHarness(router, data_dir=tmp_path, workers=False, sandbox=False) as h:
+        await h.install()
+        member = h.portal.member_id
+        paid = (h.app.client_id, "payment.received")
+        assert h.portal.triggers[paid].name == "Payment received"
+        for lang, want in (("ru", "Оплата получена"), ("ua", "Оплата получена"), ("de", "Payment received")):
+            h.svc.installations.set_portal_info(member, language=lang, license="")
+            report = await h.svc.syncer.sync(member)
+            assert report.ok, report.error
+            assert h.portal.triggers[paid].name == want, lang
+            # a name without translations stays as declared
+            assert h.portal.triggers[(h.app.client_id, "order.shipped")].name == "Order shipped"
+        again = await h.svc.syncer.sync(member)  # in step: nothing to rename
+        assert [c.code for c in again.changes if c.kind == "trigger" and c.action != "keep"] == []
+
+
 async def test_portal_without_crm_automation_warns_and_refuses_fires(tmp_path: Path) -> None:
     async with RobotHarness(router, data_dir=tmp_path, workers=False, sandbox=False) as h:
         automation.set_automation(h.sim, False, portal=h.portal)

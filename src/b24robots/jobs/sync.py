@@ -183,7 +183,9 @@ class Syncer:
             tplan: list[TriggerChange] = []
             warning = ""
             if only is None:
-                tplan, warning = await plan_triggers(self.rest, self.installations, member_id, self.registry.triggers())
+                tplan, warning = await plan_triggers(
+                    self.rest, self.installations, member_id, self.registry.triggers(), portal.language or "en"
+                )
             report.warnings += [warning] if warning else []
             tchanges = [self._trigger_change(member_id, t) for t in tplan]
             changes = [c for c, _ in plan] + tchanges

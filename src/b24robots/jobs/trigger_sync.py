@@ -6,6 +6,12 @@ CODE only renames it, so add and update are the same call (b24restdocs
 answers `"Trigger not found"` with an empty error code (`...-delete.md`). A portal without CRM
 automation has no `crm.automation.*` methods (ERROR_METHOD_NOT_FOUND, as for `bizproc.*` without the
 feature, protocol §9.2): we remember that instead of failing the robots' sync.
+
+NAME is one plain string (`crm-automation-trigger-add.md`: `NAME` is `string`, unlike
+`bizproc.robot.add`, which takes a per-language array), so a trigger is registered with its name in
+the portal's language (`Installation.language`, from the grant / app.info) through the same fallback
+chain as robots' texts (`robots.params.localize`: the language, ru for ua, en, then any); an unknown
+language gives the English name. A change of the portal's language renames the trigger at the next sync.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class TriggerChange:
     action: str  # add | update | delete
     code: str
     spec: TriggerSpec | None
+    lang: str = "en"  # the portal's language the NAME is sent in
 
 
 def remembered(installations: Installations, member_id: str) -> dict[str, str]:
@@ -41,9 +48,15 @@ def unavailable(installations: Installations, member_id: str) -> bool:
 
 
 async def plan_triggers(
-    rest: RestClient, installations: Installations, member_id: str, triggers: list[TriggerSpec]
+    rest: RestClient,
+    installations: Installations,
+    member_id: str,
+    triggers: list[TriggerSpec],
+    lang: str = "en",
 ) -> tuple[list[TriggerChange], str]:
     """The changes to make, and a warning when the portal cannot have triggers ("" otherwise).
+
+    Names are compared, and will be sent, in `lang` (the portal's language).
 
     With no trigger declared and none remembered the portal is not asked at all.
     """
@@ -66,12 +79,12 @@ async def plan_triggers(
         if isinstance(r, dict)
     }
     wanted = {t.code.lower(): t for t in triggers}
-    plan = [TriggerChange("delete", registered[c][0], None) for c in sorted(set(registered) - set(wanted))]
+    plan = [TriggerChange("delete", registered[c][0], None, lang) for c in sorted(set(registered) - set(wanted))]
     for code, spec in sorted(wanted.items()):
         if code not in registered:
-            plan.append(TriggerChange("add", spec.code, spec))
-        elif known.get(spec.code) != spec.fingerprint() or registered[code][1] != spec.name_for():
-            plan.append(TriggerChange("update", spec.code, spec))
+            plan.append(TriggerChange("add", spec.code, spec, lang))
+        elif known.get(spec.code) != spec.fingerprint(lang) or registered[code][1] != spec.name_for(lang):
+            plan.append(TriggerChange("update", spec.code, spec, lang))
     return plan, ""
 
 
@@ -85,5 +98,5 @@ async def apply_trigger(rest: RestClient, installations: Installations, member_i
         installations.set_registration(member_id, PREFIX + change.code, KIND, None)
         return
     assert change.spec is not None
-    await rest.call(member_id, "crm.automation.trigger.add", change.spec.to_registration())
-    installations.set_registration(member_id, PREFIX + change.code, KIND, change.spec.fingerprint())
+    await rest.call(member_id, "crm.automation.trigger.add", change.spec.to_registration(change.lang))
+    installations.set_registration(member_id, PREFIX + change.code, KIND, change.spec.fingerprint(change.lang))
