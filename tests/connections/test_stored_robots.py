@@ -179,7 +179,9 @@ async def test_time_in_connection_calls_counts_toward_the_wall_limit(harness: Ro
         inv = harness.svc.journal.list(robot="st.slow")[0]
         assert inv.state == "dead", inv.error
         assert took < 8  # the far side would take 10 s
-        assert "wall-clock limit" in inv.error or "no time left" in inv.error or "timed out" in inv.error
+        # the call is cut to the run's time left, so it ends as the wall limit, "no time left" or a timeout
+        reasons = ("wall-clock limit", "no time left", "timed out", "did not answer in time")
+        assert any(reason in inv.error for reason in reasons), inv.error
 
 
 async def test_connection_calls_count_toward_the_proxied_time_limit(tmp_path: Path) -> None:
