@@ -63,10 +63,10 @@ def raw(inputs: RawIn, ctx: RobotContext) -> RawOut:
     return RawOut(amount=inputs.amount)
 
 
-async def _harness(tmp_path: Path, language: str) -> RobotHarness:
+async def _harness(tmp_path: Path, language: str, **settings: Any) -> RobotHarness:
     sim = PortalSimulator()
     sim.add_portal(language=language)
-    h = RobotHarness(router, data_dir=tmp_path, sim=sim, sandbox=False)
+    h = RobotHarness(router, data_dir=tmp_path, sim=sim, sandbox=False, settings=settings)
     await h.__aenter__()
     await h.install()
     return h
@@ -100,7 +100,9 @@ async def test_dates_round_trip_in_the_portal_culture(tmp_path: Path, language: 
 async def test_ambiguous_date_is_refused_until_the_culture_is_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h = await _harness(tmp_path, "ru")
+    # the CLI below is another process on SQLite: the intake sees its change when its cache entry
+    # runs out (B24R_CACHE_SECONDS, store/cache.py); 0 makes that at once
+    h = await _harness(tmp_path, "ru", cache_seconds=0)
     env = {
         "B24R_DATA_DIR": str(tmp_path),
         "B24R_SECRET_KEY": "test-secret-key",
