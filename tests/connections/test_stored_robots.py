@@ -223,4 +223,5 @@ async def test_a_robot_of_its_own_may_allow_less_proxied_time_and_the_call_gets_
     assert inv.state == "dead", inv.error
     assert "proxied_time" in inv.error and took < 6  # the far side would take 10 s, the wall limit is 10 s
     [call] = harness.svc.connections.calls_for(inv.id)
-    assert call.error and 0.8 <= call.duration_ms / 1000 < 3
+    # the call got what was left of the robot's 1 s (less on a loaded machine), never the connection's 30 s
+    assert call.error and 0 < call.duration_ms / 1000 <= 1.5
