@@ -18,7 +18,8 @@ import builtins
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Self, TypeVar, cast, overload
+from datetime import date, datetime
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast, overload
 
 from b24robots.errors import DeclarationError, InputError
 from b24robots.robots.dates import UNKNOWN, Culture
@@ -281,10 +282,62 @@ def _sort_key(key: str) -> tuple[int, str]:
     return (int(key), "") if key.isdigit() else (1 << 62, key)
 
 
-# --- typed factories: `String("Phone")` is a Param[str | None], `String(..., multiple=True)` a Param[list[str]]
+# --- typed factories: `String("Phone")` is a Param[str | None], `String(..., required=True)` a
+# Param[str], `String(..., multiple=True)` a Param[list[str]]; an instance attribute reads as that type.
+
+V = TypeVar("V")
 
 
-def _factory(ptype: ParamType) -> Any:
+class ParamFactory(Protocol[V]):
+    """Makes a `Param` of one type; the overloads give the attribute's type on a `Params` instance."""
+
+    @overload
+    def __call__(
+        self,
+        name: LocalizedText,
+        *,
+        description: LocalizedText | None = None,
+        required: bool = False,
+        multiple: Literal[True],
+        default: Any = None,
+        key: str = "",
+    ) -> Param[list[V]]: ...
+    @overload
+    def __call__(
+        self,
+        name: LocalizedText,
+        *,
+        description: LocalizedText | None = None,
+        required: Literal[True],
+        multiple: Literal[False] = False,
+        default: Any = None,
+        key: str = "",
+    ) -> Param[V]: ...
+    @overload
+    def __call__(
+        self,
+        name: LocalizedText,
+        *,
+        description: LocalizedText | None = None,
+        required: bool = False,
+        multiple: Literal[False] = False,
+        default: V,
+        key: str = "",
+    ) -> Param[V]: ...
+    @overload
+    def __call__(
+        self,
+        name: LocalizedText,
+        *,
+        description: LocalizedText | None = None,
+        required: bool = False,
+        multiple: bool = False,
+        default: Any = None,
+        key: str = "",
+    ) -> Param[V | None]: ...
+
+
+def _factory(ptype: ParamType) -> ParamFactory[Any]:
     def make(
         name: LocalizedText,
         *,
@@ -304,20 +357,55 @@ def _factory(ptype: ParamType) -> Any:
             default=default,
         )
 
-    return make
+    return cast(ParamFactory[Any], make)
 
 
-String = cast(Any, _factory(ParamType.STRING))
-Text = cast(Any, _factory(ParamType.TEXT))
-Int = cast(Any, _factory(ParamType.INT))
-Double = cast(Any, _factory(ParamType.DOUBLE))
-Bool = cast(Any, _factory(ParamType.BOOL))
-Date = cast(Any, _factory(ParamType.DATE))
-DateTime = cast(Any, _factory(ParamType.DATETIME))
-User = cast(Any, _factory(ParamType.USER))
-File = cast(Any, _factory(ParamType.FILE))
+String: ParamFactory[str] = _factory(ParamType.STRING)
+Text: ParamFactory[str] = _factory(ParamType.TEXT)
+Int: ParamFactory[int] = _factory(ParamType.INT)
+Double: ParamFactory[float] = _factory(ParamType.DOUBLE)
+Bool: ParamFactory[bool] = _factory(ParamType.BOOL)
+Date: ParamFactory[date] = _factory(ParamType.DATE)
+DateTime: ParamFactory[datetime] = _factory(ParamType.DATETIME)
+# a user is its id, or a group code such as `group_d5` as text; a file its b_file id, else the text
+User: ParamFactory[int | str] = _factory(ParamType.USER)
+File: ParamFactory[int | str] = _factory(ParamType.FILE)
 
 
+@overload
+def Select(  # type: ignore[overload-overlap]  # a list for multiple=True, whatever else is passed
+    name: LocalizedText,
+    *,
+    options: Mapping[str, str],
+    description: LocalizedText | None = None,
+    required: bool = False,
+    multiple: Literal[True],
+    default: Any = None,
+    key: str = "",
+) -> Param[list[str]]: ...
+@overload
+def Select(
+    name: LocalizedText,
+    *,
+    options: Mapping[str, str],
+    description: LocalizedText | None = None,
+    required: Literal[True],
+    multiple: Literal[False] = False,
+    default: Any = None,
+    key: str = "",
+) -> Param[str]: ...
+@overload
+def Select(
+    name: LocalizedText,
+    *,
+    options: Mapping[str, str],
+    description: LocalizedText | None = None,
+    required: bool = False,
+    multiple: Literal[False] = False,
+    default: str,
+    key: str = "",
+) -> Param[str]: ...
+@overload
 def Select(
     name: LocalizedText,
     *,
@@ -327,7 +415,17 @@ def Select(
     multiple: bool = False,
     default: Any = None,
     key: str = "",
-) -> Any:
+) -> Param[str | None]: ...
+def Select(
+    name: LocalizedText,
+    *,
+    options: Mapping[str, str],
+    description: LocalizedText | None = None,
+    required: bool = False,
+    multiple: bool = False,
+    default: Any = None,
+    key: str = "",
+) -> Param[Any]:
     return Param(
         name=name,
         type=ParamType.SELECT,
