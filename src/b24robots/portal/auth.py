@@ -52,7 +52,7 @@ def authenticate(installations: Installations, auth: Any, *, need_active: bool =
     domain = normal_host(str(auth.get("domain") or ""))
     if domain and domain != inst.domain:
         # proven by the application token; the stored endpoint stays until a refresh answer moves it
-        log.warning("portal %s now calls itself %s (member %s): domain updated", inst.domain, domain, member_id)
         installations.rename(member_id, domain)
+        log.warning("portal %s now calls itself %s (member %s): domain updated", inst.domain, domain, member_id)
         inst = installations.by_id(inst.id)
     return inst

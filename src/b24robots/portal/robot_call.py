@@ -9,8 +9,11 @@ call is stored before we say 200, since the portal never resends it: the group w
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from b24robots.errors import InputError
@@ -71,30 +74,63 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+Answer = tuple[int, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A robot call the intake took: its answer now, or once the group holding it committed."""
+
+    now: Answer | None = None
+    stored: Future[tuple[int, bool]] | None = None
+    finish: Callable[[int, bool], Answer] | None = None
+
+    def wait(self) -> Answer:
+        """Block until the answer is known; `StoreError` when the call's group failed."""
+        if self.now is not None:
+            return self.now
+        assert self.stored is not None and self.finish is not None
+        return self.finish(*self.stored.result())
+
+    async def wait_async(self) -> Answer:
+        """The same on the event loop, without blocking it."""
+        if self.now is not None:
+            return self.now
+        assert self.stored is not None and self.finish is not None
+        return self.finish(*await asyncio.wrap_future(self.stored))
+
+
 class Intake:
-    """`POST /b24/robot`: verify, parse, store durably, answer. Runs in a worker thread."""
+    """`POST /b24/robot`: verify, parse, store durably, answer."""
 
     def __init__(self, services: IntakeDeps) -> None:
         self.s = services
 
-    def accept(self, form: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def accept(self, form: dict[str, Any]) -> Answer:
+        """The whole call, blocking until its row is committed (a worker thread)."""
+        return self.take(form).wait()
+
+    def take(self, form: dict[str, Any]) -> Taken:
+        """Verify and parse the call and hand it to the group writer; the answer waits for the commit.
+
+        Every database read happens before anything is handed on or remembered, so under
+        `store.db.memory_only()` a call that needs one raises `NeedsDatabase` having changed nothing.
+        """
         auth = form.get("auth")
         found = authenticate(self.s.installations, auth)
         if isinstance(found, Denied):
-            return found.status, found.body()
+            return Taken(now=(found.status, found.body()))
         inst = found
         auth = auth if isinstance(auth, Mapping) else {}  # authenticate() accepted only a map
         code, token = _text(form, "code"), _text(form, "event_token")
         if not code or not token:
-            return 400, {"error": "bad_request", "reason": "code and event_token are required"}
+            return Taken(now=(400, {"error": "bad_request", "reason": "code and event_token are required"}))
         properties = form.get("properties")
         if properties is None or properties == "":
             properties = {}
         if not isinstance(properties, Mapping):
-            return 400, {
-                "error": "bad_request",
-                "reason": "properties must be a bracketed map (properties[key]=...)",
-            }
+            reason = "properties must be a bracketed map (properties[key]=...)"
+            return Taken(now=(400, {"error": "bad_request", "reason": reason}))
         resolved = self.s.registry.resolve(code)
         new = NewInvocation(
             event_token=token,
@@ -114,30 +150,35 @@ class Intake:
         )
         if resolved is None:
             error, log_message = self.s.registry.unavailable(code)
-            inv_id, created = self.s.intake_writer.store(
-                new, state=DEAD, error=error, log_message=log_message, outputs={}
-            )
-            if created:
-                self.s.deliver_wakeup.notify()
-            return 200, {"status": "rejected" if created else "duplicate", "id": inv_id}
+            stored = self.s.intake_writer.submit(new, state=DEAD, error=error, log_message=log_message, outputs={})
+            return Taken(stored=stored, finish=self._rejected)
         try:
             values = parse_values(resolved.spec.inputs, properties, culture=inst.date_culture)
         except InputError as exc:
-            inv_id, created = self.s.intake_writer.store(
+            stored = self.s.intake_writer.submit(
                 new,
                 state=DEAD,
                 error=f"bad input: {exc}",
                 log_message=short(f"b24robots: bad input: {exc}"),
                 outputs=default_outputs(resolved.spec.outputs),
             )
-            if created:
-                self.s.deliver_wakeup.notify()
-            return 200, {"status": "rejected" if created else "duplicate", "id": inv_id, "reason": str(exc)}
-        new = NewInvocation(**{**new.__dict__, "inputs": jsonable(values)})
+            reason = str(exc)
+            return Taken(stored=stored, finish=lambda inv_id, created: self._rejected(inv_id, created, reason))
+        new = replace(new, inputs=jsonable(values))
         user_token = _user_token(auth)
         if user_token is not None:  # kept before the store, so the woken worker finds it
             self.s.user_tokens.put(caller_key(inst.id, token), user_token)
-        inv_id, created = self.s.intake_writer.store(new)
+        return Taken(stored=self.s.intake_writer.submit(new), finish=self._queued)
+
+    def _rejected(self, inv_id: int, created: bool, reason: str | None = None) -> Answer:
+        if created:
+            self.s.deliver_wakeup.notify()
+        body: dict[str, Any] = {"status": "rejected" if created else "duplicate", "id": inv_id}
+        if reason is not None:
+            body["reason"] = reason
+        return 200, body
+
+    def _queued(self, inv_id: int, created: bool) -> Answer:
         if created:
             self.s.work_wakeup.notify()
         return 200, {"status": "queued" if created else "duplicate", "id": inv_id}

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,28 @@ CACHE_CHANNEL = "b24r_cache"
 """PostgreSQL NOTIFY channel on which a process announces a change to cached data (store/cache.py)."""
 WRITE_FAILURE_MEMORY = 10.0
 """Seconds a failed write keeps the database reported unhealthy unless a write succeeds since."""
+
+
+_MEMORY_ONLY: ContextVar[bool] = ContextVar("b24r_memory_only", default=False)
+
+
+class NeedsDatabase(Exception):
+    """Raised by any read or write inside `memory_only()`: the work needs the database, so the caller
+    does it again where it may block (a worker thread). Not a `StoreError`: nothing failed."""
+
+
+@contextmanager
+def memory_only() -> Iterator[None]:
+    """Within this block (in this thread or task) the database refuses to be used: `NeedsDatabase`.
+
+    The robot intake answers calls whose portal and robot are in memory on the event loop, without a
+    thread hand-off; a call that needs a read is done again in the thread pool (web/robot_endpoint.py).
+    """
+    token = _MEMORY_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _MEMORY_ONLY.reset(token)
 
 
 def _reason(exc: DBAPIError) -> str:
@@ -127,6 +150,8 @@ class Database:
         `StoreUnavailable` with the database's reason, and `health()` reports it until a write
         succeeds again; constraint violations (`IntegrityError`) pass through unchanged.
         """
+        if _MEMORY_ONLY.get():
+            raise NeedsDatabase
         try:
             if self._write_lock is None:
                 with self._writer() as session, session.begin():
@@ -149,6 +174,8 @@ class Database:
         On PostgreSQL the other processes are told in the same transaction (NOTIFY on `CACHE_CHANNEL` is
         delivered on commit); this process's caches are invalidated once the transaction is over.
         """
+        if _MEMORY_ONLY.get():
+            raise NeedsDatabase
         try:
             with self.write() as s:
                 yield s
@@ -163,6 +190,8 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        if _MEMORY_ONLY.get():
+            raise NeedsDatabase
         try:
             with self._reader() as session, session.begin():
                 yield session

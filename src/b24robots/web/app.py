@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from b24robots.config import Settings, load_settings
-from b24robots.errors import FormDecodeError, StoreError, StoreUnavailable
+from b24robots.errors import FormDecodeError, StoreUnavailable
 from b24robots.inbound.formcodec import DEFAULT_LIMITS, decode_form
 from b24robots.jobs.outbound import OutboundError
 from b24robots.portal.install import Outcome
@@ -28,6 +28,7 @@ from b24robots.web.admin import STATIC_DIR as ADMIN_STATIC_DIR
 from b24robots.web.admin import STATIC_URL as ADMIN_STATIC_URL
 from b24robots.web.admin import build_admin
 from b24robots.web.api import ApiProblem, build_api_router, problem_response
+from b24robots.web.robot_endpoint import RobotCall, RobotCallFastPath, over_limit, too_long
 from b24robots.web.services import Services, build_services
 
 log = logging.getLogger("b24robots.web")
@@ -111,28 +112,20 @@ def create_app(
 
     app.add_exception_handler(ClientDisconnect, client_gone)
 
+    robot = RobotCall(intake, svc.metrics)
+
     @app.post("/b24/robot", summary="The handler URL of every robot (Bitrix24 posts robot calls here)")
     async def robot_call(request: Request) -> Response:
+        # served by RobotCallFastPath before routing (web/robot_endpoint.py); the route documents the
+        # endpoint and answers the same way should a request reach it
         started = time.perf_counter()
-        try:
-            form = await _read_form(request)
-        except FormDecodeError as exc:
-            svc.metrics.observe_ack(time.perf_counter() - started, "bad_request")
-            return _error(400, "bad_request", exc.reason)
-        try:
-            status, body = await run_in_threadpool(intake.accept, form)
-        except StoreError as exc:
-            log.error("could not store a robot call: %s", exc)
-            reason = exc.reason if isinstance(exc, StoreUnavailable) else str(exc)
-            svc.metrics.observe_ack(time.perf_counter() - started, "unavailable")
-            return _error(
-                503,
-                "unavailable",
-                f"the journal cannot be written right now ({reason}); nothing was stored and the portal does not"
-                " retry: the robot waits until its timeout",
-            )
-        svc.metrics.observe_ack(time.perf_counter() - started, str(body.get("status", body.get("error"))))
-        return JSONResponse(body, status_code=status)
+        body: bytes | FormDecodeError | None = too_long(request.headers.get("content-length", ""))
+        if body is None:
+            body = await request.body()
+            if len(body) > DEFAULT_LIMITS.max_body_bytes:
+                body = over_limit()
+        status, answer = await robot.answer(body, request.headers.get("content-type", ""), started)
+        return JSONResponse(answer, status_code=status)
 
     @app.post("/b24/install", summary="The install URL: a UI app's frame POST (and openings), or ONAPPINSTALL")
     async def install(request: Request) -> Response:
@@ -201,4 +194,5 @@ def create_app(
 
     app.include_router(admin_ui.router)
     app.mount(ADMIN_STATIC_URL, StaticFiles(directory=ADMIN_STATIC_DIR), name="admin-static")
+    app.add_middleware(RobotCallFastPath, call=robot)
     return app
