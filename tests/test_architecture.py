@@ -28,7 +28,12 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs", "connections", "policy"},
     # the portal protocol: authentication of portal requests, the robot call, install and lifecycle
     "portal": {"errors", "robots", "rest", "inbound", "store", "jobs", "config", "logs"},
+    # what the admin UI and the CLI share to author stored robots: forms, diffs, test runs, adoption
+    "authoring": {"errors", "robots", "jobs", "sandbox", "connections", "store"},
+    # the demo's sample robots, written with the public API like a robot author's module
+    "demo": {"errors", "robots"},
     "web": {
+        "authoring",
         "policy",
         "portal",
         "errors",
@@ -45,6 +50,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "testing": {"errors", "inbound"},
     "cli": {
+        "authoring",
+        "demo",
         "policy",
         "portal",
         "errors",
@@ -101,6 +108,25 @@ def test_dependency_arrows(path: Path) -> None:
     bad = {imp for imp in imports_of(path) if imp != layer and imp not in ALLOWED[layer]}
     bad.discard("__init__")
     assert not bad, f"{path.relative_to(SRC)} ({layer}) must not import {sorted(bad)}"
+
+
+def test_only_the_web_layer_imports_the_admin_ui() -> None:
+    """The CLI reaches forms, diffs and test runs through `authoring`, never through the admin views."""
+    offenders = []
+    for path in source_files():
+        if layer_of(path) == "web":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            offenders += [f"{path.relative_to(SRC)}: {n}" for n in names if n.startswith("b24robots.web.admin")]
+    assert not offenders, offenders
 
 
 def test_arrows_have_no_cycles() -> None:

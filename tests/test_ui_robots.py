@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from b24robots import Double, Params, RobotContext, Router, String
+from b24robots import Double, Params, RobotContext, Router, String, authoring
+from b24robots.sandbox import check_source
 from b24robots.store.users import Users
 from b24robots.testing.app_fixtures import RobotHarness
-from b24robots.web.admin import logic
 from tests.ui_helpers import PASSWORD, robot_form, sign_in
 
 router = Router()
@@ -281,10 +281,10 @@ async def test_a_robot_that_cannot_be_converted_opens_a_template(
 def test_adoption_copies_constants_and_allowed_imports() -> None:
     robot = router.get("ui.greet")
     assert robot is not None
-    adoption = logic.adopt_source(robot)
+    adoption = authoring.adopt_source(robot)
     assert adoption.converted, adoption.note
     assert "GREETING = {" in adoption.source and "def run(inputs, ctx):" in adoption.source
-    assert logic.check_source(adoption.source) == []
+    assert check_source(adoption.source) == []
 
 
 async def test_unknown_robot_pages_are_404(client: tuple[httpx.AsyncClient, str]) -> None:

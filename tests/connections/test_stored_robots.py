@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from b24robots.demo.robots import INN_LOOKUP, INN_LOOKUP_SOURCE
 from b24robots.robots.spec import RobotSpec
 from b24robots.testing import FakeOneCServer
 from b24robots.testing.app_fixtures import RobotHarness
-from b24robots.web.admin.demo_robots import INN_LOOKUP, INN_LOOKUP_SOURCE
 from tests.connections.support import SECRET, echo_server
 from tests.connections.test_sql import dwh_url  # noqa: F401 - the fixture: SQLite and the suite's PostgreSQL
 

@@ -24,12 +24,12 @@ from pydantic import SecretStr
 
 from b24robots.cli.common import console, fail
 from b24robots.config import Settings
+from b24robots.demo.robots import DEAL_TOTAL, DEAL_TOTAL_SOURCE, INN_LOOKUP, INN_LOOKUP_SOURCE, router
 from b24robots.errors import B24RobotsError
 from b24robots.logs import setup_logging
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.users import Users
 from b24robots.testing import FakeOneCServer, PortalSimulator, SimulatorServer, automation
-from b24robots.web.admin.demo_robots import DEAL_TOTAL, DEAL_TOTAL_SOURCE, INN_LOOKUP, INN_LOOKUP_SOURCE, router
 from b24robots.web.app import create_app
 from b24robots.web.services import Services, build_services
 

@@ -11,11 +11,11 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from b24robots import authoring
 from b24robots.cli.common import Env, cli_actor, console, default_author, fail, friendly
 from b24robots.cli.robots import AppOpt, save_document
 from b24robots.errors import DeclarationError
 from b24robots.sandbox import SandboxPool
-from b24robots.web.admin import logic
 
 Author = Annotated[str | None, typer.Option(help="version author; default: your user name")]
 Comment = Annotated[str, typer.Option(help="version comment")]
@@ -40,7 +40,7 @@ def edit(code: str, path: Path, author: Author = None, comment: Comment = "", so
 def diff(code: str, a: int, b: int) -> None:
     """Show what changed from version A to version B of a stored robot."""
     register = Env().register
-    lines = logic.diff_versions(register.version(code, a), register.version(code, b))
+    lines = authoring.diff_versions(register.version(code, a), register.version(code, b))
     if not lines:
         console.print(f"versions {a} and {b} of {code} are the same")
         return
@@ -72,7 +72,7 @@ def test_run(
             given[key.strip()] = f"{given[key.strip()]}\n{value}" if key.strip() in given else value
         pool = SandboxPool(size=1) if resolved.stored is not None else None
         try:
-            result = asyncio.run(logic.test_run(resolved, given, pool, document_id=document))
+            result = asyncio.run(authoring.test_run(resolved, given, pool, document_id=document))
         finally:
             if pool is not None:
                 pool.close()
@@ -105,7 +105,7 @@ def adopt(
     if module is None:
         fail(f"no module robot {code!r} in the app; pass --app module:router")
         return
-    adoption = logic.adopt_source(module)
+    adoption = authoring.adopt_source(module)
     if output is not None:
         output.write_text(adoption.source, encoding="utf-8")
         console.print(f"wrote {output} ({adoption.note})")

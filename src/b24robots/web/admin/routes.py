@@ -19,6 +19,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from b24robots import authoring
 from b24robots.errors import B24RobotsError, NotFound
 from b24robots.robots.dates import LANGUAGE_FORMATS
 from b24robots.robots.params import localize
@@ -26,7 +27,7 @@ from b24robots.robots.registry import Resolved
 from b24robots.robots.spec import RobotSpec
 from b24robots.sandbox import check_source
 from b24robots.store.journal import DEAD, STATES
-from b24robots.web.admin import connections_view, logic
+from b24robots.web.admin import connections_view
 from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
 from b24robots.web.admin.removal import add_removal_pages
 from b24robots.web.admin.signin import add_signin_pages
@@ -105,21 +106,21 @@ def build_admin(services: Services) -> Admin:
         return ctx.render(
             "robot_edit.html",
             connection_names=admin.connection_names(),
-            form=logic.empty_form(),
-            errors=logic.FormErrors(),
+            form=authoring.empty_form(),
+            errors=authoring.FormErrors(),
             new=True,
-            types=logic.PARAM_TYPES,
+            types=authoring.PARAM_TYPES,
             info=None,
             module_twin=False,
         )
 
     async def save(ctx: Ctx, code: str | None) -> Response:
-        form = logic.form_from_fields(ctx.form)
+        form = authoring.form_from_fields(ctx.form)
         base = None
         if code is not None:
             base = (await run_in_threadpool(svc.register.version, code)).document
             form["code"] = code  # the code of an existing robot does not change
-        spec, errors = logic.spec_from_form(form, base)
+        spec, errors = authoring.spec_from_form(form, base)
         if code is None and not errors.fields.get("code"):
             if await run_in_threadpool(svc.register.exists, form["code"]):
                 errors.fields["code"] = ctx._("A stored robot with this code exists already; open it to edit it.")
@@ -134,7 +135,7 @@ def build_admin(services: Services) -> Admin:
                 form=form,
                 errors=errors,
                 new=code is None,
-                types=logic.PARAM_TYPES,
+                types=authoring.PARAM_TYPES,
                 info=info,
                 module_twin=False,
             )
@@ -182,15 +183,15 @@ def build_admin(services: Services) -> Admin:
         code = ctx.param("code")
         if await run_in_threadpool(svc.register.exists, code):
             info = await run_in_threadpool(svc.register.version, code)
-            form = logic.form_from_document(info.document, info.source)
+            form = authoring.form_from_document(info.document, info.source)
             resolved = svc.registry.resolve(code)
             return ctx.render(
                 "robot_edit.html",
                 connection_names=admin.connection_names(),
                 form=form,
-                errors=logic.FormErrors(),
+                errors=authoring.FormErrors(),
                 new=False,
-                types=logic.PARAM_TYPES,
+                types=authoring.PARAM_TYPES,
                 info=info,
                 module_twin=code in svc.registry.router,
                 inputs=resolved.spec.inputs if resolved else (),
@@ -229,7 +230,7 @@ def build_admin(services: Services) -> Admin:
         a, b = parse_id(ctx.query("a")) or 0, parse_id(ctx.query("b")) or 0
         if a not in history or b not in history:
             raise NotFound(ctx._("Choose two versions of %(code)s that exist.", code=code))
-        sections = logic.diff_sections(history[a], history[b])
+        sections = authoring.diff_sections(history[a], history[b])
         return ctx.render(
             "diff.html", code=code, a=history[a], b=history[b], sections=sections, numbers=sorted(history, reverse=True)
         )
@@ -274,11 +275,11 @@ def build_admin(services: Services) -> Admin:
             raise NotFound(ctx._("There is no module robot with the code %(code)s.", code=code))
         if await run_in_threadpool(svc.register.exists, code):
             return ctx.redirect(f"/admin/robots/{quote(code)}")
-        adoption = logic.adopt_source(module)
+        adoption = authoring.adopt_source(module)
         if not adoption.converted:
-            form = logic.form_from_document(module.spec.to_document(), adoption.source)
+            form = authoring.form_from_document(module.spec.to_document(), adoption.source)
             form["comment"] = "adopted from the module robot"
-            errors = logic.FormErrors(
+            errors = authoring.FormErrors(
                 fields={
                     "source": ctx._("Converted only in part (%(why)s): finish the code, then save.", why=adoption.note)
                 }
@@ -290,7 +291,7 @@ def build_admin(services: Services) -> Admin:
                 errors=errors,
                 new=True,
                 adopting=True,
-                types=logic.PARAM_TYPES,
+                types=authoring.PARAM_TYPES,
                 info=None,
                 module_twin=True,
             )
@@ -317,7 +318,7 @@ def build_admin(services: Services) -> Admin:
         if resolved is None:
             raise NotFound(ctx._("There is no robot with the code %(code)s.", code=code))
         given = {k.removeprefix("input."): v for k, v in ctx.form if k.startswith("input.")}
-        result = await logic.test_run(
+        result = await authoring.test_run(
             resolved, given, svc.sandbox, document_id=ctx.field("document_id") or "DEAL_1", connections=svc.hub
         )
         return ctx.render("_test_result.html", result=result)

@@ -1,0 +1,1 @@
+"""The demo: sample module and stored robots shipped with the package for `b24robots demo`."""
