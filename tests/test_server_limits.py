@@ -1,5 +1,6 @@
 """The server as `b24robots serve` runs it (uvicorn with our configuration, on a real port): proxy
-headers believed only from trusted proxies, slow clients cut off, connections per address capped."""
+headers believed only from trusted proxies, slow clients cut off, connections per address capped, with
+either HTTP protocol (httptools, the default, and h11)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from tests.ui_helpers import PASSWORD, csrf_of
 
 
 @asynccontextmanager
-async def served(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[RobotHarness, ServerConfig, str]]:
+async def served(
+    tmp_path: Path, http: str = "auto", **settings: Any
+) -> AsyncIterator[tuple[RobotHarness, ServerConfig, str]]:
     """The harness's app under uvicorn, configured from its settings exactly as `serve` does."""
     async with RobotHarness(data_dir=tmp_path, sandbox=False, settings=settings) as h:
         Users(h.svc.db).create("anna", PASSWORD)
-        config = server_config(h.asgi, h.svc.settings, host="127.0.0.1", port=0, lifespan="off")
+        config = server_config(h.asgi, h.svc.settings, host="127.0.0.1", port=0, http=http, lifespan="off")
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         while not server.started:
@@ -46,6 +49,20 @@ def test_settings_pass_the_trusted_proxies_to_uvicorn() -> None:
     assert trusted.proxy_headers is True and trusted.forwarded_allow_ips == "10.0.0.5,10.1.0.0/16"
     with pytest.raises(ValueError, match="not an IP address"):
         Settings(trusted_proxies="proxy.example.com")
+
+
+def test_serve_parses_http_with_httptools_and_writes_no_access_lines() -> None:
+    config = server_config(object(), Settings(), host="127.0.0.1", port=1)
+    assert config.http.__name__ == "GuardedHttpToolsProtocol"  # type: ignore[union-attr]
+    assert config.access_log is False and config.loop == "auto"  # auto: uvloop where it is installed
+    assert server_config(object(), Settings(), host="127.0.0.1", port=1, http="h11").http.__name__ == (  # type: ignore[union-attr]
+        "GuardedH11Protocol"
+    )
+    with pytest.raises(ValueError, match="unknown HTTP protocol"):
+        server_config(object(), Settings(), host="127.0.0.1", port=1, http="h2")
+
+
+PROTOCOLS = pytest.mark.parametrize("http", ["httptools", "h11"])
 
 
 async def login_codes(base: str, forwarded: list[str]) -> list[int]:
@@ -79,9 +96,10 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     return await asyncio.wait_for(reader.read(), timeout=seconds)
 
 
-async def test_slow_clients_are_cut_off_while_normal_requests_stay_fast(tmp_path: Path) -> None:
+@PROTOCOLS
+async def test_slow_clients_are_cut_off_while_normal_requests_stay_fast(tmp_path: Path, http: str) -> None:
     settings = {"header_timeout": 1.0, "body_timeout": 1.0, "max_connections_per_address": 200}
-    async with served(tmp_path, **settings) as (_, config, base):
+    async with served(tmp_path, http, **settings) as (_, config, base):
         port = int(base.rsplit(":", 1)[1])
         slow = []
         for i in range(60):  # half trickle headers that never end, half promise a body they never send
@@ -109,8 +127,9 @@ async def test_slow_clients_are_cut_off_while_normal_requests_stay_fast(tmp_path
             writer.close()
 
 
-async def test_connections_per_address_are_capped(tmp_path: Path) -> None:
-    async with served(tmp_path, max_connections_per_address=5) as (_, config, base):
+@PROTOCOLS
+async def test_connections_per_address_are_capped(tmp_path: Path, http: str) -> None:
+    async with served(tmp_path, http, max_connections_per_address=5) as (_, config, base):
         port = int(base.rsplit(":", 1)[1])
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
         await asyncio.sleep(0.1)
@@ -124,3 +143,22 @@ async def test_connections_per_address_are_capped(tmp_path: Path) -> None:
         assert not config.guard.open
         async with httpx.AsyncClient(base_url=base) as c:
             assert (await c.get("/healthz")).status_code == 200
+
+
+@PROTOCOLS
+async def test_a_kept_alive_connection_gets_the_header_deadline_again(tmp_path: Path, http: str) -> None:
+    async with served(tmp_path, http, header_timeout=1.0, body_timeout=1.0) as (_, config, base):
+        port = int(base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        first = await reader.readuntil(b'"status":"ok"}')
+        assert first.startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(1.5)  # idle between requests is the keep-alive timeout's (5 s), not a deadline
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # the next request never ends its headers
+        await writer.drain()
+        started = time.monotonic()
+        assert (await closed_within(reader, 5.0)).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 3.0
+        assert config.guard.timed_out == 1
+        writer.close()

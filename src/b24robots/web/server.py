@@ -25,6 +25,11 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed (or not built for this interpreter)
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
 from b24robots.config import Settings
 
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
@@ -68,21 +73,28 @@ class ConnectionGuard:
             del self.open[host]
 
 
-class _GuardedH11(H11Protocol):
+class _Guarded:
+    """What both HTTP protocols share: admit or refuse a connection, and one deadline at a time."""
+
     guard: ClassVar[ConnectionGuard]
     _host = ""
     _counted = False
     _timer: asyncio.TimerHandle | None = None
     _phase = ""
+    # set by uvicorn's protocols
+    client: tuple[str, int] | None
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def _admit(self) -> None:
+        """Call after the protocol's own connection_made."""
         self._host = self.client[0] if self.client else ""
         if self._exempt_or_admit():
             self._arm("head")
         else:
-            transport.write(TOO_MANY)
-            transport.close()
+            self.transport.write(TOO_MANY)
+            self.transport.close()
 
     def _exempt_or_admit(self) -> bool:
         if self.guard.exempted(self._host):
@@ -90,26 +102,12 @@ class _GuardedH11(H11Protocol):
         self._counted = self.guard.admit(self._host)
         return self._counted
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _release(self) -> None:
+        """Call before the protocol's own connection_lost."""
         self._disarm()
         if self._counted:
             self._counted = False
             self.guard.release(self._host)
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._timer is None and self.conn.their_state is h11.IDLE:
-            self._arm("head")  # the first bytes of a request on a kept-alive connection
-        super().data_received(data)
-
-    def handle_events(self) -> None:
-        super().handle_events()
-        state = self.conn.their_state
-        if state is h11.SEND_BODY:
-            if self._phase != "body":
-                self._arm("body")
-        elif state is not h11.IDLE:
-            self._disarm()
 
     def _arm(self, phase: str) -> None:
         self._disarm()
@@ -128,14 +126,76 @@ class _GuardedH11(H11Protocol):
         if self.transport.is_closing():
             return
         self.guard.timed_out += 1
-        if self.cycle is None or not self.cycle.response_started:
+        # a 408 only where no answer is half-written: no request yet, this one's not started, or the
+        # previous one on a kept-alive connection complete
+        if self.cycle is None or not self.cycle.response_started or self.cycle.response_complete:
             self.transport.write(TIMED_OUT)
         self.transport.close()
 
 
-def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with the deadlines and the per-address cap of `guard`."""
-    return type("GuardedH11Protocol", (_GuardedH11,), {"guard": guard})
+class _GuardedH11(_Guarded, H11Protocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._admit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is None and self.conn.their_state is h11.IDLE:
+            self._arm("head")  # the first bytes of a request on a kept-alive connection
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            if self._phase != "body":
+                self._arm("body")
+        elif state is not h11.IDLE:
+            self._disarm()
+
+
+if HttpToolsProtocol is not None:
+
+    class _GuardedHttpTools(_Guarded, HttpToolsProtocol):
+        # httptools calls these as it parses: the first byte of a request, the end of its headers, the
+        # end of its body (at once after the headers when there is none)
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._admit()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._release()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            if self._timer is None:
+                self._arm("head")  # the first bytes of a request on a kept-alive connection
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._arm("body")
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._disarm()
+
+
+def guarded_protocol(guard: ConnectionGuard, http: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with the deadlines and the per-address cap of `guard`: `httptools` (uvicorn's
+    C parser, the default where it is installed) or `h11` (pure Python)."""
+    if http == "auto":
+        http = "httptools" if HttpToolsProtocol is not None else "h11"
+    if http == "httptools":
+        if HttpToolsProtocol is None:
+            raise ValueError("httptools is not installed")
+        return type("GuardedHttpToolsProtocol", (_GuardedHttpTools,), {"guard": guard})
+    if http == "h11":
+        return type("GuardedH11Protocol", (_GuardedH11,), {"guard": guard})
+    raise ValueError(f"unknown HTTP protocol {http!r}: httptools, h11 or auto")
 
 
 class ServerConfig(uvicorn.Config):
@@ -154,8 +214,14 @@ class Server(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def server_config(app: Any, settings: Settings, *, host: str, port: int, **options: Any) -> ServerConfig:
-    """The uvicorn configuration `b24robots serve` runs with (tests start real servers from it)."""
+def server_config(
+    app: Any, settings: Settings, *, host: str, port: int, http: str = "auto", **options: Any
+) -> ServerConfig:
+    """The uvicorn configuration `b24robots serve` runs with (tests start real servers from it).
+
+    `http` picks the protocol (see `guarded_protocol`); the event loop is uvicorn's `auto`: uvloop where it
+    is installed. Access lines are off: one per robot call is CPU every call pays (issue 20), and
+    `logs.setup_logging` would still see them only at INFO."""
     proxies = settings.trusted_proxy_list
     guard = ConnectionGuard(
         header_timeout=settings.header_timeout,
@@ -167,7 +233,9 @@ def server_config(app: Any, settings: Settings, *, host: str, port: int, **optio
         app,
         host=host,
         port=port,
-        http=guarded_protocol(guard),
+        http=guarded_protocol(guard, http),
+        loop=options.pop("loop", "auto"),
+        access_log=options.pop("access_log", False),
         proxy_headers=bool(proxies),
         forwarded_allow_ips=",".join(proxies) if proxies else "",
         limit_concurrency=settings.max_connections,
