@@ -14,26 +14,41 @@ SRC = Path(b24robots.__file__).parent
 # layer -> the b24robots layers it may import (besides itself, `errors`, `config` is not implied)
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    # reading untrusted numbers, flags and URLs without raising (used at every boundary)
+    "fields": {"errors"},
     # retries, backoff and deadlines as pure functions (used by rest, store and jobs)
     "policy": {"errors"},
-    "robots": {"errors"},
-    "inbound": {"errors", "robots"},
-    "rest": {"errors", "inbound", "policy"},
+    "robots": {"errors", "fields"},
+    "inbound": {"errors", "fields", "robots"},
+    "rest": {"errors", "fields", "inbound", "policy"},
     "sandbox": {"errors"},
-    "config": {"errors"},
+    "config": {"errors", "fields"},
     "loader": {"errors", "robots"},
     "logs": set(),
-    "connections": {"errors"},
-    "store": {"errors", "robots", "rest", "config", "sandbox", "connections", "policy"},
-    "jobs": {"errors", "robots", "rest", "inbound", "store", "sandbox", "config", "logs", "connections", "policy"},
+    "connections": {"errors", "fields"},
+    "store": {"errors", "fields", "robots", "rest", "config", "sandbox", "connections", "policy"},
+    "jobs": {
+        "errors",
+        "fields",
+        "robots",
+        "rest",
+        "inbound",
+        "store",
+        "sandbox",
+        "config",
+        "logs",
+        "connections",
+        "policy",
+    },
     # the portal protocol: authentication of portal requests, the robot call, install and lifecycle
-    "portal": {"errors", "robots", "rest", "inbound", "store", "jobs", "config", "logs"},
+    "portal": {"errors", "fields", "robots", "rest", "inbound", "store", "jobs", "config", "logs"},
     # what the admin UI and the CLI share to author stored robots: forms, diffs, test runs, adoption
-    "authoring": {"errors", "robots", "jobs", "sandbox", "connections", "store"},
+    "authoring": {"errors", "fields", "robots", "jobs", "sandbox", "connections", "store"},
     # the demo's sample robots, written with the public API like a robot author's module
     "demo": {"errors", "robots"},
     "web": {
         "authoring",
+        "fields",
         "policy",
         "portal",
         "errors",
@@ -48,10 +63,11 @@ ALLOWED: dict[str, set[str]] = {
         "logs",
         "connections",
     },
-    "testing": {"errors", "inbound"},
+    "testing": {"errors", "fields", "inbound"},
     "cli": {
         "authoring",
         "demo",
+        "fields",
         "policy",
         "portal",
         "errors",

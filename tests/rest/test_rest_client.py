@@ -300,6 +300,15 @@ async def test_redirect_to_plain_http_is_refused(env: Env) -> None:
     assert env.store.load("p1").client_endpoint == "https://example.bitrix24.com/rest/"
 
 
+async def test_redirect_to_a_url_that_does_not_split_is_a_transport_error(env: Env) -> None:
+    # urljoin/urlsplit raise ValueError for "https://[/": the client answers its own error instead
+    for location in ("https://[/rest/echo", "https://a.bitrix24.com:99999/rest/echo"):
+        env.portal.faults.append(Fault(302, headers={"Location": location}))
+        with pytest.raises(errors.TransportError, match="BAD_REDIRECT"):
+            await env.client.call("p1", "echo")
+    assert env.store.load("p1").client_endpoint == "https://example.bitrix24.com/rest/"
+
+
 # -- retry rules ------------------------------------------------------------------------------------
 
 

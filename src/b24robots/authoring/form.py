@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from b24robots.errors import DeclarationError
+from b24robots.fields import INT32_MAX, as_int
 from b24robots.robots.params import Param, check_text
 from b24robots.robots.spec import CONNECTION_NAME_RE, KINDS, RobotSpec, check_code
 from b24robots.robots.types import ParamType
@@ -183,7 +184,8 @@ def spec_from_form(
         errors.fields["name"] = str(exc)
     description = _text_value(form["description"], form["description_en"], form["description_ru"])
     auth_user_id = form.get("auth_user_id") or "1"
-    if not str(auth_user_id).isdigit():
+    user_id = as_int(auth_user_id, maximum=INT32_MAX)
+    if user_id is None:
         errors.fields["auth_user_id"] = "give a user id (a whole number, 1 is usually the portal admin)"
     connections = [n for n in re.split(r"[,\s]+", form.get("connections") or "") if n]
     bad = [n for n in connections if not CONNECTION_NAME_RE.match(n)]
@@ -232,7 +234,7 @@ def spec_from_form(
         "code": form["code"],
         "kind": form["kind"],
         "name": name,
-        "auth_user_id": int(auth_user_id),
+        "auth_user_id": user_id,
         "properties": docs["in"],
         "return_properties": docs["out"],
     }

@@ -19,6 +19,7 @@ from rich.table import Table
 from b24robots.cli.common import console, fail, friendly, when
 from b24robots.config import load_settings
 from b24robots.errors import InputError
+from b24robots.fields import as_int
 from b24robots.jobs.outbound import Fired, OutboundError
 from b24robots.jobs.trigger_sync import remembered, unavailable
 from b24robots.loader import load_router
@@ -63,9 +64,10 @@ def entity_from_options(
             given.append(Entity.of(kind, value))
     if item is not None:
         type_id, sep, ident = item.partition(":")
-        if not sep or not type_id.isdigit() or not ident.isdigit():
+        type_number, ident_number = as_int(type_id), as_int(ident)
+        if not sep or type_number is None or ident_number is None:
             raise InputError("--item", f"{item!r}: give the smart process type id and the item id, like 147:5")
-        given.append(Entity(int(type_id), int(ident)))
+        given.append(Entity(type_number, ident_number))
     if document is not None:
         given.append(Entity.parse(document))
     if len(given) != 1:

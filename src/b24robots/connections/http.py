@@ -28,6 +28,7 @@ from b24robots.errors import (
     RemoteError,
     ResponseTooLarge,
 )
+from b24robots.fields import as_int
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 MAX_REDIRECTS = 5
@@ -270,9 +271,9 @@ class HttpEngine:
 
     def _read(self, answer: httpx.Response, rec: CallRecord) -> bytes:
         cap = int(self.config.get("max_bytes"))
-        declared = answer.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            rec.bytes = int(declared)
+        declared = as_int(answer.headers.get("content-length", ""), maximum=None)
+        if declared is not None and declared > cap:
+            rec.bytes = declared
             raise ResponseTooLarge(self.name, f"the answer has {declared} bytes, more than the cap of {cap}")
         chunks: list[bytes] = []
         size = 0

@@ -30,6 +30,7 @@ from b24robots.errors import (
     SandboxLimitExceeded,
     StoredCodeError,
 )
+from b24robots.fields import as_int
 from b24robots.policy import RetryRules
 from b24robots.robots.context import RobotContext
 from b24robots.robots.params import default_outputs, dump_values, parse_values
@@ -347,8 +348,9 @@ async def _outbound(ctx: RobotContext, method: str, params: Any) -> int:
             return await ctx.fire_trigger(str(p.get("CODE") or ""), entity)
         extra = p.get("PARAMETERS")
         template = p.get("TEMPLATE_ID")
-        if isinstance(template, bool) or not str(template or "").isdigit():
+        template_id = as_int(template if isinstance(template, int) else str(template or ""), minimum=1)
+        if template_id is None:
             raise InputError("template_id", f"{template!r} is not a template id")
-        return await ctx.start_workflow(int(str(template)), entity, extra if isinstance(extra, Mapping) else None)
+        return await ctx.start_workflow(template_id, entity, extra if isinstance(extra, Mapping) else None)
     except (B24RobotsError, RuntimeError, ValueError, TypeError) as exc:
         raise MethodError("OUTBOUND_REFUSED", str(exc), method=method) from None

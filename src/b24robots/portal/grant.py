@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from b24robots.errors import InputError
+from b24robots.fields import as_int
 
 # a portal host as auth[domain] gives it: name or address, with an optional port (rest module lib/sqs.php
 # takes the current HTTP host, port included)
@@ -67,9 +68,12 @@ def _str(source: Mapping[str, Any], key: str) -> str:
 
 
 def _expires(absolute: str, relative: str, now: float) -> float:
-    if absolute.isdigit():
-        return float(absolute)
-    return now + (float(relative) if relative.isdigit() else 3600.0)
+    # ASCII digits only: "²".isdigit() is true and float("²") raises (fields.py)
+    at = as_int(absolute)
+    if at is not None:
+        return float(at)
+    seconds = as_int(relative)
+    return now + (float(seconds) if seconds is not None else 3600.0)
 
 
 def event_name(fields: Mapping[str, Any]) -> str:
@@ -98,7 +102,7 @@ def claim_from_event(fields: Mapping[str, Any], *, now: float | None = None) -> 
         server_endpoint=_str(auth, "server_endpoint"),
         scopes=_str(auth, "scope"),
         app_status=_str(auth, "status"),
-        user_id=int(user) if user.isdigit() else None,
+        user_id=as_int(user),
         language=_str(data, "LANGUAGE_ID").lower()[:8],
         clean=_str(data, "CLEAN") in ("1", "Y", "y", "true"),
     )

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from b24robots.fields import as_int, split_url
 from b24robots.portal.grant import Claim, normal_host
 
 log = logging.getLogger("b24robots.portal")
@@ -64,7 +64,11 @@ class Confirmed:
 
 
 def _base(url: str) -> str:
-    parts = urlsplit(url.strip())
+    """`scheme://host[:port]/path` in lower case without the trailing slash; '' for a URL that does not split
+    (a claimed SERVER_ENDPOINT of `https://[/rest/` is then simply not a trusted server)."""
+    parts = split_url(url.strip())
+    if parts is None or not parts.netloc:
+        return ""
     path = parts.path.rstrip("/")
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}"
 
@@ -90,6 +94,8 @@ class OAuthServers:
     def server_of(self, server_endpoint: str) -> str | None:
         """The trusted base URL whose REST endpoint `server_endpoint` is, or None."""
         wanted = _base(server_endpoint)
+        if not wanted:
+            return None
         for server in self.servers:
             if wanted in (server, f"{server}/rest"):
                 return server
@@ -163,7 +169,7 @@ class OAuthServers:
         if domain != claim.domain:
             raise Refused(403, "the portal's domain does not match the one the OAuth server knows for this token")
         endpoint = str(install.get("client_endpoint") or "") or f"{claim.protocol}://{domain}/rest/"
-        user = info.get("user_id")
+        user = as_int(info.get("user_id"))
         scope = info.get("scope")
         return Confirmed(
             server=server,
@@ -173,7 +179,7 @@ class OAuthServers:
             access_token=access,
             refresh_token=refresh,
             expires_at=expires_at,
-            user_id=int(user) if isinstance(user, int | str) and str(user).isdigit() else claim.user_id,
+            user_id=user if user is not None else claim.user_id,
             scopes=scope if isinstance(scope, str) else claim.scopes,
             installed=install.get("installed") in (True, "Y", "1", 1),
             refreshed=refreshed,
@@ -217,5 +223,6 @@ class OAuthServers:
         if not isinstance(access, str) or not access:
             return None
         expires = body.get("expires")
-        expires_at = float(str(expires)) if str(expires).isdigit() else self._clock() + 3600.0
+        at = as_int(expires)
+        expires_at = float(at) if at is not None else self._clock() + 3600.0
         return access, refresh if isinstance(refresh, str) and refresh else refresh_token, expires_at

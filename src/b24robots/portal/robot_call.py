@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from b24robots.errors import InputError
+from b24robots.fields import INT32_MAX, as_flag, as_int
 from b24robots.jobs.runner import jsonable, short
 from b24robots.jobs.wakeup import Wakeup
 from b24robots.jobs.worker import caller_key
@@ -68,10 +69,9 @@ def _user_token(auth: Mapping[str, Any]) -> UserToken | None:
 
 
 def _int(value: Any, default: int = 0) -> int:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return default
+    # the journal's columns are int4 on PostgreSQL: a larger number would fail the whole commit group
+    number = as_int(value, maximum=INT32_MAX)
+    return default if number is None else number
 
 
 Answer = tuple[int, dict[str, Any]]
@@ -141,7 +141,7 @@ class Intake:
             workflow_id=_text(form, "workflow_id"),
             document_id=_triple(form.get("document_id")),
             document_type=_triple(form.get("document_type")),
-            use_subscription=_text(form, "use_subscription").upper() != "N",
+            use_subscription=as_flag(_text(form, "use_subscription")) is not False,  # only "N" says no
             timeout_duration=_int(form.get("timeout_duration")),
             portal_ts=_int(form.get("ts")),
             auth_user_id=_int(auth.get("user_id"), 0) or None,

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
@@ -36,6 +36,7 @@ from b24robots.errors import (
     ServerError,
     TransportError,
 )
+from b24robots.fields import as_int, host_of, split_url
 from b24robots.policy import RetryPolicy, rest_retryable
 from b24robots.rest.errormap import error_from_answer, map_error
 from b24robots.rest.limiter import LimiterState, MemoryLimiterState, check_rate
@@ -161,13 +162,7 @@ def _keyed(group: Any) -> dict[str, Any]:
 
 
 def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    return as_int(value)
 
 
 def _page_items(result: Any) -> list[Any]:
@@ -555,7 +550,7 @@ class RestClient:
             new_endpoint = self._moved_endpoint(portal_key, pair, url, response.headers.get("location"), method)
             await self._store(self._tokens.update_endpoint, portal_key, new_endpoint)
             log.warning("portal %s moved; new REST endpoint %s stored", domain, new_endpoint)
-            moved = replace(pair, client_endpoint=new_endpoint, domain=urlsplit(new_endpoint).hostname or domain)
+            moved = replace(pair, client_endpoint=new_endpoint, domain=host_of(new_endpoint) or domain)
             return await self._send(portal_key, moved, method, params, redirected=True)
 
         try:
@@ -587,8 +582,15 @@ class RestClient:
             raise TransportError(
                 "BAD_REDIRECT", "redirect without a Location header", method=method, portal=pair.domain
             )
-        target = urlsplit(urljoin(str(url), location))
-        old = urlsplit(pair.client_endpoint)
+        try:
+            joined = urljoin(str(url), location)
+        except ValueError:  # urljoin splits the Location: "https://[/" raises
+            joined = ""
+        target, old = split_url(joined), split_url(pair.client_endpoint)
+        if target is None or old is None or not target.netloc:
+            raise TransportError(
+                "BAD_REDIRECT", f"redirect to an invalid URL {location[:80]!r}", method=method, portal=pair.domain
+            )
         new_endpoint = f"{target.scheme}://{target.netloc}{old.path or '/rest/'}"
         self._checked_url(new_endpoint, "redirect target", portal_key)
         return new_endpoint

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import httpx
 
 from b24robots.errors import ConfigError, InvalidGrant, ServerError, TransportError
+from b24robots.fields import as_int
 from b24robots.rest.errormap import error_from_answer
 from b24robots.rest.tokens import AppCredentials, TokenPair, TokenStore, redact
 
@@ -156,15 +157,12 @@ class Refresher:
         access, refresh = body.get("access_token"), body.get("refresh_token")
         if not isinstance(access, str) or not access:
             raise ServerError("ERROR_UNEXPECTED_ANSWER", "the OAuth answer has no access_token", **where)
-        expires = body.get("expires")
-        expires_in = body.get("expires_in", 3600)
-        if isinstance(expires, int | float | str) and str(expires).isdigit():
+        # ASCII digits only (fields.py): "²".isdigit() is true and float("²") raises
+        expires, expires_in = as_int(body.get("expires")), as_int(body.get("expires_in", 3600))
+        if expires is not None:
             expires_at = float(expires)
         else:
-            try:
-                expires_at = self._clock() + float(expires_in)
-            except (TypeError, ValueError):
-                expires_at = self._clock() + 3600.0
+            expires_at = self._clock() + float(3600 if expires_in is None else expires_in)
         # The OAuth server (the one we trust, see _checked_url above) tells where the portal now lives:
         # a renamed portal's `client_endpoint` moves here. The answer's `domain` is the OAuth server's
         # own host, so the stored domain stays (robot calls rename it from auth[domain]).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from b24robots.errors import NotFound
+from b24robots.fields import host_of
 
 __all__ = ["AppCredentials", "MemoryTokenStore", "TokenPair", "TokenStore", "redact"]
 
@@ -189,5 +189,5 @@ class MemoryTokenStore:
             current = self._pairs.get(portal_key)
             if current is None:
                 raise NotFound(f"no installation stored for portal {portal_key!r}")
-            domain = urlsplit(client_endpoint).hostname or current.domain
+            domain = host_of(client_endpoint) or current.domain
             self._pairs[portal_key] = replace(current, client_endpoint=client_endpoint, domain=domain)

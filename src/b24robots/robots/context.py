@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from b24robots.errors import ConnectionNotAvailable
+from b24robots.fields import as_int
 from b24robots.robots.dates import UNKNOWN, Culture
 from b24robots.robots.documents import Document
 from b24robots.robots.triggers import Entity
@@ -194,4 +195,4 @@ class RobotContext:
         if len(self.document_id) < 3:
             return None
         tail = self.document_id[2].rsplit("_", 1)[-1]
-        return int(tail) if tail.isdigit() else None
+        return as_int(tail)

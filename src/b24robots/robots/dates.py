@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from b24robots.fields import as_int
+
 
 class DateValueError(ValueError):
     """A text is not a date, or its meaning is unclear (the message says what to do)."""
@@ -89,9 +91,10 @@ def check_culture(value: str) -> str:
     return code
 
 
-_OFFSET_SUFFIX_RE = re.compile(r"^(.*\S)\s+\[([+-]?\d+)\]$")
-_NUMERIC_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
-_ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_MAX_OFFSET = 7 * 86400  # a user's offset from the server is hours; a week is far beyond any zone
+_OFFSET_SUFFIX_RE = re.compile(r"^(.*\S)\s+\[([+-]?\d+)\]$", re.ASCII)
+_NUMERIC_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$", re.ASCII)
+_ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}", re.ASCII)
 _LOCAL_RE = re.compile(
     r"^(\d{1,2})([./])(\d{1,2})\2(\d{4})"
     r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*([aApP][mM]))?)?$"
@@ -104,7 +107,10 @@ def parse_datetime(text: str, culture: Culture = UNKNOWN) -> datetime:
     offset = 0
     suffix = _OFFSET_SUFFIX_RE.match(raw)
     if suffix:
-        raw, offset = suffix.group(1), int(suffix.group(2))
+        shift = as_int(suffix.group(2), signed=True, minimum=-_MAX_OFFSET, maximum=_MAX_OFFSET)
+        if shift is None:
+            raise DateValueError(f"{text!r}: the time zone offset [{suffix.group(2)[:12]}] is not a number of seconds")
+        raw, offset = suffix.group(1), shift
     value = _parse(raw, text, culture, with_time=True)
     # "<user wall clock> [N]" with N = user offset - server offset: the server's wall clock is text - N
     return value - timedelta(seconds=offset) if offset else value
@@ -126,7 +132,10 @@ def parse_date(text: str, culture: Culture = UNKNOWN) -> date:
 
 def _parse(raw: str, text: str, culture: Culture, *, with_time: bool) -> datetime:
     if with_time and _NUMERIC_RE.match(raw):
-        return datetime.fromtimestamp(int(float(raw)), tz=UTC)
+        try:
+            return datetime.fromtimestamp(int(float(raw)), tz=UTC)
+        except (OverflowError, OSError, ValueError):  # beyond year 9999, or inf
+            raise DateValueError(f"{text[:40]!r} is not a timestamp within the years 1-9999") from None
     if _ISO_DATE_RE.match(raw):
         try:
             return datetime.fromisoformat(raw)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from b24robots.errors import DeclarationError
+from b24robots.fields import as_int
 
 CRM_CLASSES = {
     "LEAD": "CCrmDocumentLead",
@@ -39,10 +40,15 @@ DYNAMIC_CLASS = "Bitrix\\Crm\\Integration\\BizProc\\Document\\Dynamic"
 TASK_CLASS = "Bitrix\\Tasks\\Integration\\Bizproc\\Document\\Task"
 LISTS_CLASS = "BizprocDocument"
 
-_CRM_KEY = re.compile(r"^(?:DYNAMIC_(\d+)|(LEAD|DEAL|CONTACT|COMPANY|QUOTE|SMART_INVOICE))_(\d+)$", re.IGNORECASE)
-_CRM_TYPE = re.compile(r"^(?:DYNAMIC_(\d+)|(LEAD|CONTACT|COMPANY|QUOTE|SMART_INVOICE)|(DEAL)(?:_C\d+)?)$", re.I)
-_TASK_TYPE = re.compile(r"^TASK(?:_(?:PROJECT|SCRUM_PROJECT|PLAN|USER)_\d+)?$", re.IGNORECASE)
-_LIST_TYPE = re.compile(r"^iblock_\d+$", re.IGNORECASE)
+# re.ASCII: \d is 0-9 only (fields.py says why)
+_CRM_KEY = re.compile(
+    r"^(?:DYNAMIC_(\d+)|(LEAD|DEAL|CONTACT|COMPANY|QUOTE|SMART_INVOICE))_(\d+)$", re.IGNORECASE | re.ASCII
+)
+_CRM_TYPE = re.compile(
+    r"^(?:DYNAMIC_(\d+)|(LEAD|CONTACT|COMPANY|QUOTE|SMART_INVOICE)|(DEAL)(?:_C\d+)?)$", re.IGNORECASE | re.ASCII
+)
+_TASK_TYPE = re.compile(r"^TASK(?:_(?:PROJECT|SCRUM_PROJECT|PLAN|USER)_\d+)?$", re.IGNORECASE | re.ASCII)
+_LIST_TYPE = re.compile(r"^iblock_\d+$", re.IGNORECASE | re.ASCII)
 
 Kind = Literal["crm", "task", "list", "other"]
 
@@ -72,10 +78,11 @@ class Document:
             dynamic, prefix, ident = m.groups()
             type_id = int(dynamic) if dynamic is not None else CRM_TYPE_IDS[prefix.upper()]
             return cls(module, entity, key, "crm", type_id, int(ident))
-        if module == "tasks" and key.isdigit():
-            return cls(module, entity, key, "task", None, int(key))
-        if module == "lists" and key.isdigit():
-            return cls(module, entity, key, "list", None, int(key))
+        number = as_int(key)  # "²".isdigit() is true and int("²") raises
+        if module == "tasks" and number is not None:
+            return cls(module, entity, key, "task", None, number)
+        if module == "lists" and number is not None:
+            return cls(module, entity, key, "list", None, number)
         return cls(module, entity, key)
 
     @property

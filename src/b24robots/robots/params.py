@@ -22,6 +22,7 @@ from datetime import date, datetime
 from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast, overload
 
 from b24robots.errors import DeclarationError, InputError
+from b24robots.fields import as_flag, as_int
 from b24robots.robots.dates import UNKNOWN, Culture
 from b24robots.robots.types import ParamType, ValueError_, coerce_type, dump_scalar, parse_scalar
 
@@ -256,12 +257,11 @@ class Param(Generic[T]):
 
 
 def _flag(value: Any, what: str) -> bool:
-    if value is None or value is False or value == "":
+    if value is None or value == "":
         return False
-    if value is True:
-        return True
-    if isinstance(value, str) and value.upper() in ("Y", "N"):
-        return value.upper() == "Y"
+    flag = as_flag(value)
+    if flag is not None:
+        return flag
     raise DeclarationError(f"{what} must be true/false or 'Y'/'N', got {value!r}")
 
 
@@ -279,7 +279,9 @@ def _as_list(raw: Any) -> list[str]:
 
 
 def _sort_key(key: str) -> tuple[int, str]:
-    return (int(key), "") if key.isdigit() else (1 << 62, key)
+    # numeric keys in number order, then the rest by name; "²" is not a number (fields.py)
+    number = as_int(key)
+    return (number, "") if number is not None else (1 << 63, key)
 
 
 # --- typed factories: `String("Phone")` is a Param[str | None], `String(..., required=True)` a

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from b24robots.errors import DeclarationError
+from b24robots.fields import as_int
 from b24robots.robots.documents import document_type
 from b24robots.robots.params import LocalizedText, Param, check_text, params_from_documents
 
@@ -286,8 +287,8 @@ class RobotSpec:
         else:
             raise DeclarationError(f"robot {code!r}: use_subscription must be 'Y' or 'N', got {us!r}")
         auth_user_id = doc.get("auth_user_id", 1)
-        if isinstance(auth_user_id, str) and auth_user_id.isdigit():
-            auth_user_id = int(auth_user_id)
+        if isinstance(auth_user_id, str) and as_int(auth_user_id) is not None:
+            auth_user_id = as_int(auth_user_id)
         return cls(
             code=code,
             kind=doc.get("kind", "robot"),

@@ -47,7 +47,7 @@ _BY_TYPE = {t: (name, prefix, cls) for name, (t, prefix, cls) in _DOCUMENTS.item
 _BY_PREFIX = {prefix: t for _name, (t, prefix, _cls) in _DOCUMENTS.items()}
 DYNAMIC_CLASS = "Bitrix\\Crm\\Integration\\BizProc\\Document\\Dynamic"
 ENTITY_NAMES = (*_DOCUMENTS, "smart")
-_DOC_RE = re.compile(r"^(?:DYNAMIC_(\d+)|([A-Z_]+?))_(\d+)$")
+_DOC_RE = re.compile(r"^(?:DYNAMIC_(\d+)|([A-Z_]+?))_(\d+)$", re.ASCII)
 
 
 def check_trigger_code(code: object) -> str:

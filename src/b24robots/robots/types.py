@@ -41,6 +41,7 @@ from enum import StrEnum
 from typing import Any
 
 from b24robots.errors import DeclarationError
+from b24robots.fields import INT64_MAX, INT64_MIN, as_int
 from b24robots.robots.dates import (
     UNKNOWN,
     Culture,
@@ -73,13 +74,13 @@ class ValueError_(ValueError):
 
 _TRUE = {"y", "yes", "1", "true", "on"}
 _FALSE = {"n", "no", "0", "false", "off"}
-_INT_RE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
-_USER_RE = re.compile(r"^(?:user_)?(\d+)$")
+_INT_RE = re.compile(r"^[+-]?\d+(?:\.0*)?$", re.ASCII)
+_USER_RE = re.compile(r"^(?:user_)?(\d+)$", re.ASCII)
 # the designer's printable form of a user, "Anna Admin [17]" (CBPHelper::UsersStringToArray)
-_USER_PRINTABLE_RE = re.compile(r"^.*\[(\d+)\]$")
+_USER_PRINTABLE_RE = re.compile(r"^.*\[(\d+)\]$", re.ASCII)
 # group separators a workflow may leave in a number: space, no-break space, narrow no-break, thin space
 _GROUP_SPACES = str.maketrans("", "", " \u00a0\u202f\u2009'")
-_PLAIN_NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_PLAIN_NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$", re.ASCII)
 
 
 def parse_number(text: str) -> Decimal:
@@ -102,7 +103,7 @@ def parse_number(text: str) -> Decimal:
         s = f"{whole.replace(group_mark, '')}.{fraction}"
     elif commas == 1:
         whole, _, fraction = s.partition(",")
-        if len(fraction) == 3 and whole.lstrip("+-").isdigit() and whole.lstrip("+-") != "0":
+        if len(fraction) == 3 and _digits(whole.lstrip("+-")) and whole.lstrip("+-") != "0":
             raise ValueError_(
                 f"{text!r} is unclear: 1,500 means 1.5 on some portals and 1500 on others; send it like 1500 or 1.5"
             )
@@ -123,10 +124,19 @@ def parse_number(text: str) -> Decimal:
     return value
 
 
+def _cut(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 40 else f"{shown[:37]}..."
+
+
 def _grouped(whole: str, mark: str) -> bool:
     digits = whole.lstrip("+-")
     groups = digits.split(mark)
-    return 1 <= len(groups[0]) <= 3 and groups[0].isdigit() and all(len(g) == 3 and g.isdigit() for g in groups[1:])
+    return 1 <= len(groups[0]) <= 3 and _digits(groups[0]) and all(len(g) == 3 and _digits(g) for g in groups[1:])
+
+
+def _digits(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isdigit()
 
 
 def parse_scalar(
@@ -147,12 +157,18 @@ def parse_scalar(
     stripped = text.strip()
     if ptype is ParamType.INT:
         if _INT_RE.match(stripped):
-            return int(stripped.split(".")[0])
+            exact = as_int(stripped.split(".")[0], signed=True, minimum=INT64_MIN)
+            if exact is None:
+                raise ValueError_(f"{_cut(text)} is out of range for a whole number (64 bits)")
+            return exact
         try:
             number = parse_number(stripped)
         except ValueError_ as exc:
             raise ValueError_(f"{exc}; expected a whole number") from None
-        whole = int(number)  # truncates toward zero, as PHP's (int) does
+        # 1e999999999 is finite; int() of it would build a billion-digit number (and abs() overflows)
+        whole = int(number) if number.adjusted() < 19 else INT64_MAX + 1  # truncates toward zero, as PHP's (int)
+        if not INT64_MIN <= whole <= INT64_MAX:
+            raise ValueError_(f"{_cut(text)} is out of range for a whole number (64 bits)")
         if number != whole and warnings is not None:
             warnings.append(f"{text!r} is not a whole number; used {whole}")
         return whole
@@ -185,10 +201,12 @@ def parse_scalar(
         return text
     if ptype is ParamType.USER:
         m = _USER_RE.match(stripped) or _USER_PRINTABLE_RE.match(stripped)
-        return int(m.group(1)) if m else stripped
+        user = as_int(m.group(1)) if m else None
+        return user if user is not None else stripped
     if ptype is ParamType.FILE:
         # bizproc/lib/basetype/file.php: a file property holds the b_file id (a number)
-        return int(stripped) if stripped.isdigit() else stripped
+        file_id = as_int(stripped)  # "²".isdigit() is true, int("²") raises
+        return file_id if file_id is not None else stripped
     raise ValueError_(f"unknown type {ptype!r}")  # pragma: no cover - enum is closed
 
 
@@ -205,7 +223,9 @@ def dump_scalar(ptype: ParamType, value: Any, options: Mapping[str, str] | None 
     if ptype is ParamType.INT:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and _INT_RE.match(value.strip()):
-                return str(int(value.strip().split(".")[0]))
+                exact = as_int(value.strip().split(".")[0], signed=True, minimum=INT64_MIN)
+                if exact is not None:
+                    return str(exact)
             raise ValueError_(f"expected a whole number, got {value!r}")
         return str(value)
     if ptype is ParamType.DOUBLE:

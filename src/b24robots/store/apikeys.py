@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from b24robots.errors import NotFound, StoreError
+from b24robots.fields import as_int
 from b24robots.store.audit import record_in
 from b24robots.store.db import Database
 from b24robots.store.models import ApiKeyRow, InstallationRow
@@ -101,7 +102,7 @@ class ApiKeys:
             raise StoreError("give the key a name that says who uses it (e.g. '1C accounting')")
         trig = sorted({t.strip() for t in triggers if t.strip()})
         tpls = sorted({str(t).strip() for t in templates if str(t).strip()})
-        bad = [t for t in tpls if t != ANY and not t.isdigit()]
+        bad = [t for t in tpls if t != ANY and as_int(t, minimum=1) is None]
         if bad:
             raise StoreError(f"template ids must be numbers (or '*'); got {', '.join(bad)}")
         if not trig and not tpls:

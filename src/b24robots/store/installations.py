@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from b24robots.errors import NotFound, StoreError
+from b24robots.fields import netloc_of
 from b24robots.rest.limiter import check_rate, gcra_reserve
 from b24robots.rest.tokens import TokenPair
 from b24robots.robots.dates import Culture, DateValueError, check_culture, culture_for
@@ -414,7 +414,7 @@ class Installations:
         with self.db.changing_cached() as s:
             row = self._row(s, portal_key)
             row.client_endpoint = client_endpoint
-            row.domain = urlsplit(client_endpoint).netloc.lower() or row.domain  # host with its port
+            row.domain = netloc_of(client_endpoint) or row.domain  # host with its port
             row.updated_at = time.time()
 
     # --- LimiterState ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from b24robots.errors import AuthError, MethodError
+from b24robots.fields import as_int
 
 from .registration import access_denied
 from .restapi import METHODS, Caller, MethodResult, MethodSpec
@@ -65,7 +66,7 @@ def _bind(sim: PortalSimulator, caller: Caller, params: dict[str, Any]) -> Metho
         # the code for an empty handler is UNCONFIRMED (the docs list only ERROR_EVENT_NOT_FOUND): a 400 either way
         raise MethodError("ERROR_HANDLER_URL_MISMATCH", "Handler URL is empty", method="event.bind", status=400)
     auth_type_raw = str(params.get("auth_type") or "0")
-    auth_type = int(auth_type_raw) if auth_type_raw.isdigit() else 0
+    auth_type = as_int(auth_type_raw) or 0
     if not caller.is_admin:
         if str(params.get("event_type") or "online") == "offline":
             raise access_denied("Offline events are available to administrators only")

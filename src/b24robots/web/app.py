@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from b24robots.config import Settings, load_settings
 from b24robots.errors import FormDecodeError, StoreUnavailable
+from b24robots.fields import as_int
 from b24robots.inbound.formcodec import DEFAULT_LIMITS, decode_form
 from b24robots.jobs.outbound import OutboundError
 from b24robots.portal.install import Outcome
@@ -40,8 +41,8 @@ def _error(status: int, error: str, reason: str) -> JSONResponse:
 
 async def _read_form(request: Request) -> dict[str, Any]:
     """Read and decode a form body within the codec's size limit; FormDecodeError on any problem."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > DEFAULT_LIMITS.max_body_bytes:
+    length = as_int(request.headers.get("content-length"), maximum=None)
+    if length is not None and length > DEFAULT_LIMITS.max_body_bytes:
         raise FormDecodeError(f"body is {length} bytes; the limit is {DEFAULT_LIMITS.max_body_bytes}")
     chunks: list[bytes] = []
     size = 0

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from b24robots.errors import FormDecodeError, StoreError, StoreUnavailable
+from b24robots.fields import as_int
 from b24robots.inbound.formcodec import DEFAULT_LIMITS, decode_form
 from b24robots.portal.robot_call import Intake
 from b24robots.store.db import NeedsDatabase, memory_only
@@ -49,7 +50,8 @@ def decode_robot_body(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 def too_long(content_length: str) -> FormDecodeError | None:
-    if content_length.isdigit() and int(content_length) > DEFAULT_LIMITS.max_body_bytes:
+    declared = as_int(content_length, maximum=None)  # "²".isdigit() is true and int("²") raises
+    if declared is not None and declared > DEFAULT_LIMITS.max_body_bytes:
         return FormDecodeError(f"body is {content_length} bytes; the limit is {DEFAULT_LIMITS.max_body_bytes}")
     return None
 

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from b24robots.errors import NotFound
+from b24robots.fields import as_int
 from b24robots.jobs.sync import NO_APP, NOT_OURS, UNCONFIRMED, Change
 from b24robots.robots.registry import Resolved
 from b24robots.robots.spec import RobotSpec
@@ -56,10 +57,7 @@ def safe_next(target: str | None, default: str = "/admin/robots") -> str:
 def parse_id(text: str) -> int | None:
     """A row id from a path or query value: digits only and within what the database holds, else None
     (so `?before=99999999999999999999999` is a 404 or an ignored filter, never an overflow)."""
-    if not text or len(text) > 10 or not text.isascii() or not text.isdigit():
-        return None
-    value = int(text)
-    return value if value <= MAX_ID else None
+    return as_int(text, maximum=MAX_ID)
 
 
 class BodyRefused(Exception):
@@ -189,7 +187,8 @@ class Admin:
         length = request.headers.get("content-length", "")
         if kind != FORM_TYPE and (kind or length not in ("", "0")):
             raise BodyRefused(415, f"a form must be sent as {FORM_TYPE}")
-        if length and (not length.isdigit() or len(length) > 12 or int(length) > cap):
+        declared = as_int(length, maximum=None)
+        if length and (declared is None or declared > cap):
             raise BodyRefused(413, f"the form is larger than {cap} bytes")
         chunks: list[bytes] = []
         size = 0

@@ -12,10 +12,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from b24robots.errors import B24RobotsError
+from b24robots.fields import INT32_MAX, as_int
 from b24robots.jobs.trigger_sync import remembered, unavailable
 from b24robots.robots.triggers import Entity
 from b24robots.store.journal import call_status
-from b24robots.web.admin.base import Admin, Ctx
+from b24robots.web.admin.base import Admin, Ctx, parse_id
 
 RECENT = 30
 
@@ -86,10 +87,11 @@ def add_trigger_pages(admin: Admin) -> None:
     async def start(ctx: Ctx) -> Response:
         portal, template, entity_text = ctx.field("portal"), ctx.field("template").strip(), ctx.field("entity").strip()
         try:
-            if not template.isdigit():
+            template_id = as_int(template, minimum=1, maximum=INT32_MAX)
+            if template_id is None:
                 raise B24RobotsError(ctx._("Give the template id as a number (see the business process's settings)."))
             entity = Entity.parse(entity_text)
-            fired = await svc.outbound.start_workflow(portal, int(template), entity, origin="ui")
+            fired = await svc.outbound.start_workflow(portal, template_id, entity, origin="ui")
             await ctx.audit_soon("workflow.start", template, entity=str(entity), entry=fired.entry.id)
         except B24RobotsError as exc:
             form = {"portal": portal, "template": template, "entity": entity_text}
@@ -145,7 +147,8 @@ def add_trigger_pages(admin: Admin) -> None:
     @page("/admin/api-keys/{key_id}/revoke", ("POST",))
     async def revoke_key(ctx: Ctx) -> Response:
         key_id = ctx.param("key_id")
-        if key_id.isdigit():
-            key = await run_in_threadpool(lambda: svc.apikeys.revoke(int(key_id), actor=ctx.actor, address=ctx.address))
+        number = parse_id(key_id)
+        if number is not None:
+            key = await run_in_threadpool(lambda: svc.apikeys.revoke(number, actor=ctx.actor, address=ctx.address))
             ctx.flash("success", ctx._("API key %(name)s is revoked.", name=key.name))
         return ctx.redirect("/admin/api-keys")
