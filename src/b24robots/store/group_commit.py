@@ -1,7 +1,8 @@
 """Group commit for the robot intake: the calls that arrive together are stored in one transaction.
 
-One writer thread per process takes every call waiting in its queue, inserts them with one Core
-`INSERT ... ON CONFLICT (event_token) DO NOTHING RETURNING` (SQLite >= 3.35 and PostgreSQL alike), commits
+One writer thread per process takes every call waiting in its queue, inserts them on a Core connection (no ORM
+session) with one `INSERT ... ON CONFLICT (event_token) DO NOTHING RETURNING` (SQLite >= 3.35 and PostgreSQL
+alike), built once, executed with the group's rows (SQLAlchemy's insertmanyvalues), commits
 once (one fsync) and only then wakes each caller with its row id. So the promise of the intake is kept: no
 caller is told "stored" before its row is durable. A group whose transaction fails tells every caller of the
 group (`StoreUnavailable` -> 503) and stores none of them; the writer goes on with the next group.
@@ -22,11 +23,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from b24robots.errors import StoreError, StoreUnavailable
 from b24robots.store.db import Database
@@ -97,6 +97,10 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        insert = sqlite_insert(_TABLE) if db.is_sqlite else pg_insert(_TABLE)
+        self._insert = insert.on_conflict_do_nothing(index_elements=["event_token"]).returning(
+            _TABLE.c.id, _TABLE.c.event_token
+        )
         self.groups = 0  # committed groups (for benchmarks and tests)
         self.calls = 0  # calls in them
 
@@ -218,13 +222,9 @@ class GroupWriter:
             if token not in first_of:
                 first_of[token] = i
                 rows.append(pending.values)
-        insert = sqlite_insert(_TABLE) if self.db.is_sqlite else pg_insert(_TABLE)
-        stmt = insert.on_conflict_do_nothing(index_elements=["event_token"]).returning(
-            _TABLE.c.id, _TABLE.c.event_token
-        )
         ids: dict[str, tuple[int, bool]] = {}
-        with self.db.write() as s:
-            for row_id, token in s.execute(stmt, rows).all():
+        with self.db.write_core() as s:
+            for row_id, token in s.execute(self._insert, rows).all():
                 ids[token] = (row_id, True)
             known = [t for t in first_of if t not in ids]
             if known:  # stored by an earlier group or another process
@@ -249,5 +249,5 @@ def _owes_work(ids: dict[str, tuple[int, bool]], values: dict[str, Any]) -> bool
     return created and (values["state"] == QUEUED or values["deliver_after"] is not None)
 
 
-def _notify(s: Session) -> None:
+def _notify(s: Connection) -> None:
     s.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
