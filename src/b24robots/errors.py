@@ -10,7 +10,8 @@ The tree::
     ├── FormEncodeError             a value cannot be written as a PHP-style form (has .reason)
     ├── StoreError                  the register or the journal refused an operation
     │   ├── NotFound                no such robot, version, installation or invocation
-    │   └── StoreUnavailable        the database cannot be written or read now (disk full, read-only, down)
+    │   ├── StoreUnavailable        the database cannot be written or read now (disk full, read-only, locked, down)
+    │   └── StoreRefused            the database cannot hold this data (NUL in PostgreSQL text, a number too large)
     ├── SimulatorError              the portal simulator was asked for something it cannot do (unknown robot ...)
     ├── AdminAuthError              an admin user name/password is unacceptable, or a sign-in was refused
     │   └── TooManyAttempts         sign-in is blocked for a while after repeated failures (.retry_after)
@@ -101,6 +102,16 @@ class StoreUnavailable(StoreError):
     Nothing was stored; the same operation may succeed later. `reason` is the database's own word
     (e.g. "database or disk is full"), safe to show.
     """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class StoreRefused(StoreError):
+    """The database cannot hold the data of this operation (PostgreSQL text with a NUL byte, an integer
+    beyond its column): the same operation fails again, other operations are unaffected. `reason` is the
+    database's own word, safe to show."""
 
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)

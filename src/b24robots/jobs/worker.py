@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from b24robots.errors import B24RobotsError, NotFound
+from b24robots.errors import B24RobotsError, NotFound, StoreRefused
 from b24robots.policy import retry_in_time
 from b24robots.rest.client import RestClient
 from b24robots.rest.tokens import UserTokens
@@ -27,7 +27,7 @@ from b24robots.store.journal import Invocation, Journal
 
 from .bookkeeping import persist
 from .outbound import Outbound, PortalOutbound
-from .runner import Outcome, Runner
+from .runner import Outcome, Runner, short
 from .wakeup import Wakeup
 
 
@@ -221,6 +221,20 @@ class Worker:
             # the robot ran: its outcome is recorded even if the database needs a while (never rerun
             # because the write after it failed); the heartbeat keeps the lease meanwhile
             await persist(f"recording the outcome of invocation {inv.id}", self._record, inv, outcome)
+        except StoreRefused as exc:
+            # the outcome holds what the database cannot (a NUL byte in PostgreSQL text): storing it fails
+            # again on every rerun, so the run fails with the reason instead (outputs and log dropped)
+            log.warning("the outcome of invocation %s could not be stored: %s", inv.id, exc.reason)
+            outcome = Outcome(
+                "dead",
+                log_message=short(f"b24robots: the robot's outcome could not be stored: {exc.reason}"),
+                error=f"the outcome could not be stored: {exc.reason}",
+            )
+            try:
+                await persist(f"recording the failure of invocation {inv.id}", self._record, inv, outcome)
+            except B24RobotsError:
+                log.exception("recording the failure of invocation %s failed", inv.id)
+                return
         except B24RobotsError:
             log.exception("recording the outcome of invocation %s failed", inv.id)
             return

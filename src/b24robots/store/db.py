@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from b24robots.errors import ConfigError, StoreError, StoreUnavailable
+from b24robots.errors import ConfigError, StoreError, StoreRefused, StoreUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
 CACHE_CHANNEL = "b24r_cache"
@@ -57,6 +58,34 @@ def _reason(exc: DBAPIError) -> str:
     # database", "connection refused"): no statement text and no parameters, which may hold data
     text = str(exc.orig) if exc.orig is not None else type(exc).__name__
     return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+
+
+def store_error(exc: BaseException, action: str) -> StoreError | None:
+    """The `StoreError` a database failure means, or None when `exc` is not one (let it through).
+
+    The one place database errors are classified:
+
+    - `IntegrityError` is None: a constraint decides (a duplicate, a vanished parent); callers handle it.
+    - `DataError` (PostgreSQL: NUL in text, a value out of range, bad JSON escapes) and SQLite's
+      OverflowError for an integer beyond 64 bits are `StoreRefused`: this data, not the database.
+    - every other driver error (`OperationalError`: locked, disk full, read-only, connection lost;
+      `InterfaceError`, ...) and an exhausted connection pool are `StoreUnavailable`: try again later.
+    """
+    if isinstance(exc, IntegrityError):
+        return None
+    if isinstance(exc, DataError):
+        reason = _reason(exc)
+        return StoreRefused(f"the database cannot hold this data: {reason}", reason)
+    if isinstance(exc, OverflowError) and "SQLite" in str(exc):  # sqlite3 refuses before SQLAlchemy sees it
+        reason = str(exc)[:200]
+        return StoreRefused(f"the database cannot hold this data: {reason}", reason)
+    if isinstance(exc, DBAPIError):
+        reason = _reason(exc)
+        return StoreUnavailable(f"the database cannot be {action}: {reason}", reason)
+    if isinstance(exc, PoolTimeout):
+        reason = "no database connection became free in time"
+        return StoreUnavailable(f"the database cannot be {action}: {reason}", reason)
+    return None
 
 
 def private_dir(path: Path) -> None:
@@ -148,23 +177,31 @@ class Database:
 
         A database that cannot take the write (disk full, read-only file, server gone) raises
         `StoreUnavailable` with the database's reason, and `health()` reports it until a write
-        succeeds again; constraint violations (`IntegrityError`) pass through unchanged.
+        succeeds again; data it cannot hold raises `StoreRefused` (health unaffected); constraint
+        violations (`IntegrityError`) pass through unchanged (`store_error` classifies them all).
         """
         if _MEMORY_ONLY.get():
             raise NeedsDatabase
-        try:
+        with self._writing():
             if self._write_lock is None:
                 with self._writer() as session, session.begin():
                     yield session
             else:
                 with self._write_lock, self._writer() as session, session.begin():
                     yield session
-        except IntegrityError:
-            raise
-        except DBAPIError as exc:
-            reason = _reason(exc)
-            self._write_failure = (time.monotonic(), reason)
-            raise StoreUnavailable(f"the database cannot be written: {reason}", reason) from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The failure rules of every write transaction (`write`, `write_core`)."""
+        try:
+            yield
+        except (DBAPIError, PoolTimeout, OverflowError) as exc:
+            mapped = store_error(exc, "written")
+            if mapped is None:
+                raise
+            if isinstance(mapped, StoreUnavailable):  # refused data says nothing about the database's health
+                self._write_failure = (time.monotonic(), mapped.reason)
+            raise mapped from None
         self._write_failure = None
 
     @contextmanager
@@ -174,20 +211,13 @@ class Database:
         transaction (about a quarter of the writer's CPU per group of 8 calls, bench/analysis.md)."""
         if _MEMORY_ONLY.get():
             raise NeedsDatabase
-        try:
+        with self._writing():
             if self._write_lock is None:
                 with self.engine.begin() as conn:
                     yield conn
             else:
                 with self._write_lock, self.engine.begin() as conn:
                     yield conn
-        except IntegrityError:
-            raise
-        except DBAPIError as exc:
-            reason = _reason(exc)
-            self._write_failure = (time.monotonic(), reason)
-            raise StoreUnavailable(f"the database cannot be written: {reason}", reason) from None
-        self._write_failure = None
 
     @contextmanager
     def changing_cached(self) -> Iterator[Session]:
@@ -217,18 +247,18 @@ class Database:
         try:
             with self._reader() as session, session.begin():
                 yield session
-        except IntegrityError:
-            raise
-        except DBAPIError as exc:
-            reason = _reason(exc)
-            raise StoreUnavailable(f"the database cannot be read: {reason}", reason) from None
+        except (DBAPIError, PoolTimeout, OverflowError) as exc:
+            mapped = store_error(exc, "read")
+            if mapped is None:
+                raise
+            raise mapped from None
 
     def ping(self) -> bool:
         try:
             with self.read_engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return True
-        except DBAPIError:
+        except (DBAPIError, PoolTimeout):
             return False
 
     def health(self) -> tuple[bool, str]:

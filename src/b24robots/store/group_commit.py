@@ -5,7 +5,9 @@ session) with one `INSERT ... ON CONFLICT (event_token) DO NOTHING RETURNING` (S
 alike), built once, executed with the group's rows (SQLAlchemy's insertmanyvalues), commits
 once (one fsync) and only then wakes each caller with its row id. So the promise of the intake is kept: no
 caller is told "stored" before its row is durable. A group whose transaction fails tells every caller of the
-group (`StoreUnavailable` -> 503) and stores none of them; the writer goes on with the next group.
+group (`StoreUnavailable` -> 503) and stores none of them; the writer goes on with the next group. A call the
+schema or the database refuses (`IntegrityError`, `StoreRefused`) fails alone: its group is stored again
+call by call.
 
 The portal never resends a call, but a retried HTTP request can bring the same `event_token` twice: within a
 group the first one is inserted and the others get its id as duplicates; across groups (and across processes
@@ -28,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from b24robots.errors import StoreError, StoreUnavailable
+from b24robots.errors import StoreError, StoreRefused, StoreUnavailable
 from b24robots.store.db import Database
 from b24robots.store.journal import DEAD, NOTIFY_CHANNEL, QUEUED, NewInvocation, deadline_of
 from b24robots.store.models import InvocationRow
@@ -188,14 +190,16 @@ class GroupWriter:
     def _commit(self, group: list[_Pending]) -> None:
         try:
             results = self._write(group)
-        except IntegrityError:
-            # not a duplicate token (those are handled in the statement): a row the schema refuses, e.g.
-            # an installation deleted meanwhile. Store the others one by one so only that call fails.
+        except (IntegrityError, StoreRefused) as exc:
+            # not a duplicate token (those are handled in the statement): a row the schema refuses (an
+            # installation deleted meanwhile) or data the database cannot hold (a NUL byte in PostgreSQL
+            # text). Store the others one by one so only that call fails.
             if len(group) > 1:
                 for one in group:
                     self._commit([one])
                 return
-            self._fail(group, StoreError("the invocation could not be stored"))
+            refused = exc if isinstance(exc, StoreRefused) else StoreError("the invocation could not be stored")
+            self._fail(group, refused)
             return
         except StoreError as exc:
             self._fail(group, exc)

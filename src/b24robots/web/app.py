@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from b24robots.config import Settings, load_settings
-from b24robots.errors import FormDecodeError, StoreUnavailable
+from b24robots.errors import FormDecodeError, StoreRefused, StoreUnavailable
 from b24robots.fields import as_int
 from b24robots.inbound.formcodec import DEFAULT_LIMITS, decode_form
 from b24robots.jobs.outbound import OutboundError
@@ -184,6 +184,12 @@ def create_app(
         # a full disk or a read-only database is not a bug of the request: 503, and it passes by itself
         log.error("database unavailable: %s", exc.reason)
         return _error(503, "unavailable", f"the database cannot be used right now ({exc.reason}); try again later")
+
+    @app.exception_handler(StoreRefused)
+    async def store_refused(_request: Request, exc: StoreRefused) -> Response:
+        # the request's data, not the database: the same request fails again, so it is the caller's to fix
+        log.warning("the database refused a request's data: %s", exc.reason)
+        return _error(400, "bad_request", f"the database cannot hold this data ({exc.reason})")
 
     @app.exception_handler(ApiProblem)
     async def api_problem(_request: Request, exc: ApiProblem) -> Response:

@@ -25,7 +25,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from b24robots.errors import FormDecodeError, StoreError, StoreUnavailable
+from b24robots.errors import FormDecodeError, StoreError, StoreRefused, StoreUnavailable
 from b24robots.fields import as_int
 from b24robots.inbound.formcodec import DEFAULT_LIMITS, decode_form
 from b24robots.portal.robot_call import Intake
@@ -89,6 +89,11 @@ class RobotCall:
                 status, answer = await run_in_threadpool(self.intake.accept, form)
             else:
                 status, answer = await taken.wait_async()
+        except StoreRefused as exc:
+            # this call's data, not the database: the same call would fail again, others are stored
+            log.warning("a robot call was refused by the database: %s", exc.reason)
+            self.metrics.observe_ack(time.perf_counter() - started, "bad_request")
+            return 400, {"error": "bad_request", "reason": f"the journal cannot hold this call: {exc.reason}"}
         except StoreError as exc:
             log.error("could not store a robot call: %s", exc)
             reason = exc.reason if isinstance(exc, StoreUnavailable) else str(exc)
