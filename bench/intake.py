@@ -61,6 +61,7 @@ TARGET_P99_MS = 10.0
 SERVER_CORE, LOAD_CORE = 0, 1
 TARGETS = {"sqlite": 0.5, "postgresql": 0.4}  # acks/s at concurrency 16 as a share of the /noop ceiling
 TARGET_P99_VS_CEILING = 3.0
+TARGET_CPU_MS = 1.0  # server CPU per acknowledged call at concurrency 16 (issue 20)
 
 
 def pin(pid: int, core: int) -> None:
@@ -207,6 +208,9 @@ def wrk_verdicts(report: dict[str, Any]) -> list[tuple[str, bool]]:
         if db == "sqlite":
             p99 = r["p99_ms"] / ceiling["p99_ms"] if ceiling["p99_ms"] else 0.0
             out.append((f"sqlite c16 p99 <= {TARGET_P99_VS_CEILING:g} x /noop p99: {p99:.2f}x", p99 <= 3.0))
+        cpu = r.get("cpu_ms_per_ack")
+        if cpu is not None:
+            out.append((f"{db} c16 CPU per ack <= {TARGET_CPU_MS:g} ms: {cpu:.2f} ms", cpu <= TARGET_CPU_MS))
     return out
 
 

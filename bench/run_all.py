@@ -324,7 +324,7 @@ def render(results: dict[str, Any], quick: bool) -> str:
 
 TARGETS = {
     "intake": "intake p99 <= 10 ms at concurrency 16 on SQLite",
-    "intake_wrk": "wrk, c16: SQLite >= 0.5x /noop acks/s and p99 <= 3x; PostgreSQL >= 0.4x",
+    "intake_wrk": "wrk, c16: SQLite >= 0.5x /noop acks/s and p99 <= 3x; PostgreSQL >= 0.4x; CPU <= 1 ms per ack",
     "delivery": ">= 90 answers/s per portal at 2/s burst 50, zero 503s",
     "sandbox_overhead": "stored-code overhead p50 <= 5 ms",
     "connections": "stored ctx.http adds <= 2 ms at p50 over a direct httpx call",
