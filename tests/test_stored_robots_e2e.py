@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from b24robots.robots.spec import RobotSpec
@@ -106,3 +108,57 @@ async def test_per_robot_limits_apply_within_the_caps(tmp_path: Path) -> None:
         assert inv.finished_at is not None and inv.started_at is not None
         assert inv.finished_at - inv.started_at < 4.5  # the robot's 0.3 s CPU limit, not the 5 s cap
         assert any("limit" in e.message for e in wf.log)
+
+
+PATIENT = """
+def run(inputs, ctx):
+    while True:  # catching the error does not help: the run is out of time
+        try:
+            {call}
+        except ctx.RestError:
+            pass
+"""
+PATIENT_SPEC = {"code": "st.patient", "name": "Patient", "return_properties": {"v": {"name": "V"}}}
+SLOW_CALLS = {
+    "call": 'ctx.call("crm.deal.get", {"id": 1})',
+    "batch": 'ctx.batch({"d": ["crm.deal.get", {"id": 1}]})',
+    "call_as_caller": 'ctx.call_as_caller("crm.deal.get", {"id": 1})',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SLOW_CALLS))
+async def test_a_slow_rest_call_gets_only_the_wall_time_the_run_has_left(tmp_path: Path, kind: str) -> None:
+    async with RobotHarness(data_dir=tmp_path) as h:
+        h.svc.runner.rules = type(h.svc.runner.rules)(max_attempts=1)
+        spec = RobotSpec.from_document(PATIENT_SPEC)
+        source = PATIENT.replace("{call}", SLOW_CALLS[kind])
+        h.svc.register.save(spec, source, author="anna", limits={"wall_seconds": 1})
+        await h.install()
+        # the portal takes 10 s over the first such request (a batch is one request to `batch`)
+        h.sim.faults.delay(10, count=1, method="batch" if kind == "batch" else "crm.deal.get")
+        started = time.monotonic()
+        wf = await h.run_robot("st.patient", user_id=2, timeout=20)
+        took = time.monotonic() - started
+        inv = h.svc.journal.list(robot="st.patient")[0]
+        assert inv.state == "dead", inv.error
+        assert "stopped by the timeout limit" in inv.error and "wall-clock limit" in inv.error, inv.error
+        assert any("wall-clock limit" in e.message for e in wf.log)
+        assert took < 5  # not the 10 s the portal would take
+
+
+async def test_a_slow_rest_call_gets_only_the_proxied_time_the_run_has_left(tmp_path: Path) -> None:
+    # B24R_SANDBOX_MAX_PROXIED_SECONDS caps it for every robot, below the robot's own 10 s wall limit
+    async with RobotHarness(data_dir=tmp_path, settings={"sandbox_max_proxied_seconds": 1.0}) as h:
+        h.svc.runner.rules = type(h.svc.runner.rules)(max_attempts=1)
+        spec = RobotSpec.from_document(PATIENT_SPEC)
+        source = PATIENT.replace("{call}", SLOW_CALLS["call"])
+        h.svc.register.save(spec, source, author="anna", limits={"wall_seconds": 10})
+        await h.install()
+        h.sim.faults.delay(10, count=1, method="crm.deal.get")
+        started = time.monotonic()
+        await h.run_robot("st.patient", timeout=20)
+        took = time.monotonic() - started
+        inv = h.svc.journal.list(robot="st.patient")[0]
+        assert inv.state == "dead", inv.error
+        assert "stopped by the proxied_time limit" in inv.error and "more than 1 s in proxied requests" in inv.error
+        assert took < 5

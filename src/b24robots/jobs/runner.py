@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -237,25 +237,40 @@ class Runner:
         loop = asyncio.get_running_loop()
         rest = ctx.rest
 
+        def bounded(coro: Coroutine[Any, Any, Any], method: str) -> Any:
+            # A slow portal (or the client's retries and rate-limit waits) must not hold the slot past
+            # the run's limits: the call gets at most the wall and proxied time the run has left, is
+            # cancelled then, and the pool stops the run with the limit that ran out (sandbox/pool.py).
+            left = proxy.time_left()
+            if left <= 0:
+                coro.close()
+                raise MethodError("TIMEOUT", "the run has no time left for this call", method=method)
+            try:
+                return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, left), loop).result()
+            except TimeoutError:
+                raise MethodError(
+                    "TIMEOUT", f"no answer within the {left:.2f} s the run had left", method=method
+                ) from None
+
         def on_call(method: str, params: dict[str, Any]) -> Any:
             if method.lower() in OUTBOUND_METHODS:  # fires go through the journal, never straight to the portal
-                return asyncio.run_coroutine_threadsafe(_outbound(ctx, method, params), loop).result()
+                return bounded(_outbound(ctx, method, params), method)
             if rest is None:
                 raise SandboxError("no REST client for this portal")
-            return asyncio.run_coroutine_threadsafe(rest.call(method, params), loop).result()
+            return bounded(rest.call(method, params), method)
 
         as_caller = ctx.rest_as_caller
 
         def on_call_as_caller(method: str, params: dict[str, Any]) -> Any:
             if method.lower() in OUTBOUND_METHODS:  # journaled like every fire, with the installation's token
-                return asyncio.run_coroutine_threadsafe(_outbound(ctx, method, params), loop).result()
+                return bounded(_outbound(ctx, method, params), method)
             assert as_caller is not None
-            return asyncio.run_coroutine_threadsafe(as_caller.call(method, params), loop).result()
+            return bounded(as_caller.call(method, params), method)
 
         def on_batch(commands: Any) -> Any:
             if rest is None:
                 raise SandboxError("no REST client for this portal")
-            result = asyncio.run_coroutine_threadsafe(rest.batch(commands), loop).result()
+            result = bounded(rest.batch(commands), "batch")
             return {
                 "result": getattr(result, "results", result),
                 "result_error": {

@@ -514,6 +514,7 @@ class SandboxPool:
         job_id = _wire.loads(job)["j"]
         calls = 0
         proxy.allowance, proxy.spent = limits.proxied_seconds, 0.0
+        proxy.deadline = started + limits.wall_seconds
         try:
             _wire.send_raw(child.sock, job)
         except OSError:
@@ -542,6 +543,8 @@ class SandboxPool:
                 reply = proxy.serve(message)
                 if proxy.spent >= limits.proxied_seconds:
                     raise _limit("proxied_time", limits)
+                if time.perf_counter() >= proxy.deadline:  # the call used up the run's wall time
+                    raise _limit("timeout", limits)
                 try:
                     _wire.send(child.sock, reply)
                 except OSError:

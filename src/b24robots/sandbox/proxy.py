@@ -154,8 +154,10 @@ class RunProxy:
     calls; its ConnectionCallError reaches stored code as ``ctx.ConnectionError``.
 
     `spent` adds up the seconds spent in `serve`; the pool sets `allowance` (the run's
-    `proxied_seconds`) and stops the run once `spent` reaches it. `time_left` is what a call being
-    served may still take; connection calls use it as their timeout (see ConnectionHub.scope).
+    `proxied_seconds`) and `deadline` (the end of its wall limit, a time.perf_counter() value) and
+    stops the run once either is used up. `time_left` is what a call being served may still take:
+    connection calls use it as their timeout (see ConnectionHub.scope), the runner's REST handlers
+    cut `ctx.call`/`ctx.batch`/`ctx.call_as_caller` to it (jobs/runner.py).
     """
 
     on_call: CallHandler | None = None
@@ -165,15 +167,21 @@ class RunProxy:
     methods: MethodPolicy | None = None
     notes: list[str] = field(default_factory=list)
     allowance: float | None = None
+    deadline: float | None = None
     spent: float = 0.0
     _serving_since: float | None = field(default=None, repr=False)
 
     def time_left(self) -> float:
-        """Seconds of proxied time the run has left, the call being served counted so far."""
-        if self.allowance is None:
-            return math.inf
-        since = self._serving_since
-        return self.allowance - self.spent - (time.perf_counter() - since if since is not None else 0.0)
+        """Seconds the call being served may still take: the least of the run's proxied time left
+        (that call counted so far) and its wall time left."""
+        now = time.perf_counter()
+        left = math.inf
+        if self.allowance is not None:
+            since = self._serving_since
+            left = self.allowance - self.spent - (now - since if since is not None else 0.0)
+        if self.deadline is not None:
+            left = min(left, self.deadline - now)
+        return left
 
     def job_flags(self) -> dict[str, bool]:
         """What the worker offers stored code (ctx.call / ctx.batch / ctx.http... raise when absent)."""
