@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,59 @@ def test_group_writer_on_both_databases(db: Database) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_every_column_reads_back_as_it_was_given_on_both_databases(db: Database) -> None:
+    """The PostgreSQL group insert sends the rows as one JSON text: numbers, None, booleans, unicode, nested
+    JSON and quotes must come back exactly, and a dead call's columns as the intake wrote them."""
+    inst = Installations(db, Vault(b"k")).install(
+        InstallGrant(
+            member_id="m" * 32,
+            domain="p.example",
+            access_token="x" * 32,
+            refresh_token="y" * 32,
+            expires_at=time.time() + 3600,
+            application_token="a" * 32,
+            client_endpoint="https://p.example/rest/",
+            server_endpoint="https://oauth.example/rest/",
+        )
+    )
+    odd = 'ж "q" \\ \u2028 \U0001f600 \\u0000'
+    new = NewInvocation(
+        event_token=f"tok|{odd}",
+        installation_id=inst.id,
+        robot_code="g.echo",
+        origin="stored",
+        robot_version_id=7,
+        workflow_id=odd,
+        document_id=["crm", "CCrmDocumentDeal", "DEAL_1"],
+        document_type=["lists", "BizprocDocument", "iblock_12"],
+        use_subscription=False,
+        timeout_duration=3600,
+        portal_ts=1796282049,
+        auth_user_id=None,
+        properties={"a": [1, 2.5, None, True, {"b": odd}], "": ""},
+        inputs=None,
+    )
+    writer = GroupWriter(db)
+    try:
+        now = 1796282049.123456789
+        queued = writer.submit(new, now=now)
+        dead = writer.submit(
+            replace(new, event_token="dead"), state="dead", error=odd, log_message="bad", outputs={"x": 0.1}, now=now
+        )
+        ids = [queued.result(10)[0], dead.result(10)[0]]
+    finally:
+        writer.close()
+    with db.read() as s:
+        rows = {r.id: r for r in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids)))}
+    row = rows[ids[0]]
+    assert (row.event_token, row.workflow_id, row.origin, row.robot_version_id) == (f"tok|{odd}", odd, "stored", 7)
+    assert (row.document_type, row.use_subscription, row.timeout_duration) == (new.document_type, False, 3600)
+    assert (row.portal_ts, row.auth_user_id, row.properties, row.inputs) == (1796282049, None, new.properties, None)
+    assert (row.outputs, row.log, row.state, row.attempts, row.error) == (None, [], QUEUED, 0, "")
+    assert row.received_at == row.run_after == now and row.deadline_at == 1796282049.0 + 3600
+    assert row.deliver_after is None and row.finished_at is None
+    row = rows[ids[1]]
+    assert (row.state, row.error, row.log_message, row.outputs) == ("dead", odd, "bad", {"x": 0.1})
+    assert row.finished_at == now and row.deliver_after is None  # no subscription: nothing owed
