@@ -21,6 +21,7 @@ from b24robots.robots.router import Router
 from b24robots.store.audit import Audit
 from b24robots.store.db import Database, private_dir
 from b24robots.store.register import Register
+from b24robots.store.trigger_register import TriggerRegister
 
 console = Console()
 err_console = Console(stderr=True)
@@ -56,12 +57,16 @@ class Env:
         return Register(self.db)
 
     @functools.cached_property
+    def trigger_register(self) -> TriggerRegister:
+        return TriggerRegister(self.db)
+
+    @functools.cached_property
     def router(self) -> Router:
         return load_router(self._app if self._app is not None else self.settings.app)
 
     @functools.cached_property
     def registry(self) -> Registry:
-        return Registry(self.router, self.register)
+        return Registry(self.router, self.register, self.trigger_register)
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:

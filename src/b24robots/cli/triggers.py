@@ -1,13 +1,17 @@
-"""`b24robots triggers ...`: list triggers, fire one, start a business process, see a fire's status.
+"""`b24robots triggers ...`: declare triggers in the register, list them, fire one, start a business
+process, see a fire's status.
 
-A fire is journaled here and delivered by the server's sender (`b24robots serve` / `worker`); with
-`--wait` the command waits until it was delivered or failed.
+`add`, `set` and `remove` change the register's triggers (audited, versioned); the next sync
+(`b24robots sync`) registers, renames or deletes them on the portals. A fire is journaled here and
+delivered by the server's sender (`b24robots serve` / `worker`); with `--wait` the command waits until
+it was delivered or failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -16,14 +20,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from b24robots.cli.common import console, fail, friendly, when
+from b24robots.cli.common import cli_actor, console, default_author, fail, friendly, when
 from b24robots.config import load_settings
-from b24robots.errors import InputError
+from b24robots.errors import DeclarationError, InputError
 from b24robots.fields import as_int
 from b24robots.jobs.outbound import Fired, OutboundError
-from b24robots.jobs.trigger_sync import remembered, unavailable
+from b24robots.jobs.trigger_sync import portal_state
 from b24robots.loader import load_router
-from b24robots.robots.triggers import Entity
+from b24robots.robots.params import LocalizedText
+from b24robots.robots.triggers import Entity, TriggerSpec, check_trigger_code
 from b24robots.store.journal import Invocation, call_status
 
 app = typer.Typer(help="CRM automation triggers and business-process starts.", no_args_is_help=True)
@@ -120,31 +125,144 @@ def _run(svc: Any, start: Callable[[], Awaitable[Fired]], wait: float) -> None:
             raise typer.Exit(1)
 
 
+STATE_TEXT = {
+    "registered": "registered",
+    "changed": "changed (next sync renames it)",
+    "missing": "not yet",
+    "unavailable": "no CRM automation",
+}
+
+
 @app.command("list")
 @friendly
 def list_triggers(
     app_path: AppOpt = None,
     portal: Annotated[str | None, typer.Option("--portal", help="show registration on this portal only")] = None,
 ) -> None:
-    """List declared triggers and whether each portal has them registered."""
+    """List declared triggers (module and register) and whether each portal has them registered."""
     svc = _services(app_path)
     portals = [svc.installations.get(portal)] if portal else [i for i in svc.installations.list() if i.active]
     table = Table(title="Triggers")
-    table.add_column("code")
-    table.add_column("name")
+    for col in ("code", "name", "source"):
+        table.add_column(col)
     for inst in portals:
         table.add_column(inst.domain)
-    for spec in svc.registry.triggers():
-        cells = [spec.code, spec.name_for()]
+    declared = svc.registry.triggers()
+    for spec in declared:
+        source = svc.registry.trigger_source(spec.code) or "-"
+        cells = [
+            escape(spec.code),
+            escape(spec.name_for()),
+            "module + register (clash)" if source == "both" else source,
+        ]
         for inst in portals:
-            if unavailable(svc.installations, inst.member_id):
-                cells.append("no CRM automation")
-            else:
-                cells.append("registered" if spec.code in remembered(svc.installations, inst.member_id) else "not yet")
+            cells.append(STATE_TEXT[portal_state(svc.installations, inst.member_id, spec, inst.language or "en")])
         table.add_row(*cells)
-    if not svc.registry.triggers():
-        table.add_row("-", "no triggers declared (router.trigger(...))", *["" for _ in portals])
+    if not declared:
+        table.add_row(
+            "-", "no triggers declared (router.trigger(...) or b24robots triggers add)", "", *["" for _ in portals]
+        )
     console.print(table)
+
+
+def _name(name: str | None, name_ru: str | None, current: LocalizedText | None = None) -> LocalizedText:
+    """The NAME from --name/--name-ru, over the current one: plain when only one text is given."""
+    texts: dict[str, str] = {}
+    if isinstance(current, str):
+        texts["en"] = current
+    elif current:
+        texts.update(current)
+    for lang, given in (("en", name), ("ru", name_ru)):
+        if given is not None:
+            if not given.strip():
+                option = "--name" if lang == "en" else "--name-ru"
+                raise DeclarationError(f'{option} is empty; give the trigger a name, e.g. {option} "Payment received"')
+            texts[lang] = given.strip()
+    if not texts:
+        raise DeclarationError('the trigger needs a name; pass --name "Payment received" (and --name-ru for Russian)')
+    return texts["en"] if set(texts) == {"en"} else texts
+
+
+NameOpt = Annotated[str | None, typer.Option("--name", help="the NAME (English, or the only one)")]
+NameRuOpt = Annotated[str | None, typer.Option("--name-ru", help="the NAME in Russian")]
+CommentOpt = Annotated[str, typer.Option(help="version comment")]
+
+
+def _synced_hint(svc: Any) -> str:
+    portals = [i for i in svc.installations.list() if i.active]
+    return "; run `b24robots sync` to register it on the portals" if portals else ""
+
+
+@app.command("add")
+@friendly
+def add(
+    code: Annotated[str, typer.Argument(help="the trigger's CODE: latin letters, digits, '.', '-', '_'")],
+    name: NameOpt = None,
+    name_ru: NameRuOpt = None,
+    comment: CommentOpt = "",
+    app_path: AppOpt = None,
+) -> None:
+    """Add a trigger to the register (the next sync registers it on every portal)."""
+    check_trigger_code(code)
+    spec = TriggerSpec(code, _name(name, name_ru))
+    svc = _services(app_path)
+    svc.registry.check_register_trigger(code)
+    saved = svc.trigger_register.save(
+        spec, author=default_author(), actor=cli_actor(), comment=comment, must_exist=False
+    )
+    console.print(f"added trigger {escape(code)}: version {saved.version.number}{_synced_hint(svc)}", highlight=False)
+
+
+@app.command("set")
+@friendly
+def set_(
+    code: Annotated[str, typer.Argument(help="the register trigger's CODE")],
+    name: NameOpt = None,
+    name_ru: NameRuOpt = None,
+    comment: CommentOpt = "",
+    app_path: AppOpt = None,
+) -> None:
+    """Change a register trigger's name (a new version; the next sync renames it on the portals)."""
+    check_trigger_code(code)
+    if name is None and name_ru is None:
+        raise DeclarationError(f'nothing to change; pass --name "..." and/or --name-ru "..." for {code}')
+    svc = _services(app_path)
+    current = svc.trigger_register.get(code)
+    spec = TriggerSpec(current.code, _name(name, name_ru, current.spec.name))
+    saved = svc.trigger_register.save(
+        spec, author=default_author(), actor=cli_actor(), comment=comment, must_exist=True
+    )
+    if saved.action == "same":
+        console.print(f"trigger {escape(current.code)} has this name already; nothing changed", highlight=False)
+        return
+    console.print(
+        f"changed trigger {escape(current.code)}: version {saved.version.number}{_synced_hint(svc)}", highlight=False
+    )
+
+
+@app.command("remove")
+@friendly
+def remove(
+    code: Annotated[str, typer.Argument(help="the register trigger's CODE")],
+    yes: Annotated[bool, typer.Option("--yes", help="remove without asking (for scripts)")] = False,
+    app_path: AppOpt = None,
+) -> None:
+    """Remove a trigger from the register; the next sync deletes it from the portals this server registered it on."""
+    svc = _services(app_path)
+    current = svc.trigger_register.get(code)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"{code} not removed: the input is not a terminal, so nobody can confirm; add --yes")
+        question = (
+            f"Remove trigger {current.code}? The next sync deletes it from every portal this server registered "
+            "it on, and automation rules that wait for it stop firing. Its versions are kept as history."
+        )
+        if not typer.confirm(question, default=False):
+            console.print("nothing changed", highlight=False)
+            return
+    svc.trigger_register.remove(code, actor=cli_actor())
+    hint = "; run `b24robots sync` to delete it from the portals" if _synced_hint(svc) else ""
+    console.print(f"removed trigger {escape(current.code)}{hint}", highlight=False)
 
 
 @app.command("fire")

@@ -16,7 +16,10 @@ and no longer declares it on purpose:
   kept and reported;
 - with no robots module loaded at all (B24R_APP unset) module robots are never deleted: sync cannot
   tell removed from not loaded, so it keeps them and names the missing setting;
-- a code the portal has but the ledger does not is not ours to delete: kept and reported.
+- a code the portal has but the ledger does not is not ours to delete: kept and reported;
+- a trigger removed from the register is retired like a stored robot: deleted where the ledger says we
+  registered it, its removal having been confirmed (`triggers remove`);
+- a trigger CODE declared both in the module and in the register is left alone and reported.
 
 A plan without business processes has no `bizproc.activity.*` (and a plan with neither business
 processes nor CRM/tasks automation no `bizproc.robot.*` either): the list answers ERROR_METHOD_NOT_FOUND
@@ -34,7 +37,7 @@ from typing import Any
 
 from b24robots.errors import B24RobotsError, MethodError, MethodNotFound
 from b24robots.rest.client import RestClient
-from b24robots.robots.registry import Registry
+from b24robots.robots.registry import Registry, clash_message
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.installations import Installations
 from b24robots.store.syncs import SyncLog
@@ -182,13 +185,24 @@ class Syncer:
             plan = [(c, spec) for c, spec in plan if c.action != "skip"]
             tplan: list[TriggerChange] = []
             warning = ""
+            clashes: list[Change] = []
             if only is None:
+                held = self.registry.trigger_clashes()
                 tplan, warning = await plan_triggers(
-                    self.rest, self.installations, member_id, self.registry.triggers(), portal.language or "en"
+                    self.rest,
+                    self.installations,
+                    member_id,
+                    self.registry.triggers(),
+                    portal.language or "en",
+                    hold=held,
                 )
+                if not warning:
+                    names = {t.code.lower(): t.code for t in self.registry.triggers()}
+                    clashes = [Change("keep", "trigger", names[c], clash_message(names[c])) for c in sorted(held)]
+                    report.warnings += [clash_message(c.code) for c in clashes]
             report.warnings += [warning] if warning else []
             tchanges = [self._trigger_change(member_id, t) for t in tplan]
-            changes = [c for c, _ in plan] + tchanges
+            changes = [c for c, _ in plan] + tchanges + clashes
             if not dry_run:
                 self._decide(changes, confirm)
             report.changes = skipped + changes
@@ -254,6 +268,8 @@ class Syncer:
         known = {c.lower() for c in remembered(self.installations, member_id)}
         if change.code.lower() not in known:
             return Change("keep", "trigger", change.code, NOT_OURS)
+        if change.code.lower() in self.registry.removed_triggers():
+            return Change("delete", "trigger", change.code, "removed from the register", retired=True)
         if not self.registry.modules_loaded:
             return Change("keep", "trigger", change.code, NO_APP)
         return Change("delete", "trigger", change.code, "no longer declared by the robots module")

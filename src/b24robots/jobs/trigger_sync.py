@@ -12,6 +12,9 @@ NAME is one plain string (`crm-automation-trigger-add.md`: `NAME` is `string`, u
 the portal's language (`Installation.language`, from the grant / app.info) through the same fallback
 chain as robots' texts (`robots.params.localize`: the language, ru for ua, en, then any); an unknown
 language gives the English name. A change of the portal's language renames the trigger at the next sync.
+
+The declared triggers are the robots module's and the register's together (`Registry.triggers`); a
+CODE declared in both is `hold`: not added, renamed or deleted, and the sync says why.
 """
 
 from __future__ import annotations
@@ -47,21 +50,35 @@ def unavailable(installations: Installations, member_id: str) -> bool:
     return UNAVAILABLE in installations.registrations(member_id)
 
 
+def portal_state(installations: Installations, member_id: str, spec: TriggerSpec, lang: str = "en") -> str:
+    """A declared trigger on one portal: registered | changed (the next sync renames it) | missing |
+    unavailable (the portal has no CRM automation), from the ledger of what we registered."""
+    if unavailable(installations, member_id):
+        return "unavailable"
+    known = {c.lower(): fp for c, fp in remembered(installations, member_id).items()}
+    fp = known.get(spec.code.lower())
+    if fp is None:
+        return "missing"
+    return "registered" if fp == spec.fingerprint(lang) else "changed"
+
+
 async def plan_triggers(
     rest: RestClient,
     installations: Installations,
     member_id: str,
     triggers: list[TriggerSpec],
     lang: str = "en",
+    hold: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[list[TriggerChange], str]:
     """The changes to make, and a warning when the portal cannot have triggers ("" otherwise).
 
-    Names are compared, and will be sent, in `lang` (the portal's language).
+    Names are compared, and will be sent, in `lang` (the portal's language). CODEs in `hold`
+    (lowercased) are left as the portal has them.
 
     With no trigger declared and none remembered the portal is not asked at all.
     """
     known = remembered(installations, member_id)
-    if not triggers and not known:
+    if not triggers and not known and not hold:
         return [], ""
     try:
         rows = await rest.call(member_id, "crm.automation.trigger.list")
@@ -78,8 +95,9 @@ async def plan_triggers(
         for r in rows or []
         if isinstance(r, dict)
     }
-    wanted = {t.code.lower(): t for t in triggers}
-    plan = [TriggerChange("delete", registered[c][0], None, lang) for c in sorted(set(registered) - set(wanted))]
+    wanted = {t.code.lower(): t for t in triggers if t.code.lower() not in hold}
+    gone = set(registered) - set(wanted) - set(hold)
+    plan = [TriggerChange("delete", registered[c][0], None, lang) for c in sorted(gone)]
     for code, spec in sorted(wanted.items()):
         if code not in registered:
             plan.append(TriggerChange("add", spec.code, spec, lang))

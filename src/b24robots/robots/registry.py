@@ -5,6 +5,11 @@ Module robots come from a `Router`; stored robots from the register (any object 
 the same CODE: that is what adopting a module robot into the register means. A disabled stored robot
 hides a module robot of the same CODE too (disabling an adopted robot must not run the module code);
 a deleted one no longer does.
+
+Triggers come from the same two places: `router.trigger(...)` in the module and the register's
+triggers (any object with the `TriggerSource` shape). A CODE declared in both is a clash, not an
+override: it is refused when saved in the register, and when a module declares it later, sync leaves
+that trigger alone and says so (`trigger_clashes`, `clash_message`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from b24robots.errors import DeclarationError
 from b24robots.robots.router import ModuleRobot, Router
 from b24robots.robots.spec import RobotSpec
 from b24robots.robots.triggers import TriggerSpec
@@ -40,6 +46,25 @@ class StoredSource(Protocol):
         ...
 
 
+class TriggerSource(Protocol):
+    def active(self) -> list[TriggerSpec]:
+        """The register's triggers, by CODE."""
+        ...
+
+    def removed(self) -> set[str]:
+        """Lowercased CODEs removed from the register on purpose."""
+        ...
+
+
+def clash_message(code: str) -> str:
+    """What to say about a trigger CODE declared both in Python and in the register."""
+    return (
+        f"trigger {code!r} is declared both in the robots module (router.trigger) and in the register; "
+        f"keep one: remove it with `b24robots triggers remove {code}` "
+        f"or take router.trigger({code!r}) out of the module"
+    )
+
+
 @dataclass(frozen=True)
 class Resolved:
     """What runs for a CODE: a module robot or a stored version."""
@@ -55,9 +80,15 @@ class Resolved:
 
 
 class Registry:
-    def __init__(self, router: Router | None = None, stored: StoredSource | None = None) -> None:
-        self.router = router or Router()
+    def __init__(
+        self,
+        router: Router | None = None,
+        stored: StoredSource | None = None,
+        stored_triggers: TriggerSource | None = None,
+    ) -> None:
+        self.router = router if router is not None else Router()  # a Router of triggers only is empty (len 0)
         self.stored = stored
+        self.stored_triggers = stored_triggers
 
     def resolve(self, code: str) -> Resolved | None:
         """What runs for `code`; None when nothing is declared or the robot is disabled (see `retired`)."""
@@ -114,8 +145,42 @@ class Registry:
         return len(self.router) > 0 or bool(self.router.triggers())
 
     def triggers(self) -> list[TriggerSpec]:
-        """Every trigger that should be registered on portals, by CODE."""
-        return self.router.triggers()
+        """Every declared trigger, module and register, by CODE (a clashing CODE once, the module's)."""
+        module = self.router.triggers()
+        taken = {t.code.lower() for t in module}
+        stored = [t for t in self.register_triggers() if t.code.lower() not in taken]
+        return sorted([*module, *stored], key=lambda t: t.code.lower())
+
+    def register_triggers(self) -> list[TriggerSpec]:
+        return self.stored_triggers.active() if self.stored_triggers is not None else []
+
+    def trigger_source(self, code: str) -> str | None:
+        """ "module", "register", "both" (a clash) or None for a trigger CODE."""
+        key = code.lower()
+        module = any(t.code.lower() == key for t in self.router.triggers())
+        stored = any(t.code.lower() == key for t in self.register_triggers())
+        return "both" if module and stored else "module" if module else "register" if stored else None
+
+    def check_register_trigger(self, code: str) -> None:
+        """Refuse saving `code` in the register when the robots module declares it (DeclarationError)."""
+        declared = next((t.code for t in self.router.triggers() if t.code.lower() == code.lower()), None)
+        if declared is not None:
+            raise DeclarationError(
+                f"trigger {declared!r} is declared in the robots module (router.trigger) already, so it cannot be "
+                f"added to the register; use another CODE, or take router.trigger({declared!r}) out of the module"
+            )
+
+    def trigger_clashes(self) -> set[str]:
+        """Lowercased CODEs declared both in the module and in the register."""
+        module = {t.code.lower() for t in self.router.triggers()}
+        return module & {t.code.lower() for t in self.register_triggers()}
+
+    def removed_triggers(self) -> set[str]:
+        """Lowercased CODEs removed from the register and declared nowhere now: sync deletes them."""
+        if self.stored_triggers is None:
+            return set()
+        declared = {t.code.lower() for t in self.triggers()}
+        return self.stored_triggers.removed() - declared
 
     def trigger(self, code: str) -> TriggerSpec | None:
         """A declared trigger by CODE (compared case-insensitively, as the portal does)."""

@@ -51,6 +51,35 @@ class RobotVersionRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class TriggerRow(Base):
+    """A CRM automation trigger declared in the register (not in Python). Its NAME lives in its versions."""
+
+    __tablename__ = "triggers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(128))
+    # the CODE lowercased: the portal compares trigger codes case-insensitively, so the register does too
+    code_key: Mapped[str] = mapped_column(String(128), unique=True)
+    active_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # "active" | "deleted" (rows kept as history)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class TriggerVersionRow(Base):
+    """An append-only version of a register trigger: its document ({kind: trigger, code, name})."""
+
+    __tablename__ = "trigger_versions"
+    __table_args__ = (UniqueConstraint("trigger_id", "number", name="uq_trigger_versions_trigger_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger_id: Mapped[int] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(255))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class InstallationRow(Base):
     """One portal that installed the application. Tokens are encrypted; the application token is hashed."""
 

@@ -45,7 +45,7 @@ class RobotHarness:
         settings: dict[str, Any] | None = None,
         api_only: bool = True,
     ) -> None:
-        self.router = router or Router()
+        self.router = router if router is not None else Router()
         self.data_dir = data_dir
         self.database_url = database_url
         self.workers = workers

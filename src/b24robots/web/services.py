@@ -41,6 +41,7 @@ from b24robots.store.processes import Processes
 from b24robots.store.register import Register
 from b24robots.store.retention import Retention, RetentionPeriods
 from b24robots.store.syncs import SyncLog
+from b24robots.store.trigger_register import TriggerRegister
 from b24robots.web.metrics import Metrics
 
 log = logging.getLogger("b24robots")
@@ -53,6 +54,7 @@ class Services:
     vault: Vault
     installations: Installations
     register: Register
+    trigger_register: TriggerRegister
     registry: Registry
     journal: Journal
     rest: RestClient
@@ -282,7 +284,8 @@ def build_services(
     )
     installations = Installations(db, vault, cache_seconds=settings.cache_seconds)
     register = Register(db, cache_seconds=settings.cache_seconds)
-    registry = Registry(router or Router(), register)
+    trigger_register = TriggerRegister(db, cache_seconds=settings.cache_seconds)
+    registry = Registry(router if router is not None else Router(), register, trigger_register)
     journal = Journal(db)
     app_creds = (
         AppCredentials(settings.client_id, settings.client_secret.get_secret_value()) if settings.client_id else None
@@ -305,6 +308,7 @@ def build_services(
         vault=vault,
         installations=installations,
         register=register,
+        trigger_register=trigger_register,
         registry=registry,
         journal=journal,
         rest=rest,
