@@ -76,10 +76,17 @@ def test_compare_and_swap_has_one_winner(db: Database) -> None:
 def test_limiter_state_is_shared_through_the_row(db: Database) -> None:
     a, b = Installations(db, Vault(b"k")), Installations(db, Vault(b"k"))
     a.install(grant())
-    now = 1000.0
-    waits = [(a if i % 2 else b).reserve("m" * 32, now, 2.0, 50) for i in range(60)]
-    assert waits[:50] == [0.0] * 50  # the burst
-    assert waits[50] == pytest.approx(0.5) and waits[59] == pytest.approx(5.0)
+    clock = [1000.0]
+    waits = [(a if i % 2 else b).take("m" * 32, lambda: clock[0], 2.0, 50) for i in range(50)]
+    # the burst, taken by both in turn, less the one slot ARRIVAL_SLACK (0.5 s) costs after an empty bucket
+    assert waits[:49] == [0.0] * 49
+    assert waits[49] == pytest.approx(0.5)
+    assert a.take("m" * 32, lambda: clock[0], 2.0, 50) == pytest.approx(0.5)  # a wait takes nothing
+    clock[0] += 0.5
+    assert b.take("m" * 32, lambda: clock[0], 2.0, 50) == 0.0
+    assert a.take("m" * 32, lambda: clock[0], 2.0, 50) == pytest.approx(0.5)
+    b.backoff("m" * 32, clock[0] + 10, 2.0, 50)  # the portal refused one: every process waits
+    assert a.take("m" * 32, lambda: clock[0] + 10, 2.0, 50) == pytest.approx(0.5)
 
 
 def test_uninstalled_portal_refuses_token_loads(db: Database) -> None:
@@ -210,5 +217,6 @@ def test_the_stored_rate_limit_wins_for_every_process(db: Database) -> None:
     a = Installations(db, Vault(b"k"))
     a.install(grant())
     a.set_limits("m" * 32, 5.0, 250)  # e.g. from `b24robots installations limits` in another process
-    waits = [a.reserve("m" * 32, 1000.0, 2.0, 50) for _ in range(251)]  # a caller that assumes 2/s, 50
-    assert max(waits[:250]) < 1e-6 and waits[250] == pytest.approx(0.2)
+    waits = [a.take("m" * 32, lambda: 1000.0, 2.0, 50) for _ in range(251)]  # a caller that assumes 2/s, 50
+    # 5/s, 250: ARRIVAL_SLACK (0.5 s) costs 2.5 slots after the empty bucket
+    assert max(waits[:247]) < 1e-6 and waits[247] == pytest.approx(0.1) and waits[250] == pytest.approx(0.1)

@@ -11,21 +11,55 @@ from hypothesis import strategies as st
 from qs_codec import EncodeOptions, Format, ListFormat
 
 from b24robots import errors
-from b24robots.rest import MemoryLimiterState, error_from_answer, gcra_reserve, http_build_query, map_error
+from b24robots.rest import (
+    ARRIVAL_SLACK,
+    MemoryLimiterState,
+    error_from_answer,
+    gcra_full,
+    gcra_take,
+    gcra_wait,
+    http_build_query,
+    map_error,
+)
 
 # -- GCRA -------------------------------------------------------------------------------------------
 
 
+def take_all(state_tat: float, now: float, n: int, rate: float = 2.0, burst: int = 50) -> tuple[float, list[float]]:
+    """Take `n` slots in order at `now`, each after waiting for it; return the tat and the send times."""
+    tat, sent = state_tat, []
+    for _ in range(n):
+        while True:
+            tat, wait = gcra_take(tat, now, rate, burst, slack=0.0)
+            if wait == 0:
+                break
+            now += wait
+        sent.append(now)
+    return tat, sent
+
+
 def test_gcra_burst_then_rate() -> None:
-    tat, waits = 0.0, []
-    for _ in range(52):
-        tat, wait = gcra_reserve(tat, 100.0, 2.0, 50)
-        waits.append(wait)
-    assert waits[:50] == [0.0] * 50
-    assert waits[50] == pytest.approx(0.5)
-    assert waits[51] == pytest.approx(1.0)
+    tat, sent = take_all(0.0, 100.0, 52)
+    assert sent[:50] == [100.0] * 50
+    assert sent[50] == pytest.approx(100.5)
+    assert sent[51] == pytest.approx(101.0)
     # after a long pause the bucket is empty again
-    assert gcra_reserve(tat, 10_000.0, 2.0, 50) == (10_000.5, 0.0)
+    assert gcra_take(tat, 10_000.0, 2.0, 50, slack=0.0) == (10_000.5, 0.0)
+
+
+def test_gcra_take_takes_nothing_while_no_slot_is_free() -> None:
+    tat, _ = take_all(0.0, 100.0, 50)
+    assert gcra_take(tat, 100.2, 2.0, 50) == (tat, pytest.approx(0.3))
+    assert gcra_wait(tat, 100.2, 2.0, 50) == pytest.approx(0.3)
+    # the slack counts a request as arriving later: one slot's worth after an empty bucket, no more
+    assert gcra_take(0.0, 100.0, 2.0, 50, slack=0.5)[0] == pytest.approx(101.0)
+    assert gcra_take(110.0, 100.0, 2.0, 50, slack=0.5) == (110.5, 0.0)  # a busy bucket: no slack added
+
+
+def test_gcra_full_makes_the_next_request_wait_one_interval() -> None:
+    tat = gcra_full(0.0, 100.0, 2.0, 50)
+    assert gcra_wait(tat, 100.0, 2.0, 50) == pytest.approx(0.5)
+    assert gcra_full(1000.0, 100.0, 2.0, 50) == 1000.0  # never moves the bucket back
 
 
 class _Bucket:
@@ -41,30 +75,41 @@ class _Bucket:
         self.level, self.at = self.level_at(t) + 1, t
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     rate=st.sampled_from([0.5, 2.0, 5.0, 7.3]),
     burst=st.integers(1, 60),
-    gaps=st.lists(st.floats(0, 3, allow_nan=False), min_size=1, max_size=150),
+    steps=st.lists(
+        st.tuples(st.floats(0, 3, allow_nan=False), st.floats(0, 1, allow_nan=False)), min_size=1, max_size=150
+    ),
 )
-def test_gcra_equals_the_portal_bucket(rate: float, burst: int, gaps: list[float]) -> None:
-    """Requests sent in order at `now + wait` never overfill the bucket, and waits are minimal."""
-    bucket, tat, now, last_send = _Bucket(rate, burst), 0.0, 0.0, 0.0
-    for gap in gaps:
+def test_gcra_take_never_overfills_the_portal_bucket(rate: float, burst: int, steps: list[tuple[float, float]]) -> None:
+    """Slots taken at `now`, requests arriving anywhere in `[now, now + slack]` and so in any order
+    (several processes): the portal, counting on arrival, never refuses one; and a wait is only
+    asked for when the stored bucket is full."""
+    slack = 0.5
+    tat, now, arrivals = 0.0, 0.0, []
+    for gap, delay in steps:
         now += gap
-        tat, wait = gcra_reserve(tat, now, rate, burst)
-        send_at = max(now + wait, last_send)
-        assert bucket.level_at(send_at) + 1 <= burst + 1e-6  # accepted
-        if wait > 1e-6:  # one moment earlier would have been refused
-            assert bucket.level_at(send_at - 1e-3) + 1 > burst
-        bucket.send(send_at)
-        last_send = send_at
+        while True:
+            before = tat
+            tat, wait = gcra_take(tat, now, rate, burst, slack)
+            if wait == 0:
+                break
+            assert tat == before  # nothing taken
+            assert (max(tat, now) - now) * rate + 1 > burst - 1e-6  # only when the stored counter is full
+            now += wait
+        arrivals.append(now + delay * slack)
+    bucket = _Bucket(rate, burst)
+    for at in sorted(arrivals):
+        assert bucket.level_at(at) + 1 <= burst + 1e-6  # accepted
+        bucket.send(at)
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(0, 50), (-1, 50), (float("nan"), 5), (2.0, 0), (2.0, 1.5), (True, 3)])
 def test_gcra_rejects_bad_settings(rate: float, burst: int) -> None:
     with pytest.raises(errors.ConfigError):
-        gcra_reserve(0.0, 0.0, rate, burst)
+        gcra_take(0.0, 0.0, rate, burst)
 
 
 def test_memory_limiter_is_thread_safe_and_per_portal() -> None:
@@ -72,17 +117,19 @@ def test_memory_limiter_is_thread_safe_and_per_portal() -> None:
 
     def worker() -> None:
         for _ in range(200):
-            state.reserve("a", 0.0, 2.0, 50)
+            assert state.take("a", lambda: 0.0, 0.001, 10_000) == 0.0  # 1,600 < burst: all free now
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert state.tat("a") == pytest.approx(1600 * 0.5)
+    assert state.tat("a") == pytest.approx(ARRIVAL_SLACK + 1600 * 1000.0)
     assert state.tat("b") == 0.0
-    assert state.reserve("b", 0.0, 2.0, 50) == 0.0
-    assert state.reserve("a", 0.0, 2.0, 50) == pytest.approx(1601 * 0.5 - 25)
+    assert state.take("b", lambda: 0.0, 2.0, 50) == 0.0
+    assert state.take("a", lambda: 0.0, 0.001, 1600) == pytest.approx(1000.0 + ARRIVAL_SLACK)
+    state.backoff("b", 10.0, 2.0, 50)
+    assert state.take("b", lambda: 10.0, 2.0, 50) == pytest.approx(0.5)
 
 
 # -- error mapping -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 
 from b24robots.errors import B24RobotsError, MethodError, NotFound, RestError
 from b24robots.rest.client import RestClient
-from b24robots.rest.limiter import gcra_reserve
+from b24robots.rest.limiter import gcra_wait
 from b24robots.robots.registry import Registry
 from b24robots.robots.triggers import Entity, trigger_call, workflow_start_call
 from b24robots.store.installations import Installation, Installations
@@ -208,8 +208,7 @@ class Outbound:
 
     def _slot_free(self, inst: Installation) -> bool:
         """The portal's shared bucket would let a request go now (a peek; nothing is reserved)."""
-        _tat, wait = gcra_reserve(self.installations.tat(inst.member_id), time.time(), inst.rate, inst.burst)
-        return wait <= 0
+        return gcra_wait(self.installations.tat(inst.member_id), time.time(), inst.rate, inst.burst) <= 0
 
     async def check_entity(self, inst: Installation, entity: Entity) -> bool:
         """Refuse an entity the portal says does not exist. False: not asked now (no free slot, or the

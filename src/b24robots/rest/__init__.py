@@ -14,11 +14,12 @@ from b24robots.rest.client import (
     is_idempotent,
 )
 from b24robots.rest.errormap import error_from_answer, map_error
-from b24robots.rest.limiter import LimiterState, MemoryLimiterState, gcra_reserve
+from b24robots.rest.limiter import ARRIVAL_SLACK, LimiterState, MemoryLimiterState, gcra_full, gcra_take, gcra_wait
 from b24robots.rest.phpquery import http_build_query
 from b24robots.rest.tokens import AppCredentials, MemoryTokenStore, TokenPair, TokenStore, redact
 
 __all__ = [
+    "ARRIVAL_SLACK",
     "BATCH_MAX",
     "AppCredentials",
     "BatchResult",
@@ -32,7 +33,9 @@ __all__ = [
     "TokenPair",
     "TokenStore",
     "error_from_answer",
-    "gcra_reserve",
+    "gcra_full",
+    "gcra_take",
+    "gcra_wait",
     "http_build_query",
     "is_idempotent",
     "map_error",

@@ -4,7 +4,8 @@ Contract in short (details in docs/rest-client.md):
 
 - A call goes to `client_endpoint + method` as a JSON POST; the access token travels in the body as
   `auth` (never in the URL, so access logs never see it).
-- Before every HTTP request the portal's leaky bucket is reserved through `LimiterState`.
+- Right before every HTTP request a slot of the portal's leaky bucket is taken through `LimiterState`
+  (waiting while none is free); a 503 QUERY_LIMIT_EXCEEDED marks the shared bucket full.
 - `expired_token` -> one refresh per portal at a time, in this process and across processes
   (`rest/refresh.py`), the new pair is stored, then the call is replayed once.
 - Retries (b24robots.policy, short and bounded): QUERY_LIMIT_EXCEEDED always; 5xx, timeouts and transport
@@ -63,9 +64,9 @@ _T = TypeVar("_T")
 _METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _IDEMPOTENT = frozenset({"bizproc.event.send", "bizproc.activity.log", "app.info", "profile", "user.get"})
-# Added to a positive limiter wait so that clock skew and latency never land a request on the
-# bucket's exact edge; it does not accumulate (the reservation itself stays exact).
-_LIMIT_MARGIN = 0.01
+# Added to a positive limiter wait so that a wake-up never lands a hair before the slot is free
+# (float rounding); the slot is taken after the wait, so it does not accumulate.
+_LIMIT_MARGIN = 0.001
 _SECRET_QUERY = re.compile(r"((?:refresh_token|client_secret|access_token|auth|code)=)([^&\s\"']+)", re.I)
 
 
@@ -455,11 +456,6 @@ class RestClient:
             except Exception as exc:
                 if not rest_retryable(exc, idem) or not policy.retry_after(attempt, time.monotonic() - started):
                     raise
-                if isinstance(exc, QueryLimitExceeded):
-                    # Our bucket was out of step with the portal's (another client or the same IP
-                    # used it): let at least one slot leak before the retry reserves again.
-                    rate, _ = self._rates.get(portal_key, self._default_rate)
-                    await self._sleep(1.0 / rate)
             # real time, like the call's `timeout` (the injected sleep serves limiter waits)
             await asyncio.sleep(policy.wait(attempt, random.random()))
             attempt += 1
@@ -517,8 +513,9 @@ class RestClient:
             ) from None
 
         rate, burst = self._rates.get(portal_key, self._default_rate)
-        wait = await self._store(self._limiter.reserve, portal_key, self._clock(), rate, burst)
-        if wait > 0:
+        # The slot is taken right before the POST (the portal counts a request when it arrives);
+        # while none is free nothing is taken: wait, then try again, as another process may win it.
+        while (wait := await self._store(self._limiter.take, portal_key, self._clock, rate, burst)) > 0:
             await self._sleep(wait + _LIMIT_MARGIN)
 
         started = time.monotonic()
@@ -566,7 +563,13 @@ class RestClient:
                     portal=domain,
                     status=status,
                 )
-            raise error_from_answer(status, body, method=method, portal=domain, text=response.text)
+            error = error_from_answer(status, body, method=method, portal=domain, text=response.text)
+            if isinstance(error, QueryLimitExceeded):
+                # The bucket was out of step with the portal's (another client on the same IP, or a
+                # request slower than ARRIVAL_SLACK): count the shared bucket as full, so the retry
+                # and every other process's next request wait for a slot to leak.
+                await self._store(self._limiter.backoff, portal_key, self._clock(), rate, burst)
+            raise error
 
         time_block = body.get("time")
         if isinstance(time_block, Mapping):

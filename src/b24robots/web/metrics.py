@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from b24robots.connections.base import CallRecord
 from b24robots.errors import StoreUnavailable
+from b24robots.rest.limiter import gcra_wait
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 from b24robots.store.retention import database_size
@@ -74,7 +75,7 @@ class _JournalCollector(Collector):
         now = time.time()
         for inst in self.installations.list():
             tat = self.installations.tat(inst.member_id)
-            wait.add_metric([inst.domain], max(0.0, tat - now - inst.burst / inst.rate))
+            wait.add_metric([inst.domain], gcra_wait(tat, now, inst.rate, inst.burst))
         yield wait
 
 
