@@ -76,3 +76,18 @@ def test_every_benchmark_runs_in_quick_mode_and_reports(tmp_path: Path) -> None:
     for text in expected:
         assert f"| {text} |" in report
     assert report.count("| met |") + report.count("| MISSED |") == len(expected)
+
+
+def test_the_intake_profile_runs_and_says_where_the_cpu_goes() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/intake_profile.py", "--calls", "60", "--warmup", "10", "--profile", "--top", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "60 calls acknowledged, 70 rows stored" in done.stdout
+    assert "CPU" in done.stdout and "ms per acknowledged call" in done.stdout
+    for component in ("form codec", "group writer", "auth + cache"):
+        assert component in done.stdout  # the profile covers the event loop and the writer thread
