@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import qs_codec
@@ -19,6 +20,7 @@ from b24robots.rest import (
     gcra_take,
     gcra_wait,
     http_build_query,
+    limiter,
     map_error,
 )
 
@@ -106,7 +108,10 @@ def test_gcra_take_never_overfills_the_portal_bucket(rate: float, burst: int, st
         bucket.send(at)
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(0, 50), (-1, 50), (float("nan"), 5), (2.0, 0), (2.0, 1.5), (True, 3)])
+@pytest.mark.parametrize(
+    ("rate", "burst"),
+    [(0, 50), (-1, 50), (float("nan"), 5), (float("inf"), 5), (2.0, 0), (2.0, -1), (2.0, 1.5), (True, 3), (2.0, True)],
+)
 def test_gcra_rejects_bad_settings(rate: float, burst: int) -> None:
     with pytest.raises(errors.ConfigError):
         gcra_take(0.0, 0.0, rate, burst)
@@ -130,6 +135,35 @@ def test_memory_limiter_is_thread_safe_and_per_portal() -> None:
     assert state.take("a", lambda: 0.0, 0.001, 1600) == pytest.approx(1000.0 + ARRIVAL_SLACK)
     state.backoff("b", 10.0, 2.0, 50)
     assert state.take("b", lambda: 10.0, 2.0, 50) == pytest.approx(0.5)
+
+
+def test_memory_limiter_takes_are_atomic_when_the_math_is_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight threads taking at once: the free slots go to three of them and the others wait, none reads
+    a tat another is about to move. The GCRA step is slowed so that threads would interleave between
+    reading and storing the tat if `take` did not hold its lock across both (the GIL rarely shows it)."""
+    real = limiter.gcra_take
+
+    def slow(tat: float, now: float, rate: float, burst: int) -> tuple[float, float]:
+        time.sleep(0.005)
+        return real(tat, now, rate, burst)
+
+    monkeypatch.setattr(limiter, "gcra_take", slow)
+    state = MemoryLimiterState()
+    barrier = threading.Barrier(8)
+    waits: list[float] = []
+
+    def worker() -> None:
+        barrier.wait()
+        waits.append(state.take("p", lambda: 100.0, 1.0, 4))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # with the slack, the fourth request at 100.0 would push the counter over 4: three slots are free
+    assert state.tat("p") == pytest.approx(100.0 + ARRIVAL_SLACK + 3.0)
+    assert sorted(waits) == pytest.approx([0.0] * 3 + [ARRIVAL_SLACK] * 5)
 
 
 # -- error mapping -----------------------------------------------------------------------------------
