@@ -177,3 +177,51 @@ def test_bad_input_is_one_line_naming_the_fix(
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+async def test_the_triggers_page_adds_renames_and_removes_register_triggers(
+    sim: PortalSimulator, tmp_path: Path
+) -> None:
+    from b24robots.store.users import Users
+    from tests.ui_helpers import PASSWORD, csrf_of, sign_in
+
+    async with RobotHarness(router, data_dir=tmp_path, sim=sim, workers=False, sandbox=False) as h:
+        await h.install()
+        Users(h.svc.db).create("anna", PASSWORD)
+        async with h.client() as c:
+            csrf = await sign_in(c)
+            form = {"csrf": csrf, "code": "payment.received", "name_en": "Payment received", "name_ru": "Оплата"}
+            bad = await c.post("/admin/triggers/add", data={**form, "code": "bad code!"})
+            assert bad.status_code == 422 and "is invalid" in bad.text
+            clash = await c.post("/admin/triggers/add", data={**form, "code": "order.shipped"})
+            assert clash.status_code == 422 and "declared in the robots module" in clash.text
+            unnamed = await c.post("/admin/triggers/add", data={**form, "name_en": " ", "name_ru": ""})
+            assert unnamed.status_code == 422 and "Give the trigger a name" in unnamed.text
+            added = await c.post("/admin/triggers/add", data=form)
+            assert added.status_code == 303, added.text
+            page = await c.get("/admin/triggers")
+            assert "Trigger payment.received is added" in page.text
+            assert 'data-source="register"' in page.text and 'data-source="module"' in page.text
+            assert 'data-state="missing"' in page.text
+            await h.svc.syncer.sync(h.portal.member_id, origin="ui")
+            assert (await portal_list(h))["payment.received"] == "Payment received"
+            page = await c.get("/admin/triggers")
+            assert 'data-state="missing"' not in page.text
+            renamed = await c.post(
+                "/admin/triggers/payment.received/edit", data={"csrf": csrf, "name_en": "Paid", "name_ru": "Оплачено"}
+            )
+            assert renamed.status_code == 303
+            page = await c.get("/admin/triggers")
+            assert "version 2 is saved" in page.text and 'data-state="changed"' in page.text
+            ask = await c.post("/admin/triggers/payment.received/remove", data={"csrf": csrf})
+            assert ask.status_code == 200 and "Remove trigger payment.received?" in ask.text
+            assert h.svc.trigger_register.exists("payment.received")  # asking removes nothing
+            done = await c.post(
+                "/admin/triggers/payment.received/remove", data={"csrf": csrf_of(ask.text), "confirmed": "1"}
+            )
+            assert done.status_code == 303 and not h.svc.trigger_register.exists("payment.received")
+            report = await h.svc.syncer.sync(h.portal.member_id, origin="ui")  # retired: no confirmation needed
+            assert [(ch.action, ch.code) for ch in report.changes] == [("delete", "payment.received")]
+            assert "payment.received" not in await portal_list(h)
+            audit = [(e.action, e.actor) for e in reversed(h.svc.audit.list(action="trigger."))]
+            assert audit == [("trigger.add", "anna"), ("trigger.change", "anna"), ("trigger.remove", "anna")]

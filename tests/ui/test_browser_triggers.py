@@ -84,3 +84,59 @@ def test_the_pages_speak_russian(page: Any, live: Live) -> None:
     page.goto(f"{live.url}/admin/api-keys")
     page.wait_for_selector("text=Создать ключ")
     page.goto(f"{live.url}/admin/lang/en?next=/admin/robots")
+
+
+def _add_sync_and_fire(page: Any, live: Live, code: str, *, ru: bool) -> None:
+    """Add a register trigger with the Add form, Re-sync the portal, fire it with the Fire form."""
+    t = (lambda en, r: r) if ru else (lambda en, r: en)
+    deal_id = int(live.portal.add_deal(STAGE_ID="NEW")["ID"])
+    from b24robots.testing import automation
+
+    automation.add_rule(live.sim, code, portal=live.portal, stage="WON")
+    page.goto(f"{live.url}/admin/triggers")
+    form = page.locator("#add-form")
+    form.get_by_label(t("Code", "Код")).fill(code)
+    form.get_by_label(t("Name (English)", "Название (английское)")).fill("Shipped from the warehouse")
+    form.get_by_label(t("Name (Russian)", "Название (русское)")).fill("Отгружено со склада")
+    form.get_by_role("button", name=t("Add", "Добавить"), exact=True).click()
+    page.wait_for_url(f"{live.url}/admin/triggers")
+    assert code in page.locator(".flash.success").inner_text()
+    row = page.locator(f"#triggers-table tr[data-code='{code}']")
+    assert row.locator("td.source").inner_text() == t("register", "реестр")
+    assert t("not registered yet", "ещё не зарегистрирован") in row.inner_text()
+    page.goto(f"{live.url}/admin/portals")
+    page.get_by_role("button", name=t("Re-sync", "Синхронизировать")).first.click()
+    page.wait_for_load_state()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and code not in {c for _app, c in live.portal.triggers}:
+        time.sleep(0.2)
+    assert code in {c for _app, c in live.portal.triggers}  # crm.automation.trigger.add reached the portal
+    page.goto(f"{live.url}/admin/triggers")
+    row = page.locator(f"#triggers-table tr[data-code='{code}']")
+    assert row.locator("td[data-state='registered']").count() == 1, row.inner_text()
+    shot(page, "triggers-register-ru" if ru else "triggers-register")
+    fire = page.locator("#fire-form")
+    fire.get_by_label(t("Trigger", "Триггер")).select_option(code)
+    fire.get_by_label(t("Entity", "Объект")).fill(f"DEAL_{deal_id}")
+    fire.get_by_role("button", name=t("Fire", "Запустить"), exact=True).click()
+    page.wait_for_url(f"{live.url}/admin/triggers")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and live.portal.deals[deal_id]["STAGE_ID"] != "WON":
+        time.sleep(0.2)
+    assert [f.owner_id for f in live.portal.trigger_firings if f.code == code] == [deal_id]
+    assert live.portal.deals[deal_id]["STAGE_ID"] == "WON"
+
+
+def test_add_a_trigger_in_the_ui_sync_and_fire_it(page: Any, live: Live) -> None:
+    sign_in(page, live)
+    _add_sync_and_fire(page, live, "ui.shipped", ru=False)
+
+
+def test_add_a_trigger_in_the_russian_ui_sync_and_fire_it(page: Any, live: Live) -> None:
+    sign_in(page, live)
+    page.goto(f"{live.url}/admin/lang/ru?next=/admin/triggers")
+    page.wait_for_selector("text=Добавить триггер")
+    try:
+        _add_sync_and_fire(page, live, "ui.otgruzka", ru=True)
+    finally:
+        page.goto(f"{live.url}/admin/lang/en?next=/admin/robots")

@@ -1,5 +1,6 @@
-"""Admin pages for the way back into Bitrix24: triggers (registration per portal, recent fires, a
-"Fire" form for testing, business-process starts) and API keys for the inbound API (create — the
+"""Admin pages for the way back into Bitrix24: triggers (module and register ones, registration per
+portal, adding, renaming and removing register triggers, recent fires, a "Fire" form for testing,
+business-process starts) and API keys for the inbound API (create — the
 key is shown once, in the answer to the form, never stored in the session —, scope, last use, revoke).
 """
 
@@ -7,14 +8,16 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from b24robots.errors import B24RobotsError
+from b24robots.errors import B24RobotsError, DeclarationError
 from b24robots.fields import INT32_MAX, as_int
-from b24robots.jobs.trigger_sync import remembered, unavailable
-from b24robots.robots.triggers import Entity
+from b24robots.jobs.trigger_sync import portal_state
+from b24robots.robots.params import LocalizedText
+from b24robots.robots.triggers import Entity, TriggerSpec
 from b24robots.store.journal import call_status
 from b24robots.web.admin.base import Admin, Ctx, parse_id
 
@@ -25,6 +28,14 @@ def _split(text: str) -> list[str]:
     return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
 
 
+def form_name(en: str, ru: str) -> LocalizedText | None:
+    """The NAME from the form's English and Russian fields: plain when only English is given."""
+    texts = {lang: text.strip() for lang, text in (("en", en), ("ru", ru)) if text.strip()}
+    if not texts:
+        return None
+    return texts["en"] if set(texts) == {"en"} else texts
+
+
 def add_trigger_pages(admin: Admin) -> None:
     """Add /admin/triggers and /admin/api-keys to the admin router."""
     svc = admin.svc
@@ -32,30 +43,109 @@ def add_trigger_pages(admin: Admin) -> None:
 
     def triggers_view() -> dict[str, Any]:
         portals = [i for i in admin.portals() if i.active]
+        declared = svc.registry.triggers()
         states: dict[str, dict[str, str]] = {}
         for inst in portals:
-            known = remembered(svc.installations, inst.member_id)
-            missing = unavailable(svc.installations, inst.member_id)
-            for spec in svc.registry.triggers():
-                states.setdefault(spec.code, {})[inst.domain] = (
-                    "unavailable" if missing else "registered" if spec.code in known else "missing"
+            for spec in declared:
+                states.setdefault(spec.code, {})[inst.domain] = portal_state(
+                    svc.installations, inst.member_id, spec, inst.language or "en"
                 )
+        sources = {spec.code: svc.registry.trigger_source(spec.code) or "" for spec in declared}
         domains = {i.id: i.domain for i in admin.portals()}
         fires = [
             {"inv": inv, "status": call_status(inv), "domain": domains.get(inv.installation_id, "?")}
             for inv in svc.journal.list_calls(limit=RECENT)
         ]
-        return {"triggers": svc.registry.triggers(), "portals": portals, "states": states, "fires": fires}
+        return {"triggers": declared, "portals": portals, "states": states, "sources": sources, "fires": fires}
 
     async def render_triggers(ctx: Ctx, status: int = 200, **extra: Any) -> Response:
         values = await run_in_threadpool(triggers_view)
         values.setdefault("form", {})
+        values.setdefault("add_form", {})
         values.update(extra)
         return ctx.render("triggers.html", status, **values)
 
     @page("/admin/triggers")
     async def triggers(ctx: Ctx) -> Response:
         return await render_triggers(ctx)
+
+    def author(ctx: Ctx) -> str:
+        return ctx.user.username if ctx.user else "admin"
+
+    @page("/admin/triggers/add", ("POST",))
+    async def add(ctx: Ctx) -> Response:
+        code, en, ru = ctx.field("code").strip(), ctx.field("name_en"), ctx.field("name_ru")
+        try:
+            name = form_name(en, ru)
+            if name is None:
+                raise DeclarationError(ctx._("Give the trigger a name (in English, Russian or both)."))
+            spec = TriggerSpec(code, name)
+            svc.registry.check_register_trigger(code)
+            await run_in_threadpool(
+                lambda: svc.trigger_register.save(
+                    spec, author=author(ctx), actor=ctx.actor, address=ctx.address, must_exist=False
+                )
+            )
+        except B24RobotsError as exc:
+            form = {"code": code, "name_en": en, "name_ru": ru}
+            return await render_triggers(ctx, 422, add_error=str(exc), add_form=form)
+        ctx.flash("success", ctx._("Trigger %(code)s is added. Re-sync the portals to register it there.", code=code))
+        return ctx.redirect("/admin/triggers")
+
+    @page("/admin/triggers/{code}/edit", ("POST",))
+    async def edit(ctx: Ctx) -> Response:
+        code, en, ru = ctx.param("code"), ctx.field("name_en"), ctx.field("name_ru")
+        current = await run_in_threadpool(svc.trigger_register.get, code)
+        try:
+            name = form_name(en, ru)
+            if name is None:
+                raise DeclarationError(ctx._("Give the trigger a name (in English, Russian or both)."))
+            saved = await run_in_threadpool(
+                lambda: svc.trigger_register.save(
+                    TriggerSpec(current.code, name), author=author(ctx), actor=ctx.actor, address=ctx.address,
+                    must_exist=True,
+                )
+            )  # fmt: skip
+        except B24RobotsError as exc:
+            return await render_triggers(ctx, 422, edit_error=str(exc), edit_code=current.code)
+        if saved.action == "same":
+            ctx.flash("info", ctx._("Trigger %(code)s has this name already.", code=current.code))
+        else:
+            ctx.flash(
+                "success",
+                ctx._(
+                    "Trigger %(code)s: version %(n)d is saved. Re-sync the portals to rename it there.",
+                    code=current.code,
+                    n=saved.version.number,
+                ),
+            )
+        return ctx.redirect("/admin/triggers")
+
+    @page("/admin/triggers/{code}/remove", ("POST",))
+    async def remove(ctx: Ctx) -> Response:
+        code = ctx.param("code")
+        current = await run_in_threadpool(svc.trigger_register.get, code)
+        if ctx.field("confirmed") != "1":
+            return ctx.render(
+                "confirm.html",
+                title=ctx._("Remove the trigger"),
+                question=ctx._(
+                    "Remove trigger %(code)s? The next sync deletes it from every portal this server registered it "
+                    "on, and automation rules that wait for it stop firing. Its versions are kept as history.",
+                    code=current.code,
+                ),
+                action=f"/admin/triggers/{quote(current.code)}/remove",
+                fields={},
+                yes=ctx._("Remove"),
+                cancel="/admin/triggers",
+                items=[],
+            )
+        await run_in_threadpool(lambda: svc.trigger_register.remove(code, actor=ctx.actor, address=ctx.address))
+        ctx.flash(
+            "success",
+            ctx._("Trigger %(code)s is removed. Re-sync the portals to delete it there.", code=current.code),
+        )
+        return ctx.redirect("/admin/triggers")
 
     @page("/admin/triggers/fire", ("POST",))
     async def fire(ctx: Ctx) -> Response:
