@@ -29,10 +29,22 @@ MODULES: dict[str, list[str]] = {
         "tests/test_portal_install.py",
         "tests/test_installations_sync.py",
     ],
-    "store/journal.py": ["tests/test_store_journal.py", "tests/test_store_calls.py"],
-    "robots/params.py": ["tests/test_robots_types.py", "tests/test_robots_spec.py"],
+    "store/journal.py": [
+        "tests/test_store_journal_rules.py",
+        "tests/test_store_journal.py",
+        "tests/test_store_calls.py",
+    ],
+    "robots/params.py": [
+        "tests/test_robots_params_rules.py",
+        "tests/test_robots_types.py",
+        "tests/test_robots_spec.py",
+    ],
     "jobs/sender.py": ["tests/test_pipeline_delivery.py", "tests/test_robot_fires.py"],
-    "store/installations.py": ["tests/test_installations_sync.py", "tests/test_reliability_refresh.py"],
+    "store/installations.py": [
+        "tests/test_store_installations_rules.py",
+        "tests/test_installations_sync.py",
+        "tests/test_reliability_refresh.py",
+    ],
     "rest/client.py": [
         "tests/rest/test_rest_units.py",
         "tests/rest/test_rest_client.py",
