@@ -258,8 +258,23 @@ class GroupWriter:
 # is new text for every group size with 26 parameters per row, and parsing it cost about a third of the
 # writer's CPU. The JSON columns travel as JSON text (json.dumps, what SQLAlchemy's JSON type sends: None as
 # JSON null, as it does) cast to json by the server; floats as JSON numbers (repr, which round-trips exactly).
-_PG_COLUMNS = tuple(invocation_values(NewInvocation("", 0, "", "", None, "", [], [], True, 0, 0, None, {}, None),
-                                      state=QUEUED, now=0.0))  # fmt: skip
+_SAMPLE = NewInvocation(
+    event_token="",
+    installation_id=0,
+    robot_code="",
+    origin="",
+    robot_version_id=None,
+    workflow_id="",
+    document_id=[],
+    document_type=[],
+    use_subscription=True,
+    timeout_duration=0,
+    portal_ts=0,
+    auth_user_id=None,
+    properties={},
+    inputs=None,
+)
+_PG_COLUMNS = tuple(invocation_values(_SAMPLE, state=QUEUED, now=0.0))  # the columns the intake writes
 _PG_JSON = tuple(c for c in _PG_COLUMNS if isinstance(_TABLE.c[c].type, JSON))
 
 
