@@ -39,7 +39,11 @@ MODULES: dict[str, list[str]] = {
         "tests/test_robots_types.py",
         "tests/test_robots_spec.py",
     ],
-    "jobs/sender.py": ["tests/test_pipeline_delivery.py", "tests/test_robot_fires.py"],
+    "jobs/sender.py": [
+        "tests/test_sender_batches.py",
+        "tests/test_pipeline_delivery.py",
+        "tests/test_robot_fires.py",
+    ],
     "store/installations.py": [
         "tests/test_store_installations_rules.py",
         "tests/test_installations_sync.py",

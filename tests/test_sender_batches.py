@@ -1,0 +1,198 @@
+"""The sender's exact rules against the simulated portal: 25 answers (50 commands) fill one batch and
+the next answer goes out at once in the next; a failed batch backs off; a refused event token is given
+up after one attempt and the answers a halted batch never ran stay owed without an attempt spent; a
+late answer is never sent; an answer whose workflow finished counts as delivered; the final log message
+is cut to the portal's length."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from b24robots import Int, Params, Router
+from b24robots.jobs.runner import MAX_LOG_MESSAGE
+from b24robots.jobs.sender import Sender
+from b24robots.jobs.wakeup import Wakeup
+from b24robots.store.journal import NewInvocation
+from b24robots.testing.app_fixtures import RobotHarness
+from b24robots.testing.model import Workflow
+
+router = Router()
+
+
+class Out(Params):
+    n = Int("N")
+
+
+@router.robot("s.fast", name="Fast", outputs=Out)
+def fast() -> Out:
+    return Out(n=1)
+
+
+def harness(tmp_path: Path) -> RobotHarness:
+    return RobotHarness(router, data_dir=tmp_path, workers=False, sandbox=False)
+
+
+def answer_all(h: RobotHarness, *, log_message: str = "") -> None:
+    """What a worker does, by hand: every queued call answered, its answer owed (in arrival order)."""
+    j = h.svc.journal
+    for inv in sorted(j.claim("W", 1000, lease=60), key=lambda i: i.id):
+        assert j.finish(inv.id, "W", outputs={"n": "1"}, log=[], log_message=log_message)
+
+
+async def started(h: RobotHarness, n: int) -> list[Workflow]:
+    return [await h.sim.start_robot(h.portal, "s.fast", wait_delivery=True) for _ in range(n)]
+
+
+def stored(h: RobotHarness, token: str, **over: object) -> int:
+    """A call journaled as if the portal had sent it with `token` (e.g. one the portal never issued)."""
+    inst = h.svc.installations.get(h.portal.member_id)
+    fields: dict[str, object] = dict(
+        event_token=token,
+        installation_id=inst.id,
+        robot_code="s.fast",
+        origin="module",
+        robot_version_id=None,
+        workflow_id="wf",
+        document_id=["crm", "CCrmDocumentDeal", "DEAL_1"],
+        document_type=["crm", "CCrmDocumentDeal", "DEAL"],
+        use_subscription=True,
+        timeout_duration=0,
+        portal_ts=0,
+        auth_user_id=1,
+        properties={},
+        inputs={},
+    )
+    fields.update(over)
+    inv_id, _ = h.svc.journal.enqueue(NewInvocation(**fields))  # type: ignore[arg-type]
+    return inv_id
+
+
+def batches(h: RobotHarness, since: int) -> int:
+    return sum(1 for c in list(h.sim.calls)[since:] if c.method == "batch")
+
+
+@asynccontextmanager
+async def sending(h: RobotHarness, *, poll: float = 0.05) -> AsyncIterator[Sender]:
+    svc = h.svc
+    sender = Sender(svc.journal, svc.installations, svc.rest, Wakeup(), poll=poll)
+    task = asyncio.create_task(sender.run())
+    try:
+        yield sender
+    finally:
+        await sender.stop()
+        await task
+
+
+async def until(check: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition did not come true")
+        await asyncio.sleep(0.02)
+
+
+async def test_25_answers_are_one_batch_of_50_commands(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        workflows = await started(h, 25)
+        answer_all(h)
+        before = len(h.sim.calls)
+        async with sending(h):
+            await asyncio.gather(*(wf.closed(timeout=10) for wf in workflows))
+        assert batches(h, before) == 1
+        assert {i.state for i in h.svc.journal.list()} == {"delivered"}
+
+
+async def test_the_26th_answer_goes_out_in_the_next_batch_at_once(tmp_path: Path) -> None:
+    """It was leased with the other 25 but did not fit: its lease is given back, and the sender does not
+    wait for its poll interval (a minute here) to send the rest of a backlog."""
+    async with harness(tmp_path) as h:
+        await h.install()
+        workflows = await started(h, 26)
+        answer_all(h)
+        before = len(h.sim.calls)
+        async with sending(h, poll=60.0):
+            await asyncio.gather(*(wf.closed(timeout=8) for wf in workflows))
+        assert batches(h, before) == 2
+        assert all(i.deliver_attempts == 1 for i in h.svc.journal.list())
+
+
+async def test_a_failed_batch_is_retried_after_a_backoff(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        (wf,) = await started(h, 1)
+        answer_all(h)
+        h.sim.faults.fail_next(1000, status=500, method="batch")  # beyond the REST client's own retries
+        async with sending(h):
+            await until(lambda: h.svc.journal.list()[0].deliver_attempts == 1)
+            failed_at = time.time()
+            inv = h.svc.journal.list()[0]
+            h.sim.faults.clear()
+            await asyncio.sleep(0.3)
+            assert not wf.is_closed  # not sent again at once
+        assert inv.state == "answered" and "delivery" in inv.error
+        assert inv.deliver_after is not None and inv.deliver_after >= failed_at + 4.0  # 5 s for the first
+
+
+async def test_a_refused_event_token_is_given_up_at_once_and_the_halted_rest_stays_owed(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        forged = stored(h, "not-a-token-this-portal-issued")
+        (wf,) = await started(h, 1)
+        answer_all(h)  # the forged one first: the halting batch stops at it
+        async with sending(h):
+            await wf.closed(timeout=10)
+            await until(lambda: not any(i.owed for i in h.svc.journal.list()))
+        bad = h.svc.journal.get(forged)
+        assert bad.state == "dead" and bad.deliver_attempts == 1 and "ACCESS_DENIED" in bad.error
+        good = next(i for i in h.svc.journal.list() if i.id != forged)
+        # it was not run by the halted batch: delivered by the next one, that one attempt its only one
+        assert good.state == "delivered" and good.deliver_attempts == 1
+        assert wf.closed_by == "event" and str(wf.return_values["n"]) == "1"
+
+
+async def test_an_answer_past_the_workflows_timeout_is_never_sent(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        (wf,) = await started(h, 1)
+        late = stored(h, wf.event_token + "-late", timeout_duration=60, portal_ts=int(time.time()) - 120)
+        j = h.svc.journal
+        for inv in j.claim("W", 10, lease=60):
+            if inv.id == late:
+                j.finish(inv.id, "W", outputs={"n": "1"}, log=[])
+        before = len(h.sim.calls)
+        async with sending(h):
+            await until(lambda: not j.get(late).owed)
+        assert j.get(late).state == "dead" and "timeout passed" in j.get(late).error
+        assert batches(h, before) == 0
+
+
+async def test_an_answer_to_a_finished_workflow_counts_as_delivered(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        (wf,) = await started(h, 1)
+        answer_all(h)
+        # somebody else answered it first: the workflow finished and is gone
+        member_id = h.portal.member_id
+        await h.svc.rest.call(member_id, "bizproc.event.send", {"event_token": wf.event_token})
+        await wf.closed(timeout=5)
+        before = len(h.sim.calls)
+        async with sending(h):
+            await until(lambda: not h.svc.journal.list()[0].owed)
+        (inv,) = h.svc.journal.list()
+        assert inv.state == "delivered" and batches(h, before) == 1
+
+
+async def test_the_final_log_message_is_cut_to_the_portals_length(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        (wf,) = await started(h, 1)
+        answer_all(h, log_message="x" * (MAX_LOG_MESSAGE * 3))
+        async with sending(h):
+            await wf.closed(timeout=10)
+        sent = [e.message for e in wf.log if e.message.startswith("xxx")]
+        assert sent and all(len(m) == MAX_LOG_MESSAGE and m.endswith("…") for m in sent)
