@@ -29,6 +29,7 @@ class CallRecord:
     request_body: str = ""
     response_body: str = ""
     at: float = field(default_factory=time.time)
+    attempt: int | None = None  # the run's attempt that made the call (None in a test run)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class CallRecord:
             "request_body": self.request_body,
             "response_body": self.response_body,
             "at": self.at,
+            "attempt": self.attempt,
         }
 
 

@@ -68,8 +68,9 @@ class ConnectionHub:
         domain: str = "",
         deadline: float | None = None,
         invocation_id: int | None = None,
+        attempt: int | None = None,
     ) -> RunConnections:
-        return RunConnections(self, robot, tuple(declared), member_id, domain, Budget(deadline), invocation_id)
+        return RunConnections(self, robot, tuple(declared), member_id, domain, Budget(deadline), invocation_id, attempt)
 
     def test(self, config: ConnectionConfig) -> str:
         """Check a connection works (base URL reachable, OData `$metadata`, `select 1`); say what was seen."""
@@ -109,8 +110,10 @@ class RunConnections:
         domain: str,
         budget: Budget,
         invocation_id: int | None,
+        attempt: int | None = None,
     ) -> None:
         self.hub = hub
+        self.attempt = attempt
         self.robot = robot
         self.declared = declared
         self.member_id = member_id
@@ -124,10 +127,16 @@ class RunConnections:
         self._lock = threading.Lock()
 
     def _record(self, rec: CallRecord) -> None:
-        with self._lock:
-            self.records.append(rec)
+        self.note(rec)
         if self.hub.observe is not None:
             self.hub.observe(rec)
+
+    def note(self, rec: CallRecord) -> None:
+        """Keep a call of this run for the journal (REST calls come here too; only connection calls are
+        also counted in the connection metrics, by `_record`)."""
+        rec.attempt = self.attempt
+        with self._lock:
+            self.records.append(rec)
 
     def _config(self, name: str, kind: str) -> ConnectionConfig:
         if not isinstance(name, str) or name not in self.declared:

@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import time
 import traceback
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -40,6 +40,8 @@ from b24robots.robots.triggers import Entity
 from b24robots.sandbox import DEFAULT_METHODS, MethodPolicy, RunProxy, SandboxLimits, SandboxPool
 from b24robots.store.journal import Invocation
 
+from .rest_record import recorded
+
 Kind = Literal["answer", "retry", "dead"]
 MAX_LOG_MESSAGE = 2000
 
@@ -52,6 +54,25 @@ class Outcome:
     log_message: str = ""
     error: str = ""
     delay: float = 0.0
+    # what ran (see `ran_of`); None when nothing did (the robot is not declared here)
+    ran: dict[str, Any] | None = None
+
+
+def ran_of(resolved: Resolved) -> dict[str, Any]:
+    """What runs for a call, as the journal keeps it: the stored version (id, number, content hash), or
+    the module robot's handler and its spec fingerprint (the registration payload's hash, no URL)."""
+    if resolved.stored is not None:
+        stored = resolved.stored
+        return {
+            "origin": "stored",
+            "version_id": stored.version_id,
+            "version": stored.version,
+            "hash": stored.content_hash,
+        }
+    assert resolved.module is not None
+    handler = resolved.module.handler
+    name = f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', repr(handler))}"
+    return {"origin": "module", "module": name, "fingerprint": resolved.spec.fingerprint()}
 
 
 def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,9 +118,15 @@ class Runner:
         self.connections = connections
 
     async def run(self, inv: Invocation, ctx: RobotContext) -> Outcome:
+        """Run one attempt of `inv`; the outcome says what ran, what it logged and what comes next."""
         resolved = self.registry.resolve(inv.robot_code)
         if resolved is None:
             return self._unavailable(inv.robot_code)
+        outcome = await self._run(resolved, inv, ctx)
+        outcome.ran = ran_of(resolved)
+        return outcome
+
+    async def _run(self, resolved: Resolved, inv: Invocation, ctx: RobotContext) -> Outcome:
         spec = resolved.spec
         warnings: list[str] = []
         try:
@@ -221,7 +248,12 @@ class Runner:
                 domain=ctx.portal,
                 deadline=time.monotonic() + wall if wall else None,
                 invocation_id=ctx.invocation_id,
+                attempt=ctx.attempt if ctx.invocation_id is not None else None,
             )
+        scope = ctx.connections
+        if isinstance(scope, RunConnections):  # the robot's REST calls join its journal of outbound calls
+            ctx.rest = recorded(ctx.rest, scope.note)
+            ctx.rest_as_caller = recorded(ctx.rest_as_caller, scope.note, as_user=True)
         if resolved.module is not None:
             module = resolved.module
             if module.is_async:
@@ -300,6 +332,7 @@ class Runner:
         }
         stored = resolved.stored
         limits = stored_limits
+        lines: Sequence[str] = ()
         try:
             result = await asyncio.to_thread(
                 self.sandbox.run,
@@ -310,11 +343,16 @@ class Runner:
                 proxy=proxy,
                 filename=f"<robot {stored.spec.code} v{stored.version}>",
             )
+            lines = result.log
+        except SandboxError as exc:
+            # what the code logged before it raised or hit a limit: kept like a successful run's lines
+            lines = exc.log
+            raise
         finally:
             for note in proxy.notes:  # refused requests, so the robot's owner sees them whatever the code did
                 ctx.log(note)
-        for line in result.log:
-            ctx.log(line)
+            for line in lines:
+                ctx.log(line)
         return dict(result.outputs)
 
 

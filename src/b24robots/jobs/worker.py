@@ -255,9 +255,12 @@ class Worker:
                     log=outcome.log,
                     error=outcome.error + " (no time left to retry)",
                     log_message="b24robots: the robot could not finish before the workflow's timeout",
+                    ran=outcome.ran,
                 )
             else:
-                self.journal.retry_later(inv.id, self.owner, delay=outcome.delay, error=outcome.error, log=outcome.log)
+                self.journal.retry_later(
+                    inv.id, self.owner, delay=outcome.delay, error=outcome.error, log=outcome.log, ran=outcome.ran
+                )
                 return
         if outcome.kind == "dead":
             self.journal.kill(
@@ -267,6 +270,7 @@ class Worker:
                 log=outcome.log,
                 log_message=outcome.log_message,
                 outputs=outcome.outputs,
+                ran=outcome.ran,
             )
         else:
             self.journal.finish(
@@ -276,6 +280,7 @@ class Worker:
                 log=outcome.log,
                 log_message=outcome.log_message,
                 error=outcome.error,
+                ran=outcome.ran,
             )
         if self.on_answer:
             self.on_answer()

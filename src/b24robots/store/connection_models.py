@@ -45,3 +45,4 @@ class ConnectionCallRow(Base):
     request_body: Mapped[str] = mapped_column(Text, default="")
     response_body: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[float] = mapped_column(Float)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)  # which attempt of the run made it

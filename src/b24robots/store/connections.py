@@ -226,6 +226,7 @@ class ConnectionStore:
                             request_body=r.request_body,
                             response_body=r.response_body,
                             at=r.at,
+                            attempt=r.attempt,
                         )
                     )
         except StoreError:
@@ -255,6 +256,7 @@ class ConnectionStore:
                     r.request_body,
                     r.response_body,
                     r.at,
+                    r.attempt,
                 )
                 for r in rows
             ]

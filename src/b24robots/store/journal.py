@@ -17,7 +17,6 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
@@ -25,152 +24,52 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from b24robots.errors import NotFound, StoreError
-from b24robots.policy import delivery_gives_up, past_deadline
+from b24robots.policy import past_deadline
 from b24robots.store.db import Database
+from b24robots.store.deliveries import Deliveries
+from b24robots.store.entries import (
+    ANSWERED,
+    CALL,
+    CALL_PREFIX,
+    DEAD,
+    DELIVERED,
+    FAILED,
+    NOTIFY_CHANNEL,
+    QUEUED,
+    ROBOT,
+    RUNNING,
+    STATES,
+    Invocation,
+    NewCall,
+    NewInvocation,
+    attempt_record,
+    call_status,
+    deadline_of,
+)
+from b24robots.store.entries import entry as _inv
 from b24robots.store.models import InstallationRow, InvocationRow
 
-QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD = (
-    "queued",
-    "running",
-    "answered",
-    "delivered",
-    "failed",
-    "dead",
-)
-STATES = (QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD)
-NOTIFY_CHANNEL = "b24r_queue"
-ROBOT, CALL = "robot", "call"
-CALL_PREFIX = "call:"
+__all__ = [
+    "ANSWERED",
+    "CALL",
+    "DEAD",
+    "DELIVERED",
+    "FAILED",
+    "NOTIFY_CHANNEL",
+    "QUEUED",
+    "ROBOT",
+    "RUNNING",
+    "STATES",
+    "Invocation",
+    "Journal",
+    "NewCall",
+    "NewInvocation",
+    "call_status",
+    "deadline_of",
+]
 
 
-@dataclass(frozen=True)
-class NewInvocation:
-    event_token: str
-    installation_id: int
-    robot_code: str
-    origin: str
-    robot_version_id: int | None
-    workflow_id: str
-    document_id: list[str]
-    document_type: list[str]
-    use_subscription: bool
-    timeout_duration: int
-    portal_ts: int
-    auth_user_id: int | None
-    properties: dict[str, Any]
-    inputs: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """A journal entry as the workers, the sender and the UI see it."""
-
-    id: int
-    event_token: str
-    installation_id: int
-    robot_code: str
-    origin: str
-    robot_version_id: int | None
-    workflow_id: str
-    document_id: list[str]
-    document_type: list[str]
-    use_subscription: bool
-    timeout_duration: int
-    auth_user_id: int | None
-    properties: dict[str, Any]
-    inputs: dict[str, Any] | None
-    outputs: dict[str, Any] | None
-    log: list[str]
-    log_message: str
-    state: str
-    attempts: int
-    deliver_attempts: int
-    error: str
-    received_at: float
-    started_at: float | None
-    finished_at: float | None
-    delivered_at: float | None
-    deadline_at: float | None
-    replay_of: int | None
-    deliver_after: float | None = None
-    kind: str = ROBOT
-
-    @property
-    def owed(self) -> bool:
-        """An answer is still to be sent to the portal."""
-        return self.deliver_after is not None
-
-    def too_late(self, now: float) -> bool:
-        return past_deadline(now, self.deadline_at)
-
-
-def _inv(row: InvocationRow) -> Invocation:
-    return Invocation(
-        id=row.id,
-        event_token=row.event_token,
-        installation_id=row.installation_id,
-        robot_code=row.robot_code,
-        origin=row.origin,
-        robot_version_id=row.robot_version_id,
-        workflow_id=row.workflow_id,
-        document_id=list(row.document_id),
-        document_type=list(row.document_type),
-        use_subscription=row.use_subscription,
-        timeout_duration=row.timeout_duration,
-        auth_user_id=row.auth_user_id,
-        properties=dict(row.properties),
-        inputs=row.inputs,
-        outputs=row.outputs,
-        log=list(row.log),
-        log_message=row.log_message,
-        state=row.state,
-        attempts=row.attempts,
-        deliver_attempts=row.deliver_attempts,
-        error=row.error,
-        received_at=row.received_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        delivered_at=row.delivered_at,
-        deadline_at=row.deadline_at,
-        replay_of=row.replay_of,
-        deliver_after=row.deliver_after,
-        kind=row.kind or ROBOT,
-    )
-
-
-@dataclass(frozen=True)
-class NewCall:
-    """An outbound REST call owed to a portal. `key` deduplicates: the same key is stored once."""
-
-    key: str
-    installation_id: int
-    method: str
-    params: dict[str, Any]
-    label: str  # what the UI shows: the trigger code, or "bp:<template id>"
-    origin: str  # robot | cli | api | ui
-    document_id: list[str]
-    fingerprint: str = ""  # a hash of the request that asked for it (idempotency checks)
-    check: dict[str, Any] | None = None  # crm.item.get parameters the sender asks first (entity exists?)
-
-
-def call_status(inv: Invocation) -> str:
-    """pending (still to be sent or retried), delivered, or failed (given up; `error` says why)."""
-    if inv.state == DELIVERED:
-        return "delivered"
-    if inv.state == DEAD:
-        return "failed"
-    return "pending"
-
-
-def deadline_of(new: NewInvocation, now: float) -> float | None:
-    if new.timeout_duration <= 0:
-        return None
-    # the portal's clock may differ from ours; trust the earlier of the two starts
-    start = min(float(new.portal_ts), now) if new.portal_ts > 0 else now
-    return start + new.timeout_duration
-
-
-class Journal:
+class Journal(Deliveries):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -376,6 +275,20 @@ class Journal:
             return None  # the lease was lost: somebody else runs it now; our result is dropped
         return row
 
+    @staticmethod
+    def _ran(
+        row: InvocationRow, outcome: str, error: str, log: list[str], ran: dict[str, Any] | None, now: float
+    ) -> None:
+        """Keep what the attempt that just ended ran and logged. `ran` is {"origin": "stored", "version_id",
+        "version", "hash"} or {"origin": "module", "module", "fingerprint"}; the entry then names the stored
+        version that really ran (a version activated after the call arrived may be the one)."""
+        if ran is not None:
+            row.ran = ran
+            row.origin = str(ran.get("origin") or row.origin)
+            version_id = ran.get("version_id")
+            row.robot_version_id = version_id if isinstance(version_id, int) else None
+        row.attempt_log = attempt_record(row, outcome=outcome, error=error, log=log, ran=ran, now=now)
+
     def finish(
         self,
         inv_id: int,
@@ -385,14 +298,18 @@ class Journal:
         log: list[str],
         log_message: str = "",
         error: str = "",
+        ran: dict[str, Any] | None = None,
         now: float | None = None,
     ) -> bool:
-        """The run ended (successfully, or with a business failure in `error`): an answer is owed."""
+        """The run ended (successfully, or with a business failure in `error`): an answer is owed.
+
+        `ran` says what ran (see `_ran`); the attempt, its log and error join the attempt log."""
         now = time.time() if now is None else now
         with self.db.write() as s:
             row = self._owned(s, inv_id, owner)
             if row is None:
                 return False
+            self._ran(row, ANSWERED, error, log, ran, now)
             row.state = ANSWERED
             row.outputs, row.log, row.log_message, row.error = outputs, log, log_message, error
             row.finished_at = now
@@ -402,13 +319,23 @@ class Journal:
             return True
 
     def retry_later(
-        self, inv_id: int, owner: str, *, delay: float, error: str, log: list[str], now: float | None = None
+        self,
+        inv_id: int,
+        owner: str,
+        *,
+        delay: float,
+        error: str,
+        log: list[str],
+        ran: dict[str, Any] | None = None,
+        now: float | None = None,
     ) -> bool:
+        """The attempt failed and runs again after `delay`; its log and error stay in the attempt log."""
         now = time.time() if now is None else now
         with self.db.write() as s:
             row = self._owned(s, inv_id, owner)
             if row is None:
                 return False
+            self._ran(row, FAILED, error, log, ran, now)
             row.state, row.run_after, row.error, row.log = FAILED, now + delay, error, log
             row.lease_owner = row.lease_expires_at = row.lease_process = None
             return True
@@ -422,6 +349,7 @@ class Journal:
         log: list[str],
         log_message: str,
         outputs: dict[str, Any],
+        ran: dict[str, Any] | None = None,
         now: float | None = None,
     ) -> bool:
         """Give up: dead, with the error kept and (for waiting robots) a notice owed to the portal."""
@@ -430,6 +358,8 @@ class Journal:
             row = self._owned(s, inv_id, owner) if owner is not None else s.get(InvocationRow, inv_id)
             if row is None:
                 return False
+            if row.state == RUNNING:  # an attempt ends here (not a row given up before it ever ran)
+                self._ran(row, DEAD, error, log, ran, now)
             row.state, row.error, row.log, row.log_message, row.outputs = (
                 DEAD,
                 error,
@@ -481,138 +411,6 @@ class Journal:
                 )
             )
             return int(getattr(result, "rowcount", 0))
-
-    # --- sender ----------------------------------------------------------------------------------
-    def portals_owing(self, now: float | None = None, limit: int = 100) -> builtins.list[int]:
-        """Installations with answers due, the longest-waiting first (fair across portals)."""
-        now = time.time() if now is None else now
-        with self.db.read() as s:
-            rows = s.execute(
-                select(InvocationRow.installation_id, func.min(InvocationRow.deliver_after).label("oldest"))
-                .join(InstallationRow, InstallationRow.id == InvocationRow.installation_id)
-                .where(
-                    InstallationRow.status == "active",
-                    InvocationRow.deliver_after <= now,
-                    or_(InvocationRow.lease_expires_at.is_(None), InvocationRow.lease_expires_at < now),
-                )
-                .group_by(InvocationRow.installation_id)
-                .order_by("oldest")
-                .limit(limit)
-            ).all()
-            return [r[0] for r in rows]
-
-    def claim_deliveries(
-        self,
-        installation_id: int,
-        owner: str,
-        *,
-        limit: int,
-        lease: float,
-        now: float | None = None,
-        process: str | None = None,
-    ) -> builtins.list[Invocation]:
-        """Lease up to `limit` answers owed to one portal for a batch (`process` as for `claim`)."""
-        now = time.time() if now is None else now
-        with self.db.write() as s:
-            stmt = (
-                select(InvocationRow)
-                .where(
-                    InvocationRow.installation_id == installation_id,
-                    InvocationRow.deliver_after <= now,
-                    or_(InvocationRow.lease_expires_at.is_(None), InvocationRow.lease_expires_at < now),
-                )
-                .order_by(InvocationRow.deliver_after, InvocationRow.id)
-                .limit(limit)
-            )
-            if not self.db.is_sqlite:
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = list(s.scalars(stmt))
-            for row in rows:
-                row.lease_owner, row.lease_expires_at, row.lease_process = owner, now + lease, process
-            s.flush()
-            return [_inv(r) for r in rows]
-
-    def unlease(self, ids: Sequence[int], owner: str) -> None:
-        """Give delivery leases back untouched (the answers did not fit into this batch)."""
-        with self.db.write() as s:
-            s.execute(
-                update(InvocationRow)
-                .where(InvocationRow.id.in_(ids), InvocationRow.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None, lease_process=None)
-            )
-
-    def delivered(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        with self.db.write() as s:
-            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
-                if row.lease_owner != owner:
-                    continue
-                if row.state == ANSWERED:
-                    row.state = DELIVERED
-                row.delivered_at, row.deliver_after = now, None
-                row.deliver_attempts += 1
-                row.lease_owner = row.lease_expires_at = row.lease_process = None
-
-    def delivery_failed(
-        self,
-        ids: Sequence[int],
-        owner: str,
-        *,
-        error: str,
-        delay: float,
-        give_up_seconds: float,
-        final: bool = False,
-        now: float | None = None,
-    ) -> None:
-        """A delivery failed: owed again after `delay`, or given up (dead) when `final` or when
-        `policy.delivery_gives_up` says so (the workflow's deadline; else `give_up_seconds` after the
-        answer became owed).
-        """
-        now = time.time() if now is None else now
-        with self.db.write() as s:
-            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
-                if row.lease_owner != owner:
-                    continue
-                row.deliver_attempts += 1
-                row.lease_owner = row.lease_expires_at = row.lease_process = None
-                row.error = f"delivery: {error}"
-                owed_since = row.finished_at if row.finished_at is not None else row.received_at
-                if final or delivery_gives_up(
-                    now, deadline_at=row.deadline_at, owed_since=owed_since, give_up_seconds=give_up_seconds
-                ):
-                    row.state, row.deliver_after = DEAD, None
-                    if not final:
-                        row.error += (
-                            "; given up: the workflow's timeout passed"
-                            if row.deadline_at is not None
-                            else f"; given up after {give_up_seconds / 86400:g} day(s) of failed deliveries"
-                        )
-                else:
-                    row.deliver_after = now + delay
-
-    def delivery_deferred(
-        self, ids: Sequence[int], owner: str, *, delay: float, reason: str, now: float | None = None
-    ) -> None:
-        """Owed again after `delay` without counting an attempt (the portal could not take it yet)."""
-        now = time.time() if now is None else now
-        with self.db.write() as s:
-            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
-                if row.lease_owner != owner:
-                    continue
-                row.lease_owner = row.lease_expires_at = row.lease_process = None
-                row.error = f"delivery: {reason}"
-                row.deliver_after = now + delay
-
-    def expire_late(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
-        """The workflow stopped waiting: never answer after timeout_duration."""
-        now = time.time() if now is None else now
-        with self.db.write() as s:
-            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
-                if row.lease_owner != owner:
-                    continue
-                row.state, row.deliver_after = DEAD, None
-                row.error = (row.error + "; " if row.error else "") + "not answered: the workflow's timeout passed"
-                row.lease_owner = row.lease_expires_at = row.lease_process = None
 
     # --- operators -------------------------------------------------------------------------------
     def get(self, inv_id: int) -> Invocation:

@@ -197,6 +197,12 @@ class InvocationRow(Base):
     # "robot": a robot call from the portal; "call": an outbound call we owe the portal (a trigger fire,
     # a workflow start), delivered by the sender like an answer
     kind: Mapped[str] = mapped_column(String(16), default="robot", server_default="robot")
+    # what ran at the last attempt: {"origin": "stored", "version_id", "version", "hash"} or
+    # {"origin": "module", "module": "pkg.mod.func", "fingerprint": <spec fingerprint>}
+    ran: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # every finished attempt, oldest first: {"attempt", "started_at", "finished_at", "outcome", "error",
+    # "log", "ran"}; `log` above stays the last attempt's lines (what the workflow log is sent)
+    attempt_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class ProcessRow(Base):
