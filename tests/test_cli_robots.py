@@ -65,7 +65,7 @@ def test_export_round_trips_through_import(cli: CliRunner, tmp_path: Path) -> No
     [
         (["robots", "versions", "nope"], "no stored robot with code 'nope'; see `b24robots robots list`"),
         (["robots", "activate", "nope", "1"], "no stored robot"),
-        (["robots", "export", "nope"], "no robot with code 'nope'"),
+        (["robots", "export", "nope"], "no robot or trigger with code 'nope'"),
         (["robots", "export", "x", "-f", "xml"], "use json or yaml"),
         (["journal", "--status", "lost"], "use one of: queued"),
         (["jobs", "retry", "42"], "no invocation with id 42"),
@@ -84,7 +84,7 @@ def test_errors_name_the_fix_without_tracebacks(cli: CliRunner, args: list[str],
         ("code: a\nname: x\nsource: s\nproperties: {p: {name: P, type: money}}\n", "unknown parameter type 'money'"),
         ("code: a\nname: [unclosed\n", "is not valid YAML"),
         ("code: a\nname: x\nsource: |\n  def run(inputs, ctx):\n      return {\n", "line 2"),
-        ("- just\n- a list\n", "must hold one robot document"),
+        ("- just\n- a list\n", "must hold robot or trigger documents"),
     ],
 )
 def test_import_errors(cli: CliRunner, tmp_path: Path, doc: str, message: str) -> None:
@@ -156,3 +156,41 @@ def test_settings_mask_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     masked = settings.masked()
     assert masked["client_secret"] == "**********" and "very-secret" not in repr(settings)
     assert masked["database_url"] == "postgresql+psycopg://u:****@db/x"
+
+
+def test_robots_and_triggers_travel_together_in_one_file(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("B24R_APP", "tests.test_register_triggers:router")  # declares trigger order.shipped
+    robot = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    trigger = {"kind": "trigger", "code": "payment.received", "name": {"en": "Payment received", "ru": "Оплата"}}
+    bundle = tmp_path / "bundle.yaml"
+    bundle.write_text(yaml.safe_dump_all([robot, trigger], allow_unicode=True), encoding="utf-8")
+    code, out = run(cli, "robots", "import", str(bundle), "--author", "anna")
+    assert code == 0, out
+    assert "created robot demo.deal_total: version 1" in out and "created trigger payment.received: version 1" in out
+
+    exported = tmp_path / "out.json"
+    code, out = run(cli, "robots", "export", "demo.deal_total", "payment.received", "-f", "json", "-o", str(exported))
+    assert code == 0, out
+    docs = json.loads(exported.read_text(encoding="utf-8"))
+    assert [d["kind"] for d in docs] == ["robot", "trigger"] and docs[1] == trigger
+    assert "run(" in docs[0]["source"]
+    code, out = run(cli, "robots", "import", str(exported))  # the export reads back: nothing new
+    assert code == 0 and "unchanged trigger payment.received: version 1" in out, out
+    result = cli.invoke(app, ["robots", "export", "--all"])
+    assert result.exit_code == 0, result.output
+    every = yaml.safe_load(result.output)
+    assert {d["code"] for d in every} == {"demo.deal_total", "payment.received", "order.shipped"}
+
+    docs[1]["name"] = {"en": "Paid"}
+    docs.append({"kind": "trigger", "code": "Order.Shipped", "name": "Mine"})  # the module declares it
+    exported.write_text(json.dumps(docs), encoding="utf-8")
+    code, out = run(cli, "robots", "import", str(exported))
+    assert code == 2 and "declared in the robots module (router.trigger) already" in out, out
+    code, out = run(cli, "triggers", "list")
+    assert "Payment received" in out  # nothing of the refused file was saved
+    docs.pop()
+    exported.write_text(json.dumps(docs), encoding="utf-8")
+    code, out = run(cli, "robots", "import", str(exported))
+    assert code == 0 and "updated trigger payment.received: version 2" in out, out

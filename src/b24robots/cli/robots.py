@@ -54,8 +54,11 @@ def list_robots(app_: AppOpt = None) -> None:
 
 def _document(env: Env, code: str) -> dict[str, Any]:
     resolved = env.registry.resolve(code)
+    trigger = env.registry.trigger(code) if resolved is None else None
+    if trigger is not None:
+        return {"kind": "trigger", **trigger.to_document()}
     if resolved is None:
-        fail(f"no robot with code {code!r}; see `b24robots robots list`")
+        fail(f"no robot or trigger with code {code!r}; see `b24robots robots list` and `b24robots triggers list`")
         raise AssertionError  # unreachable
     doc = resolved.spec.to_document()
     if resolved.stored is not None:
@@ -80,19 +83,29 @@ def show(code: str, app_: AppOpt = None) -> None:
 @app.command()
 @friendly
 def export(
-    code: str,
+    codes: Annotated[list[str] | None, typer.Argument(help="robot and trigger CODEs; several give one file")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every robot and trigger declared")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="json or yaml")] = "yaml",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write; default stdout")] = None,
     app_: AppOpt = None,
 ) -> None:
-    """Export a robot as a JSON or YAML document (bizproc.robot.add field names, plus `source`)."""
+    """Export robots and triggers as a JSON or YAML document: one CODE gives one document, several (or
+    --all) a list of them (robots with bizproc.robot.add field names plus `source`; triggers as
+    {kind: trigger, code, name})."""
     if fmt not in ("json", "yaml"):
         fail(f"--format {fmt!r} is unknown; use json or yaml")
-    doc = _document(Env(app_), code)
+    env = Env(app_)
+    if every:
+        codes = [r.spec.code for r in env.registry.all()] + [t.code for t in env.registry.triggers()]
+    if not codes:
+        fail("name the robots or triggers to export (CODE ...), or pass --all")
+        return
+    docs = [_document(env, code) for code in codes]
+    body: Any = docs[0] if len(docs) == 1 else docs
     text = (
-        json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+        json.dumps(body, ensure_ascii=False, indent=2) + "\n"
         if fmt == "json"
-        else yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+        else yaml.safe_dump(body, allow_unicode=True, sort_keys=False)
     )
     if output:
         output.write_text(text, encoding="utf-8")
@@ -101,18 +114,28 @@ def export(
         out(text)
 
 
-def read_document(path: Path) -> dict[str, Any]:
+def read_documents(path: Path) -> list[dict[str, Any]]:
+    """The documents of a file: one mapping, a list of them, or (YAML) several separated by `---`."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DeclarationError(f"cannot read {path}: {exc.strerror}") from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        loaded = [json.loads(text)] if is_json else [d for d in yaml.safe_load_all(text) if d is not None]
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise DeclarationError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
-    if not isinstance(doc, dict):
-        raise DeclarationError(f"{path} must hold one robot document (a mapping)")
-    return doc
+        raise DeclarationError(f"{path} is not valid {'JSON' if is_json else 'YAML'}: {exc}") from None
+    docs = [d for item in loaded for d in (item if isinstance(item, list) else [item])]
+    if not docs or not all(isinstance(d, dict) for d in docs):
+        raise DeclarationError(f"{path} must hold robot or trigger documents (mappings, or a list of them)")
+    return docs
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    docs = read_documents(path)
+    if len(docs) != 1:
+        raise DeclarationError(f"{path} holds {len(docs)} documents; give one robot document here")
+    return docs[0]
 
 
 @app.command("import")
@@ -124,9 +147,13 @@ def import_(
     source_file: Annotated[
         Path | None, typer.Option("--source", help="Python file with run(inputs, ctx); overrides `source`")
     ] = None,
+    app_: AppOpt = None,
 ) -> None:
-    """Import a robot document; an existing CODE gets a new version."""
-    save_document(path, author=author, comment=comment, source_file=source_file)
+    """Import robot and trigger documents (one, a list, or YAML documents separated by ---); an existing
+    CODE gets a new version. Everything is checked before anything is saved."""
+    from b24robots.cli.documents import import_documents
+
+    import_documents(path, author=author, comment=comment, source_file=source_file, app=app_)
 
 
 def save_document(
@@ -138,36 +165,58 @@ def save_document(
     must_exist: bool | None = None,
     expect_code: str | None = None,
 ) -> None:
-    """Save a robot document (and its `source`, or `source_file`) as a new version.
+    """Save the robot document of `path` (and its `source`, or `source_file`) as a new version.
 
     `must_exist` True/False refuses a missing/existing robot (edit/add); None accepts both (import).
     Code problems are listed with their lines and nothing is saved.
     """
     env = Env()
-    doc = read_document(path)
+    robot = check_robot(env, read_document(path), str(path), source_file, must_exist, expect_code)
+    save_robot(env, robot, author=author, comment=comment)
+
+
+def check_robot(
+    env: Env,
+    doc: dict[str, Any],
+    where: str,
+    source_file: Path | None = None,
+    must_exist: bool | None = None,
+    expect_code: str | None = None,
+) -> tuple[RobotSpec, str, Any]:
+    """A robot document checked for saving: (spec, source, limits); exits with the problem otherwise."""
+    doc = dict(doc)
     source = doc.pop("source", None)
     if source_file is not None:
         try:
             source = source_file.read_text(encoding="utf-8")
         except OSError as exc:
             fail(f"cannot read {source_file}: {exc.strerror}")
-    if not isinstance(source, str) or not source.strip():
-        fail(f"{path} has no `source`; add the robot code (a run(inputs, ctx) function) or pass --source FILE")
-        return
     limits = doc.pop("limits", None)
     spec = RobotSpec.from_document(doc)
+    if not isinstance(source, str) or not source.strip():
+        fail(
+            f"{where}: robot {spec.code} has no `source`; "
+            "add the robot code (a run(inputs, ctx) function) or pass --source FILE"
+        )
+        raise AssertionError  # unreachable
     if expect_code is not None and spec.code != expect_code:
-        fail(f"{path} declares robot {spec.code!r}, not {expect_code!r}; the code of a robot cannot change")
+        fail(f"{where} declares robot {spec.code!r}, not {expect_code!r}; the code of a robot cannot change")
     existed = env.register.exists(spec.code)
     if must_exist is False and existed:
-        fail(f"robot {spec.code!r} exists already; use `b24robots robots edit {spec.code} {path}`")
+        fail(f"robot {spec.code!r} exists already; use `b24robots robots edit {spec.code} {where}`")
     if must_exist is True and not existed:
-        fail(f"no stored robot {spec.code!r}; create it with `b24robots robots add {path}`")
+        fail(f"no stored robot {spec.code!r}; create it with `b24robots robots add {where}`")
     problems = check_source(source)
     if problems:
         for p in problems:
-            console.print(f"[red]line {p.line}:{p.col}:[/red] {escape(p.message)}", highlight=False)
-        fail("the code was not saved; fix the problems above")
+            console.print(f"[red]{escape(spec.code)} line {p.line}:{p.col}:[/red] {escape(p.message)}", highlight=False)
+        fail(f"the code of {spec.code} was not saved; fix the problems above")
+    return spec, source, limits
+
+
+def save_robot(env: Env, robot: tuple[RobotSpec, str, Any], *, author: str | None, comment: str) -> None:
+    spec, source, limits = robot
+    existed = env.register.exists(spec.code)
     before = env.register.version(spec.code).number if existed else 0
     info = env.register.save(spec, source, author=author or default_author(), comment=comment, limits=limits)
     if info.number != before:
