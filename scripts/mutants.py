@@ -232,7 +232,7 @@ _intake = [
 _journal = [
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/entries.py",
         "start = min(float(new.portal_ts), now) if new.portal_ts > 0 else now",
         "start = max(float(new.portal_ts), now) if new.portal_ts > 0 else now",
         "deadline_of: trusts the later clock",
@@ -272,7 +272,7 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/deliveries.py",
         """                    InstallationRow.status == "active",
 """,
         "",
@@ -280,7 +280,7 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/deliveries.py",
         """                if row.lease_owner != owner:
                     continue
                 if row.state == ANSWERED:""",
@@ -289,7 +289,7 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/deliveries.py",
         "if final or delivery_gives_up(",
         "if delivery_gives_up(",
         "delivery_failed: a final failure retried",
@@ -347,7 +347,7 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/deliveries.py",
         """                    or_(InvocationRow.lease_expires_at.is_(None), InvocationRow.lease_expires_at < now),
                 )
                 .order_by(InvocationRow.deliver_after, InvocationRow.id)""",
@@ -385,7 +385,7 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/deliveries.py",
         """                row.lease_owner = row.lease_expires_at = row.lease_process = None
                 row.error = f"delivery: {reason}"
 """,
