@@ -25,6 +25,7 @@ INTAKE = "intake"
 # module -> the test files that run for each of its mutants (its own tests; fast ones first, as -x stops early)
 MODULES: dict[str, list[str]] = {
     INTAKE: [
+        "tests/test_intake_rules.py",
         "tests/test_pipeline_intake.py",
         "tests/test_portal_install.py",
         "tests/test_installations_sync.py",
