@@ -1043,9 +1043,9 @@ _formcodec = [
     _m(
         "inbound/formcodec.py",
         "inbound/formcodec.py",
-        "if node.next_index == size and _is_run(items):",
-        "if _is_run(items):",
-        "finish: a run of keys that PHP does not count from 0 becomes a list",
+        'raw = a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))',
+        'raw = a2b_qp(raw.replace(b"%", b"="))',
+        "_unescape: a literal '=' next to an escape misread",
     ),
     _m(
         "inbound/formcodec.py",

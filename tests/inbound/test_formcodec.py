@@ -433,3 +433,47 @@ def test_encode_very_deep_value_without_recursion() -> None:
     assert body.startswith(b"a%5Bk%5D%5Bk%5D")
     assert "nested 5001 levels deep" in reason_of(body, FormLimits(max_depth=8, max_body_bytes=10**6))
     assert decode_form(body, FormLimits(max_depth=6000))["a"]["k"]["k"]["k"] is not None
+
+
+# -- near misses: integer keys, appends and limits at their exact edges -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # 20 digits are a string key in PHP, so `[]` starts at 0
+        ("a[10000000000000000000]=x&a[]=y", {"a": {"10000000000000000000": "x", "0": "y"}}),
+        ("a[-0]=x&a[]=y", {"a": {"-0": "x", "0": "y"}}),  # "-0" stays a string
+        ("a[-9223372036854775809]=x&a[]=y", {"a": {"-9223372036854775809": "x", "0": "y"}}),  # below int64
+        ("a[-9223372036854775808]=x&a[]=y", {"a": {"-9223372036854775808": "x", "-9223372036854775807": "y"}}),
+        ("a[]=x&a[1]=y&a[]=z", {"a": ["x", "y", "z"]}),  # an explicit next index moves the append past it
+        ("a[1]=x&a[-1]=y", {"a": {"1": "x", "-1": "y"}}),  # not 0..n-1: a dict
+        ("a%5bb%5d=1&c%5Bd%5D=2", {"a": {"b": "1"}, "c": {"d": "2"}}),  # escaped brackets in either case
+        ("a[b]x[c]=1", {"a": {"b": "1"}}),  # text after `]` ends the name
+        ("a=x%20=y", {"a": "x =y"}),  # a literal `=` in a value next to an escape
+    ],
+)
+def test_integer_keys_and_brackets_at_their_edges(body: str, expected: dict[str, object]) -> None:
+    assert decode_form(body) == expected
+
+
+def test_a_19_digit_key_is_an_integer_so_an_append_after_it_is_over_the_list_limit() -> None:
+    with pytest.raises(FormDecodeError, match="max_list_length"):
+        decode_form("a[1000000000000000000]=x&a[]=y")
+
+
+def test_limits_hold_exactly_at_their_values() -> None:
+    limits = FormLimits(max_depth=2, max_keys=2, max_list_length=2)
+    assert decode_form("a[b][c]=1&d=2", limits) == {"a": {"b": {"c": "1"}}, "d": "2"}
+    with pytest.raises(FormDecodeError, match="max_depth"):
+        decode_form("a[b][c][d]=1", limits)
+    with pytest.raises(FormDecodeError, match="max_keys"):
+        decode_form("a=1&b=2&c=3", limits)
+    lists = FormLimits(max_list_length=2)
+    assert decode_form("a[]=1&a[]=2", lists) == {"a": ["1", "2"]}
+    with pytest.raises(FormDecodeError, match="max_list_length"):
+        decode_form("a[]=1&a[]=2&a[]=3", lists)
+
+
+def test_encoding_writes_tilde_and_bools_as_php_does() -> None:
+    assert encode_form({"a": "~x", "t": True, "f": False}) == b"a=%7Ex&t=1&f=0"

@@ -93,6 +93,17 @@ async def test_list_all_follows_next(env: Env) -> None:
     assert starts == [0, 50, 100]
 
 
+@pytest.mark.parametrize("stuck", [0, 50])
+async def test_list_all_refuses_a_next_that_does_not_advance(env: Env, stuck: int) -> None:
+    """A `next` at or behind the page's own start would page forever: the portal's answer is an error."""
+    if stuck:
+        env.portal.faults.append(Fault(200, {"result": [{"ID": "1"}], "next": 50, "total": 120}, "crm.deal.list"))
+    env.portal.faults.append(Fault(200, {"result": [{"ID": "2"}], "next": stuck, "total": 120}, "crm.deal.list"))
+    with pytest.raises(errors.ServerError, match="paging did not advance"):
+        _ = [item async for item in env.client.list_all("p1", "crm.deal.list")]
+    assert env.count("crm.deal.list") == (2 if stuck else 1)
+
+
 async def test_list_all_unwraps_items_shape(env: Env) -> None:
     portal = env.client.for_portal("p1")
     ids = [item["ID"] async for item in portal.list_all("crm.item.list", {"entityTypeId": 2})]
