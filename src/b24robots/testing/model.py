@@ -318,6 +318,7 @@ class Workflow:
         self.log: list[LogEntry] = []
         self.delivery: Delivery | None = None
         self.ignored_events: int = 0
+        self.answers_received: int = 0  # bizproc.event.send calls that reached this instance, repeats too
         # a lock window (PortalSimulator.lock_workflow): another hit holds the instance until then
         self.locked_until: float | None = None
         self.lost_to_lock: int = 0  # event.send answers dropped because the instance was locked

@@ -900,6 +900,7 @@ class PortalSimulator:
             wf = p.workflows.get(workflow_id) if p else None
             if wf is None:
                 return False
+            wf.answers_received += 1
             if wf.locked(self.now()):
                 # CBPRuntime::sendExternalEvent loads the instance; a locked one throws 423, which the
                 # background job of bizproc.event.send swallows (bizproc lib/restservice.php::sendEvent):
