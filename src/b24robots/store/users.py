@@ -17,6 +17,7 @@ the admin's own browser, and a one-time login link always works.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import re
 import secrets
@@ -48,8 +49,13 @@ LINK_TTL = 10 * 60.0
 SESSION_TOUCH = 60.0
 
 _hasher = PasswordHasher()
-# verifying against this keeps the time of "no such user" equal to "wrong password"
-_DUMMY_HASH = _hasher.hash("b24robots-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps the time of "no such user" equal to "wrong password". Made on
+    first use, not at import: an argon2 hash costs every process (workers, the CLI) its start-up time."""
+    return _hasher.hash("b24robots-dummy-password")
 
 
 @dataclass(frozen=True)
@@ -271,7 +277,7 @@ class Users:
                     r.last_at = now
                     r.blocked_until = now + delay_after(r.failures)
             row = s.scalar(select(AdminUserRow).where(AdminUserRow.username == username))
-            stored_hash = row.password_hash if row else _DUMMY_HASH
+            stored_hash = row.password_hash if row else _dummy_hash()
             if secrets.randbelow(64) == 0:  # now and then: forget keys nobody used for long
                 s.execute(delete(LoginThrottleRow).where(LoginThrottleRow.last_at < now - FAILURE_WINDOW - MAX_DELAY))
         if wait > 0:
