@@ -9,11 +9,27 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from b24robots.store.db import Database
 from tests.pgserver import PostgresServer
 
 _counter = itertools.count()
+
+# CI: the same examples on every run (no example database, no random seed) and a bounded number of
+# them, so a red build is reproducible and the suite's time does not depend on luck. Tests that set
+# their own max_examples keep it; everything else gets 50 instead of Hypothesis's 100.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=50,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from typer.testing import CliRunner
 
 from b24robots import Params, Router, String
 from b24robots.cli import app as cli
-from b24robots.errors import StoreError
+from b24robots.errors import ConfigError, StoreError
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
@@ -48,25 +50,37 @@ def grant(member: str = "m" * 32, token: str = "apptoken") -> InstallGrant:
 
 
 def test_tokens_are_encrypted_at_rest_and_app_token_is_hashed(db: Database, tmp_path: Path) -> None:
+    # tokens as long as a portal's (an access token is ~70 characters: docs settings/oauth/index.md), so
+    # that "absent from the stored bytes" means encrypted, not lucky
+    access, refresh, app_token = secrets.token_hex(35), secrets.token_hex(35), secrets.token_hex(16)
     inst = Installations(db, Vault(b"k"))
-    inst.install(grant())
+    inst.install(replace(grant(token=app_token), access_token=access, refresh_token=refresh))
     from b24robots.store.models import InstallationRow
 
     with db.read() as s:
         row = s.query(InstallationRow).one()
-        assert "access-token-a1" not in row.access_token_enc and "refresh-token-r1" not in row.refresh_token_enc
-        assert "apptoken" not in row.application_token_hash
-    assert inst.load("m" * 32).access_token == "access-token-a1"
-    assert inst.verify("m" * 32, "apptoken")[1] == "ok"
+        stored = (row.access_token_enc, row.refresh_token_enc, row.application_token_hash)
+    # with the key the ciphertext gives the token back; with another key it gives nothing
+    assert Vault(b"k").decrypt(stored[0]) == access and Vault(b"k").decrypt(stored[1]) == refresh
+    for ciphertext in stored[:2]:
+        with pytest.raises(ConfigError, match="cannot be decrypted"):
+            Vault(b"another key").decrypt(ciphertext)
+    # without the key the token bytes appear nowhere: not in the row, not in the database file
+    for secret in (access, refresh, app_token):
+        assert all(secret not in value for value in stored)
+    if db.is_sqlite:
+        files = b"".join(p.read_bytes() for p in tmp_path.glob("test.db*"))
+        assert files and not any(secret.encode() in files for secret in (access, refresh, app_token))
+    assert inst.load("m" * 32).access_token == access
+    assert inst.verify("m" * 32, app_token)[1] == "ok"
     assert inst.verify("m" * 32, "wrong")[1] == "mismatch"
-    assert inst.verify("n" * 32, "apptoken")[1] == "unknown"
+    assert inst.verify("n" * 32, app_token)[1] == "unknown"
 
 
 def test_compare_and_swap_has_one_winner(db: Database) -> None:
     inst = Installations(db, Vault(b"k"))
     inst.install(grant())
     pair = inst.load("m" * 32)
-    from dataclasses import replace
 
     assert inst.swap("m" * 32, pair.version, replace(pair, access_token="a2", version=pair.version + 1))
     assert not inst.swap("m" * 32, pair.version, replace(pair, access_token="a3", version=pair.version + 1))

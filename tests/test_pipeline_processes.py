@@ -19,6 +19,9 @@ from tests.conftest import new_pg_database
 from tests.proc_robots import router
 
 ROOT = Path(__file__).resolve().parent.parent
+# processes started by tests import this checkout's b24robots (src) and the test robots (tests.*), not an
+# installed copy that may be another version
+CHECKOUT_PATH = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ def served_sim() -> Iterator[PortalSimulator]:
 def start_worker(h: RobotHarness, database_url: str, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
     environ = {
         "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": CHECKOUT_PATH,
         "B24R_DATABASE_URL": database_url,
         "B24R_DATA_DIR": str(data_dir),
         "B24R_SECRET_KEY": "test-secret-key",
@@ -69,6 +72,14 @@ async def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untype
             return
         await asyncio.sleep(0.05)
     raise TimeoutError
+
+
+def test_processes_started_by_tests_import_the_checkout_under_test() -> None:
+    probe = "import b24robots, tests.proc_robots; print(b24robots.__file__)"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": CHECKOUT_PATH}
+    # from another directory, so that the working directory cannot be what finds them
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd="/", capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()).resolve() == (ROOT / "src" / "b24robots" / "__init__.py").resolve()
 
 
 async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
@@ -143,13 +154,17 @@ async def test_sigterm_gives_the_lease_back(served_sim: PortalSimulator, tmp_pat
                             sandbox=False) as h:  # fmt: skip
         await h.install()
         await h.sim.start_robot(h.portal, "p.sleepy")
-        proc = start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60")
+        proc = start_worker(
+            h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60", B24R_SHUTDOWN_GRACE="0.5"
+        )
         try:
             await wait_for(marker.exists, 20)
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)  # the grace period is 10 s, then leases are released
+            proc.wait(timeout=30)  # after the grace period the lease is released
         finally:
             stop(proc)
         assert proc.returncode == 0
+        assert proc.stderr is not None
+        assert "waiting up to 0.5 s (B24R_SHUTDOWN_GRACE) for 1 running robot" in proc.stderr.read().decode()
         inv = h.svc.journal.list()[0]
         assert inv.state == "queued" and inv.attempts == 0  # ready for the next worker at once

@@ -20,7 +20,7 @@ from b24robots.testing import PortalSimulator
 from b24robots.testing.app_fixtures import PUBLIC_URL, RobotHarness
 from b24robots.testing.model import Workflow
 from tests.proc_robots import router
-from tests.test_pipeline_processes import ROOT, served_sim
+from tests.test_pipeline_processes import CHECKOUT_PATH, ROOT, served_sim
 
 __all__ = ["served_sim"]
 
@@ -48,7 +48,7 @@ def free_port() -> int:
 def start_serve(h: RobotHarness, database_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     environ = {
         "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": CHECKOUT_PATH,
         "B24R_DATABASE_URL": database_url,
         "B24R_DATA_DIR": str(data_dir),
         "B24R_SECRET_KEY": "test-secret-key",

@@ -95,7 +95,7 @@ async def test_a_worker_whose_postgresql_connections_are_cut_goes_on(
         worker = start_worker(h, db_url, tmp_path)
         try:
             first = await served_sim.start_robot(h.portal, "p.quick")
-            await first.closed(timeout=30)
+            await first.closed(timeout=90)  # the worker process starts first (slow on a loaded machine)
             cut = 0
             for _ in range(2):  # twice: once idle, once right after a call arrived
                 with psycopg.connect(pg_server.url().replace("+psycopg", ""), autocommit=True) as admin:

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     sandbox_memory_mb: int = Field(default=512, ge=32, description="cap on a stored robot's address space")
     sandbox_output_bytes: int = Field(default=1_000_000, gt=0, description="cap on the size of a run's outputs")
     log_level: str = Field(default="INFO")
+    shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="seconds the server and the worker wait for running robots on SIGTERM; then the robots are "
+        "stopped and their invocations given back to run again elsewhere",
+    )
     cache_seconds: float = Field(
         default=2.0,
         ge=0,

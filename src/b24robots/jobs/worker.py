@@ -147,6 +147,8 @@ class Worker:
     async def stop(self, grace: float = 10.0) -> None:
         self._stopping.set()
         if self._running:
+            running = len(self._running)
+            log.warning("stopping: waiting up to %.1f s (B24R_SHUTDOWN_GRACE) for %d running robot(s)", grace, running)
             await asyncio.wait(list(self._running.values()), timeout=grace)
         for task in list(self._running.values()):
             task.cancel()

@@ -114,11 +114,15 @@ class RobotHarness:
         return wf
 
     async def until_idle(self, timeout: float = 10.0) -> None:
-        """Wait until nothing is queued, running, failed-and-due or owed to a portal."""
+        """Wait until nothing is queued, running or owed to a portal, and no failed run has a retry that
+        falls due before `timeout` runs out (a retry due later is left waiting)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # the retry first: a failed run claimed between the two reads is then seen running, not missed
+            due = self.svc.journal.next_due()  # the earliest retry (or lapsing lease), in wall-clock time
+            retry_soon = due is not None and due <= time.time() + (deadline - time.monotonic())
             busy = [i for i in self.svc.journal.list(limit=1000) if i.state in (QUEUED, RUNNING) or i.owed]
-            if not busy:
+            if not busy and not retry_soon:
                 return
             await asyncio.sleep(0.02)
         raise TimeoutError("the server did not become idle")

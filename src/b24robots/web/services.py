@@ -160,7 +160,9 @@ class Services:
             asyncio.create_task(self.pruner.run(), name="b24r-pruner"),
         ]
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the loops; running robots get `grace` seconds (default: B24R_SHUTDOWN_GRACE) to finish."""
+        grace = self.settings.shutdown_grace if grace is None else grace
         if self.worker:
             await self.worker.stop(grace)
         if self.sender:
