@@ -158,15 +158,35 @@ def build_filter(pid: int, machine: str | None = None) -> list[tuple[int, int, i
 
 
 _libc: ctypes.CDLL | None = None
+_INSTRUCTION = struct.Struct("=HBBI")
+#: The packed program and the indices of the instructions that hold the process's own pid
+_template: tuple[bytes, tuple[int, ...]] | None = None
 
 
 def prepare() -> None:
-    """Load libc now, so a forked child installs the filter without touching the filesystem."""
-    global _libc
+    """Load libc and assemble the program now, so a forked child installs the filter without
+    touching the filesystem and without assembling it again (it only writes in its pid)."""
+    global _libc, _template
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
         _libc.prctl.restype = ctypes.c_int
+    if _template is None and platform.machine() in _ARCHES:
+        one, two = build_filter(1), build_filter(2)
+        slots = tuple(i for i, (a, b) in enumerate(zip(one, two, strict=True)) if a != b)
+        _template = (b"".join(_INSTRUCTION.pack(*ins) for ins in one), slots)
+
+
+def packed_filter(pid: int) -> bytes:
+    """The program of `build_filter(pid)`, packed for the kernel."""
+    if _template is None:
+        return b"".join(_INSTRUCTION.pack(*ins) for ins in build_filter(pid))
+    raw, slots = _template
+    program = bytearray(raw)
+    for index in slots:
+        code, jt, jf, _ = _INSTRUCTION.unpack_from(program, index * _INSTRUCTION.size)
+        _INSTRUCTION.pack_into(program, index * _INSTRUCTION.size, code, jt, jf, pid & 0xFFFFFFFF)
+    return bytes(program)
 
 
 class _SockFprog(ctypes.Structure):
@@ -178,11 +198,10 @@ def install(pid: int | None = None) -> None:
 
     Raises OSError when the kernel refuses (no seccomp support, or prctl blocked).
     """
-    instructions = build_filter(os.getpid() if pid is None else pid)
-    raw = b"".join(struct.pack("=HBBI", *ins) for ins in instructions)
-    buffer = ctypes.create_string_buffer(raw, len(raw))
-    prog = _SockFprog(len(instructions), ctypes.cast(buffer, ctypes.c_void_p))
     prepare()
+    raw = packed_filter(os.getpid() if pid is None else pid)
+    buffer = ctypes.create_string_buffer(raw, len(raw))
+    prog = _SockFprog(len(raw) // _INSTRUCTION.size, ctypes.cast(buffer, ctypes.c_void_p))
     assert _libc is not None
     prctl = _libc.prctl
     if prctl(_PR_SET_NO_NEW_PRIVS, 1, None, 0, 0) != 0:

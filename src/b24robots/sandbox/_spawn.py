@@ -230,6 +230,15 @@ class Zygote:
             raise SandboxError(f"a sandbox child failed to isolate itself: {hello.get('message', '?')}")
         return Child(pid=pid, sock=sock, zygote=self, isolation=isolation)
 
+    def release(self, pid: int) -> None:
+        """Have a worker that served its run killed; the zygote reaps it once it is gone (no answer
+        is awaited: a used worker costs the pool one message, not a wait for a process to exit)."""
+        with self.lock:
+            try:
+                self.sock.sendall(json.dumps({"t": "release", "pid": pid}).encode())
+            except OSError as exc:
+                raise SandboxError(f"the sandbox zygote stopped answering: {exc}") from exc
+
     def reap(self, pid: int) -> Status:
         reply, _ = self.request({"t": "reap", "pid": pid})
         try:

@@ -4,8 +4,10 @@ One zygote process per pool (a clean ``python -I -S``, started without environme
 everything once and forks workers on request. Each worker locks itself down right after the fork
 and then serves exactly one run: nothing a run does (patched modules, random state, files,
 threads, frames queued on its socket) can be seen by the next one, which gets another process.
-A background thread keeps ``size`` workers forked ahead of demand and reaps used ones, so a run
-costs a socket round trip, not a fork, let alone an interpreter start.
+One refiller thread per slot keeps ``size`` workers forked ahead of demand (while one waits
+for its worker to isolate itself, the zygote forks the next) and has used ones killed by the
+zygote, which reaps them once they are gone; so a run costs a socket round trip, not a fork,
+let alone an interpreter start. What the child's frames mean is in _outcome.py.
 """
 
 from __future__ import annotations
@@ -26,26 +28,19 @@ from typing import Any
 
 from b24robots.errors import (
     SandboxError,
-    SandboxLimitExceeded,
-    SourceRejected,
-    StoredCodeError,
 )
 from b24robots.sandbox import _wire
-from b24robots.sandbox._policy import SourceProblem
+from b24robots.sandbox._outcome import check_frame, death_error, error_of, limit_error, result_of
 from b24robots.sandbox._spawn import Child, Identities, Status, Zygote
 from b24robots.sandbox.limits import SandboxLimits, SandboxResult
-from b24robots.sandbox.proxy import REQUEST_KINDS, HostRaised, RunProxy, check_request
+from b24robots.sandbox.proxy import REQUEST_KINDS, HostRaised, RunProxy
 
 log = logging.getLogger("b24robots.sandbox")
 
-LIMIT_NAMES = frozenset(
-    {"timeout", "cpu", "memory", "output", "file_size", "recursion", "open_files", "calls", "proxied_time"}
-)
 _GRACE_SECONDS = 0.5
 _CONTROL_TIMEOUT = 15.0
 _CHECKOUT_TIMEOUT = 30.0
 _LOG_SLACK = _wire.LOG_FRAME_BYTES + 4096
-_KINDS = frozenset({"limit", "code", "rejected", "bad_return", "internal"})
 _CREDENTIAL = re.compile(r"token|secret|password|passwd|credential|^auth$|client_id", re.IGNORECASE)
 
 # ctx attributes of stored code that a context value must not shadow
@@ -102,14 +97,14 @@ class SandboxPool:
         self._cond = threading.Condition()
         self._slots = threading.BoundedSemaphore(size)
         self._idle: list[Child] = []
-        self._spent: list[Child] = []  # served their one run; waiting for the refiller to reap
+        self._spent: list[Child] = []  # served their one run; the refiller has them killed
         self._forking = 0
         self._busy = 0
         self._started = False
         self._closed = False
         self._zygote: Zygote | None = None
         self._zygote_lock = threading.Lock()
-        self._refiller: threading.Thread | None = None
+        self._refillers: list[threading.Thread] = []
         self._stats = _Stats()
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -139,8 +134,13 @@ class SandboxPool:
                 self._idle.append(first)
             self._stats.isolation = self._describe(first)
             self._warn_if_degraded()
-            self._refiller = threading.Thread(target=self._refill, name="sandbox-refill", daemon=True)
-            self._refiller.start()
+            # One refiller per slot: while one waits for its child to isolate itself, the zygote
+            # forks the next (back-to-back runs use children up as fast as they are made).
+            self._refillers = [
+                threading.Thread(target=self._refill, name=f"sandbox-refill-{n}", daemon=True) for n in range(self.size)
+            ]
+            for thread in self._refillers:
+                thread.start()
             with self._cond:
                 self._cond.wait_for(lambda: len(self._idle) >= self.size or self._closed, timeout=30)
         except BaseException:
@@ -161,8 +161,9 @@ class SandboxPool:
         if zygote is not None:
             zygote.close()
         self.identities.release()  # its workers are gone with the zygote
-        if self._refiller is not None and self._refiller is not threading.current_thread():
-            self._refiller.join(timeout=5)
+        for thread in self._refillers:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
 
     def health(self) -> dict[str, Any]:
         """Children alive, runs served, children recycled and the isolation level in force."""
@@ -234,19 +235,20 @@ class SandboxPool:
         return len(self._idle) + self._forking < self.size
 
     def _refill(self) -> None:
-        """Keep `size` pre-forked children idle, so a run never waits for a fork, and reap the
-        children that served their run, off the callers' time."""
+        """Keep `size` pre-forked children idle, so a run never waits for a fork, and have the
+        children that served their run killed, off the callers' time (one thread per slot)."""
         failures = 0
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or bool(self._spent) or self._want_fork())
                 if self._closed:
                     return
-                spent = None if self._want_fork() else self._spent.pop()
+                # a release is one message: done first, it frees a uid and ends a used process at once
+                spent = self._spent.pop() if self._spent else None
                 if spent is None:
                     self._forking += 1
             if spent is not None:
-                self._reap(spent)
+                self._release(spent)
                 continue
             try:
                 child = self._fork()
@@ -257,7 +259,7 @@ class SandboxPool:
                         return
                     spent = self._spent.pop() if self._spent else None
                 if spent is not None:  # e.g. every uid of the range is held: free one, then retry
-                    self._reap(spent)
+                    self._release(spent)
                     continue
                 failures += 1
                 log.error("could not fork a sandbox child: %s", exc)
@@ -317,16 +319,34 @@ class SandboxPool:
             status = child.zygote.reap(child.pid)
         except SandboxError:
             status = Status()
-            if not self._bwrap:  # the pid is ours to signal only outside a pid namespace
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)
-            with contextlib.suppress(SandboxError):
-                self._ensure_zygote()  # its zygote is gone: start the next one now, not at the next fork
+            self._reap_lost(child)
         child.status = status
         with self._cond:
             self._stats.recycled += 1
             self._cond.notify_all()
         return status
+
+    def _reap_lost(self, child: Child) -> None:
+        """The zygote did not take `child` back: kill it ourselves, start the next zygote now."""
+        if not self._bwrap:  # the pid is ours to signal only outside a pid namespace
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(SandboxError):
+            self._ensure_zygote()  # its zygote is gone: start the next one now, not at the next fork
+
+    def _release(self, child: Child) -> None:
+        """A spent child: killed by its zygote, which reaps it when it is gone; nobody waits."""
+        if child.status is not None:
+            return
+        child.status = Status()
+        child.sock.close()
+        try:
+            child.zygote.release(child.pid)
+        except SandboxError:
+            self._reap_lost(child)
+        with self._cond:
+            self._stats.recycled += 1
+            self._cond.notify_all()
 
     def _retire(self, child: Child) -> Status:
         """Reap a checked-out child now (a failed run); the refiller forks its replacement."""
@@ -522,15 +542,15 @@ class SandboxPool:
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                raise _limit("timeout", limits)
+                raise limit_error("timeout", limits)
             child.sock.settimeout(remaining)
             try:
                 message = _wire.recv(child.sock, frame_limit)
-                kind = _check_frame(message, job_id)
+                kind = check_frame(message, job_id)
             except TimeoutError:
-                raise _limit("timeout", limits) from None
+                raise limit_error("timeout", limits) from None
             except _wire.FrameTooLarge as exc:
-                raise _limit("output", limits, exc.size) from None
+                raise limit_error("output", limits, exc.size) from None
             except (_wire.PeerClosed, OSError):
                 raise self._died(child, limits) from None
             except _wire.WireError as exc:
@@ -539,19 +559,19 @@ class SandboxPool:
             if kind in REQUEST_KINDS:
                 calls += 1
                 if calls > limits.max_calls:
-                    raise _limit("calls", limits)
+                    raise limit_error("calls", limits)
                 reply = proxy.serve(message)
                 if proxy.spent >= limits.proxied_seconds:
-                    raise _limit("proxied_time", limits)
+                    raise limit_error("proxied_time", limits)
                 if time.perf_counter() >= proxy.deadline:  # the call used up the run's wall time
-                    raise _limit("timeout", limits)
+                    raise limit_error("timeout", limits)
                 try:
                     _wire.send(child.sock, reply)
                 except OSError:
                     raise self._died(child, limits) from None
                 continue
             if kind == "result":
-                outputs, lines = self._result(message, limits)
+                outputs, lines = result_of(message, limits)
                 return SandboxResult(
                     outputs=outputs,
                     log=lines,
@@ -559,41 +579,10 @@ class SandboxPool:
                     calls=calls,
                     proxied_seconds=proxy.spent,
                 )
-            raise _error(message, limits)
-
-    @staticmethod
-    def _result(message: dict[str, Any], limits: SandboxLimits) -> tuple[dict[str, Any], list[str]]:
-        raw = message.get("outputs")
-        size = len(_wire.dumps({"o": raw})) - 6
-        if size > limits.output_bytes:
-            raise _limit("output", limits, size)
-        try:
-            outputs = _wire.decode(raw)
-        except _wire.WireError as exc:
-            raise SandboxError(f"the outputs could not be decoded: {exc.reason}") from None
-        except RecursionError:
-            raise _limit("recursion", limits) from None
-        if not isinstance(outputs, dict):
-            raise SandboxError("run() must return a dict of outputs")
-        return outputs, list(message["log"])
+            raise error_of(message, limits)
 
     def _died(self, child: Child, limits: SandboxLimits) -> SandboxError:
-        status = self._retire(child)
-        name = signal.Signals(status.signal).name if status.signal in _SIGNALS else str(status.signal)
-        if status.signal == signal.SIGXCPU or status.cpu >= limits.cpu_seconds:
-            return _limit("cpu", limits)
-        if status.signal == signal.SIGXFSZ:
-            return _limit("file_size", limits)
-        if status.maxrss_kb * 1024 >= 0.8 * limits.memory_mb * 1024 * 1024:
-            return _limit("memory", limits)
-        if status.signal == signal.SIGSYS:
-            return SandboxError("the stored code made a forbidden system call and was killed")
-        if status.signal:
-            return SandboxError(f"the sandbox child died unexpectedly (signal {name})")
-        return SandboxError(f"the sandbox child exited unexpectedly (status {status.exit})")
-
-
-_SIGNALS = {s.value for s in signal.Signals}
+        return death_error(self._retire(child), limits)
 
 
 def _unusable(child: Child) -> bool:
@@ -607,83 +596,3 @@ def _unusable(child: Child) -> bool:
     except OSError:
         return True
     return True
-
-
-def _check_frame(message: dict[str, Any], job_id: str) -> str:
-    """The kind of a frame from a child running job `job_id`; WireError unless it is well formed."""
-    kind = message.get("t")
-    if message.get("j") != job_id:
-        raise _wire.WireError(f"a {str(kind)[:20]!r} frame for a job it was not given")
-    if kind in REQUEST_KINDS:
-        check_request(message)
-        return str(kind)
-    if kind == "result":
-        if not isinstance(message.get("outputs"), dict):
-            raise _wire.WireError("a result frame without outputs")
-    elif kind == "error":
-        if message.get("kind") not in _KINDS:
-            raise _wire.WireError("an error frame of an unknown kind")
-    else:
-        raise _wire.WireError(f"an unexpected {str(kind)[:20]!r} frame")
-    _check_log(message.get("log", []))
-    return str(kind)
-
-
-def _check_log(value: object) -> None:
-    """The log as the worker keeps it (see _wire.LOG_*); anything bigger or stranger is a lie."""
-    if not isinstance(value, list) or len(value) > _wire.LOG_ENTRIES + 1:
-        raise _wire.WireError("a log that is not a list of at most 1001 lines")
-    total = 0
-    for index, line in enumerate(value):
-        if type(line) is not str or len(line) > _wire.LOG_CHARS:
-            raise _wire.WireError("a log line that is not text of at most 4000 characters")
-        if index == _wire.LOG_ENTRIES and line != _wire.LOG_TRUNCATED:
-            raise _wire.WireError("a log longer than 1000 lines")
-        total += len(line)
-    if total > _wire.LOG_CHARS_TOTAL + len(_wire.LOG_TRUNCATED):
-        raise _wire.WireError("a log longer than 256 KB")
-
-
-def _lines(value: object) -> list[str]:
-    if not isinstance(value, list):
-        return []
-    return [item for item in value if type(item) is str]
-
-
-def _limit(name: str, limits: SandboxLimits, detail: object = None) -> SandboxLimitExceeded:
-    messages = {
-        "timeout": f"the robot ran longer than {limits.wall_seconds:g} s (wall-clock limit)",
-        "cpu": f"the robot used more than {limits.cpu_seconds:g} s of CPU time",
-        "memory": f"the robot needed more than {limits.memory_mb} MB of memory",
-        "output": f"the outputs exceed {limits.output_bytes} bytes as JSON" + (f" ({detail} bytes)" if detail else ""),
-        "recursion": "the robot recursed too deeply (maximum recursion depth exceeded)",
-        "file_size": f"the robot wrote a file larger than {limits.file_size_mb} MB",
-        "open_files": f"the robot opened more than {limits.open_files} files",
-        "calls": f"the robot made more than {limits.max_calls} proxied requests (ctx.call, ctx.batch, connections)",
-        "proxied_time": f"the robot spent more than {limits.proxied_seconds:g} s in proxied requests "
-        "(ctx.call, ctx.batch, connections) in total",
-    }
-    return SandboxLimitExceeded(name, f"{messages[name]}; limit {name!r} stopped it")
-
-
-def _error(message: dict[str, Any], limits: SandboxLimits) -> SandboxError:
-    kind = message.get("kind")
-    error: SandboxError
-    if kind == "limit" and message.get("limit") in LIMIT_NAMES:
-        error = _limit(str(message["limit"]), limits, message.get("detail") or None)
-    elif kind == "code":
-        error = StoredCodeError(str(message.get("message", ""))[:2000], str(message.get("traceback", "")))
-    elif kind == "rejected":
-        problems = [
-            SourceProblem(int(p[0]), int(p[1]), str(p[2]), str(p[3]))
-            for p in message.get("problems") or []
-            if isinstance(p, list) and len(p) == 4
-        ]
-        text = "; ".join(str(p) for p in problems) or "the code was rejected"
-        error = SourceRejected(f"the stored code was refused: {text}", problems)
-    elif kind == "bad_return":
-        error = SandboxError(str(message.get("message", "run() returned a bad value"))[:2000])
-    else:
-        error = SandboxError(f"sandbox failure: {str(message.get('message', message.get('t')))[:500]}")
-    error.log = tuple(_lines(message.get("log")))
-    return error
