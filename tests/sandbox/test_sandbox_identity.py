@@ -4,6 +4,7 @@ the identity layer on its own."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -320,3 +321,74 @@ def test_not_root_reports_its_level_and_still_contains_the_basics() -> None:
         for attack in ("fork", "socket", "kill-parent", "prlimit-init"):
             assert "PermissionError" in outcomes[attack], (attack, outcomes[attack])
         assert "file_size" in outcomes["write-big"] or "No space left" in outcomes["write-big"], outcomes
+
+
+PAIR = """
+import json, sys, threading, time
+sys.path[:0] = %(paths)r
+from b24robots.sandbox import SandboxLimits, SandboxPool
+
+HOLD = "def run(inputs, ctx):\\n    import os, time\\n    time.sleep(1.5)\\n    return {'pid': os.getpid()}\\n"
+ATTACK = '''def run(inputs, ctx):
+    import ctypes, os, signal
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = {}
+    key = 0x62323472  # the key a second worker would use to meet the first
+    for name, call in (
+        ("msgget", lambda: libc.msgget(key, 0o1666)),
+        ("shmget", lambda: libc.shmget(key, 4096, 0o1666)),
+        ("semget", lambda: libc.semget(key, 1, 0o1666)),
+        ("mq_open", lambda: libc.mq_open(b"/b24r-pair", 0o102, 0o666, None)),
+    ):
+        ctypes.set_errno(0)
+        out[name] = [call(), ctypes.get_errno()]
+    try:
+        os.kill(inputs["pid"], signal.SIGKILL)
+        out["kill"] = "sent"
+    except OSError as exc:
+        out["kill"] = type(exc).__name__
+    return out
+'''
+report = {}
+for name, bwrap in (("bwrap", None), ("plain", False)):
+    with SandboxPool(2, caps=SandboxLimits(wall_seconds=5), language_hardening=False, bwrap=bwrap) as pool:
+        victim = pool._idle[0].pid  # runs are given the oldest spare first: the holder's worker
+        held = {}
+        holder = threading.Thread(target=lambda: held.update(pool.run(HOLD, {}, context={}).outputs))
+        holder.start()
+        time.sleep(0.4)  # the holder's run is under way in its worker
+        attack = pool.run(ATTACK, {"pid": victim}, context={}).outputs
+        holder.join()
+        report[name] = {"level": pool.isolation_level, "victim": victim, "held": held, "attack": attack}
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the suite is not root: every sandbox test here already runs unprivileged")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed to drop to nobody")
+def test_not_root_one_worker_cannot_signal_another_or_meet_it_over_ipc() -> None:
+    """Not root, workers share one uid (and, under bubblewrap, one pid and IPC namespace): the level
+    reached is seccomp between workers. Portal B's run, with the language layer off, tries to kill
+    portal A's running worker and to open the SysV and POSIX queues A would use: all refused, and
+    A's run ends normally."""
+    interpreter = _interpreter_for_nobody()
+    if interpreter is None:
+        pytest.skip("no Python interpreter here can be started by nobody")
+    paths = [str(Path(sandbox_pkg.__file__).resolve().parents[2]), *site.getsitepackages()]
+    probe = f"import sys; sys.path[:0] = {paths!r}; import b24robots.sandbox"
+    if _nobody(interpreter, "-c", probe).returncode != 0:
+        pytest.skip("nobody cannot read this checkout or its virtualenv; clone it where others can read it")
+    done = _nobody(interpreter, "-c", PAIR.replace("%(paths)r", repr(paths)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    levels = ["plain", "bwrap"] if shutil.which("bwrap") else ["plain"]
+    assert report["plain"]["level"] == "seccomp"
+    if shutil.which("bwrap"):
+        assert report["bwrap"]["level"] == "bwrap+seccomp"
+    for name in levels:
+        level = report[name]
+        assert level["held"] == {"pid": level["victim"]}, level  # A's run was not killed
+        attack = level["attack"]
+        assert attack["kill"] == "PermissionError", level
+        for call in ("msgget", "shmget", "semget", "mq_open"):
+            assert attack[call] == [-1, errno.EPERM], (name, call, attack[call])
