@@ -143,7 +143,7 @@ async def test_one_time_login_link_works_once(harness: RobotHarness) -> None:
     token = Users(harness.svc.db).issue_link_token("anna")
     async with harness.client() as c:
         first = await c.get(f"/admin/login/link/{token}")
-        assert first.status_code == 303 and first.headers["location"] == "/admin/robots"
+        assert first.status_code == 303 and first.headers["location"] == "/admin/dashboard"
         assert (await c.get("/admin/robots")).status_code == 200
     async with harness.client() as c:
         again = await c.get(f"/admin/login/link/{token}")

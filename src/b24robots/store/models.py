@@ -159,6 +159,7 @@ class InvocationRow(Base):
         Index("ix_invocations_robot_code", "robot_code"),
         Index("ix_invocations_lease_process", "lease_process"),
         Index("ix_invocations_state_finished_at", "state", "finished_at"),
+        Index("ix_invocations_kind_received_at", "kind", "received_at"),  # store/stats.py
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_token: Mapped[str] = mapped_column(String(512), unique=True)

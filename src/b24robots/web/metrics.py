@@ -16,6 +16,7 @@ from b24robots.rest.limiter import gcra_wait
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 from b24robots.store.retention import database_size
+from b24robots.store.stats import PERIODS, RunStats, Stats
 
 if TYPE_CHECKING:
     from b24robots.jobs.runner import Outcome
@@ -25,9 +26,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 
 class _JournalCollector(Collector):
+    """Gauges read at scrape time, from `Stats` like the admin dashboard (so the two cannot disagree)."""
+
     def __init__(self, journal: Journal, installations: Installations) -> None:
         self.journal = journal
         self.installations = installations
+        self.stats = Stats(journal.db)
 
     def collect(self) -> Iterator[Any]:
         ok, _ = self.journal.db.health()
@@ -55,18 +59,20 @@ class _JournalCollector(Collector):
             "Invocations in the journal by state and robot",
             labels=["state", "robot"],
         )
-        for state, robot, n in self.journal.counts():
+        for state, robot, n in self.stats.counts():
             by_state.add_metric([state, robot], n)
         yield by_state
         depth = GaugeMetricFamily("b24robots_queue_depth", "Invocations waiting to run, per portal", labels=["portal"])
         owed = GaugeMetricFamily(
             "b24robots_answers_owed", "Answers waiting to be delivered, per portal", labels=["portal"]
         )
-        for domain, runnable, due in self.journal.depth_by_portal():
-            depth.add_metric([domain], runnable)
-            owed.add_metric([domain], due)
+        for queue in self.stats.queues():
+            depth.add_metric([queue.domain], queue.waiting)
+            owed.add_metric([queue.domain], queue.owed)
         yield depth
         yield owed
+        yield from self._period_metrics()
+        yield from self._token_metrics()
         wait = GaugeMetricFamily(
             "b24robots_limiter_wait_seconds",
             "How long the next REST call to a portal would wait",
@@ -77,6 +83,55 @@ class _JournalCollector(Collector):
             tat = self.installations.tat(inst.member_id)
             wait.add_metric([inst.domain], gcra_wait(tat, now, inst.rate, inst.burst))
         yield wait
+
+    def _period_metrics(self) -> Iterator[Any]:
+        """Calls, failures, dead letters and run-time quantiles of the last hour, day and week (the
+        dashboard's periods, see store/stats.py), per robot and per portal."""
+        families: dict[tuple[str, str], GaugeMetricFamily] = {}
+        texts = {
+            "calls": "Robot calls received in the period",
+            "failures": "Robot calls received in the period that failed (retry pending, dead or a business failure)",
+            "dead": "Robot calls received in the period that were given up (dead letters)",
+        }
+        for dim in ("robot", "portal"):
+            for what, text in texts.items():
+                families[(dim, what)] = GaugeMetricFamily(
+                    f"b24robots_period_{dim}_{what}", f"{text}, per {dim}", labels=["period", dim]
+                )
+            families[(dim, "run")] = GaugeMetricFamily(
+                f"b24robots_period_{dim}_run_seconds",
+                f"Run time quantiles (nearest rank) of the calls received in the period, per {dim}",
+                labels=["period", dim, "quantile"],
+            )
+        for period in PERIODS:
+            window = self.stats.window(period, buckets=False)
+            rows: dict[str, list[RunStats]] = {"robot": window.by_robot, "portal": window.by_portal}
+            for dim, found in rows.items():
+                for r in found:
+                    families[(dim, "calls")].add_metric([period, r.key], r.calls)
+                    families[(dim, "failures")].add_metric([period, r.key], r.failures)
+                    families[(dim, "dead")].add_metric([period, r.key], r.dead)
+                    for q, value in (("0.5", r.p50), ("0.95", r.p95)):
+                        if value is not None:
+                            families[(dim, "run")].add_metric([period, r.key, q], value)
+        yield from families.values()
+
+    def _token_metrics(self) -> Iterator[Any]:
+        reinstall = GaugeMetricFamily(
+            "b24robots_portal_needs_reinstall",
+            "1 when a portal's tokens were refused: reinstall the app",
+            labels=["portal"],
+        )
+        expires = GaugeMetricFamily(
+            "b24robots_portal_token_expires_at",
+            "When the portal's access token expires (Unix time; it is refreshed on the next call after)",
+            labels=["portal"],
+        )
+        for token in self.stats.tokens():
+            reinstall.add_metric([token.domain], 1.0 if token.needs_reinstall else 0.0)
+            expires.add_metric([token.domain], token.expires_at)
+        yield reinstall
+        yield expires
 
 
 class _SandboxCollector(Collector):

@@ -47,7 +47,10 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 5000
 
 
-def safe_next(target: str | None, default: str = "/admin/robots") -> str:
+HOME = "/admin/dashboard"  # the first page after sign-in
+
+
+def safe_next(target: str | None, default: str = HOME) -> str:
     """Only our own admin pages are redirect targets (no open redirects)."""
     if target and target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
         return target

@@ -29,6 +29,7 @@ from b24robots.sandbox import check_source
 from b24robots.store.journal import DEAD, STATES
 from b24robots.web.admin import connections_view
 from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
+from b24robots.web.admin.dashboard import add_dashboard_pages
 from b24robots.web.admin.removal import add_removal_pages
 from b24robots.web.admin.signin import add_signin_pages
 from b24robots.web.admin.triggers import add_trigger_pages
@@ -52,6 +53,7 @@ def build_admin(services: Services) -> Admin:
     page = admin.page
 
     add_signin_pages(admin)
+    add_dashboard_pages(admin)
     add_trigger_pages(admin)
     add_removal_pages(admin)
 

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from b24robots.errors import AdminAuthError, TooManyAttempts
 from b24robots.web.admin.auth import DEVICE_COOKIE
-from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
+from b24robots.web.admin.base import HOME, Admin, Ctx, parse_id, safe_next
 from b24robots.web.admin.i18n import COOKIE as LANG_COOKIE
 from b24robots.web.admin.i18n import LANGUAGES
 
@@ -29,7 +29,11 @@ def add_signin_pages(admin: Admin) -> None:
 
     @page("/admin", public=True)
     async def home(ctx: Ctx) -> Response:
-        return ctx.redirect("/admin/robots" if ctx.user else "/admin/login")
+        return ctx.redirect(HOME if ctx.user else "/admin/login")
+
+    @page("/admin/", public=True)
+    async def home_slash(ctx: Ctx) -> Response:
+        return ctx.redirect(HOME if ctx.user else "/admin/login")
 
     @page("/admin/login", public=True)
     async def login_form(ctx: Ctx) -> Response:
@@ -73,11 +77,11 @@ def add_signin_pages(admin: Admin) -> None:
         except AdminAuthError as exc:
             msg = ctx._("This login link is not valid any more (links work once, for 10 minutes).")
             log.info("login link refused: %s", exc)
-            return ctx.render("login.html", 401, next="/admin/robots", error=msg, username="", has_users=True)
+            return ctx.render("login.html", 401, next=HOME, error=msg, username="", has_users=True)
         token = await run_in_threadpool(users.start_session, user, ctx.address)
         ctx.session.login(token)
         log.info("admin %s signed in with a one-time link", user.username)
-        return ctx.redirect("/admin/robots")
+        return ctx.redirect(HOME)
 
     @page("/admin/logout", ("POST",), public=True)
     async def logout(ctx: Ctx) -> Response:

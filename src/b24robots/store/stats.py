@@ -1,0 +1,223 @@
+"""Read-only numbers over the journal, the one place both `/metrics` and the admin dashboard take them from.
+
+A *period* (hour, day, week) is a run of equal buckets aligned to the epoch (UTC) and ending with the
+bucket that holds `now`: 12 x 5 minutes, 24 x 1 hour, 28 x 6 hours. An entry belongs to the bucket of
+its `received_at`, so a call is counted once, in the period it arrived, whatever became of it:
+
+- **calls**: robot calls from portals (`kind = 'robot'`; the trigger fires we owe are not calls),
+- **failures**: calls that did not end well so far: waiting for a retry (`failed`), given up (`dead`) or
+  answered with a business failure (an `error` kept with the answer),
+- **dead**: given up (`dead`), the dead letters,
+- **p50 / p95**: run time `finished_at - started_at` of the calls that finished, in seconds, by the
+  nearest-rank method (the smallest value with at least q of the values at or below it), computed in
+  SQL with window functions (SQLite 3.25+ and PostgreSQL), exact, no sample.
+
+Every aggregate is plain SQL that SQLite and PostgreSQL answer alike; the bucket number is the only
+dialect-specific part (PostgreSQL rounds a cast to integer, SQLite truncates). The
+`ix_invocations_kind_received_at` index (migration 0014_18) keeps a period's read to its own rows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Integer, and_, case, cast, func, literal, literal_column, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from b24robots.store.db import Database
+from b24robots.store.installations import NEEDS_REINSTALL
+from b24robots.store.models import InstallationRow, InvocationRow
+
+# period -> (bucket width in seconds, number of buckets)
+PERIODS: dict[str, tuple[int, int]] = {"hour": (300, 12), "day": (3600, 24), "week": (6 * 3600, 28)}
+QUANTILES = (0.5, 0.95)
+_WAITING = ("queued", "failed", "running")
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Calls, failures, dead letters and run-time quantiles of one robot, one portal or one bucket."""
+
+    key: str
+    calls: int = 0
+    failures: int = 0
+    dead: int = 0
+    p50: float | None = None
+    p95: float | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """One period's numbers: in total, per robot, per portal and per bucket (oldest bucket first)."""
+
+    period: str
+    since: float
+    until: float
+    width: int
+    total: RunStats
+    by_robot: list[RunStats]
+    by_portal: list[RunStats]
+    buckets: list[RunStats] = field(default_factory=list)
+
+    def bucket_start(self, index: int) -> float:
+        return self.since + index * self.width
+
+
+@dataclass(frozen=True)
+class PortalQueue:
+    domain: str
+    waiting: int  # queued, failed (retry pending) or running
+    owed: int  # answers to be delivered
+
+
+@dataclass(frozen=True)
+class TokenHealth:
+    domain: str
+    status: str
+    status_message: str
+    expires_at: float
+
+    @property
+    def needs_reinstall(self) -> bool:
+        return self.status == NEEDS_REINSTALL
+
+
+def period_bounds(period: str, now: float) -> tuple[float, float, int, int]:
+    """(since, until, bucket width, buckets) of `period` at `now`; ValueError for an unknown period."""
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}: use one of {', '.join(PERIODS)}")
+    width, count = PERIODS[period]
+    until = (int(now) // width + 1) * width
+    return float(until - width * count), float(until), width, count
+
+
+def _failed() -> ColumnElement[bool]:
+    return or_(InvocationRow.state.in_(("failed", "dead")), InvocationRow.error != "")
+
+
+class Stats:
+    """The journal's numbers. Reads only; every method is one or a few aggregate queries."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- the state of the queue now -------------------------------------------------------------
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(state, robot_code, count) for every pair present."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(InvocationRow.state, InvocationRow.robot_code, func.count()).group_by(
+                    InvocationRow.state, InvocationRow.robot_code
+                )
+            ).all()
+            return [(st, code, int(n)) for st, code, n in rows]
+
+    def queues(self) -> list[PortalQueue]:
+        """Per portal that has entries: how many wait to run and how many answers are owed."""
+        waiting = func.sum(case((InvocationRow.state.in_(_WAITING), 1), else_=0))
+        owed = func.sum(case((InvocationRow.deliver_after.is_not(None), 1), else_=0))
+        with self.db.read() as s:
+            rows = s.execute(
+                select(InstallationRow.domain, waiting, owed)
+                .join(InstallationRow, InstallationRow.id == InvocationRow.installation_id)
+                .group_by(InstallationRow.domain)
+                .order_by(InstallationRow.domain)
+            ).all()
+        return [PortalQueue(d, int(a or 0), int(b or 0)) for d, a, b in rows]
+
+    def tokens(self) -> list[TokenHealth]:
+        """Every installation's status and when its access token expires (it is refreshed on use)."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(
+                    InstallationRow.domain,
+                    InstallationRow.status,
+                    InstallationRow.status_message,
+                    InstallationRow.expires_at,
+                ).order_by(InstallationRow.domain)
+            ).all()
+        return [TokenHealth(d, st, msg or "", float(exp or 0.0)) for d, st, msg, exp in rows]
+
+    # --- a period -----------------------------------------------------------------------------
+    def window(self, period: str, now: float | None = None, *, buckets: bool = True) -> Window:
+        """The numbers of `period` (see the module docstring) at `now`, per robot, portal and bucket."""
+        since, until, width, count = period_bounds(period, time.time() if now is None else now)
+        in_window = and_(
+            InvocationRow.kind == "robot", InvocationRow.received_at >= since, InvocationRow.received_at < until
+        )
+        bucket = self._bucket(since, width)
+        with self.db.read() as s:
+            domains = dict(s.execute(select(InstallationRow.id, InstallationRow.domain)).all())
+            groups: dict[str, Any] = {
+                "total": None,
+                "robot": InvocationRow.robot_code,
+                "portal": InvocationRow.installation_id,
+            }
+            if buckets:
+                groups["bucket"] = bucket
+            out: dict[str, dict[str, RunStats]] = {}
+            for name, key in groups.items():
+                query = select(
+                    (literal("all") if key is None else key).label("k"),
+                    func.count(),
+                    func.sum(case((_failed(), 1), else_=0)),
+                    func.sum(case((InvocationRow.state == "dead", 1), else_=0)),
+                ).where(in_window)
+                counted = s.execute(query if key is None else query.group_by(key)).all()
+                quantiles = self._quantiles(s, key, in_window)
+                out[name] = {
+                    str(k): RunStats(str(k), int(n), int(f or 0), int(d or 0), *quantiles.get(str(k), (None, None)))
+                    for k, n, f, d in counted
+                }
+        total = out["total"].get("all", RunStats("all"))
+        by_robot = sorted(out["robot"].values(), key=lambda r: (-r.calls, r.key))
+        by_portal = sorted(
+            (
+                RunStats(domains.get(int(r.key), r.key), r.calls, r.failures, r.dead, r.p50, r.p95)
+                for r in out["portal"].values()
+            ),
+            key=lambda r: (-r.calls, r.key),
+        )
+        series = []
+        if buckets:
+            for i in range(count):
+                found = out["bucket"].get(str(i))
+                series.append(RunStats(str(i)) if found is None else found)
+        return Window(period, since, until, width, total, by_robot, by_portal, series)
+
+    def _bucket(self, since: float, width: int) -> ColumnElement[Any]:
+        # the numbers are ours, inlined: PostgreSQL takes a GROUP BY expression with bound
+        # parameters for another one than the same expression in the select list
+        offset = (InvocationRow.received_at - literal_column(repr(float(since)))) / literal_column(repr(float(width)))
+        if self.db.is_sqlite:
+            return cast(offset, Integer)  # SQLite truncates toward zero
+        return cast(func.floor(offset), Integer)  # PostgreSQL would round a plain cast
+
+    @staticmethod
+    def _quantiles(s: Any, key: Any, where: ColumnElement[bool]) -> dict[str, tuple[float | None, float | None]]:
+        """Nearest-rank p50 and p95 of the run time per `key`, in one pass with window functions."""
+        duration = (InvocationRow.finished_at - InvocationRow.started_at).label("d")
+        part = None if key is None else key
+        ranked = (
+            select(
+                (literal("all") if key is None else key).label("k"),
+                duration,
+                func.row_number().over(partition_by=part, order_by=duration).label("rn"),
+                func.count().over(partition_by=part).label("n"),
+            )
+            .where(where, InvocationRow.started_at.is_not(None), InvocationRow.finished_at.is_not(None))
+            .subquery()
+        )
+        picks = []
+        for q in QUANTILES:
+            # ceil(q * n) in integers, alike on both databases: (100q * n + 99) div 100
+            rank = (ranked.c.n * round(q * 100) + 99) // 100
+            picks.append(func.max(case((ranked.c.rn == rank, ranked.c.d), else_=None)))
+        rows = s.execute(select(ranked.c.k, *picks).group_by(ranked.c.k)).all()
+        return {str(k): (_seconds(a), _seconds(b)) for k, a, b in rows}
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else max(0.0, float(value))
