@@ -5,14 +5,22 @@ outbound calls (REST and connections) with their attempt and timing, never their
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 from b24robots import Params, RobotContext, RobotFailure, Router, String
+from b24robots.cli import app as cli
 from b24robots.policy import RetryRules
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.journal import Invocation
 from b24robots.testing.app_fixtures import RobotHarness
+from tests.test_cli_messages import env_for
 
 SECRET = "s3cr3t-param-value"
 router = Router()
@@ -223,3 +231,48 @@ async def test_stored_robot_timeout_keeps_its_log(tmp_path: Path) -> None:
         inv = entry(h, "facts.wait")
         assert inv.state == "dead" and "timeout" in inv.error, inv.error
         assert inv.log == ["stored: spinning"]
+
+
+ISO_LOCAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+async def test_jobs_show_and_journal_json_show_the_same_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with RobotHarness(router, data_dir=tmp_path, sandbox=False) as h:
+        fast_retries(h, 2)
+        await h.install()
+        await h.sim.start_robot(h.portal, "facts.crash")
+        crashed = await wait_state(h, "facts.crash", ("dead",))
+        env = env_for(h, tmp_path, B24R_APP="tests.test_journal_facts:router")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["jobs", "show", str(crashed.id)])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.output)
+    assert doc["ran"]["origin"] == "module" and doc["ran"]["module"] == "tests.test_journal_facts.facts_crash"
+    assert [(a["attempt"], a["outcome"], a["log"]) for a in doc["attempt_log"]] == [
+        (1, "failed", ["attempt 1 starts"]),
+        (2, "dead", ["attempt 2 starts"]),
+    ]
+    for a in doc["attempt_log"]:
+        assert ISO_LOCAL.fullmatch(a["started_at"]) and ISO_LOCAL.fullmatch(a["finished_at"])
+    assert [(c["target"], c["attempt"], c["error"]) for c in doc["calls"]] == [
+        ("crm.nope.get", 1, "ERROR_METHOD_NOT_FOUND"),
+        ("crm.nope.get", 2, "ERROR_METHOD_NOT_FOUND"),
+    ]
+    assert all(ISO_LOCAL.fullmatch(c["at"]) and c["duration_ms"] > 0 for c in doc["calls"])
+    assert SECRET not in shown.output
+
+    listed = runner.invoke(cli, ["journal", "--json"])
+    assert listed.exit_code == 0, listed.output
+    lines = [json.loads(line) for line in listed.output.splitlines()]
+    entry_doc = next(e for e in lines if e["id"] == crashed.id)
+    assert "received_at" not in entry_doc and entry_doc["received_at_epoch"] == crashed.received_at
+    received = datetime.fromisoformat(entry_doc["received_at_utc"].replace("Z", "+00:00"))
+    assert ISO_UTC.fullmatch(entry_doc["received_at_utc"])
+    assert abs(received.timestamp() - crashed.received_at) < 0.001 and received.utcoffset() == timedelta(0)
+    assert entry_doc["finished_at_epoch"] == crashed.finished_at and ISO_UTC.fullmatch(entry_doc["finished_at_utc"])
+    assert entry_doc["delivered_at_epoch"] is None and entry_doc["delivered_at_utc"] is None  # nothing waited
+    assert [a["attempt"] for a in entry_doc["attempt_log"]] == [1, 2]
+    assert all(ISO_UTC.fullmatch(a["finished_at_utc"]) for a in entry_doc["attempt_log"])

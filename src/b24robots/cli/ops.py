@@ -9,8 +9,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -369,9 +369,10 @@ def journal(
             if installation_id is None:
                 fail(f"no installation for {portal!r}; see `b24robots installations list`")
         rows = Journal(env.db).list(state=status, robot=robot, installation_id=installation_id, limit=limit)
-        if as_json:
+        if as_json:  # one object per line; every time twice: `<name>_epoch` (unix seconds) and `<name>_utc`
             for inv in rows:
-                print(json.dumps({k: v for k, v in inv.__dict__.items() if k != "properties"}, ensure_ascii=False))
+                doc = {k: v for k, v in inv.__dict__.items() if k != "properties"}
+                print(json.dumps(_epoch_and_utc(doc), ensure_ascii=False, default=str))
             return
         if console.is_terminal and console.width >= WIDE:
             console.print(_journal_table(rows))
@@ -385,6 +386,39 @@ def journal(
                 print("\t".join((*cells, str(inv.attempts), _run_ms(inv), first)))
 
     go()
+
+
+def utc(ts: float) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. 2026-12-03T08:01:08.123Z."""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _epoch_and_utc(doc: dict[str, Any]) -> dict[str, Any]:
+    """Each `*_at` time as `*_at_epoch` (unix seconds, null when unset) and `*_at_utc` (ISO 8601 UTC),
+    in the attempts too."""
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if k.endswith("_at") and (v is None or isinstance(v, int | float)):
+            out[f"{k}_epoch"] = v
+            out[f"{k}_utc"] = utc(v) if v is not None else None
+        elif k == "attempt_log" and isinstance(v, list):
+            out[k] = [_epoch_and_utc(a) if isinstance(a, dict) else a for a in v]
+        else:
+            out[k] = v
+    return out
+
+
+def _local_times(doc: dict[str, Any]) -> dict[str, Any]:
+    """Each `*_at` time as ISO 8601 with the local zone's offset (`iso`), in the attempts and calls too."""
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if (k.endswith("_at") or k == "at") and isinstance(v, int | float):
+            out[k] = iso(v)
+        elif k in ("attempt_log", "calls") and isinstance(v, list):
+            out[k] = [_local_times(a) if isinstance(a, dict) else a for a in v]
+        else:
+            out[k] = v
+    return out
 
 
 def _document(inv: Invocation) -> str:
@@ -494,7 +528,12 @@ def jobs_replay(invocation_id: int) -> None:
 @jobs_app.command("show")
 @friendly
 def jobs_show(invocation_id: int) -> None:
-    """Show one invocation: inputs, outputs, log lines, timings and error."""
-    inv = Journal(Env().db).get(invocation_id)
-    shown = {k: iso(v) if k.endswith("_at") and isinstance(v, int | float) else v for k, v in inv.__dict__.items()}
-    console.print_json(json.dumps(shown, ensure_ascii=False, default=str))
+    """Show one invocation: what ran, inputs, outputs, each attempt's log lines and error, the outbound
+    calls (REST and connections, with their attempt and duration), timings (ISO 8601 with the zone)."""
+    from b24robots.store.connections import calls_of
+
+    env = Env()
+    inv = Journal(env.db).get(invocation_id)
+    doc = dict(inv.__dict__)
+    doc["calls"] = [c.as_dict() for c in calls_of(env.db, inv.id)]
+    console.print_json(json.dumps(_local_times(doc), ensure_ascii=False, default=str))

@@ -237,26 +237,32 @@ class ConnectionStore:
             ) from None
 
     def calls_for(self, invocation_id: int) -> list[CallRecord]:
-        with self.db.read() as s:
-            rows = s.scalars(
-                select(ConnectionCallRow)
-                .where(ConnectionCallRow.invocation_id == invocation_id)
-                .order_by(ConnectionCallRow.at, ConnectionCallRow.id)
-            ).all()
-            return [
-                CallRecord(
-                    r.connection,
-                    r.kind,
-                    r.method,
-                    r.target,
-                    r.status,
-                    r.duration_ms,
-                    r.bytes,
-                    r.error,
-                    r.request_body,
-                    r.response_body,
-                    r.at,
-                    r.attempt,
-                )
-                for r in rows
-            ]
+        return calls_of(self.db, invocation_id)
+
+
+def calls_of(db: Database, invocation_id: int) -> list[CallRecord]:
+    """The outbound calls (connections and REST) journaled for one invocation, in the order made; needs
+    no key (nothing secret is kept in them)."""
+    with db.read() as s:
+        rows = s.scalars(
+            select(ConnectionCallRow)
+            .where(ConnectionCallRow.invocation_id == invocation_id)
+            .order_by(ConnectionCallRow.at, ConnectionCallRow.id)
+        ).all()
+        return [
+            CallRecord(
+                r.connection,
+                r.kind,
+                r.method,
+                r.target,
+                r.status,
+                r.duration_ms,
+                r.bytes,
+                r.error,
+                r.request_body,
+                r.response_body,
+                r.at,
+                r.attempt,
+            )
+            for r in rows
+        ]
