@@ -902,9 +902,9 @@ _limiter = [
     _m(
         "rest/limiter.py",
         "rest/limiter.py",
-        "wait = max(tat, now) + interval - burst * interval - now",
-        "wait = tat + interval - burst * interval - now",
-        "gcra_wait: idle time banked beyond the burst",
+        "return max(tat, now + burst / rate)",
+        "return max(tat, now + (burst - 1) / rate)",
+        "gcra_full: a refused bucket counted one slot short of full",
     ),
     _m(
         "rest/limiter.py",

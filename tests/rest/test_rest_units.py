@@ -58,6 +58,11 @@ def test_gcra_take_takes_nothing_while_no_slot_is_free() -> None:
     assert gcra_take(110.0, 100.0, 2.0, 50, slack=0.5) == (110.5, 0.0)  # a busy bucket: no slack added
 
 
+def test_gcra_wait_is_never_negative() -> None:
+    assert gcra_wait(0.0, 100.0, 2.0, 50) == 0.0  # an idle bucket: at once, not "25 s ago"
+    assert gcra_wait(90.0, 100.0, 2.0, 1) == 0.0
+
+
 def test_gcra_full_makes_the_next_request_wait_one_interval() -> None:
     tat = gcra_full(0.0, 100.0, 2.0, 50)
     assert gcra_wait(tat, 100.0, 2.0, 50) == pytest.approx(0.5)
