@@ -147,8 +147,9 @@ def check_imports_copy(copy: Path) -> None:
 def run_module(module: str, mutants: list[Mutant], args: argparse.Namespace) -> tuple[list[Outcome], str]:
     """Every mutant of one module in its own copy; returns the outcomes and a problem (baseline failure)."""
     copy = make_copy(args.root)
-    tests = [t for t in MODULES[module] if (copy / t).exists()]
-    for missing in sorted(set(MODULES[module]) - set(tests)):
+    wanted = args.tests or MODULES[module]
+    tests = [t for t in wanted if (copy / t).exists()]
+    for missing in sorted(set(wanted) - set(tests)):
         print(f"[{module}] note: {missing} is not in {args.root}; running without it", flush=True)
     try:
         check_imports_copy(copy)
@@ -210,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=15.0, help="highest acceptable survival %% (default 15)")
     parser.add_argument("--json", type=Path, help="also write the outcomes as JSON to this file")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to mutate and test (default: this one)")
+    parser.add_argument(
+        "--tests",
+        nargs="+",
+        help="run these test files instead of the module's (fewer tests: the survival is an upper bound)",
+    )
     parser.add_argument("--list", action="store_true", help="print the mutants and whether they apply; run nothing")
     args = parser.parse_args(argv)
 
