@@ -243,7 +243,8 @@ class OurServer:
             cmd.append("--no-workers")
         self.log = self.data_dir / "server.log"
         self.proc = spawn(cmd, self.env(), self.log)
-        wait_http(f"{self.base_url}/healthz", proc=self.proc, log=self.log)
+        # the sandbox's zygote starts with the server: on a shared, loaded machine that took 26 s
+        wait_http(f"{self.base_url}/healthz", timeout=90.0, proc=self.proc, log=self.log)
 
     def stop(self) -> None:
         if self.proc is not None:
