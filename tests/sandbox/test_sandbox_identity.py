@@ -360,6 +360,34 @@ for name, bwrap in (("bwrap", None), ("plain", False)):
         attack = pool.run(ATTACK, {"pid": victim}, context={}).outputs
         holder.join()
         report[name] = {"level": pool.isolation_level, "victim": victim, "held": held, "attack": attack}
+
+# Without seccomp, what a worker's own IPC namespace holds alone: the first one makes a queue under
+# a key, the second one looks the key up.
+MAKE = '''def run(inputs, ctx):
+    import ctypes, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    made = libc.msgget(0x62323473, 0o1600)
+    time.sleep(1.0)
+    if made >= 0:
+        libc.msgctl(made, 0, None)  # IPC_RMID
+    return {"made": made}
+'''
+LOOK = '''def run(inputs, ctx):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    ctypes.set_errno(0)
+    return {"found": [libc.msgget(0x62323473, 0), ctypes.get_errno()]}
+'''
+for name, bwrap in (("bwrap-no-seccomp", None), ("plain-no-seccomp", False)):
+    with SandboxPool(2, language_hardening=False, bwrap=bwrap, seccomp=False) as pool:
+        made = {}
+        maker = threading.Thread(target=lambda: made.update(pool.run(MAKE, {}, context={}).outputs))
+        maker.start()
+        time.sleep(0.4)
+        looked = pool.run(LOOK, {}, context={}).outputs
+        maker.join()
+        detail = pool.health()["isolation_detail"]
+        report[name] = {"ipc_per_worker": detail.get("ipc_per_worker"), **made, **looked}
 print(json.dumps(report))
 """
 
@@ -392,3 +420,11 @@ def test_not_root_one_worker_cannot_signal_another_or_meet_it_over_ipc() -> None
         assert attack["kill"] == "PermissionError", level
         for call in ("msgget", "shmget", "semget", "mq_open"):
             assert attack[call] == [-1, errno.EPERM], (name, call, attack[call])
+    # where the kernel gives workers user namespaces, each has its IPC namespace too: a queue one
+    # made is not there for the other even with seccomp off
+    if int(Path("/proc/sys/user/max_user_namespaces").read_text()) > 0:
+        assert report["plain-no-seccomp"]["ipc_per_worker"] is True  # the kernel allows it: it is used
+    for name in ("plain-no-seccomp", "bwrap-no-seccomp") if shutil.which("bwrap") else ("plain-no-seccomp",):
+        level = report[name]
+        if level["ipc_per_worker"]:
+            assert level["made"] >= 0 and level["found"] == [-1, errno.ENOENT], (name, level)

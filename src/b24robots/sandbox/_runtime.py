@@ -638,6 +638,7 @@ def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int |
         facts["uid"] = os.getuid()
     else:
         os.chdir(workdir)
+        facts["ipc_per_worker"] = _own_ipc_namespace()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Hard limits are the pool's caps; each run lowers the soft limits. RLIMIT_NPROC is left alone:
     # root ignores it, seccomp already refuses new processes and threads are bounded by RLIMIT_AS.
@@ -656,6 +657,18 @@ def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int |
         except OSError as exc:
             facts["seccomp_error"] = str(exc)
     return facts
+
+
+_CLONE_NEWUSER, _CLONE_NEWIPC = 0x10000000, 0x08000000
+
+
+def _own_ipc_namespace() -> bool:
+    """Not root: move into a user and IPC namespace of this worker's own, when the kernel allows
+    unprivileged user namespaces (inside bubblewrap's too). SysV IPC and POSIX queues are then
+    private to the worker even without seccomp. Signals are not: the kernel compares the real
+    uids, which other workers share (seccomp refuses them). False when refused."""
+    libc = _seccomp.libc()
+    return libc is not None and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC) == 0
 
 
 def _worker_main(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int | None, seccomp: bool) -> None:

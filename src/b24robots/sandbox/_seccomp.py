@@ -177,6 +177,11 @@ def prepare() -> None:
         _template = (b"".join(_INSTRUCTION.pack(*ins) for ins in one), slots)
 
 
+def libc() -> ctypes.CDLL | None:
+    """The C library `prepare` loaded (None before it ran)."""
+    return _libc
+
+
 def packed_filter(pid: int) -> bytes:
     """The program of `build_filter(pid)`, packed for the kernel."""
     if _template is None:

@@ -393,13 +393,17 @@ class SandboxPool:
             warning = (
                 "not running as root: workers run in a user namespace (bubblewrap) with a read-only root, "
                 "but share one uid, so what keeps one portal's run from another's is the seccomp filter "
-                "alone. Run as root for a uid of its own per worker."
+                "alone"
+                + (" (each has an IPC namespace of its own)" if facts.get("ipc_per_worker") else "")
+                + ". Run as root for a uid of its own per worker."
             )
         elif not facts["uid_per_worker"]:
             warning = (
                 "not running as root and no bubblewrap: stored code can read any file this user can read, "
                 "write where it can write, and workers share one uid, so what keeps one portal's run from "
-                "another's is the seccomp filter alone. Run as root, or install bubblewrap."
+                "another's is the seccomp filter alone"
+                + (" (each has an IPC namespace of its own)" if facts.get("ipc_per_worker") else "")
+                + ". Run as root, or install bubblewrap."
             )
         if warning:
             facts["warning"] = warning
