@@ -104,7 +104,8 @@ async def test_no_call_is_answered_before_its_group_committed(h: RobotHarness) -
         tasks = [asyncio.create_task(post(h, b)) for b in calls(h, "held.", 8)]
         await asyncio.to_thread(gate.entered.wait, 5)
         # the writer sits in COMMIT; the other calls queue behind it: nobody has an answer yet
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: h.svc.intake_writer.submitted == 8)  # every call has reached the writer
+        await asyncio.sleep(0.05)  # an answer given before the commit would have reached its caller
         assert not any(t.done() for t in tasks)
         assert stored(h.svc.db, "held.") == 0  # nothing is visible to other connections either
         gate.release.set()

@@ -98,6 +98,7 @@ class GroupWriter:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._closed = False
         self._insert: Executable = (
             sqlite_insert(_TABLE)
@@ -108,6 +109,7 @@ class GroupWriter:
         )
         self.groups = 0  # committed groups (for benchmarks and tests)
         self.calls = 0  # calls in them
+        self.submitted = 0  # calls handed to the writer (committed, failed or waiting)
 
     # --- callers -----------------------------------------------------------------------------
     def store(
@@ -149,6 +151,8 @@ class GroupWriter:
         )
         pending = _Pending(values, Future())
         self._ensure_thread()
+        with self._count_lock:
+            self.submitted += 1
         self._queue.put(pending)
         return pending.future
 
