@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -16,6 +17,7 @@ class FaultRule:
     kind: FaultKind
     remaining: int | None = 1
     seconds: float = 0.0
+    jitter: float = 0.0  # a delay rule adds a random 0..jitter seconds per request
     status: int = 500
     error: str = "INTERNAL_SERVER_ERROR"
     description: str = "Internal server error"
@@ -60,9 +62,12 @@ class Faults:
         count: int | None = None,
         portal: str | None = None,
         method: str | None = None,
+        jitter: float = 0.0,
     ) -> FaultRule:
-        """Answer REST calls ``seconds`` late (the next ``count`` calls, or all until cleared)."""
-        return self._arm(FaultRule("delay", count, seconds=seconds, domain=portal, method=method))
+        """Answer REST calls ``seconds`` (plus a random 0..``jitter``) late (the next ``count`` calls,
+        or all until cleared). The delay comes before the leaky bucket, so it is also how late the
+        portal counts the request: network latency between the client and the portal."""
+        return self._arm(FaultRule("delay", count, seconds=seconds, jitter=jitter, domain=portal, method=method))
 
     def fail_next(
         self,
@@ -120,7 +125,7 @@ class Faults:
                 if not rule.matches(domain, method):
                     continue
                 if rule.kind == "delay":
-                    decision.delay += rule.seconds
+                    decision.delay += rule.seconds + (random.uniform(0.0, rule.jitter) if rule.jitter > 0 else 0.0)
                 elif decision.fail is None and not decision.drop:
                     if rule.kind == "fail":
                         decision.fail = rule
