@@ -71,7 +71,16 @@ _intake = [
         "web/app.py",
         'if request.headers.get("content-type", "").startswith("application/json"):',
         "if False:",
-        "_read_form: JSON bodies not refused",
+        "_read_form: JSON app events not refused",
+    ),
+    _m(
+        INTAKE,
+        "web/robot_endpoint.py",
+        """    if content_type.startswith("application/json"):
+        raise FormDecodeError""",
+        """    if False:
+        raise FormDecodeError""",
+        "decode_robot_body: JSON robot calls not refused",
     ),
     _m(
         INTAKE,

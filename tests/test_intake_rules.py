@@ -42,11 +42,10 @@ async def h(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield harness
 
 
-async def test_a_json_body_is_refused_with_a_reason(h: RobotHarness) -> None:
+@pytest.mark.parametrize("path", ["/b24/robot", "/b24/events", "/b24/install"])
+async def test_a_json_body_is_refused_with_a_reason(h: RobotHarness, path: str) -> None:
     async with h.client() as client:
-        resp = await client.post(
-            "/b24/robot", content=json.dumps(body_for(h)), headers={"content-type": "application/json"}
-        )
+        resp = await client.post(path, content=json.dumps(body_for(h)), headers={"content-type": "application/json"})
     assert resp.status_code == 400 and "JSON" in resp.json()["reason"]
     assert h.svc.journal.list() == []
 
