@@ -273,3 +273,16 @@ def test_buckets_and_quantiles_in_sql_match_python(db: Database) -> None:
     for r in day.by_robot:
         runs = [e.run for e in entries if e.robot == r.key and now - e.ago >= since and e.run is not None]
         assert r.calls == len(runs) and r.p95 == pytest.approx(nearest_rank(runs, 0.95), abs=1e-6)
+
+
+async def test_head_on_admin_pages_answers_like_get_without_a_body(harness: RobotHarness) -> None:
+    async with harness.client() as c:
+        anonymous = await c.head("/admin/dashboard")
+        assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/admin/login")
+        await sign_in(c)
+        for path in ("/admin/dashboard", "/admin/robots", "/admin/journal", "/admin/portals", "/admin/login"):
+            got, head = await c.get(path), await c.head(path)
+            assert head.status_code == got.status_code, path
+            assert head.content == b"" and head.headers.get("content-type") == got.headers.get("content-type"), path
+            assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+        assert (await c.head("/admin/no-such-page")).status_code == 404

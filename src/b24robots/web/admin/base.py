@@ -163,7 +163,21 @@ class Admin:
                 return response
 
             endpoint.__name__ = f"admin_{fn.__name__}"
+            # HEAD answers like GET, headers only (RFC 9110 9.3.2): the body is dropped here, not by the
+            # server, so every transport sees the same
             self.router.add_api_route(path, endpoint, methods=list(methods), include_in_schema=False)
+            if "GET" in methods:
+
+                async def head(request: Request) -> Response:
+                    response = await endpoint(request)
+                    length = response.headers.get("content-length")
+                    bare = Response(status_code=response.status_code, headers=dict(response.headers))
+                    if length is not None:
+                        bare.headers["content-length"] = length
+                    return bare
+
+                head.__name__ = f"admin_{fn.__name__}_head"
+                self.router.add_api_route(path, head, methods=["HEAD"], include_in_schema=False)
             return fn
 
         return register
