@@ -12,9 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from b24robots import DateTime, File, Int, Params, Router, String
-from b24robots.errors import InputError
+from b24robots.config import Settings, mask_url
+from b24robots.connections.config import check_url
+from b24robots.errors import ConfigError, InputError
 from b24robots.fields import INT64_MAX, as_flag, as_int, host_of, int_field, netloc_of, split_url
 from b24robots.inbound.formcodec import encode_form
 from b24robots.testing.app_fixtures import RobotHarness
@@ -93,6 +96,18 @@ def test_host_of_never_raises(url: Any, host: str | None, netloc: str | None) ->
     assert host_of(url) == host
     assert netloc_of(url) == netloc
     assert (split_url(url) is None) == (url is None or "[/" in str(url) or ":99999" in str(url) or ":x/" in str(url))
+
+
+def test_settings_and_connection_urls_that_do_not_split_are_refused_with_the_setting_named() -> None:
+    for bad in ("https://[/", "https://robots.example.com:99999"):
+        with pytest.raises(ValidationError, match="absolute http"):
+            Settings(public_url=bad)
+        with pytest.raises(ValidationError, match="not a base URL"):
+            Settings(oauth_servers=bad)
+        with pytest.raises(ConfigError, match=r"'base_url'.*not an absolute http"):
+            check_url(bad, "base_url")  # was a ValueError: a 500 on the admin's connection form
+    assert mask_url("postgresql://u:secret@[/db") == "(a URL that does not parse)"
+    assert mask_url("postgresql://u:secret@db.example.com/db") == "postgresql://u:****@db.example.com/db"
 
 
 # --- the requests that were 500s -------------------------------------------------------------------

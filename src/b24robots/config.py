@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from b24robots.errors import ConfigError
+from b24robots.fields import split_url
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 SERVED_URL_FILE = "served-url"  # in data_dir: where the running `serve` listens, for CLI links
@@ -161,8 +161,10 @@ class Settings(BaseSettings):
         if not items:
             raise ValueError("name at least one OAuth server, e.g. https://oauth.bitrix.info")
         for item in items:
-            parts = urlsplit(item)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            parts = split_url(item)
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{item!r} is not a base URL such as https://oauth.bitrix.info")
+            if parts.query or parts.fragment:
                 raise ValueError(f"{item!r} is not a base URL such as https://oauth.bitrix.info")
         return value
 
@@ -178,8 +180,8 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        parts = split_url(value)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an absolute http(s) URL such as https://robots.example.com")
         return value.rstrip("/")
 
@@ -244,7 +246,9 @@ def proxy_list(value: str) -> list[str]:
 
 def mask_url(url: str) -> str:
     """Hide the password of a database URL."""
-    parts = urlsplit(url)
+    parts = split_url(url)
+    if parts is None:  # it does not parse, so where its password is cannot be told: show none of it
+        return "(a URL that does not parse)"
     if parts.password:
         return url.replace(f":{parts.password}@", ":****@", 1)
     return url

@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from b24robots.errors import ConfigError, ConnectionNotAvailable
+from b24robots.fields import split_url
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 KINDS = ("http", "1c", "sql")
@@ -177,8 +177,8 @@ def normalize(
 
 
 def check_url(value: str, key: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = split_url(value)  # None for "https://[" or a port beyond 65535, which urlsplit raises on
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"setting {key!r}: {value[:80]!r} is not an absolute http(s) URL")
     if parts.username or parts.password:
         raise ConfigError(f"setting {key!r}: put the user name and password in their own fields, not in the URL")
