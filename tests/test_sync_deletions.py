@@ -139,3 +139,26 @@ async def test_background_syncs_keep_unconfirmed_and_foreign_registrations(tmp_p
         empty = await h.svc.syncer.sync(member, confirm=lambda deletes: True)
         assert {c.code: c.note for c in empty.changes} == {"d.keep": NO_APP, "d.foreign": NOT_OURS}
         assert codes(h) == {"d.keep", "d.foreign"}
+
+
+async def test_sync_without_a_public_url_refuses_to_repoint_the_handlers(
+    sim: PortalSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with RobotHarness(router, data_dir=tmp_path, sim=sim, workers=False, sandbox=False) as h:
+        await h.install()
+        before = {r.code: r.handler for r in h.portal.registrations.values()}
+        assert set(before) == {"d.keep", "d.gone"}
+        assert all(url.startswith("http://robots.example.test/") for url in before.values())
+        cli_env(h, tmp_path, monkeypatch, app="tests.test_sync_deletions:router")
+        monkeypatch.delenv("B24R_PUBLIC_URL")
+        for args in (["sync", "--yes"], ["sync", "--dry-run"]):
+            refused = await invoke(args)
+            flat = " ".join(refused.output.split())
+            assert refused.exit_code == 2 and "B24R_PUBLIC_URL is not set" in flat, refused.output
+            assert "http://127.0.0.1:8000/b24/robot" in flat and "Traceback" not in refused.output
+        assert {r.code: r.handler for r in h.portal.registrations.values()} == before
+        # a server that ran from this data dir recorded where it listens: sync follows that URL
+        (tmp_path / "served-url").write_text("http://robots.example.test\n")
+        followed = await invoke(["sync", "--yes"])
+        assert followed.exit_code == 0 and "0 added, 0 updated, 0 deleted" in followed.output, followed.output
+        assert {r.code: r.handler for r in h.portal.registrations.values()} == before

@@ -279,6 +279,18 @@ def load_settings(*, follow_served: bool = True, **overrides: object) -> Setting
     return settings
 
 
+def public_url_known(settings: Settings) -> bool:
+    """The public URL was named (B24R_PUBLIC_URL) or learned from a `serve` run from this data dir,
+    rather than the built-in default: only then may a sync register it as the portals' handler URL."""
+    if settings.public_url_is_set:
+        return True
+    try:
+        served = (settings.data_dir / SERVED_URL_FILE).read_text().strip()
+    except OSError:
+        return False
+    return served.rstrip("/") == settings.public_url
+
+
 def remember_served_url(settings: Settings) -> None:
     """Write where this server listens, for CLI commands run beside it (see load_settings)."""
     try:

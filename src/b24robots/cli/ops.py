@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from b24robots.cli.common import Env, cli_actor, console, fail, friendly, iso, when
-from b24robots.config import Settings, load_settings, remember_served_url
+from b24robots.config import Settings, load_settings, public_url_known, remember_served_url
 from b24robots.jobs.sync import Change
 from b24robots.loader import load_router
 from b24robots.logs import setup_logging
@@ -125,6 +125,14 @@ def sync(
     @friendly
     def go() -> None:
         settings = load_settings()
+        if not public_url_known(settings):
+            # the handler URL is part of every registration: syncing with the default would re-point
+            # each portal's robots at this machine's loopback address
+            fail(
+                f"B24R_PUBLIC_URL is not set (and no server ran from {settings.data_dir}), so sync would "
+                f"point every portal's robots at {settings.handler_url}; set B24R_PUBLIC_URL to the URL "
+                "Bitrix24 calls, e.g. B24R_PUBLIC_URL=https://robots.example.com, and run sync again"
+            )
         svc = build_services(settings, load_router(app if app is not None else settings.app))
 
         async def run() -> int:
