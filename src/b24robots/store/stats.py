@@ -10,7 +10,7 @@ its `received_at`, so a call is counted once, in the period it arrived, whatever
 - **dead**: given up (`dead`), the dead letters,
 - **p50 / p95**: run time `finished_at - started_at` of the calls that finished, in seconds, by the
   nearest-rank method (the smallest value with at least q of the values at or below it), computed in
-  SQL with window functions (SQLite 3.25+ and PostgreSQL), exact, no sample.
+  SQL with window functions (SQLite 3.25+ and PostgreSQL), exact, no sample; one query per grouping.
 
 Every aggregate is plain SQL that SQLite and PostgreSQL answer alike; the bucket number is the only
 dialect-specific part (PostgreSQL rounds a cast to integer, SQLite truncates). The
@@ -159,17 +159,9 @@ class Stats:
                 groups["bucket"] = bucket
             out: dict[str, dict[str, RunStats]] = {}
             for name, key in groups.items():
-                query = select(
-                    (literal("all") if key is None else key).label("k"),
-                    func.count(),
-                    func.sum(case((_failed(), 1), else_=0)),
-                    func.sum(case((InvocationRow.state == "dead", 1), else_=0)),
-                ).where(in_window)
-                counted = s.execute(query if key is None else query.group_by(key)).all()
-                quantiles = self._quantiles(s, key, in_window)
                 out[name] = {
-                    str(k): RunStats(str(k), int(n), int(f or 0), int(d or 0), *quantiles.get(str(k), (None, None)))
-                    for k, n, f, d in counted
+                    str(k): RunStats(str(k), int(n), int(f or 0), int(d or 0), _seconds(p50), _seconds(p95))
+                    for k, n, f, d, p50, p95 in s.execute(self._grouped(key, in_window)).all()
                 }
         total = out["total"].get("all", RunStats("all"))
         by_robot = sorted(out["robot"].values(), key=lambda r: (-r.calls, r.key))
@@ -196,27 +188,34 @@ class Stats:
         return cast(func.floor(offset), Integer)  # PostgreSQL would round a plain cast
 
     @staticmethod
-    def _quantiles(s: Any, key: Any, where: ColumnElement[bool]) -> dict[str, tuple[float | None, float | None]]:
-        """Nearest-rank p50 and p95 of the run time per `key`, in one pass with window functions."""
+    def _grouped(key: Any, where: ColumnElement[bool]) -> Any:
+        """Per `key`, in one pass: calls, failures, dead and the nearest-rank p50 and p95 of the run time.
+
+        The rows are ranked by run time within their group, the unfinished ones (no run time) last on
+        both databases (`ORDER BY d IS NULL, d`: SQLite sorts NULL first, PostgreSQL last), and `n`
+        counts the finished ones, so ranks 1..n are the run times in order."""
         duration = (InvocationRow.finished_at - InvocationRow.started_at).label("d")
         part = None if key is None else key
         ranked = (
             select(
                 (literal("all") if key is None else key).label("k"),
                 duration,
-                func.row_number().over(partition_by=part, order_by=duration).label("rn"),
-                func.count().over(partition_by=part).label("n"),
+                case((_failed(), 1), else_=0).label("f"),
+                case((InvocationRow.state == "dead", 1), else_=0).label("dead"),
+                func.row_number().over(partition_by=part, order_by=(duration.is_(None), duration)).label("rn"),
+                func.count(duration).over(partition_by=part).label("n"),
             )
-            .where(where, InvocationRow.started_at.is_not(None), InvocationRow.finished_at.is_not(None))
+            .where(where)
             .subquery()
         )
         picks = []
         for q in QUANTILES:
-            # ceil(q * n) in integers, alike on both databases: (100q * n + 99) div 100
+            # ceil(q * n) in integers, alike on both databases: (100q * n + 99) div 100 (0 when n is 0)
             rank = (ranked.c.n * round(q * 100) + 99) // 100
             picks.append(func.max(case((ranked.c.rn == rank, ranked.c.d), else_=None)))
-        rows = s.execute(select(ranked.c.k, *picks).group_by(ranked.c.k)).all()
-        return {str(k): (_seconds(a), _seconds(b)) for k, a, b in rows}
+        return select(ranked.c.k, func.count(), func.sum(ranked.c.f), func.sum(ranked.c.dead), *picks).group_by(
+            ranked.c.k
+        )
 
 
 def _seconds(value: Any) -> float | None:
