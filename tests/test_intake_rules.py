@@ -98,10 +98,16 @@ async def test_a_bad_input_notice_reaches_the_portal_without_waiting_for_the_pol
     async with RobotHarness(router, data_dir=tmp_path, sandbox=False) as h:
         await h.install()
         assert h.svc.sender is not None
-        h.svc.sender.poll = 60.0  # only a wake-up makes it look again within the test
-        await asyncio.sleep(0.2)  # the sender is asleep now
+        sender = h.svc.sender
+        sender.poll = 60.0  # only a wake-up makes it look again within the test
+        last = sender.last_loop
+        deadline = time.monotonic() + 15
+        while sender.last_loop == last and time.monotonic() < deadline:  # it now sleeps for the new poll
+            await asyncio.sleep(0.05)
+        assert sender.last_loop != last
+        await asyncio.sleep(0.1)
         wf = await h.sim.start_robot(h.portal, "t.echo", properties_raw={"text": ""})
-        await wf.closed(timeout=8)
+        await wf.closed(timeout=4)
         assert wf.closed_by == "event" and any("bad input" in e.message for e in wf.log)
 
 
