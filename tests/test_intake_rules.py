@@ -151,3 +151,20 @@ async def test_onappinstall_without_an_application_token_is_refused(h: RobotHarn
 )
 def test_enterprise_plans_are_recognised_in_every_region(info: dict[str, str], enterprise: bool) -> None:
     assert is_enterprise(info) is enterprise
+
+
+async def test_a_token_of_another_application_on_the_same_portal_installs_nothing(h: RobotHarness) -> None:
+    """The OAuth server vouches for the token, but for another app (its client_id): it is not our grant."""
+    other = h.sim.register_app("Someone else's app", install_url="https://other.example.test/install")
+    await h.sim.install_app(other, h.portal, notify=False)
+    pair = h.sim.issue_tokens(other, h.portal)
+    before = h.svc.installations.get(h.portal.member_id)
+    frame = {"AUTH_ID": pair.access_token, "REFRESH_ID": pair.refresh_token, "member_id": h.portal.member_id}
+    async with h.client() as client:
+        resp = await client.post(
+            f"/b24/install?DOMAIN={h.portal.domain}&PROTOCOL=1",
+            content=encode_form(frame),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert resp.status_code == 403 and "another application" in resp.json()["reason"]
+    assert h.svc.installations.get(h.portal.member_id).token_version == before.token_version
