@@ -168,3 +168,20 @@ async def test_a_token_of_another_application_on_the_same_portal_installs_nothin
         )
     assert resp.status_code == 403 and "another application" in resp.json()["reason"]
     assert h.svc.installations.get(h.portal.member_id).token_version == before.token_version
+
+
+async def test_a_frame_naming_another_portals_domain_is_refused(h: RobotHarness) -> None:
+    """Valid tokens of our app on portal B, sent as if from portal A's domain: the OAuth server knows
+    the token's domain, and a claim that differs is refused rather than stored under either name."""
+    evil = h.sim.add_portal("evil.example.test")
+    await h.sim.install_app(h.app, evil, notify=False)
+    pair = h.sim.issue_tokens(h.app, evil)
+    frame = {"AUTH_ID": pair.access_token, "REFRESH_ID": pair.refresh_token, "member_id": evil.member_id}
+    async with h.client() as client:
+        resp = await client.post(
+            f"/b24/install?DOMAIN={h.portal.domain}&PROTOCOL=1",
+            content=encode_form(frame),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert resp.status_code == 403 and "domain does not match" in resp.json()["reason"]
+    assert [i.member_id for i in h.svc.installations.list()] == [h.portal.member_id]
