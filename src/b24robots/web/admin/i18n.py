@@ -56,7 +56,13 @@ def translations(lang: str) -> gettext.NullTranslations:
 
 
 def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "—"
+    """A stored UTC time in the server's zone, with its offset, so no time on a page is ambiguous:
+    `2026-12-03 09:35:00 UTC+03:00`."""
+    if not ts:
+        return "—"
+    moment = datetime.fromtimestamp(ts).astimezone()
+    offset = moment.strftime("%z")
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC{offset[:3]}:{offset[3:]}"
 
 
 @cache
