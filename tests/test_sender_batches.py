@@ -196,3 +196,27 @@ async def test_the_final_log_message_is_cut_to_the_portals_length(tmp_path: Path
             await wf.closed(timeout=10)
         sent = [e.message for e in wf.log if e.message.startswith("xxx")]
         assert sent and all(len(m) == MAX_LOG_MESSAGE and m.endswith("…") for m in sent)
+
+
+async def test_a_fire_at_a_missing_entity_is_given_up_at_once(tmp_path: Path) -> None:
+    from b24robots.store.journal import NewCall
+
+    async with harness(tmp_path) as h:
+        await h.install()
+        inst = h.svc.installations.get(h.portal.member_id)
+        call, _ = h.svc.journal.enqueue_call(
+            NewCall(
+                key="fire-1",
+                installation_id=inst.id,
+                method="crm.automation.trigger",
+                params={"CODE": "t1", "OWNER_TYPE_ID": 2, "OWNER_ID": 999999},
+                label="t1",
+                origin="api",
+                document_id=["crm", "CCrmDocumentDeal", "DEAL_999999"],
+                check={"entityTypeId": 2, "id": 999999},
+            )
+        )
+        async with sending(h):
+            await until(lambda: not h.svc.journal.get(call.id).owed)
+        gone = h.svc.journal.get(call.id)
+        assert gone.state == "dead" and gone.deliver_attempts == 1 and "does not exist" in gone.error
