@@ -19,6 +19,7 @@ from b24robots.store.models import InstallationRow, InvocationRow
 from b24robots.store.stats import PERIODS, Stats, period_bounds
 from b24robots.store.users import Users
 from b24robots.testing.app_fixtures import RobotHarness
+from b24robots.web import metrics
 from tests.conftest import new_pg_database
 from tests.ui_helpers import PASSWORD, sign_in
 
@@ -289,3 +290,25 @@ async def test_head_on_admin_pages_answers_like_get_without_a_body(harness: Robo
             assert head.content == b"" and head.headers.get("content-type") == got.headers.get("content-type"), path
             assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
         assert (await c.head("/admin/no-such-page")).status_code == 404
+
+
+async def test_metrics_reuse_a_periods_numbers_for_its_ttl_and_the_dashboard_stays_current(
+    harness: RobotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    first = harness.svc.installations.get(harness.portal.member_id).id
+    write_journal(harness.svc.db, [Entry("r.cached", first, 60, run=0.2)], now)
+    async with harness.client() as c:
+        await sign_in(c)
+
+        async def scraped_calls() -> float | None:
+            text = (await c.get("/metrics", headers={"Authorization": "Bearer s"})).text
+            return metric(text, "b24robots_period_robot_calls", period="hour", robot="r.cached")
+
+        assert await scraped_calls() == 1
+        write_journal(harness.svc.db, [Entry("r.cached", first, 30, run=0.2)], now)
+        assert await scraped_calls() == 1  # within PERIOD_METRICS_TTL: the week is not ranked again per scrape
+        page = await c.get("/admin/dashboard", params={"period": "hour"})
+        assert table_rows(page.text, "robots-stats")["r.cached"]["calls"] == "2"  # the dashboard reads it now
+        monkeypatch.setitem(metrics.PERIOD_METRICS_TTL, "hour", 0.0)
+        assert await scraped_calls() == 2

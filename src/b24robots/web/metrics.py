@@ -16,12 +16,15 @@ from b24robots.rest.limiter import gcra_wait
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
 from b24robots.store.retention import database_size
-from b24robots.store.stats import PERIODS, RunStats, Stats
+from b24robots.store.stats import PERIODS, RunStats, Stats, Window
 
 if TYPE_CHECKING:
     from b24robots.jobs.runner import Outcome
     from b24robots.store.journal import Invocation
 
+# how long /metrics reuses a period's numbers: a tenth of the period's bucket width or less (hour: 5 min
+# buckets, day: 1 h, week: 6 h), so a scraped value lags the dashboard by at most that
+PERIOD_METRICS_TTL: dict[str, float] = {"hour": 15.0, "day": 120.0, "week": 900.0}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -32,6 +35,7 @@ class _JournalCollector(Collector):
         self.journal = journal
         self.installations = installations
         self.stats = Stats(journal.db)
+        self._windows: dict[str, tuple[float, Window]] = {}
 
     def collect(self) -> Iterator[Any]:
         ok, _ = self.journal.db.health()
@@ -104,7 +108,7 @@ class _JournalCollector(Collector):
                 labels=["period", dim, "quantile"],
             )
         for period in PERIODS:
-            window = self.stats.window(period, buckets=False)
+            window = self._window(period)
             rows: dict[str, list[RunStats]] = {"robot": window.by_robot, "portal": window.by_portal}
             for dim, found in rows.items():
                 for r in found:
@@ -115,6 +119,19 @@ class _JournalCollector(Collector):
                         if value is not None:
                             families[(dim, "run")].add_metric([period, r.key, q], value)
         yield from families.values()
+
+    def _window(self, period: str) -> Window:
+        """The period's numbers, computed at most once per `PERIOD_METRICS_TTL[period]` seconds.
+
+        A week over a large journal takes seconds to rank (bench/dashboard.py); a scrape every 15 s
+        must not recompute it each time. The dashboard reads `Stats` directly and is always current."""
+        now = time.monotonic()
+        cached = self._windows.get(period)
+        if cached is not None and now - cached[0] < PERIOD_METRICS_TTL[period]:
+            return cached[1]
+        window = self.stats.window(period, buckets=False)
+        self._windows[period] = (now, window)
+        return window
 
     def _token_metrics(self) -> Iterator[Any]:
         reinstall = GaugeMetricFamily(
