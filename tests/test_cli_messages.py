@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from b24robots import Router
 from b24robots.cli import app as cli
+from b24robots.policy import RetryRules
 from b24robots.testing import PortalSimulator, SimulatorServer
 from b24robots.testing.app_fixtures import RobotHarness
 
@@ -126,6 +127,8 @@ def test_portal_on_a_busy_port_is_one_line() -> None:
 async def test_jobs_show_and_journal_are_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with RobotHarness(router, data_dir=tmp_path, sandbox=False) as h:
         await h.install()
+        # the failed run's retry is an hour away: until_idle does not wait for it, the entry stays failed
+        h.svc.runner.rules = RetryRules(max_attempts=2, base_delay=3600, max_delay=3600)
         await h.run_robot("msg.fails_with_a_rather_long_code")
         await h.run_robot("msg.ok")
         entries = {i.robot_code: i for i in h.svc.journal.list()}

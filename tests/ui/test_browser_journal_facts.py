@@ -26,8 +26,8 @@ def run(inputs, ctx):
 """
 
 TEXT = {
-    "en": {"version": "version 1", "attempt": "Attempt {n}", "dead": "dead"},
-    "ru": {"version": "версия 1", "attempt": "Попытка {n}", "dead": "не выполнен"},
+    "en": {"version": "version 1", "attempt": "Attempt {n}", "dead": "dead", "origin": "(stored)"},
+    "ru": {"version": "версия 1", "attempt": "Попытка {n}", "dead": "не выполнен", "origin": "(в реестре)"},
 }
 
 
@@ -63,6 +63,7 @@ def test_a_failed_stored_robot_shows_its_version_log_and_calls(page: Any, live: 
         live.svc.runner.rules = saved
     page.goto(f"{live.url}/admin/lang/{lang}?next=/admin/journal/{inv.id}")
     text = TEXT[lang]
+    assert page.locator("#robot-origin").inner_text() == text["origin"]  # translated, not the stored word
     link = page.locator("#ran-version")
     assert link.inner_text() == text["version"]
     assert link.get_attribute("href") == f"/admin/robots/{code}/versions#v1"

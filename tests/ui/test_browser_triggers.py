@@ -40,6 +40,7 @@ def test_fire_a_trigger_from_the_ui(page: Any, live: Live) -> None:
             break
         time.sleep(0.3)
     assert page.locator("#fires-table tr[data-status='delivered']").count() == 1
+    assert page.locator("#fires-table tr[data-status='delivered'] td").nth(4).inner_text() == "admin UI"
     shot(page, "triggers")
     page.locator("#fires-table tr[data-status='delivered'] a").first.click()
     page.wait_for_selector("text=crm.automation.trigger.execute")  # the journal entry holds the call

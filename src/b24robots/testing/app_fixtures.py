@@ -18,12 +18,14 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from b24robots.config import Settings
 from b24robots.rest.client import RetryPolicy
 from b24robots.robots.router import Router
 from b24robots.store.db import Database
-from b24robots.store.journal import QUEUED, RUNNING
+from b24robots.store.journal import FAILED, QUEUED, RUNNING
+from b24robots.store.models import InvocationRow
 from b24robots.testing.model import Portal, SimApp, Workflow
 from b24robots.testing.simulator import PortalSimulator
 from b24robots.web.app import create_app
@@ -118,10 +120,14 @@ class RobotHarness:
         falls due before `timeout` runs out (a retry due later is left waiting)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            # the retry first: a failed run claimed between the two reads is then seen running, not missed
-            due = self.svc.journal.next_due()  # the earliest retry (or lapsing lease), in wall-clock time
-            retry_soon = due is not None and due <= time.time() + (deadline - time.monotonic())
-            busy = [i for i in self.svc.journal.list(limit=1000) if i.state in (QUEUED, RUNNING) or i.owed]
+            # one read, so a run that fails (and is due again) or is claimed between two reads is never missed
+            with self.svc.db.read() as s:
+                rows = s.execute(
+                    select(InvocationRow.state, InvocationRow.run_after, InvocationRow.deliver_after)
+                ).all()
+            until = time.time() + (deadline - time.monotonic())  # the deadline in wall-clock time
+            busy = any(st in (QUEUED, RUNNING) or owed is not None for st, _, owed in rows)
+            retry_soon = any(st == FAILED and run_after <= until for st, run_after, _ in rows)
             if not busy and not retry_soon:
                 return
             await asyncio.sleep(0.02)
