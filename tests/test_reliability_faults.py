@@ -169,11 +169,13 @@ async def test_bookkeeping_writes_that_fail_after_the_work_are_retried_in_place(
             await wait_for(lambda: h.svc.journal.get(first.id).state == "delivered", 20)
 
             # 2. the portal takes a batch, then marking it delivered fails at first
-            served_sim.faults.delay(2.0, count=1, method="batch")
+            slow = served_sim.faults.delay(2.0, count=1, method="batch")
             wf2 = await served_sim.start_robot(h.portal, "p.quick")
             second = max(h.svc.journal.list(), key=lambda i: i.id)
-            await wait_for(lambda: h.svc.journal.get(second.id).state == "answered", 20)
-            await asyncio.sleep(0.5)  # the batch is on its way (answered 2 s late)
+            # the batch is on its way once the portal took it (the rule is spent on arrival, and
+            # the answer comes 2 s late); writes stop only then, else the sender could not even
+            # claim the batch and the portal would never see it
+            await wait_for(lambda: slow not in served_sim.faults.rules, 20)
             resource.prlimit(worker.pid, resource.RLIMIT_FSIZE, (0, hard))
             await wf2.closed(timeout=20)
             await asyncio.sleep(1.5)
