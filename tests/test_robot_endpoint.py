@@ -56,7 +56,10 @@ async def test_a_call_in_memory_is_answered_while_the_thread_pool_is_full(h: Rob
     limiter.total_tokens = 1
     blocker = asyncio.create_task(run_in_threadpool(release.wait, 10))
     try:
-        await asyncio.sleep(0.05)
+        for _ in range(200):  # the blocker has taken the one thread
+            if limiter.borrowed_tokens == 1:
+                break
+            await asyncio.sleep(0.02)
         assert limiter.borrowed_tokens == 1
         status, body = await asyncio.wait_for(post(h, call(h, "busy")), 5)
         assert (status, body["status"]) == (200, "queued")

@@ -91,6 +91,14 @@ async def test_a_trusted_proxy_passes_on_the_clients_address(tmp_path: Path) -> 
     assert {e.address for e in h.svc.audit.list(action="sign_in.failed")} == {"198.51.100.7", "198.51.100.8"}
 
 
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    """Return once `predicate()` holds; fail after `timeout` s (the server counts on its own loop)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.01)
+
+
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     """What the server sent before it closed the connection; fails when it is still open after `seconds`."""
     return await asyncio.wait_for(reader.read(), timeout=seconds)
@@ -132,15 +140,14 @@ async def test_connections_per_address_are_capped(tmp_path: Path, http: str) -> 
     async with served(tmp_path, http, max_connections_per_address=5) as (_, config, base):
         port = int(base.rsplit(":", 1)[1])
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
-        await asyncio.sleep(0.1)
+        await until(lambda: config.guard.open["127.0.0.1"] == 5)  # the server has counted all five
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         refused = await closed_within(reader, 2.0)
         assert refused.startswith(b"HTTP/1.1 503")
         writer.close()
         for _, w in held:
             w.close()
-        await asyncio.sleep(0.2)  # the held ones are gone: the address may connect again
-        assert not config.guard.open
+        await until(lambda: not config.guard.open)  # the held ones are gone: the address may connect again
         async with httpx.AsyncClient(base_url=base) as c:
             assert (await c.get("/healthz")).status_code == 200
 

@@ -257,14 +257,33 @@ def test_state_does_not_leak_between_runs() -> None:
         assert small.run(reader, {}, context={"portal": "a.example"}).outputs == {"leak": False}
 
 
+def eventually(predicate: Any, timeout: float = 10.0) -> bool:
+    """True once `predicate()` is, polling until `timeout` (a loaded machine reaps late)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def dead(pid: int) -> bool:
+    """The process has ended: gone, or a zombie waiting for its parent."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def test_runs_never_share_a_child() -> None:
     with SandboxPool(1, caps=CAPS) as small:
         before = zygote_children(small)
         small.run(ECHO, {}, context={"portal": "a.example"})
         small.run(ECHO, {}, context={"portal": "a.example"})
         small.run(ECHO, {}, context={"portal": "b.example"})
-        time.sleep(0.1)
-        assert not before & zygote_children(small)  # the pre-forked children served and are gone
+        # the pre-forked children served and are gone (the zygote reaps them off the caller's time)
+        assert eventually(lambda: not before & zygote_children(small))
 
 
 def test_per_call_limits_are_clamped_to_caps() -> None:
@@ -318,11 +337,12 @@ def test_health_reports_the_pool(pool: SandboxPool) -> None:
 def test_dead_idle_child_is_replaced() -> None:
     with SandboxPool(1, caps=CAPS) as small:
         assert_serves_normally(small)
+        assert eventually(lambda: len(zygote_children(small)) == 1)  # the spent worker is reaped
         (victim,) = zygote_children(small)
         os.kill(victim, signal.SIGKILL)
-        time.sleep(0.05)
+        assert eventually(lambda: dead(victim))  # the kernel has ended it (a run sent before would fail)
         assert_serves_normally(small)
-        assert victim not in zygote_children(small)
+        assert eventually(lambda: victim not in zygote_children(small))
 
 
 def test_dead_zygote_is_restarted() -> None:
@@ -352,11 +372,10 @@ def test_close_kills_every_process() -> None:
 
     busy = threading.Thread(target=spin)
     busy.start()
-    time.sleep(0.2)
     assert small._zygote is not None
     zygote = small._zygote.process
+    assert eventually(lambda: len(zygote_children(small)) >= 2)  # the busy one and the spares
     children = zygote_children(small)
-    assert len(children) >= 2  # the busy one and the spares
     small.close()
     busy.join(timeout=10)
     assert not busy.is_alive()
