@@ -1024,9 +1024,9 @@ _formcodec = [
     _m(
         "inbound/formcodec.py",
         "inbound/formcodec.py",
-        '.replace(b"%5b", b"[").replace(b"%5d", b"]")',
-        "",
-        "_prepare: lower-case %5b/%5d brackets not decoded",
+        'raw = raw.replace(b"+", b" ")',
+        "raw = raw",
+        "_prepare: '+' not read as a space (PHP's urldecode reads it so)",
     ),
     _m(
         "inbound/formcodec.py",
