@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from b24robots import Int, Params, Router
-from b24robots.jobs.runner import MAX_LOG_MESSAGE
 from b24robots.jobs.sender import Sender
 from b24robots.jobs.wakeup import Wakeup
+from b24robots.robots.values import MAX_LOG_MESSAGE
 from b24robots.store.journal import NewInvocation
 from b24robots.testing.app_fixtures import RobotHarness
 from b24robots.testing.model import Workflow

@@ -12,7 +12,6 @@ import time
 import traceback
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any, Literal
 
 from b24robots.connections.hub import ConnectionHub, RunConnections
@@ -37,13 +36,13 @@ from b24robots.robots.params import default_outputs, dump_values, parse_values
 from b24robots.robots.registry import Registry, Resolved
 from b24robots.robots.signals import Retry, RobotFailure
 from b24robots.robots.triggers import Entity
+from b24robots.robots.values import short
 from b24robots.sandbox import DEFAULT_METHODS, MethodPolicy, RunProxy, SandboxLimits, SandboxPool
 from b24robots.store.journal import Invocation
 
 from .rest_record import recorded
 
 Kind = Literal["answer", "retry", "dead"]
-MAX_LOG_MESSAGE = 2000
 
 
 @dataclass
@@ -75,28 +74,11 @@ def ran_of(resolved: Resolved) -> dict[str, Any]:
     return {"origin": "module", "module": name, "fingerprint": resolved.spec.fingerprint()}
 
 
-def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Parsed inputs as JSON-safe values for the journal (dates as ISO text)."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, datetime | date):
-            return v.isoformat()
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        return v
-
-    return {k: conv(v) for k, v in values.items()}
-
-
 def _connection_cause(ctx: RobotContext, exc: StoredCodeError) -> ConnectionCallError | None:
     """The connection error stored code let escape, when that is what ended the run."""
     scope = ctx.connections
     last = scope.last_error if isinstance(scope, RunConnections) else None
     return last if last is not None and last.reason in str(exc) else None
-
-
-def short(text: str, limit: int = MAX_LOG_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Runner:

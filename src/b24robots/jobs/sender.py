@@ -49,11 +49,11 @@ from b24robots.policy import (
     delivery_backoff,
 )
 from b24robots.rest.client import RestClient
+from b24robots.robots.values import short
 from b24robots.store.installations import Installations
 from b24robots.store.journal import CALL, Invocation, Journal
 
 from .bookkeeping import persist
-from .runner import short
 from .wakeup import Wakeup
 from .worker import owner_id
 

@@ -22,12 +22,13 @@ from b24robots.policy import retry_in_time
 from b24robots.rest.client import RestClient
 from b24robots.rest.tokens import UserTokens
 from b24robots.robots.context import RobotContext
+from b24robots.robots.values import short
 from b24robots.store.installations import Installation, Installations
 from b24robots.store.journal import Invocation, Journal
 
 from .bookkeeping import persist
 from .outbound import Outbound, PortalOutbound
-from .runner import Outcome, Runner, short
+from .runner import Outcome, Runner
 from .wakeup import Wakeup
 
 

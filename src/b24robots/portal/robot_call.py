@@ -18,13 +18,13 @@ from typing import Any, Protocol
 
 from b24robots.errors import InputError
 from b24robots.fields import INT32_MAX, as_flag, as_int
-from b24robots.jobs.runner import jsonable, short
 from b24robots.jobs.wakeup import Wakeup
 from b24robots.jobs.worker import caller_key
 from b24robots.portal.auth import Denied, authenticate
 from b24robots.rest.tokens import UserToken, UserTokens
 from b24robots.robots.params import default_outputs, parse_values
 from b24robots.robots.registry import Registry
+from b24robots.robots.values import jsonable, short
 from b24robots.store.group_commit import GroupWriter
 from b24robots.store.installations import Installations
 from b24robots.store.journal import DEAD, NewInvocation
