@@ -78,6 +78,15 @@ async def test_call_posts_json_with_auth_to_client_endpoint(env: Env) -> None:
     assert env.pair.access_token not in str(request.url)
 
 
+async def test_an_auth_parameter_from_the_caller_never_replaces_the_access_token(env: Env) -> None:
+    """Robot code passes params through; an `auth` among them must not choose the token the call carries."""
+    result = await env.client.call("p1", "echo", {"auth": "someone-elses-token", "n": 1})
+    sent = json.loads(env.portal.requests[-1].content)
+    assert sent["auth"] == env.pair.access_token
+    assert "someone-elses-token" not in env.portal.requests[-1].content.decode()
+    assert result["n"] == 1
+
+
 async def test_call_envelope_has_paging_and_time(env: Env) -> None:
     envelope = await env.client.call_envelope("p1", "crm.deal.list", {"start": 50})
     assert [i["ID"] for i in envelope.result][:2] == ["51", "52"]
