@@ -793,13 +793,13 @@ _client = [
     _m(
         "rest/client.py",
         "rest/client.py",
-        "return await self._send(portal_key, fresh, method, params)",
-        "return await self._send(portal_key, pair, method, params)",
+        "return await send(portal_key, fresh, method, params)",
+        "return await send(portal_key, pair, method, params)",
         "_attempt: the call replayed with the stale token after a refresh",
     ),
     _m(
         "rest/client.py",
-        "rest/client.py",
+        "rest/transport.py",
         """            await self._sleep(wait + _LIMIT_MARGIN)
 
         started""",
@@ -810,7 +810,7 @@ _client = [
     ),
     _m(
         "rest/client.py",
-        "rest/client.py",
+        "rest/transport.py",
         """            if redirected:
                 raise TransportError("TOO_MANY_REDIRECTS\"""",
         """            if False:
@@ -819,14 +819,14 @@ _client = [
     ),
     _m(
         "rest/client.py",
-        "rest/client.py",
-        "            await self._store(self._tokens.update_endpoint, portal_key, new_endpoint)\n",
+        "rest/transport.py",
+        "            await in_thread(self._tokens.update_endpoint, portal_key, new_endpoint)\n",
         "",
         "_send: a moved portal's endpoint not stored",
     ),
     _m(
         "rest/client.py",
-        "rest/client.py",
+        "rest/transport.py",
         'if parsed.scheme == "http" and parsed.host and self._allow_http:',
         'if parsed.scheme == "http" and parsed.host:',
         "_checked_url: plain http endpoints allowed",
@@ -842,28 +842,28 @@ _client = [
     ),
     _m(
         "rest/client.py",
-        "rest/client.py",
-        "await self._store(self._limiter.backoff, portal_key, self._clock(), rate, burst)",
+        "rest/transport.py",
+        "await in_thread(self._limiter.backoff, portal_key, self._clock(), rate, burst)",
         "pass",
         "_send: a QUERY_LIMIT_EXCEEDED not recorded in the shared bucket",
     ),
     _m(
         "rest/client.py",
-        "rest/client.py",
-        "                self._reset_at[(portal_key, method.lower())] = float(reset_at)",
+        "rest/transport.py",
+        "                self.reset_at[(portal_key, method.lower())] = float(reset_at)",
         "                pass",
         "_send: operating_reset_at not remembered",
     ),
     _m(
         "rest/client.py",
         "rest/client.py",
-        'next=_int_or_none(body.get("next")),',
+        'next=as_int(body.get("next")),',
         "next=None,",
         "call_envelope: paging next lost",
     ),
     _m(
         "rest/client.py",
-        "rest/client.py",
+        "rest/transport.py",
         'content = json.dumps({**params, "auth": pair.access_token}, ensure_ascii=False)',
         'content = json.dumps({"auth": pair.access_token, **params}, ensure_ascii=False)',
         "_send: a caller's 'auth' parameter replaces the access token",

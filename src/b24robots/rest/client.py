@@ -15,35 +15,33 @@ Contract in short (details in docs/rest-client.md):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
-from urllib.parse import urljoin
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
-from b24robots.errors import (
-    ConfigError,
-    ExpiredToken,
-    MethodError,
-    OperationTimeLimit,
-    QueryLimitExceeded,
-    RestError,
-    ServerError,
-    TransportError,
-)
-from b24robots.fields import as_int, host_of, split_url
+from b24robots.errors import ExpiredToken, MethodError, OperationTimeLimit, ServerError
+from b24robots.fields import as_int
 from b24robots.policy import RetryPolicy, rest_retryable
-from b24robots.rest.errormap import error_from_answer, map_error
-from b24robots.rest.limiter import LimiterState, MemoryLimiterState, check_rate
-from b24robots.rest.phpquery import http_build_query
+from b24robots.rest.batching import (
+    BATCH_MAX,
+    BatchResult,
+    Commands,
+    batch_items,
+    check_method,
+    chunk_command,
+    page_items,
+    read_chunk,
+)
+from b24robots.rest.limiter import LimiterState, MemoryLimiterState
 from b24robots.rest.refresh import Refresher
 from b24robots.rest.tokens import AppCredentials, TokenPair, TokenStore, UserToken, redact
+from b24robots.rest.transport import Transport, in_thread
 
 __all__ = [
     "BATCH_MAX",
@@ -52,21 +50,13 @@ __all__ = [
     "PortalClient",
     "RestClient",
     "RetryPolicy",
+    "install_query_redaction",
     "is_idempotent",
 ]
 
 log = logging.getLogger("b24robots.rest")
 
-BATCH_MAX = 50
-"""Commands per `batch` request; the portal refuses the rest (protocol §5.4)."""
-
-_T = TypeVar("_T")
-_METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _IDEMPOTENT = frozenset({"bizproc.event.send", "bizproc.activity.log", "app.info", "profile", "user.get"})
-# Added to a positive limiter wait so that a wake-up never lands a hair before the slot is free
-# (float rounding); the slot is taken after the wait, so it does not accumulate.
-_LIMIT_MARGIN = 0.001
 _SECRET_QUERY = re.compile(r"((?:refresh_token|client_secret|access_token|auth|code)=)([^&\s\"']+)", re.I)
 
 
@@ -84,8 +74,12 @@ class _RedactQueryFilter(logging.Filter):
         return True
 
 
-if not any(isinstance(f, _RedactQueryFilter) for f in logging.getLogger("httpx").filters):
-    logging.getLogger("httpx").addFilter(_RedactQueryFilter())
+def install_query_redaction() -> None:
+    """Mask secrets in the URLs httpx logs (once per process; every `RestClient` calls it when made,
+    so code that uses the client without our logging set-up is covered too)."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactQueryFilter) for f in httpx_log.filters):
+        httpx_log.addFilter(_RedactQueryFilter())
 
 
 def is_idempotent(method: str, params: Mapping[str, Any] | None = None) -> bool:
@@ -113,76 +107,14 @@ class Envelope:
     time: Mapping[str, Any] | None = None
 
 
-@dataclass(slots=True)
-class BatchResult:
-    """Per-command outcome of `RestClient.batch`, keyed like the commands (list input: "0", "1", ...).
-
-    `result(key)` returns the command's result or raises its `RestError`; commands a halted batch
-    never ran raise MethodError code `NOT_EXECUTED`.
-    """
-
-    keys: list[str]
-    results: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, RestError] = field(default_factory=dict)
-    total: dict[str, int] = field(default_factory=dict)
-    next: dict[str, int] = field(default_factory=dict)
-    requests: int = 0
-    methods: dict[str, str] = field(default_factory=dict)
-    portal: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when every command ran without error."""
-        return not self.errors and len(self.results) == len(self.keys)
-
-    def result(self, key: str | int) -> Any:
-        k = str(key)
-        if k in self.errors:
-            raise self.errors[k]
-        if k in self.results:
-            return self.results[k]
-        if k not in self.methods:
-            raise KeyError(f"no batch command with key {k!r}")
-        raise MethodError(
-            "NOT_EXECUTED",
-            "the batch halted on an earlier error before this command ran",
-            method=self.methods[k],
-            portal=self.portal,
-        )
-
-    __getitem__ = result
-
-
-def _keyed(group: Any) -> dict[str, Any]:
-    # PHP serialises an array with keys 0..n-1 as a JSON list and an empty one as [].
-    if isinstance(group, Mapping):
-        return {str(k): v for k, v in group.items()}
-    if isinstance(group, list):
-        return {str(i): v for i, v in enumerate(group)}
-    return {}
-
-
-def _int_or_none(value: Any) -> int | None:
-    return as_int(value)
-
-
-def _page_items(result: Any) -> list[Any]:
-    if isinstance(result, list):
-        return result
-    # Newer list methods wrap the page: {"items": [...]} (crm.item.list), {"tasks": [...]}.
-    if isinstance(result, Mapping) and len(result) == 1:
-        (only,) = result.values()
-        if isinstance(only, list):
-            return only
-    return [result]
-
-
 class RestClient:
     """One async client for every portal; tokens come from `tokens`, the bucket from `limiter`.
 
-    `transport` is handed to the internal `httpx.AsyncClient` (tests pass `httpx.MockTransport` or
-    `httpx.ASGITransport`). `clock` (unix seconds) and `sleep` are injectable for simulated time.
-    `allow_http=True` permits plain-http endpoints (loopback simulators only).
+    The façade over three layers: `Transport` (one request: endpoint check, rate-limit slot, POST,
+    redirect), `Refresher` (the OAuth refresh, single-flight across processes) and the retries and
+    `batch`/paging assembly here. `transport` is handed to the internal `httpx.AsyncClient` (tests
+    pass `httpx.MockTransport` or `httpx.ASGITransport`). `clock` (unix seconds) and `sleep` are
+    injectable for simulated time. `allow_http=True` permits plain-http endpoints (loopback simulators only).
     """
 
     def __init__(
@@ -200,25 +132,29 @@ class RestClient:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        check_rate(rate, burst)
+        install_query_redaction()
         self._tokens = tokens
-        self._app = app
-        self._limiter: LimiterState = limiter if limiter is not None else MemoryLimiterState()
-        self._default_rate = (float(rate), burst)
-        self._rates: dict[str, tuple[float, int]] = {}
         self._retry = retry if retry is not None else RetryPolicy()
-        self._allow_http = allow_http
         self._clock = clock
         self._sleep = sleep
-        self._reset_at: dict[tuple[str, str], float] = {}
-        self._http = httpx.AsyncClient(
+        http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
             follow_redirects=False,
             headers={"User-Agent": "b24robots-rest/1"},
         )
+        self._transport = Transport(
+            tokens,
+            limiter if limiter is not None else MemoryLimiterState(),
+            http,
+            rate=rate,
+            burst=burst,
+            allow_http=allow_http,
+            clock=clock,
+            sleep=sleep,
+        )
         self._refresher = Refresher(
-            tokens, app, self._http, self._checked_url, timeout=timeout, clock=clock, sleep=sleep
+            tokens, app, http, self._transport.checked_url, timeout=timeout, clock=clock, sleep=sleep
         )
 
     @property
@@ -227,7 +163,7 @@ class RestClient:
         return self._refresher.refreshes
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.http.aclose()
 
     async def __aenter__(self) -> RestClient:
         return self
@@ -237,8 +173,7 @@ class RestClient:
 
     def set_rate(self, portal_key: str, rate: float, burst: int) -> None:
         """Use `rate` requests/s with `burst` for this portal (Enterprise plans: 5/s, 250)."""
-        check_rate(rate, burst)
-        self._rates[portal_key] = (float(rate), burst)
+        self._transport.set_rate(portal_key, rate, burst)
 
     def for_portal(self, portal_key: str) -> PortalClient:
         """A view bound to one portal; what robot code receives."""
@@ -279,15 +214,15 @@ class RestClient:
         time_block = body.get("time")
         return Envelope(
             result=body.get("result"),
-            next=_int_or_none(body.get("next")),
-            total=_int_or_none(body.get("total")),
+            next=as_int(body.get("next")),
+            total=as_int(body.get("total")),
             time=time_block if isinstance(time_block, Mapping) else None,
         )
 
     async def batch(
         self,
         portal_key: str,
-        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
+        commands: Commands,
         halt: bool = False,
         *,
         as_token: UserToken | None = None,
@@ -299,44 +234,18 @@ class RestClient:
         portal stops at the first error and no further chunk is sent. `$result[...]` references
         only work within one chunk of 50.
         """
-        items = self._batch_items(portal_key, commands)
+        items = batch_items(portal_key, commands)
         out = BatchResult(keys=[k for k, _, _ in items], methods={k: m for k, m, _ in items})
         if not items:
             return out
         idem = all(is_idempotent(m) and m.lower() != "batch" for _, m, _ in items)
         for start in range(0, len(items), BATCH_MAX):
             chunk = items[start : start + BATCH_MAX]
-            cmd = {k: f"{m}?{q}" if q else m for k, m, q in chunk}
-            body, domain = await self._request(portal_key, "batch", {"halt": int(halt), "cmd": cmd}, idem, as_token)
+            params = {"halt": int(halt), "cmd": chunk_command(chunk)}
+            body, domain = await self._request(portal_key, "batch", params, idem, as_token)
             out.requests += 1
             out.portal = domain
-            inner = body.get("result")
-            if not isinstance(inner, Mapping):
-                raise ServerError(
-                    "ERROR_UNEXPECTED_ANSWER",
-                    "batch answer has no result object",
-                    method="batch",
-                    portal=domain,
-                )
-            results = _keyed(inner.get("result"))
-            failures = _keyed(inner.get("result_error"))
-            totals = _keyed(inner.get("result_total"))
-            nexts = _keyed(inner.get("result_next"))
-            for key, method, _ in chunk:
-                if key in failures:
-                    err = failures[key]
-                    code, desc = (
-                        (err.get("error"), err.get("error_description")) if isinstance(err, Mapping) else (err, "")
-                    )
-                    out.errors[key] = map_error(
-                        None, str(code or "ERROR_UNKNOWN"), str(desc or ""), method=method, portal=domain
-                    )
-                elif key in results:
-                    out.results[key] = results[key]
-                if (n := _int_or_none(totals.get(key))) is not None:
-                    out.total[key] = n
-                if (n := _int_or_none(nexts.get(key))) is not None:
-                    out.next[key] = n
+            read_chunk(out, body, chunk, domain)
             if halt and any(k in out.errors for k, _, _ in chunk):
                 break
         return out
@@ -350,7 +259,7 @@ class RestClient:
             page = dict(params or {})
             page["start"] = start
             env = await self.call_envelope(portal_key, method, page, idempotent=True)
-            for item in _page_items(env.result):
+            for item in page_items(env.result):
                 yield item
             if env.next is None:
                 return
@@ -365,54 +274,6 @@ class RestClient:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _batch_items(
-        self,
-        portal_key: str,
-        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
-    ) -> list[tuple[str, str, str]]:
-        pairs: Iterable[tuple[Any, Any]]
-        if isinstance(commands, Mapping):
-            pairs = commands.items()
-        elif isinstance(commands, Sequence) and not isinstance(commands, str | bytes):
-            pairs = enumerate(commands)
-        else:
-            raise MethodError(
-                "INVALID_PARAMS",
-                "batch commands must be a mapping or a list",
-                method="batch",
-                portal=portal_key,
-            )
-        items: list[tuple[str, str, str]] = []
-        for key, command in pairs:
-            if not (isinstance(command, tuple | list) and len(command) == 2):
-                raise MethodError(
-                    "INVALID_PARAMS",
-                    f"batch command {key!r} must be a (method, params) pair",
-                    method="batch",
-                    portal=portal_key,
-                )
-            method, params = command
-            self._check_method(portal_key, method)
-            try:
-                query = http_build_query(params or {})
-            except TypeError as exc:
-                raise MethodError("INVALID_PARAMS", str(exc), method=method, portal=portal_key) from None
-            items.append((str(key), method, query))
-        return items
-
-    def _check_method(self, portal_key: str, method: object) -> None:
-        if not isinstance(method, str) or not _METHOD_RE.match(method):
-            raise MethodError(
-                "INVALID_METHOD_NAME",
-                f"{method!r} is not a REST method name (letters, digits, dots, underscores)",
-                method=str(method),
-                portal=portal_key,
-            )
-
-    async def _store(self, fn: Callable[..., _T], *args: Any) -> _T:
-        # Stores may block on a database; keep the event loop free.
-        return await asyncio.to_thread(fn, *args)
-
     async def _request(
         self,
         portal_key: str,
@@ -421,7 +282,7 @@ class RestClient:
         idempotent: bool | None,
         as_token: UserToken | None = None,
     ) -> tuple[dict[str, Any], str]:
-        self._check_method(portal_key, method)
+        check_method(portal_key, method)
         if params is not None and not isinstance(params, Mapping):
             raise MethodError("INVALID_PARAMS", "params must be a mapping", method=method, portal=portal_key)
         idem = is_idempotent(method, params) if idempotent is None else idempotent
@@ -430,7 +291,7 @@ class RestClient:
             try:
                 return await self._with_retries(portal_key, method, dict(params or {}), idem, as_token)
             except OperationTimeLimit as exc:
-                reset_at = exc.reset_at or self._reset_at.get((portal_key, method.lower()))
+                reset_at = exc.reset_at or self._transport.reset_at.get((portal_key, method.lower()))
                 exc.reset_at = reset_at
                 wait = None if reset_at is None else reset_at - self._clock()
                 if waited or wait is None or wait > self._retry.max_operation_wait:
@@ -463,143 +324,19 @@ class RestClient:
     async def _attempt(
         self, portal_key: str, method: str, params: dict[str, Any], as_token: UserToken | None = None
     ) -> tuple[dict[str, Any], str]:
-        pair = await self._store(self._tokens.load, portal_key)
+        pair: TokenPair = await in_thread(self._tokens.load, portal_key)
+        send = self._transport.send
         if as_token is not None:
             # the installation's endpoint with a user's access token; no refresh token, so an
             # expired one surfaces as ExpiredToken
             user = replace(pair, access_token=as_token.access_token, refresh_token="", expires_at=as_token.expires_at)
-            return await self._send(portal_key, user, method, params)
+            return await send(portal_key, user, method, params)
         try:
-            return await self._send(portal_key, pair, method, params)
+            return await send(portal_key, pair, method, params)
         except ExpiredToken:
-            fresh = await self._refresh(portal_key, pair)
+            fresh = await self._refresher.refresh(portal_key, pair)
             # Replay once with the stored new pair; a second expired_token surfaces.
-            return await self._send(portal_key, fresh, method, params)
-
-    def _checked_url(self, url: str, what: str, portal_key: str) -> httpx.URL:
-        try:
-            parsed = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ConfigError(f"portal {portal_key!r}: {what} {url!r} is not a valid URL ({exc})") from None
-        if parsed.scheme == "https" and parsed.host:
-            return parsed
-        if parsed.scheme == "http" and parsed.host and self._allow_http:
-            return parsed
-        if parsed.scheme == "http":
-            raise ConfigError(
-                f"portal {portal_key!r}: {what} {url!r} is plain http; Bitrix24 portals use https."
-                " Allow plain http only for a local simulator: B24R_ALLOW_HTTP_PORTALS=true for the server and"
-                " its commands (RestClient(allow_http=True) when you use the client in your own code)."
-            )
-        raise ConfigError(f"portal {portal_key!r}: {what} {url!r} must be an https URL")
-
-    async def _send(
-        self,
-        portal_key: str,
-        pair: TokenPair,
-        method: str,
-        params: dict[str, Any],
-        *,
-        redirected: bool = False,
-    ) -> tuple[dict[str, Any], str]:
-        base = pair.client_endpoint if pair.client_endpoint.endswith("/") else pair.client_endpoint + "/"
-        url = self._checked_url(base + method, "client_endpoint", portal_key)
-        domain = pair.domain or url.host
-        try:
-            content = json.dumps({**params, "auth": pair.access_token}, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise MethodError(
-                "INVALID_PARAMS", f"params are not JSON-serialisable: {exc}", method=method, portal=domain
-            ) from None
-
-        rate, burst = self._rates.get(portal_key, self._default_rate)
-        # The slot is taken right before the POST (the portal counts a request when it arrives);
-        # while none is free nothing is taken: wait, then try again, as another process may win it.
-        while (wait := await self._store(self._limiter.take, portal_key, self._clock, rate, burst)) > 0:
-            await self._sleep(wait + _LIMIT_MARGIN)
-
-        started = time.monotonic()
-        try:
-            response = await self._http.post(
-                url, content=content.encode(), headers={"Content-Type": "application/json"}
-            )
-        except httpx.TimeoutException as exc:
-            raise TransportError(
-                "TIMEOUT", f"no answer in time ({type(exc).__name__})", method=method, portal=domain
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise TransportError(
-                "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}", method=method, portal=domain
-            ) from exc
-        status = response.status_code
-        log.debug(
-            "%s on %s -> %d in %.3fs (token %s)",
-            method,
-            domain,
-            status,
-            time.monotonic() - started,
-            redact(pair.access_token),
-        )
-
-        if status in _REDIRECTS:
-            if redirected:
-                raise TransportError("TOO_MANY_REDIRECTS", "the portal redirected twice", method=method, portal=domain)
-            new_endpoint = self._moved_endpoint(portal_key, pair, url, response.headers.get("location"), method)
-            await self._store(self._tokens.update_endpoint, portal_key, new_endpoint)
-            log.warning("portal %s moved; new REST endpoint %s stored", domain, new_endpoint)
-            moved = replace(pair, client_endpoint=new_endpoint, domain=host_of(new_endpoint) or domain)
-            return await self._send(portal_key, moved, method, params, redirected=True)
-
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if status >= 400 or not isinstance(body, dict) or "error" in body or "result" not in body:
-            if status < 400 and isinstance(body, dict) and "error" not in body:
-                raise ServerError(
-                    "ERROR_UNEXPECTED_ANSWER",
-                    "the answer has no result",
-                    method=method,
-                    portal=domain,
-                    status=status,
-                )
-            error = error_from_answer(status, body, method=method, portal=domain, text=response.text)
-            if isinstance(error, QueryLimitExceeded):
-                # The bucket was out of step with the portal's (another client on the same IP, or a
-                # request slower than ARRIVAL_SLACK): count the shared bucket as full, so the retry
-                # and every other process's next request wait for a slot to leak.
-                await self._store(self._limiter.backoff, portal_key, self._clock(), rate, burst)
-            raise error
-
-        time_block = body.get("time")
-        if isinstance(time_block, Mapping):
-            reset_at = time_block.get("operating_reset_at")
-            if isinstance(reset_at, int | float) and not isinstance(reset_at, bool):
-                self._reset_at[(portal_key, method.lower())] = float(reset_at)
-        return body, domain
-
-    def _moved_endpoint(
-        self, portal_key: str, pair: TokenPair, url: httpx.URL, location: str | None, method: str
-    ) -> str:
-        if not location:
-            raise TransportError(
-                "BAD_REDIRECT", "redirect without a Location header", method=method, portal=pair.domain
-            )
-        try:
-            joined = urljoin(str(url), location)
-        except ValueError:  # urljoin splits the Location: "https://[/" raises
-            joined = ""
-        target, old = split_url(joined), split_url(pair.client_endpoint)
-        if target is None or old is None or not target.netloc:
-            raise TransportError(
-                "BAD_REDIRECT", f"redirect to an invalid URL {location[:80]!r}", method=method, portal=pair.domain
-            )
-        new_endpoint = f"{target.scheme}://{target.netloc}{old.path or '/rest/'}"
-        self._checked_url(new_endpoint, "redirect target", portal_key)
-        return new_endpoint
-
-    async def _refresh(self, portal_key: str, stale: TokenPair) -> TokenPair:
-        return await self._refresher.refresh(portal_key, stale)
+            return await send(portal_key, fresh, method, params)
 
 
 class PortalClient:
@@ -623,11 +360,7 @@ class PortalClient:
             self.portal_key, method, params, idempotent=idempotent, as_token=self._token
         )
 
-    async def batch(
-        self,
-        commands: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[tuple[str, Mapping[str, Any] | None]],
-        halt: bool = False,
-    ) -> BatchResult:
+    async def batch(self, commands: Commands, halt: bool = False) -> BatchResult:
         return await self._client.batch(self.portal_key, commands, halt, as_token=self._token)
 
     def list_all(self, method: str, params: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
