@@ -150,9 +150,8 @@ _intake = [
     _m(
         INTAKE,
         "portal/robot_call.py",
-        """        if user_token is not None:  # kept before the store, so the woken worker finds it
-            self.s.user_tokens.put(caller_key(inst.id, token), user_token)""",
-        "",
+        "caller_token=user_token.access_token if user_token else None,",
+        "caller_token=None,",
         "Intake.accept: the run-as user's token not kept for the run",
     ),
     _m(

@@ -231,7 +231,8 @@ def test_group_writer_on_both_databases(db: Database) -> None:
 def test_every_column_reads_back_as_it_was_given_on_both_databases(db: Database) -> None:
     """The PostgreSQL group insert sends the rows as one JSON text: numbers, None, booleans, unicode, nested
     JSON and quotes must come back exactly, and a dead call's columns as the intake wrote them."""
-    inst = Installations(db, Vault(b"k")).install(
+    vault = Vault(b"k")
+    inst = Installations(db, vault).install(
         InstallGrant(
             member_id="m" * 32,
             domain="p.example",
@@ -259,8 +260,10 @@ def test_every_column_reads_back_as_it_was_given_on_both_databases(db: Database)
         auth_user_id=None,
         properties={"a": [1, 2.5, None, True, {"b": odd}], "": ""},
         inputs=None,
+        caller_token="c" * 70,
+        caller_expires_at=1796285649.25,
     )
-    writer = GroupWriter(db)
+    writer = GroupWriter(db, seal=vault.encrypt)
     try:
         now = 1796282049.123456789
         queued = writer.submit(new, now=now)
@@ -279,6 +282,10 @@ def test_every_column_reads_back_as_it_was_given_on_both_databases(db: Database)
     assert (row.outputs, row.log, row.state, row.attempts, row.error) == (None, [], QUEUED, 0, "")
     assert row.received_at == row.run_after == now and row.deadline_at == 1796282049.0 + 3600
     assert row.deliver_after is None and row.finished_at is None
+    # the run-as user's token is stored encrypted, its expiry as given
+    assert row.caller_token and "c" * 16 not in row.caller_token and vault.decrypt(row.caller_token) == "c" * 70
+    assert row.caller_expires_at == 1796285649.25
     row = rows[ids[1]]
     assert (row.state, row.error, row.log_message, row.outputs) == ("dead", odd, "bad", {"x": 0.1})
     assert row.finished_at == now and row.deliver_after is None  # no subscription: nothing owed
+    assert row.caller_token is None and row.caller_expires_at is None  # a call that never runs keeps no token

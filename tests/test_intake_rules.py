@@ -14,7 +14,6 @@ import pytest
 
 from b24robots import Params, Router, String
 from b24robots.inbound.formcodec import encode_form
-from b24robots.jobs.worker import caller_key
 from b24robots.portal.install import is_enterprise
 from b24robots.testing.app_fixtures import RobotHarness
 from tests.test_pipeline_intake import body_for, post
@@ -90,7 +89,7 @@ async def test_the_run_as_user_and_their_token_are_kept_for_the_run(h: RobotHarn
     assert status == 200
     inv = h.svc.journal.get(answer["id"])
     assert inv.auth_user_id == 7
-    token = h.svc.user_tokens.get(caller_key(inv.installation_id, inv.event_token), time.time())
+    token = h.svc.caller_tokens.load(inv.id, time.time())
     assert token is not None and token.user_id == 7 and token.access_token == "u" * 32
 
 

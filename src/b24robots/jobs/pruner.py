@@ -2,7 +2,9 @@
 
 Every `interval` seconds it deletes batches of at most `batch` entries (store/retention.py), pausing
 `pause` seconds between batches so that the intake's writes get the database in between; it stops
-at the first batch that is not full.
+at the first batch that is not full. Each round first forgets the run-as users' tokens that have
+expired (`sweep`, store/caller_tokens.py): runs clear their own token when they end, this catches
+the ones whose call has not run again before its token's hour was over.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from b24robots.store.retention import KINDS, PruneReport, Retention
 
@@ -18,8 +21,17 @@ log = logging.getLogger("b24robots.jobs")
 
 
 class Pruner:
-    def __init__(self, retention: Retention, *, interval: float, batch: int, pause: float = 0.05) -> None:
+    def __init__(
+        self,
+        retention: Retention,
+        *,
+        interval: float,
+        batch: int,
+        pause: float = 0.05,
+        sweep: Callable[[float], int] | None = None,
+    ) -> None:
         self.retention = retention
+        self.sweep = sweep
         self.interval = interval
         self.batch = batch
         self.pause = pause
@@ -39,6 +51,10 @@ class Pruner:
 
     async def prune_once(self) -> PruneReport:
         report = PruneReport()
+        if self.sweep is not None:
+            forgotten = await asyncio.to_thread(self.sweep, time.time())
+            if forgotten:
+                log.info("forgot %d expired run-as user token(s)", forgotten)
         for kind in KINDS:
             while not self._stopping.is_set():
                 n = await asyncio.to_thread(self.retention.prune_batch, kind, now=time.time(), batch=self.batch)

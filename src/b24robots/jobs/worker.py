@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from b24robots.errors import B24RobotsError, NotFound, StoreRefused
 from b24robots.policy import retry_in_time
 from b24robots.rest.client import RestClient
-from b24robots.rest.tokens import UserTokens
+from b24robots.rest.tokens import UserToken
 from b24robots.robots.context import RobotContext
 from b24robots.robots.values import short
+from b24robots.store.caller_tokens import CallerTokens
 from b24robots.store.installations import Installation, Installations
 from b24robots.store.journal import Invocation, Journal
 
@@ -30,12 +31,6 @@ from .bookkeeping import persist
 from .outbound import Outbound, PortalOutbound
 from .runner import Outcome, Runner
 from .wakeup import Wakeup
-
-
-def caller_key(installation_id: int, event_token: str) -> str:
-    """Where the run-as user's token of one robot call is kept (Services.user_tokens)."""
-    return f"{installation_id}|{event_token}"
-
 
 log = logging.getLogger("b24robots.jobs")
 
@@ -72,9 +67,10 @@ class Worker:
         on_answer: Callable[[], None] | None = None,
         outbound: Outbound | None = None,
         process: str | None = None,
-        user_tokens: UserTokens | None = None,
+        caller_tokens: CallerTokens | None = None,
     ) -> None:
-        self.user_tokens = user_tokens  # run-as users' tokens that came with the calls this process took
+        # the run-as users' tokens stored with the calls (any process's intake wrote them)
+        self.caller_tokens = caller_tokens
         self.process = process  # this process's id in the processes table (its leases name it)
         self.outbound = outbound
         self.journal = journal
@@ -177,11 +173,18 @@ class Worker:
             self._portals_read[installation_id] = now
         return cached
 
+    def _prepare(self, inv: Invocation, now: float) -> tuple[Installation, UserToken | None]:
+        """The entry's portal and its run-as user's token (None: none came, or it expired), in one thread hop."""
+        portal = self._portal(inv.installation_id)
+        if self.caller_tokens is None or not inv.auth_user_id or inv.too_late(now):
+            return portal, None
+        return portal, self.caller_tokens.load(inv.id, now)
+
     async def _execute(self, inv: Invocation) -> None:
         started = time.monotonic()
         now = time.time()
         try:
-            portal = await asyncio.to_thread(self._portal, inv.installation_id)
+            portal, user_token = await asyncio.to_thread(self._prepare, inv, now)
         except NotFound:
             await persist(
                 f"recording that invocation {inv.id} has no installation",
@@ -198,10 +201,7 @@ class Worker:
             await persist(f"expiring invocation {inv.id}", self.journal.expire_late, [inv.id], self.owner)
             return
         event_token = self.journal.original_token(inv)
-        caller = None
-        if self.rest and self.user_tokens is not None:
-            user_token = self.user_tokens.get(caller_key(inv.installation_id, event_token), now)
-            caller = self.rest.as_user(portal.member_id, user_token) if user_token else None
+        caller = self.rest.as_user(portal.member_id, user_token) if self.rest and user_token else None
         ctx = RobotContext(
             portal=portal.domain,
             member_id=portal.member_id,
@@ -241,8 +241,6 @@ class Worker:
         except B24RobotsError:
             log.exception("recording the outcome of invocation %s failed", inv.id)
             return
-        if outcome.kind != "retry" and self.user_tokens is not None:  # the run is over: forget the token
-            self.user_tokens.discard(caller_key(inv.installation_id, event_token))
         self.stats.runs += 1
         if self.on_outcome:
             self.on_outcome(inv, outcome, elapsed)

@@ -19,9 +19,8 @@ from typing import Any, Protocol
 from b24robots.errors import InputError
 from b24robots.fields import INT32_MAX, as_flag, as_int
 from b24robots.jobs.wakeup import Wakeup
-from b24robots.jobs.worker import caller_key
 from b24robots.portal.auth import Denied, authenticate
-from b24robots.rest.tokens import UserToken, UserTokens
+from b24robots.rest.tokens import UserToken
 from b24robots.robots.params import default_outputs, parse_values
 from b24robots.robots.registry import Registry
 from b24robots.robots.values import jsonable, short
@@ -38,7 +37,6 @@ class IntakeDeps(Protocol):
     intake_writer: GroupWriter
     work_wakeup: Wakeup
     deliver_wakeup: Wakeup
-    user_tokens: UserTokens
 
 
 def _text(form: Mapping[str, Any], key: str) -> str:
@@ -56,7 +54,9 @@ def _triple(value: Any) -> list[str]:
 
 def _user_token(auth: Mapping[str, Any]) -> UserToken | None:
     """The run-as user's access token the queue sends in the call's auth block (bizproc
-    classes/general/restactivity.php::execute issues it for the robot's user), or None without one."""
+    classes/general/restactivity.php::execute queues the call with `LOCAL_USER` = the robot's user and
+    `sendAuth`), or None without one. The refresh token that comes too (`sendRefreshToken`) is not read:
+    the caller's client is never refreshed (store/caller_tokens.py)."""
     access = auth.get("access_token")
     user_id = _int(auth.get("user_id"), 0)
     if not isinstance(access, str) or not access or user_id <= 0:
@@ -164,10 +164,14 @@ class Intake:
             )
             reason = str(exc)
             return Taken(stored=stored, finish=lambda inv_id, created: self._rejected(inv_id, created, reason))
-        new = replace(new, inputs=jsonable(values))
         user_token = _user_token(auth)
-        if user_token is not None:  # kept before the store, so the woken worker finds it
-            self.s.user_tokens.put(caller_key(inst.id, token), user_token)
+        new = replace(
+            new,
+            inputs=jsonable(values),
+            # stored encrypted in the call's own row, so any process that runs it can act as the user
+            caller_token=user_token.access_token if user_token else None,
+            caller_expires_at=user_token.expires_at if user_token else None,
+        )
         return Taken(stored=self.s.intake_writer.submit(new), finish=self._queued)
 
     def _rejected(self, inv_id: int, created: bool, reason: str | None = None) -> Answer:

@@ -21,7 +21,7 @@ def redact(token: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class UserToken:
-    """A user's access token for one portal, held in memory only (never stored, never refreshed)."""
+    """A user's access token for one portal (never refreshed; stored only encrypted, store/caller_tokens.py)."""
 
     access_token: str = field(repr=False)
     expires_at: float
@@ -30,31 +30,6 @@ class UserToken:
     def __repr__(self) -> str:
         token = redact(self.access_token)
         return f"UserToken(user_id={self.user_id}, access_token={token!r}, expires_at={self.expires_at})"
-
-
-class UserTokens:
-    """Users' access tokens by key (e.g. a robot call), in memory, dropped when they expire or are discarded."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[str, UserToken] = {}
-        self._lock = threading.Lock()
-
-    def put(self, key: str, token: UserToken) -> None:
-        with self._lock:
-            self._tokens[key] = token
-
-    def get(self, key: str, now: float) -> UserToken | None:
-        with self._lock:
-            for k in [k for k, t in self._tokens.items() if t.expires_at <= now]:
-                del self._tokens[k]
-            return self._tokens.get(key)
-
-    def discard(self, key: str) -> None:
-        with self._lock:
-            self._tokens.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._tokens)
 
 
 @dataclass(frozen=True, slots=True)

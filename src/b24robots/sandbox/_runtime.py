@@ -433,8 +433,8 @@ class _Worker:
             # the same call as the robot's run-as user (the token the portal sent with this call)
             if not job.get("can_call_as_caller"):
                 raise RuntimeError(
-                    "ctx.call_as_caller is not available: this call brought no run-as user's token"
-                    " (or was taken over by another process); use ctx.call"
+                    "ctx.call_as_caller is not available: this call brought no run-as user's token, or it"
+                    " expired before this attempt (it is valid for an hour after the portal's call); use ctx.call"
                 )
             if not isinstance(method, str) or not method:
                 raise TypeError("ctx.call_as_caller(method, params): method must be a non-empty string")

@@ -153,3 +153,4 @@ class Deliveries:
                 row.state, row.deliver_after = DEAD, None
                 row.error = (row.error + "; " if row.error else "") + "not answered: the workflow's timeout passed"
                 row.lease_owner = row.lease_expires_at = row.lease_process = None
+                row.caller_token = row.caller_expires_at = None

@@ -39,6 +39,10 @@ class NewInvocation:
     auth_user_id: int | None
     properties: dict[str, Any]
     inputs: dict[str, Any] | None
+    # the run-as user's access token that came with the call and its expiry (unix time); the intake's
+    # writer stores it encrypted (store/caller_tokens.py); never shown
+    caller_token: str | None = field(default=None, repr=False)
+    caller_expires_at: float | None = None
 
 
 @dataclass(frozen=True)

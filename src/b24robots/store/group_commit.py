@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -57,8 +58,13 @@ def invocation_values(
     error: str = "",
     log_message: str = "",
     outputs: dict[str, Any] | None = None,
+    seal: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    """The invocations row of a new robot call, as Core insert parameters (the columns `Journal` writes)."""
+    """The invocations row of a new robot call, as Core insert parameters (the columns `Journal` writes).
+
+    The run-as user's token is kept only encrypted by `seal` (without one, or on a call that cannot
+    run, it is not kept at all)."""
+    keep = bool(new.caller_token) and new.caller_expires_at is not None and seal is not None and state == QUEUED
     return {
         "event_token": new.event_token,
         "installation_id": new.installation_id,
@@ -86,14 +92,18 @@ def invocation_values(
         "deadline_at": deadline_of(new, now),
         "deliver_after": now if state == DEAD and new.use_subscription else None,
         "finished_at": now if state == DEAD else None,
+        "caller_token": seal(new.caller_token) if keep and seal and new.caller_token else None,
+        "caller_expires_at": new.caller_expires_at if keep else None,
     }
 
 
 class GroupWriter:
     """Stores robot calls in groups, one transaction each; `store()` returns only after the commit."""
 
-    def __init__(self, db: Database, *, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, db: Database, *, max_group: int = MAX_GROUP, seal: Callable[[str], str] | None = None) -> None:
+        """`seal` encrypts the run-as users' tokens (`CallerTokens.seal`); without it they are not kept."""
         self.db = db
+        self.seal = seal
         self.max_group = max_group
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -148,6 +158,7 @@ class GroupWriter:
             error=error,
             log_message=log_message,
             outputs=outputs,
+            seal=self.seal,  # in the caller's thread: the writer thread only inserts
         )
         pending = _Pending(values, Future())
         self._ensure_thread()

@@ -314,6 +314,7 @@ class Journal(Deliveries):
             row.outputs, row.log, row.log_message, row.error = outputs, log, log_message, error
             row.finished_at = now
             row.lease_owner = row.lease_expires_at = row.lease_process = None
+            row.caller_token = row.caller_expires_at = None  # the run is over: the user's token goes
             row.deliver_after = now if row.use_subscription else None
             self._notify(s)
             return True
@@ -338,6 +339,8 @@ class Journal(Deliveries):
             self._ran(row, FAILED, error, log, ran, now)
             row.state, row.run_after, row.error, row.log = FAILED, now + delay, error, log
             row.lease_owner = row.lease_expires_at = row.lease_process = None
+            if row.caller_expires_at is not None and row.caller_expires_at <= row.run_after:
+                row.caller_token = row.caller_expires_at = None  # expired before the next attempt: useless
             return True
 
     def kill(
@@ -369,6 +372,7 @@ class Journal(Deliveries):
             )
             row.finished_at = now
             row.lease_owner = row.lease_expires_at = row.lease_process = None
+            row.caller_token = row.caller_expires_at = None
             too_late = past_deadline(now, row.deadline_at)
             row.deliver_after = now if row.use_subscription and not too_late else None
             self._notify(s)
@@ -392,6 +396,8 @@ class Journal(Deliveries):
                     lease_expires_at=None,
                     lease_process=None,
                     finished_at=func.coalesce(InvocationRow.finished_at, now),
+                    caller_token=None,
+                    caller_expires_at=None,
                 )
             )
             return int(getattr(result, "rowcount", 0))

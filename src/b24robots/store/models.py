@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -160,6 +172,13 @@ class InvocationRow(Base):
         Index("ix_invocations_lease_process", "lease_process"),
         Index("ix_invocations_state_finished_at", "state", "finished_at"),
         Index("ix_invocations_kind_received_at", "kind", "received_at"),  # store/stats.py
+        # only rows still holding a run-as user's token: what the expiry sweep reads (store/caller_tokens.py)
+        Index(
+            "ix_invocations_caller_expires_at",
+            "caller_expires_at",
+            sqlite_where=text("caller_expires_at IS NOT NULL"),
+            postgresql_where=text("caller_expires_at IS NOT NULL"),
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_token: Mapped[str] = mapped_column(String(512), unique=True)
@@ -204,6 +223,10 @@ class InvocationRow(Base):
     # every finished attempt, oldest first: {"attempt", "started_at", "finished_at", "outcome", "error",
     # "log", "ran"}; `log` above stays the last attempt's lines (what the workflow log is sent)
     attempt_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # the run-as user's access token that came with the call, encrypted (store/crypto.py), and when it
+    # expires; both NULL once the run is over for good or the token expired (store/caller_tokens.py)
+    caller_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    caller_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ProcessRow(Base):

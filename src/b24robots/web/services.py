@@ -24,13 +24,14 @@ from b24robots.policy import DAY
 from b24robots.portal.install import Lifecycle
 from b24robots.portal.oauth import OAuthServers
 from b24robots.rest.client import RestClient, RetryPolicy
-from b24robots.rest.tokens import AppCredentials, UserTokens
+from b24robots.rest.tokens import AppCredentials
 from b24robots.robots.registry import Registry
 from b24robots.robots.router import Router
 from b24robots.sandbox import SandboxLimits, SandboxPool, parse_patterns
 from b24robots.sandbox.proxy import SETTING as SANDBOX_METHODS
 from b24robots.store.apikeys import ApiKeys
 from b24robots.store.audit import Audit
+from b24robots.store.caller_tokens import CallerTokens
 from b24robots.store.connections import ConnectionStore
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database, private_dir
@@ -68,8 +69,8 @@ class Services:
     connections: ConnectionStore
     hub: ConnectionHub
     intake_writer: GroupWriter
-    # the run-as users' access tokens that came with robot calls: memory only (portal/robot_call.py)
-    user_tokens: UserTokens = field(default_factory=UserTokens)
+    # the run-as users' access tokens that came with robot calls, stored encrypted with them
+    caller_tokens: CallerTokens
     work_wakeup: Wakeup = field(default_factory=Wakeup)
     deliver_wakeup: Wakeup = field(default_factory=Wakeup)
     sandbox: SandboxPool | None = None
@@ -138,7 +139,7 @@ class Services:
             on_answer=self.deliver_wakeup.notify,
             outbound=self.outbound,
             process=info.id,
-            user_tokens=self.user_tokens,
+            caller_tokens=self.caller_tokens,
         )
         self.sender = Sender(
             self.journal,
@@ -153,6 +154,7 @@ class Services:
             self.retention,
             interval=self.settings.prune_interval_seconds,
             batch=self.settings.prune_batch,
+            sweep=self.caller_tokens.forget_expired,
         )
         self._tasks = [
             asyncio.create_task(self.worker.run(), name="b24r-worker"),
@@ -304,6 +306,7 @@ def build_services(
     metrics = Metrics(journal, installations)
     connections = ConnectionStore(db, vault)
     hub = ConnectionHub(connections, transport=connection_transport, observe=metrics.observe_connection)
+    caller_tokens = CallerTokens(db, vault)
     return Services(
         settings=settings,
         db=db,
@@ -323,5 +326,6 @@ def build_services(
         metrics=metrics,
         connections=connections,
         hub=hub,
-        intake_writer=GroupWriter(db),
+        intake_writer=GroupWriter(db, seal=caller_tokens.seal),
+        caller_tokens=caller_tokens,
     )
