@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from b24robots import Int, Params, RobotContext, Router
+from b24robots import Int, Params, RobotContext, Router, String
 
 router = Router()
 
@@ -30,3 +30,17 @@ async def sleepy(ctx: RobotContext) -> Out:
             fh.write(f"{os.getpid()}\n")
     await asyncio.sleep(float(os.environ.get("B24R_TEST_SLEEP", "3")))
     return Out(n=ctx.attempt, pid=os.getpid())
+
+
+class Who(Params):
+    me = String("Me")
+    pid = Int("Pid")
+
+
+@router.robot("p.whoami", name="Who am I", outputs=Who)
+async def whoami(ctx: RobotContext) -> Who:
+    # calls the portal as the run-as user whose token came with the call another process accepted
+    if ctx.rest_as_caller is None:
+        return Who(me="none", pid=os.getpid())
+    me = await ctx.rest_as_caller.call("profile")
+    return Who(me=str(me["ID"]), pid=os.getpid())

@@ -1,4 +1,5 @@
-"""Worker processes: crash recovery (kill -9) and several workers sharing one PostgreSQL queue."""
+"""Worker processes: crash recovery (kill -9), several workers sharing one PostgreSQL queue, and the
+run-as user's token of a call accepted by one process used by the worker process that runs it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
+from b24robots.store.models import InvocationRow
 from b24robots.testing import PortalSimulator, SimulatorServer
 from b24robots.testing.app_fixtures import PUBLIC_URL, RobotHarness
 from tests.conftest import new_pg_database
@@ -168,3 +171,65 @@ async def test_sigterm_gives_the_lease_back(served_sim: PortalSimulator, tmp_pat
         assert "waiting up to 0.5 s (B24R_SHUTDOWN_GRACE) for 1 running robot" in proc.stderr.read().decode()
         inv = h.svc.journal.list()[0]
         assert inv.state == "queued" and inv.attempts == 0  # ready for the next worker at once
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'q.db'}"
+    return new_pg_database(request.getfixturevalue("pg_server"), request.getfixturevalue("pg_template"))
+
+
+def _caller_columns(h: RobotHarness, inv_id: int) -> tuple[str | None, float | None]:
+    with h.svc.db.read() as s:
+        row = s.execute(
+            select(InvocationRow.caller_token, InvocationRow.caller_expires_at).where(InvocationRow.id == inv_id)
+        ).one()
+    return row.caller_token, row.caller_expires_at
+
+
+async def test_a_worker_process_calls_as_the_run_as_user_of_a_call_another_process_took(
+    served_sim: PortalSimulator, tmp_path: Path, queue_url: str
+) -> None:
+    async with RobotHarness(
+        router, data_dir=tmp_path, database_url=queue_url, sim=served_sim, workers=False, sandbox=False
+    ) as h:
+        await h.install()
+        wf = await h.sim.start_robot(h.portal, "p.whoami", user_id=2)  # taken by this process only
+        (inv,) = h.svc.journal.list()
+        (token,) = [t.token for t in h.sim.access_tokens.values() if t.user_id == 2]
+        raw, _ = _caller_columns(h, inv.id)
+        assert raw and token not in raw  # stored, never as plain text
+        worker = start_worker(h, queue_url, tmp_path)
+        try:
+            await wf.closed(timeout=30)
+            await wait_for(lambda: h.svc.journal.get(inv.id).state == "delivered", 20)
+        finally:
+            stop(worker)
+        assert wf.return_values["me"] == "2" and str(wf.return_values["pid"]) == str(worker.pid)
+        (profile,) = [c for c in h.sim.calls if c.method == "profile"]
+        assert profile.user_id == 2  # the worker process used the user's token, not the app's
+        assert _caller_columns(h, inv.id) == (None, None)  # gone once the run was over
+        assert worker.stderr is not None and token not in worker.stderr.read().decode()
+
+
+async def test_a_worker_process_given_an_expired_token_runs_without_a_caller(
+    served_sim: PortalSimulator, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'q.db'}"
+    async with RobotHarness(
+        router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False, sandbox=False
+    ) as h:
+        await h.install()
+        wf = await h.sim.start_robot(h.portal, "p.whoami", user_id=2)
+        (inv,) = h.svc.journal.list()
+        with h.svc.db.write() as s:  # as if the call had waited in the queue past its token's hour
+            s.execute(update(InvocationRow).where(InvocationRow.id == inv.id).values(caller_expires_at=time.time() - 1))
+        worker = start_worker(h, db_url, tmp_path)
+        try:
+            await wf.closed(timeout=30)
+        finally:
+            stop(worker)
+        assert wf.return_values["me"] == "none"  # ctx.rest_as_caller is None: the documented behaviour
+        assert not [c for c in h.sim.calls if c.method == "profile"]
+        assert _caller_columns(h, inv.id) == (None, None)

@@ -58,13 +58,12 @@ def invocation_values(
     error: str = "",
     log_message: str = "",
     outputs: dict[str, Any] | None = None,
-    seal: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """The invocations row of a new robot call, as Core insert parameters (the columns `Journal` writes).
 
-    The run-as user's token is kept only encrypted by `seal` (without one, or on a call that cannot
-    run, it is not kept at all)."""
-    keep = bool(new.caller_token) and new.caller_expires_at is not None and seal is not None and state == QUEUED
+    `caller_token` is still the plain run-as user's token here (None on a call that cannot run): the
+    writer encrypts it just before the insert (`GroupWriter._write`)."""
+    keep = bool(new.caller_token) and new.caller_expires_at is not None and state == QUEUED
     return {
         "event_token": new.event_token,
         "installation_id": new.installation_id,
@@ -92,7 +91,7 @@ def invocation_values(
         "deadline_at": deadline_of(new, now),
         "deliver_after": now if state == DEAD and new.use_subscription else None,
         "finished_at": now if state == DEAD else None,
-        "caller_token": seal(new.caller_token) if keep and seal and new.caller_token else None,
+        "caller_token": new.caller_token if keep else None,
         "caller_expires_at": new.caller_expires_at if keep else None,
     }
 
@@ -158,7 +157,6 @@ class GroupWriter:
             error=error,
             log_message=log_message,
             outputs=outputs,
-            seal=self.seal,  # in the caller's thread: the writer thread only inserts
         )
         pending = _Pending(values, Future())
         self._ensure_thread()
@@ -236,6 +234,17 @@ class GroupWriter:
         for pending in group:
             pending.future.set_exception(exc)
 
+    def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The row as stored: the run-as user's token encrypted, or dropped without `seal`. Done here, in
+        the writer thread, not in each caller's: the callers' threads then hand over their calls without
+        pausing (encryption draws random bytes, which releases the GIL), so the groups stay as large."""
+        plain = values.get("caller_token")
+        if not plain:
+            return values
+        if self.seal is None:
+            return {**values, "caller_token": None, "caller_expires_at": None}
+        return {**values, "caller_token": self.seal(plain)}
+
     def _write(self, group: list[_Pending]) -> list[tuple[int, bool]]:
         first_of: dict[str, int] = {}  # token -> index of its first call in the group
         rows: list[dict[str, Any]] = []
@@ -243,7 +252,7 @@ class GroupWriter:
             token = pending.values["event_token"]
             if token not in first_of:
                 first_of[token] = i
-                rows.append(pending.values)
+                rows.append(self._sealed(pending.values))
         ids: dict[str, tuple[int, bool]] = {}
         params: Any = rows if self.db.is_sqlite else _pg_rows(rows)
         with self.db.write_core() as s:
