@@ -4,7 +4,9 @@ Stdlib only. The pool starts the zygote as ``python -I -S`` with an empty enviro
 everything stored code may use, then forks workers on request. The zygote never runs stored code.
 A worker isolates itself once, right after the fork (new session; when root, chroot into a private
 empty read-only directory and drop to a uid/gid of its own from the pool's reserved range; hard
-rlimits; seccomp), then serves one job over its own socket and exits. The run's limits are lowered
+rlimits; seccomp; not root, a user, IPC and pid namespace of its own where the kernel allows, the pid
+one through one more fork, see `_own_namespaces`), then serves one job over its own socket and
+exits. The pid the zygote reports is the worker's as the zygote sees it. The run's limits are lowered
 soft limits and interval timers. The worker's frames go through the C codec in `_wire`, never the
 `json` classes stored code can reach.
 
@@ -42,6 +44,7 @@ import signal
 import socket
 import statistics
 import string
+import struct
 import sys
 import tempfile
 import time
@@ -612,10 +615,18 @@ class _Worker:
         os._exit(0)
 
 
-def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int | None, seccomp: bool) -> dict[str, Any]:
+def _isolate(
+    sock: socket.socket,
+    workdir: str,
+    caps: dict[str, Any],
+    uid: int | None,
+    seccomp: bool,
+    namespaces: dict[str, bool] | None = None,
+) -> dict[str, Any]:
     """Lock this freshly forked process down; return what was achieved. `uid` (root only) is this
     worker's own: no other live worker has it, so even without seccomp it cannot signal, ptrace or
-    prlimit another worker, nor open what another one made."""
+    prlimit another worker, nor open what another one made. `namespaces` (not root) is what
+    `_own_namespaces` achieved before this process was forked."""
     facts: dict[str, Any] = {"chroot": False, "uid_dropped": False, "seccomp": False, "readonly_root": False}
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDWR)
@@ -638,7 +649,7 @@ def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int |
         facts["uid"] = os.getuid()
     else:
         os.chdir(workdir)
-        facts["ipc_per_worker"] = _own_ipc_namespace()
+        facts.update(namespaces or {"ipc_per_worker": False, "pid_per_worker": False})
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Hard limits are the pool's caps; each run lowers the soft limits. RLIMIT_NPROC is left alone:
     # root ignores it, seccomp already refuses new processes and threads are bounded by RLIMIT_AS.
@@ -659,26 +670,71 @@ def _isolate(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int |
     return facts
 
 
-_CLONE_NEWUSER, _CLONE_NEWIPC = 0x10000000, 0x08000000
+_CLONE_NEWUSER, _CLONE_NEWIPC, _CLONE_NEWPID = 0x10000000, 0x08000000, 0x20000000
+_PR_SET_CHILD_SUBREAPER = 36
+_PID_LENGTH = struct.Struct("=q")
 
 
-def _own_ipc_namespace() -> bool:
-    """Not root: move into a user and IPC namespace of this worker's own, when the kernel allows
-    unprivileged user namespaces (inside bubblewrap's too). SysV IPC and POSIX queues are then
-    private to the worker even without seccomp. Signals are not: the kernel compares the real
-    uids, which other workers share (seccomp refuses them). False when refused."""
+def _own_namespaces(report_fd: int) -> dict[str, bool]:
+    """Not root: give the worker a user, IPC and pid namespace of its own, when the kernel allows
+    unprivileged user namespaces (inside bubblewrap's too). Runs in the process the zygote forked.
+
+    IPC: SysV IPC and POSIX queues are private to the worker even without seccomp. Pid: a new pid
+    namespace only holds this process's children, so it forks once more; the child is pid 1 there
+    and becomes the worker (this function returns in it), while this process writes the child's pid
+    to `report_fd` and exits at once, without running anything else. The zygote (a child subreaper)
+    then adopts the worker, so it kills, waits for and accounts that process itself, as it would a
+    worker it forked. Another worker's pids are not in the namespace: signals, `prlimit`,
+    `setpriority` and `ptrace` aimed at them fail with ESRCH even without seccomp (the kernel
+    compares the global uids, which the workers share, so a user namespace alone did not separate
+    them). Killing pid 1 kills every process of the namespace. When the kernel refuses, the pid
+    written is 0: this process is the worker, as before."""
     libc = _seccomp.libc()
-    return libc is not None and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC) == 0
+    facts = {"ipc_per_worker": False, "pid_per_worker": False}
+    if libc is not None and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC | _CLONE_NEWPID) == 0:
+        facts = {"ipc_per_worker": True, "pid_per_worker": True}
+    elif libc is not None and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC) == 0:
+        facts["ipc_per_worker"] = True  # e.g. /proc/sys/user/max_pid_namespaces is 0
+    if not facts["pid_per_worker"]:
+        os.write(report_fd, _PID_LENGTH.pack(0))
+        os.close(report_fd)
+        return facts
+    pid = os.fork()
+    if pid:
+        os.write(report_fd, _PID_LENGTH.pack(pid))
+        os._exit(0)
+    os.close(report_fd)
+    return facts
 
 
-def _worker_main(sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int | None, seccomp: bool) -> None:
+def _worker_main(
+    sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int | None, seccomp: bool, report_fd: int | None
+) -> None:
     try:
-        facts = _isolate(sock, workdir, caps, uid, seccomp)
+        namespaces = _own_namespaces(report_fd) if report_fd is not None else None
+        facts = _isolate(sock, workdir, caps, uid, seccomp, namespaces)
     except BaseException as exc:
         _wire.send(sock, {"t": "failed", "message": f"{type(exc).__name__}: {exc}"})
         os._exit(3)
     _wire.send(sock, {"t": "ready", "pid": os.getpid(), "isolation": facts})
     _Worker(sock, caps).serve()
+
+
+def _adopt(forked: int, report_r: int) -> int:
+    """The pid of the worker `forked` became (not root): its child in a new pid namespace, adopted
+    by the zygote once `forked` exits, or `forked` itself. Raises OSError when it died first."""
+    try:
+        data = os.read(report_r, _PID_LENGTH.size)
+    finally:
+        os.close(report_r)
+    worker = _PID_LENGTH.unpack(data)[0] if len(data) == _PID_LENGTH.size else -1
+    if worker == 0:
+        return forked
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(forked, 0)  # it exits right after writing; its child is ours from then on
+    if worker < 0:
+        raise OSError(errno.ECHILD, "the worker exited before it reported its pid")
+    return worker
 
 
 # --------------------------------------------------------------------------- the zygote
@@ -724,6 +780,13 @@ def zygote_main(ctrl_fd: int, base: str | None = None, pool_uids: list[int] | No
     workdirs: dict[int, str] = {}
     uids: dict[int, int] = {}  # pid -> uid, for the live (not yet reaped) workers
     root = os.geteuid() == 0
+    libc = _seccomp.libc()
+    if not root and libc is not None:
+        # A worker in a pid namespace of its own is its parent's child; made our child when that
+        # parent exits (see _own_namespaces). Nothing else is orphaned to us: workers cannot fork
+        # (seccomp), and without seccomp what they fork lives in their own pid namespace.
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, None, 0, 0)
+    subreaper = not root and libc is not None
 
     released: set[int] = set()  # killed, not yet reaped: their uids stay held until they are gone
 
@@ -775,23 +838,46 @@ def zygote_main(ctrl_fd: int, base: str | None = None, pool_uids: list[int] | No
                         {"t": "error", "message": f"all {len(pool_uids or ())} sandbox uids are held by live workers"}
                     )
                     continue
+                report_r = report_w = None
                 try:
                     workdir = tempfile.mkdtemp(prefix="worker-", dir=base)
                     if root:
                         os.chmod(workdir, 0o555)  # noqa: S103 - root's, readable, never writable
+                    else:  # the forked process says which pid the worker ends up with
+                        report_r, report_w = os.pipe()
                     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                     pid = os.fork()
                 except OSError as exc:
+                    for fd in (report_r, report_w):
+                        if fd is not None:
+                            os.close(fd)
                     reply({"t": "error", "message": f"fork failed: {exc}"})
                     continue
                 if pid == 0:
                     try:
                         ctrl.close()
                         parent_end.close()
-                        _worker_main(child_end, workdir, caps, uid, seccomp)
+                        if report_r is not None:
+                            os.close(report_r)
+                        _worker_main(child_end, workdir, caps, uid, seccomp, report_w)
                     finally:
                         os._exit(4)
                 child_end.close()
+                if report_r is not None and report_w is not None:
+                    os.close(report_w)
+                    try:
+                        worker = _adopt(pid, report_r)
+                    except OSError as exc:
+                        parent_end.close()
+                        shutil.rmtree(workdir, ignore_errors=True)
+                        reply({"t": "error", "message": f"fork failed: {exc}"})
+                        continue
+                    if worker == pid and subreaper and libc is not None:
+                        # no pid namespace here: what a worker forks (seccomp off) is orphaned to
+                        # the host's init, as before, not kept by us as a zombie
+                        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, None, 0, 0)
+                        subreaper = False
+                    pid = worker
                 workdirs[pid] = workdir
                 if uid is not None:
                     uids[pid] = uid

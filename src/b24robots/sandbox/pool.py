@@ -363,7 +363,8 @@ class SandboxPool:
         """What holds stored code, computed once at start: ``bwrap+chroot+seccomp`` or
         ``chroot+seccomp`` as root (a uid per worker, read-only empty root), ``bwrap+seccomp`` not root
         with user namespaces, ``seccomp`` not root without bubblewrap, ``rlimits-only`` without
-        seccomp; ``unknown`` before start."""
+        seccomp; ``unknown`` before start. Not root, the isolation details say whether each worker
+        also has a user, pid and IPC namespace of its own (``pid_per_worker``, ``ipc_per_worker``)."""
         return str(self._stats.isolation.get("level", "unknown"))
 
     @property
@@ -382,27 +383,37 @@ class SandboxPool:
         )
         if facts["uid_per_worker"]:
             facts["uids"] = list(self.identities.uids)
+        facts["pid_per_worker"] = bool(facts.get("pid_per_worker"))
+        if facts["pid_per_worker"]:
+            namespaces = (
+                ", and each has a user, pid and IPC namespace of its own (another worker's processes "
+                "cannot be signalled, reniced or limited: they are not in its pid namespace)"
+            )
+        elif facts.get("ipc_per_worker"):
+            namespaces = " (each has an IPC namespace of its own)"
+        else:
+            namespaces = ""
         warning = None
         if not facts.get("seccomp"):
             warning = (
                 f"seccomp is unavailable ({facts.get('seccomp_error', 'off or unsupported architecture')}); "
                 "stored code is contained only by resource limits"
                 + (", its own uid and a read-only root" if facts["uid_per_worker"] else " and the in-language checks")
+                + (namespaces.replace(", and each", "; each", 1) if facts["pid_per_worker"] else "")
             )
         elif not facts["uid_per_worker"] and facts["bwrap"]:
             warning = (
                 "not running as root: workers run in a user namespace (bubblewrap) with a read-only root, "
-                "but share one uid, so what keeps one portal's run from another's is the seccomp filter "
-                "alone"
-                + (" (each has an IPC namespace of its own)" if facts.get("ipc_per_worker") else "")
+                "but share one uid, so what keeps one portal's run from another's is the seccomp filter"
+                + (namespaces if facts["pid_per_worker"] else " alone" + namespaces)
                 + ". Run as root for a uid of its own per worker."
             )
         elif not facts["uid_per_worker"]:
             warning = (
                 "not running as root and no bubblewrap: stored code can read any file this user can read, "
                 "write where it can write, and workers share one uid, so what keeps one portal's run from "
-                "another's is the seccomp filter alone"
-                + (" (each has an IPC namespace of its own)" if facts.get("ipc_per_worker") else "")
+                "another's is the seccomp filter"
+                + (namespaces if facts["pid_per_worker"] else " alone" + namespaces)
                 + ". Run as root, or install bubblewrap."
             )
         if warning:

@@ -163,11 +163,13 @@ class _SandboxCollector(Collector):
             return
         info = GaugeMetricFamily(
             "b24robots_sandbox_isolation",
-            "1 for the isolation level stored code runs under, with whether each worker has a uid of its own",
-            labels=["level", "uid_per_worker"],
+            "1 for the isolation level stored code runs under, with whether each worker has a uid of its own "
+            "(as root) or a pid namespace of its own (not root)",
+            labels=["level", "uid_per_worker", "pid_per_worker"],
         )
         detail = health.get("isolation_detail") or {}
-        info.add_metric([str(health.get("isolation")), str(bool(detail.get("uid_per_worker"))).lower()], 1.0)
+        flags = [str(bool(detail.get(name))).lower() for name in ("uid_per_worker", "pid_per_worker")]
+        info.add_metric([str(health.get("isolation")), *flags], 1.0)
         yield info
         degraded = GaugeMetricFamily(
             "b24robots_sandbox_isolation_degraded",
