@@ -1,23 +1,13 @@
-"""The child side: the zygote and the workers it forks.
+"""The child side: the stored-code runtime and the worker that runs one job.
 
-Stdlib only. The pool starts the zygote as ``python -I -S`` with an empty environment; it imports
-everything stored code may use, then forks workers on request. The zygote never runs stored code.
-A worker isolates itself once, right after the fork (new session; when root, chroot into a private
-empty read-only directory and drop to a uid/gid of its own from the pool's reserved range; hard
-rlimits; seccomp; not root, a user, IPC and pid namespace of its own where the kernel allows, the pid
-one through one more fork, see `_own_namespaces`), then serves one job over its own socket and
-exits. The pid the zygote reports is the worker's as the zygote sees it. The run's limits are lowered
-soft limits and interval timers. The worker's frames go through the C codec in `_wire`, never the
-`json` classes stored code can reach.
-
-Control channel (pool <-> zygote, SOCK_SEQPACKET, one JSON object per packet):
-``{"t": "fork", "caps": {...}, "seccomp": bool}`` -> ``{"t": "forked", "pid": n}`` plus the worker's
-socket (SCM_RIGHTS);
-``{"t": "reap", "pid": n}`` -> ``{"t": "reaped", "pid": n, "signal": .., "exit": .., "cpu": .., ...}``;
-``{"t": "release", "pid": n}`` (no answer: a worker that served its run is killed at once and
-reaped when it is gone, so the pool never waits for a process to exit); ``{"t": "quit"}``.
-EOF on the channel makes the zygote kill its workers and exit.
-"""
+Stdlib only. The pool starts the zygote (`_zygote`) as ``python -I -S`` with an empty environment;
+it imports this module, i.e. everything stored code may use, then forks workers on request.
+A worker isolates itself once, right after the fork (`_isolation`: new session; when root, chroot
+into a private empty read-only directory and drop to a uid/gid of its own from the pool's reserved
+range; not root, a user, IPC and pid namespace of its own where the kernel allows, the pid one
+through one more fork; hard rlimits; seccomp), then serves one job over its own socket and exits.
+The run's limits are lowered soft limits and interval timers. The worker's frames go through the C
+codec in `_wire`, never the `json` classes stored code can reach."""
 
 from __future__ import annotations
 
@@ -29,7 +19,6 @@ import datetime
 import decimal
 import errno
 import functools
-import gc
 import itertools
 import json
 import linecache
@@ -39,21 +28,18 @@ import os
 import random
 import re
 import resource
-import shutil
 import signal
 import socket
 import statistics
 import string
-import struct
 import sys
-import tempfile
 import time
 import traceback
 import types
 from collections.abc import Callable
 from typing import Any
 
-from b24robots.sandbox import _calls, _policy, _seccomp, _wire
+from b24robots.sandbox import _calls, _isolation, _policy, _wire
 
 MIB = 1024 * 1024
 RECURSION_DEPTH = 800
@@ -63,7 +49,7 @@ LOG_BYTES = _wire.LOG_CHARS_TOTAL
 CONTEXT_FIELDS = ("document_id", "document_type", "portal", "workflow_id", "robot")
 
 # Loaded now so that workers, chrooted into an empty directory, never need the filesystem.
-_PRELOAD = (
+PRELOAD = (
     "_strptime",
     "heapq",  # collections.Counter.most_common(n)
     "encodings.ascii",
@@ -615,104 +601,14 @@ class _Worker:
         os._exit(0)
 
 
-def _isolate(
-    sock: socket.socket,
-    workdir: str,
-    caps: dict[str, Any],
-    uid: int | None,
-    seccomp: bool,
-    namespaces: dict[str, bool] | None = None,
-) -> dict[str, Any]:
-    """Lock this freshly forked process down; return what was achieved. `uid` (root only) is this
-    worker's own: no other live worker has it, so even without seccomp it cannot signal, ptrace or
-    prlimit another worker, nor open what another one made. `namespaces` (not root) is what
-    `_own_namespaces` achieved before this process was forked."""
-    facts: dict[str, Any] = {"chroot": False, "uid_dropped": False, "seccomp": False, "readonly_root": False}
-    os.setsid()
-    devnull = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    keep = sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 16)
-    random.seed()
-    if os.geteuid() == 0 and uid is not None:
-        # The directory is root's and r-x for others: the root the worker sees is empty and
-        # unwritable, so nothing it writes can outgrow RLIMIT_AS as files in a tmpfs (host RAM).
-        os.chroot(workdir)
-        os.chdir("/")
-        facts["chroot"] = facts["readonly_root"] = True
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-        facts["uid_dropped"] = True
-        facts["uid"] = os.getuid()
-    else:
-        os.chdir(workdir)
-        facts.update(namespaces or {"ipc_per_worker": False, "pid_per_worker": False})
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # Hard limits are the pool's caps; each run lowers the soft limits. RLIMIT_NPROC is left alone:
-    # root ignores it, seccomp already refuses new processes and threads are bounded by RLIMIT_AS.
-    resource.setrlimit(resource.RLIMIT_AS, (caps["memory_mb"] * MIB,) * 2)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (caps["file_size_mb"] * MIB,) * 2)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (caps["open_files"],) * 2)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past RLIMIT_FSIZE fail with EFBIG instead
-    signal.signal(signal.SIGPROF, _on_timer("cpu"))
-    signal.signal(signal.SIGALRM, _on_timer("timeout"))
-    if not seccomp:
-        facts["seccomp_error"] = "switched off (a test of the identity layer alone)"
-    elif _seccomp.supported():
-        try:
-            _seccomp.install()
-            facts["seccomp"] = True
-        except OSError as exc:
-            facts["seccomp_error"] = str(exc)
-    return facts
-
-
-_CLONE_NEWUSER, _CLONE_NEWIPC, _CLONE_NEWPID = 0x10000000, 0x08000000, 0x20000000
-_PR_SET_CHILD_SUBREAPER = 36
-_PID_LENGTH = struct.Struct("=q")
-
-
-def _own_namespaces(report_fd: int) -> dict[str, bool]:
-    """Not root: give the worker a user, IPC and pid namespace of its own, when the kernel allows
-    unprivileged user namespaces (inside bubblewrap's too). Runs in the process the zygote forked.
-
-    IPC: SysV IPC and POSIX queues are private to the worker even without seccomp. Pid: a new pid
-    namespace only holds this process's children, so it forks once more; the child is pid 1 there
-    and becomes the worker (this function returns in it), while this process writes the child's pid
-    to `report_fd` and exits at once, without running anything else. The zygote (a child subreaper)
-    then adopts the worker, so it kills, waits for and accounts that process itself, as it would a
-    worker it forked. Another worker's pids are not in the namespace: signals, `prlimit`,
-    `setpriority` and `ptrace` aimed at them fail with ESRCH even without seccomp (the kernel
-    compares the global uids, which the workers share, so a user namespace alone did not separate
-    them). Killing pid 1 kills every process of the namespace. When the kernel refuses, the pid
-    written is 0: this process is the worker, as before."""
-    libc = _seccomp.libc()
-    facts = {"ipc_per_worker": False, "pid_per_worker": False}
-    if libc is not None and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC | _CLONE_NEWPID) == 0:
-        facts = {"ipc_per_worker": True, "pid_per_worker": True}
-    elif libc is not None and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWIPC) == 0:
-        facts["ipc_per_worker"] = True  # e.g. /proc/sys/user/max_pid_namespaces is 0
-    if not facts["pid_per_worker"]:
-        os.write(report_fd, _PID_LENGTH.pack(0))
-        os.close(report_fd)
-        return facts
-    pid = os.fork()
-    if pid:
-        os.write(report_fd, _PID_LENGTH.pack(pid))
-        os._exit(0)
-    os.close(report_fd)
-    return facts
-
-
-def _worker_main(
+def worker_main(
     sock: socket.socket, workdir: str, caps: dict[str, Any], uid: int | None, seccomp: bool, report_fd: int | None
 ) -> None:
+    """The body of a process the zygote forked: namespaces (not root), isolation, one run, exit."""
     try:
-        namespaces = _own_namespaces(report_fd) if report_fd is not None else None
-        facts = _isolate(sock, workdir, caps, uid, seccomp, namespaces)
+        namespaces = _isolation.own_namespaces(report_fd) if report_fd is not None else None
+        timers = {signal.SIGPROF: _on_timer("cpu"), signal.SIGALRM: _on_timer("timeout")}
+        facts = _isolation.isolate(sock, workdir, caps, uid, seccomp, namespaces, timers)
     except BaseException as exc:
         _wire.send(sock, {"t": "failed", "message": f"{type(exc).__name__}: {exc}"})
         os._exit(3)
@@ -720,192 +616,6 @@ def _worker_main(
     _Worker(sock, caps).serve()
 
 
-def _adopt(forked: int, report_r: int) -> int:
-    """The pid of the worker `forked` became (not root): its child in a new pid namespace, adopted
-    by the zygote once `forked` exits, or `forked` itself. Raises OSError when it died first."""
-    try:
-        data = os.read(report_r, _PID_LENGTH.size)
-    finally:
-        os.close(report_r)
-    worker = _PID_LENGTH.unpack(data)[0] if len(data) == _PID_LENGTH.size else -1
-    if worker == 0:
-        return forked
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(forked, 0)  # it exits right after writing; its child is ours from then on
-    if worker < 0:
-        raise OSError(errno.ECHILD, "the worker exited before it reported its pid")
-    return worker
-
-
-# --------------------------------------------------------------------------- the zygote
-
-
-def _kill_and_reap(pid: int) -> dict[str, Any]:
-    for kill in (os.killpg, os.kill):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
-    try:
-        _, status, usage = os.wait4(pid, 0)
-    except ChildProcessError:
-        return {"t": "reaped", "pid": pid, "signal": 0, "exit": -1, "cpu": 0.0, "maxrss_kb": 0}
-    return {
-        "t": "reaped",
-        "pid": pid,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
-        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "maxrss_kb": usage.ru_maxrss,
-    }
-
-
-def zygote_main(ctrl_fd: int, base: str | None = None, pool_uids: list[int] | None = None) -> None:
-    """Serve fork and reap requests on `ctrl_fd` until told to quit or the pool goes away.
-    Workers' private directories are made under `base` (the system temp dir when None); as root,
-    each live worker gets one of `pool_uids` (the pool's, claimed for it alone) that no other live
-    worker holds (a uid is free again once its worker is reaped)."""
-    for name in _PRELOAD:
-        with contextlib.suppress(ImportError):
-            __import__(name)
-    _seccomp.prepare()
-    with contextlib.suppress(Exception):
-        _Worker.warm_up()  # first-use initialisation, once for every worker
-    # Objects that exist now are shared copy-on-write with every worker: keep the collector off
-    # them, or its first pass in a worker would touch (and copy) every page.
-    gc.collect()
-    gc.freeze()
-    # The pool passes an empty environment, but interpreter start-up may add LC_CTYPE (PEP 538).
-    os.environ.clear()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the server's business
-    ctrl = socket.socket(fileno=ctrl_fd)
-    workdirs: dict[int, str] = {}
-    uids: dict[int, int] = {}  # pid -> uid, for the live (not yet reaped) workers
-    root = os.geteuid() == 0
-    libc = _seccomp.libc()
-    if not root and libc is not None:
-        # A worker in a pid namespace of its own is its parent's child; made our child when that
-        # parent exits (see _own_namespaces). Nothing else is orphaned to us: workers cannot fork
-        # (seccomp), and without seccomp what they fork lives in their own pid namespace.
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, None, 0, 0)
-    subreaper = not root and libc is not None
-
-    released: set[int] = set()  # killed, not yet reaped: their uids stay held until they are gone
-
-    def collect(block: bool) -> None:
-        """Reap the released workers that are gone (with `block`, wait for one of them). Only
-        those: another worker's status is the pool's to ask for (reap), e.g. why it died."""
-        for pid in sorted(released):
-            try:
-                done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done == 0:
-                continue
-            block = False
-            released.discard(pid)
-            uids.pop(pid, None)
-            shutil.rmtree(workdirs.pop(pid), ignore_errors=True)
-
-    def free_uid() -> int | None:
-        collect(block=False)
-        held = set(uids.values())
-        uid = next((u for u in pool_uids or () if u not in held), None)
-        if uid is None and released:
-            collect(block=True)  # every free uid is a killed worker's: it is gone in a moment
-            held = set(uids.values())
-            uid = next((u for u in pool_uids or () if u not in held), None)
-        return uid
-
-    def reply(message: dict[str, Any], fds: list[int] | None = None) -> None:
-        socket.send_fds(ctrl, [json.dumps(message).encode()], fds or [])
-
-    reply({"t": "zygote", "pid": os.getpid(), "root": root, "seccomp": _seccomp.supported()})
-    try:
-        while True:
-            try:
-                data = ctrl.recv(65536)
-            except OSError:
-                break
-            if not data:
-                break
-            request = json.loads(data)
-            kind = request.get("t")
-            if kind == "fork":
-                caps = request["caps"]
-                seccomp = request.get("seccomp") is not False
-                uid = free_uid() if root else None
-                if root and uid is None:
-                    reply(
-                        {"t": "error", "message": f"all {len(pool_uids or ())} sandbox uids are held by live workers"}
-                    )
-                    continue
-                report_r = report_w = None
-                try:
-                    workdir = tempfile.mkdtemp(prefix="worker-", dir=base)
-                    if root:
-                        os.chmod(workdir, 0o555)  # noqa: S103 - root's, readable, never writable
-                    else:  # the forked process says which pid the worker ends up with
-                        report_r, report_w = os.pipe()
-                    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                    pid = os.fork()
-                except OSError as exc:
-                    for fd in (report_r, report_w):
-                        if fd is not None:
-                            os.close(fd)
-                    reply({"t": "error", "message": f"fork failed: {exc}"})
-                    continue
-                if pid == 0:
-                    try:
-                        ctrl.close()
-                        parent_end.close()
-                        if report_r is not None:
-                            os.close(report_r)
-                        _worker_main(child_end, workdir, caps, uid, seccomp, report_w)
-                    finally:
-                        os._exit(4)
-                child_end.close()
-                if report_r is not None and report_w is not None:
-                    os.close(report_w)
-                    try:
-                        worker = _adopt(pid, report_r)
-                    except OSError as exc:
-                        parent_end.close()
-                        shutil.rmtree(workdir, ignore_errors=True)
-                        reply({"t": "error", "message": f"fork failed: {exc}"})
-                        continue
-                    if worker == pid and subreaper and libc is not None:
-                        # no pid namespace here: what a worker forks (seccomp off) is orphaned to
-                        # the host's init, as before, not kept by us as a zombie
-                        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, None, 0, 0)
-                        subreaper = False
-                    pid = worker
-                workdirs[pid] = workdir
-                if uid is not None:
-                    uids[pid] = uid
-                reply({"t": "forked", "pid": pid}, [parent_end.fileno()])
-                parent_end.close()
-            elif kind == "release":
-                pid = int(request["pid"])
-                if pid in workdirs and pid not in released:
-                    for kill in (os.killpg, os.kill):
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            kill(pid, signal.SIGKILL)
-                    released.add(pid)
-                collect(block=False)
-            elif kind == "reap":
-                pid = int(request["pid"])
-                if pid in released:  # released earlier; a status is wanted after all
-                    released.discard(pid)
-                if pid not in workdirs:
-                    reply({"t": "reaped", "pid": pid, "signal": 0, "exit": -1, "cpu": 0.0, "maxrss_kb": 0})
-                    continue
-                status = _kill_and_reap(pid)
-                uids.pop(pid, None)
-                shutil.rmtree(workdirs.pop(pid), ignore_errors=True)
-                reply(status)
-            elif kind == "quit":
-                break
-    finally:
-        for pid, workdir in workdirs.items():
-            _kill_and_reap(pid)
-            shutil.rmtree(workdir, ignore_errors=True)
-    os._exit(0)
+def warm_up() -> None:
+    """First-use initialisation of a run's steps, once in the zygote (see `_Worker.warm_up`)."""
+    _Worker.warm_up()

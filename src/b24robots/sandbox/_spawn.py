@@ -1,7 +1,7 @@
 """Starting the zygote: the bubblewrap view, the uid range and the control channel.
 
 The pool (pool.py) decides when to fork and reap; this module knows how: the command line of the
-zygote, the filesystem it sees, and the messages of the control channel (see _runtime's docstring).
+zygote, the filesystem it sees, and the messages of the control channel (see _zygote's docstring).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ for name, path in (("b24robots", {str(SANDBOX_DIR.parent)!r}), ("b24robots.sandb
     module = types.ModuleType(name)
     module.__path__ = [path]
     sys.modules[name] = module
-from b24robots.sandbox import _runtime
-_runtime.zygote_main(int(sys.argv[1]), sys.argv[2] or None, [int(u) for u in sys.argv[3].split(",") if u])
+from b24robots.sandbox import _zygote
+_zygote.zygote_main(int(sys.argv[1]), sys.argv[2] or None, [int(u) for u in sys.argv[3].split(",") if u])
 """
 
 
@@ -55,7 +55,7 @@ class Identities:
     on this host holds it (an exclusive `flock` on ``<LOCK_DIR>/<uid>.lock``, released with the pool,
     or by the kernel when the process dies) and no user in the passwd database has it. So pools
     in one process, or several servers on one host, never share a worker identity. Within the pool
-    each live worker holds one uid no other live worker holds (see `_runtime.zygote_main`).
+    each live worker holds one uid no other live worker holds (see `_zygote.zygote_main`).
     The range must not belong to any user, file or process of the host.
     """
 
