@@ -321,10 +321,19 @@ STAY = '''def run(inputs, ctx):
     while True:
         pass
 '''
+# Spins with the CPU timer's and the soft rlimit's signals ignored: the hard CPU rlimit's SIGKILL
+# ends it, and the zygote's wait4 of the adopted worker says it used up its CPU.
+SPIN = '''def run(inputs, ctx):
+    import signal
+    for sig in (signal.SIGPROF, signal.SIGXCPU, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_IGN)
+    while True:
+        pass
+'''
 NORMAL = "def run(inputs, ctx):\\n    return {'ok': True}\\n"
 report = {}
 for name, bwrap in (("bwrap", None), ("plain", False)):
-    caps = SandboxLimits(cpu_seconds=20, wall_seconds=5)
+    caps = SandboxLimits(cpu_seconds=20, wall_seconds=10)
     with SandboxPool(2, caps=caps, language_hardening=False, bwrap=bwrap, seccomp=False) as pool:
         detail = pool.health()["isolation_detail"]
         victim_pid = pool._idle[0].pid  # runs are given the oldest spare first: the victim's worker
@@ -365,6 +374,11 @@ for name, bwrap in (("bwrap", None), ("plain", False)):
         while alive(inside) and time.monotonic() < deadline:
             time.sleep(0.05)
         stayed = alive(inside)
+        try:
+            pool.run(SPIN, {}, context={}, limits=SandboxLimits(cpu_seconds=1, wall_seconds=8))
+            spun = "returned"
+        except SandboxLimitExceeded as exc:
+            spun = exc.limit
         after = pool.run(NORMAL, {}, context={}).outputs
         everything = descendants(__import__("os").getpid())
     deadline = time.monotonic() + 5
@@ -373,7 +387,7 @@ for name, bwrap in (("bwrap", None), ("plain", False)):
     report[name] = {
         "level": pool.isolation_level, "detail": detail, "victim": victim_pid, "held": held,
         "attack": attack, "ended": ended, "took": took, "inside": len(inside), "stayed": stayed,
-        "after": after, "pool_processes": len(everything), "left_behind": alive(everything),
+        "spun": spun, "after": after, "pool_processes": len(everything), "left_behind": alive(everything),
     }
 print(json.dumps(report))
 """
@@ -410,5 +424,6 @@ def test_not_root_each_worker_has_a_pid_namespace_of_its_own() -> None:
         assert level["ended"] == "timeout", level
         assert level["took"] < 1.0 + 0.5 + 3.0, level  # wall limit + grace + a loaded machine's slack
         assert level["inside"] == 2 and level["stayed"] == [], level  # the robot and its child, both gone
+        assert level["spun"] == "cpu", level  # the rlimit's SIGKILL reaches pid 1; wait4 counts its CPU
         assert level["after"] == {"ok": True}
         assert level["pool_processes"] >= 2 and level["left_behind"] == [], level
