@@ -251,3 +251,57 @@ async def test_a_standard_plan_keeps_the_standard_limits(tmp_path: Path) -> None
         await h.install()
         stored = h.svc.installations.get(h.portal.member_id)
         assert (stored.rate, stored.burst, stored.license) == (2.0, 50, "project")
+
+
+# -- the registrations ledger after an install or update -------------------------------------------
+# The portal deletes an app's robots on every install and update (bizproc lib/restservice.php::
+# onRestAppUpdate; a re-install starts from nothing), so what we recorded as registered must go
+# at once: with the portal refusing bizproc.robot.add, the ledger must not claim a robot it lost.
+
+
+def refuse_robot_adds(h: RobotHarness) -> None:
+    h.sim.faults.fail_next(1000, method="bizproc.robot.add")
+
+
+async def test_an_update_forgets_the_registrations_it_deleted(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        assert set(h.svc.installations.registrations(h.portal.member_id)) == {"p.echo"}
+        refuse_robot_adds(h)
+        await h.sim.update_app(h.app, h.portal)
+        await h.svc.wait_syncs()
+        assert h.portal.registrations == {}  # the update deleted it and the re-add was refused
+        assert h.svc.installations.registrations(h.portal.member_id) == {}
+
+
+async def test_a_reinstall_with_a_new_token_forgets_the_old_registrations(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        refuse_robot_adds(h)
+        await h.sim.install_app(h.app, h.portal)  # installed again over the live install
+        await h.svc.wait_syncs()
+        assert h.svc.installations.registrations(h.portal.member_id) == {}
+
+
+async def test_a_frame_install_forgets_the_old_registrations(tmp_path: Path) -> None:
+    async with harness(tmp_path, api_only=False) as h:
+        await h.install()
+        assert set(h.svc.installations.registrations(h.portal.member_id)) == {"p.echo"}
+        refuse_robot_adds(h)
+        # the admin installs again; until BX24.installFinish() only the frame POST has come
+        await h.sim.install_app(h.app, h.portal, finish=False)
+        await h.svc.wait_syncs()
+        assert h.svc.installations.registrations(h.portal.member_id) == {}
+
+
+async def test_a_reinstall_after_uninstall_with_the_same_token_is_stored(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        await h.install()
+        token = h.sim.installation(h.app, h.portal).application_token
+        await h.sim.uninstall_app(h.app, h.portal)
+        assert h.svc.installations.get(h.portal.member_id).status == "uninstalled"
+        await h.sim.install_app(h.app, h.portal, application_token=token)
+        await h.svc.wait_syncs()
+        assert h.svc.installations.get(h.portal.member_id).active
+        wf = await h.run_robot("p.echo", properties={"text": "back"})
+        assert wf.delivery is not None and wf.delivery.status_code == 200  # the call is ours again

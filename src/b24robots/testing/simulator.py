@@ -444,6 +444,7 @@ class PortalSimulator:
         user_id: int = 1,
         late: bool = False,
         newer_frame_fields: bool = False,
+        application_token: str | None = None,
     ) -> Installation:
         """Install the app as admin ``user_id``.
 
@@ -453,7 +454,10 @@ class PortalSimulator:
         app bound meanwhile. Until then the OAuth server's app.info says ``installed: false``.
         ``late=True``: ONAPPINSTALL arrives after its access token expired (it is never resent, docs
         settings/oauth/simple-way.md). ``notify=False`` installs silently. Installing again re-installs:
-        the old tokens, robots and event handlers of the app are gone.
+        the old tokens, robots and event handlers of the app are gone. ``application_token``: the token
+        this install carries (default: a new one); a portal that stores none derives it as
+        ``md5(member_id|app id|secret|shared key)`` (rest ``CRestUtil::getApplicationToken``, protocol
+        §4.3), so a re-install can bring the very token of the install before.
         """
         with self._lock:
             p, a = self.portal(portal), self._app(app)
@@ -465,7 +469,7 @@ class PortalSimulator:
             inst = Installation(
                 app=a,
                 domain=p.domain,
-                application_token=_util.new_hex32(),
+                application_token=application_token or _util.new_hex32(),
                 installed=a.api_only,
                 version=a.version,
                 id=self._next_id(),
