@@ -3,8 +3,10 @@
     python bench/dashboard.py [--rows N] [--runs N] [--pg]
 
 Rows: `Stats.window` for the hour, the day and the week (counts and nearest-rank p50/p95 per bucket,
-robot and portal: what one dashboard page reads), `queues()` and `tokens()`, and a whole `/metrics`
-journal scrape (the three periods per robot and portal, without buckets). SQLite by default, PostgreSQL
+robot and portal: what one dashboard page reads), the day and the week also computed from the rows
+alone (`window_from_rows`, what they read before the hourly rollup of store/rollup.py) for the ratio,
+the first fold of the week into the rollup (once, after an upgrade), `queues()` and `tokens()`, and a
+whole `/metrics` journal scrape (the three periods per robot and portal, without buckets). SQLite by default, PostgreSQL
 as well with `--pg` (a throw-away server, bench/pg.py). Target: a dashboard page's queries within 500 ms
 on 100k rows, best of N (the week reads every row; the hour reads its own through the
 (kind, received_at) index).
@@ -32,6 +34,7 @@ from b24robots.store.db import Database  # noqa: E402
 from b24robots.store.installations import Installations  # noqa: E402
 from b24robots.store.journal import Journal  # noqa: E402
 from b24robots.store.models import InstallationRow, InvocationRow  # noqa: E402
+from b24robots.store.rollup import Rollup  # noqa: E402
 from b24robots.store.stats import Stats  # noqa: E402
 from b24robots.web.metrics import Metrics  # noqa: E402
 from bench.common import temp_dir  # noqa: E402
@@ -108,12 +111,30 @@ def measure(name: str, db: Database, rows: int, runs: int, table: Table) -> None
     def period(p: str) -> Callable[[], object]:
         return lambda: stats.window(p, now)
 
-    cases: list[tuple[str, Callable[[], object]]] = [(f"window('{p}')", period(p)) for p in ("hour", "day", "week")]
+    def raw(p: str) -> Callable[[], object]:
+        return lambda: stats.window_from_rows(p, now)
+
+    started = time.perf_counter()
+    folded = Rollup(db).fold(int(now - WEEK) // 3600, int(now) // 3600 + 1, now)
+    table.add_row(name, f"first fold ({folded} hours)", f"{(time.perf_counter() - started) * 1000:.1f}", "")
+    cases: list[tuple[str, Callable[[], object]]] = []
+    for p in ("hour", "day", "week"):
+        if p != "hour":
+            cases.append((f"window('{p}') from the rows", raw(p)))
+        cases.append((f"window('{p}')", period(p)))
     cases += [
         ("queues() + tokens()", lambda: (stats.queues(), stats.tokens())),
         (
+            "dashboard page (day + queues + tokens) from the rows",
+            lambda: (stats.window_from_rows("day", now), stats.queues(), stats.tokens()),
+        ),
+        (
             "dashboard page (day + queues + tokens)",
             lambda: (stats.window("day", now), stats.queues(), stats.tokens()),
+        ),
+        (
+            "dashboard page (week + queues + tokens)",
+            lambda: (stats.window("week", now), stats.queues(), stats.tokens()),
         ),
         ("/metrics render", metrics.render),
     ]

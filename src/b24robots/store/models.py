@@ -229,6 +229,34 @@ class InvocationRow(Base):
     caller_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class StatsHourRow(Base):
+    """An hour (unix seconds // 3600) whose robot calls are folded into `stats_rollup` (store/rollup.py).
+
+    Triggers on `invocations` (migration 0016_18) delete an hour's row whenever a robot call of that
+    hour is inserted, changes its outcome or run time, or is deleted, so a folded hour is always
+    folded from the rows as they are now. A migration that rebuilds `invocations` on SQLite (batch
+    mode) drops the triggers and must create them again."""
+
+    __tablename__ = "stats_hours"
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    folded_at: Mapped[float] = mapped_column(Float)
+
+
+class StatsRollupRow(Base):
+    """The robot calls of one folded hour: in all (`grouping` "all", `key` ""), of one robot ("robot",
+    its code) or of one portal ("portal", the installation id): counts and a run-time histogram."""
+
+    __tablename__ = "stats_rollup"
+    hour: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    grouping: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+    dead: Mapped[int] = mapped_column(Integer)
+    # finished runs per histogram bin (store/rollup.py), a JSON list [bin, count, bin, count, ...]
+    runs: Mapped[str] = mapped_column(Text, default="[]")
+
+
 class ProcessRow(Base):
     """A running `serve` or `worker` process and its heartbeat (leases name it in `lease_process`)."""
 

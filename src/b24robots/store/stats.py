@@ -9,8 +9,11 @@ its `received_at`, so a call is counted once, in the period it arrived, whatever
   answered with a business failure (an `error` kept with the answer),
 - **dead**: given up (`dead`), the dead letters,
 - **p50 / p95**: run time `finished_at - started_at` of the calls that finished, in seconds, by the
-  nearest-rank method (the smallest value with at least q of the values at or below it), computed in
-  SQL with window functions (SQLite 3.25+ and PostgreSQL), exact, no sample; one query per grouping.
+  nearest-rank method (the smallest value with at least q of the values at or below it). The hour
+  computes it exactly in SQL with window functions (SQLite 3.25+ and PostgreSQL), one query per
+  grouping. The day and the week (whole hours) read the hourly rollup of store/rollup.py: counts are
+  exact, a quantile is the upper edge of the run-time histogram bin holding the nearest-rank value
+  (never below it, at most 4.4 % above it).
 
 Every aggregate is plain SQL that SQLite and PostgreSQL answer alike; the bucket number is the only
 dialect-specific part (PostgreSQL rounds a cast to integer, SQLite truncates). The
@@ -29,6 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from b24robots.store.db import Database
 from b24robots.store.installations import NEEDS_REINSTALL
 from b24robots.store.models import InstallationRow, InvocationRow
+from b24robots.store.rollup import HOUR, Rollup, Tally
 
 # period -> (bucket width in seconds, number of buckets)
 PERIODS: dict[str, tuple[int, int]] = {"hour": (300, 12), "day": (3600, 24), "week": (6 * 3600, 28)}
@@ -143,7 +147,15 @@ class Stats:
     # --- a period -----------------------------------------------------------------------------
     def window(self, period: str, now: float | None = None, *, buckets: bool = True) -> Window:
         """The numbers of `period` (see the module docstring) at `now`, per robot, portal and bucket."""
-        since, until, width, count = period_bounds(period, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        if period in PERIODS and PERIODS[period][0] % HOUR == 0:
+            return self._from_rollup(period, now, buckets=buckets)
+        return self.window_from_rows(period, now, buckets=buckets)
+
+    def window_from_rows(self, period: str, now: float, *, buckets: bool = True) -> Window:
+        """`window` computed from the rows alone, quantiles exact: what the hour reads (bench/dashboard.py
+        compares the day and the week read this way with the rollup)."""
+        since, until, width, count = period_bounds(period, now)
         in_window = and_(
             InvocationRow.kind == "robot", InvocationRow.received_at >= since, InvocationRow.received_at < until
         )
@@ -178,6 +190,23 @@ class Stats:
                 found = out["bucket"].get(str(i))
                 series.append(RunStats(str(i)) if found is None else found)
         return Window(period, since, until, width, total, by_robot, by_portal, series)
+
+    def _from_rollup(self, period: str, now: float, *, buckets: bool) -> Window:
+        """A period of whole hours: the folded hours from the rollup, the rest from the raw rows."""
+        since, until, width, _ = period_bounds(period, now)
+        got = Rollup(self.db).read(since, until, width, now)
+        with self.db.read() as s:
+            domains = dict(s.execute(select(InstallationRow.id, InstallationRow.domain)).all())
+
+        def stats(key: str, t: Tally) -> RunStats:
+            return RunStats(key, t.calls, t.failures, t.dead, t.quantile(QUANTILES[0]), t.quantile(QUANTILES[1]))
+
+        by_robot = sorted((stats(k, t) for k, t in got.robots.items()), key=lambda r: (-r.calls, r.key))
+        by_portal = sorted(
+            (stats(domains.get(k, str(k)), t) for k, t in got.portals.items()), key=lambda r: (-r.calls, r.key)
+        )
+        series = [stats(str(i), t) for i, t in enumerate(got.buckets)] if buckets else []
+        return Window(period, since, until, width, stats("all", got.total), by_robot, by_portal, series)
 
     def _bucket(self, since: float, width: int) -> ColumnElement[Any]:
         # the numbers are ours, inlined: PostgreSQL takes a GROUP BY expression with bound
