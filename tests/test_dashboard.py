@@ -260,9 +260,13 @@ async def test_dashboard_is_the_first_page_and_refuses_an_unknown_period(harness
         assert empty.status_code == 200 and 'data-total="calls">0<' in empty.text
         assert 'data-period="day" aria-current="page"' in empty.text  # the default period
         assert 'id="db-size"' in empty.text and "MiB" in empty.text
-        # every time says its zone: the server's, with its offset
-        span = re.search(r'id="period-span">([^<]*)<', empty.text)
-        assert span and re.search(r"\d{2}:\d{2}:\d{2} UTC[+-]\d{2}:\d{2} .*UTC[+-]\d{2}:\d{2}", span.group(1))
+        # every time says its zone: the server's, with its offset, and the UTC moment for the browser
+        span = re.search(r'id="period-span">(.*?)</p>', empty.text)
+        assert span
+        text = re.sub(r"<[^>]+>", "", span.group(1))
+        assert re.search(r"\d{2}:\d{2}:\d{2} UTC[+-]\d{2}:\d{2} .*UTC[+-]\d{2}:\d{2}", text)
+        moments = re.findall(r'<time datetime="(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)" data-local>', span.group(1))
+        assert len(moments) == 2
         bad = await c.get("/admin/dashboard", params={"period": "year"})
         assert bad.status_code == 400 and "hour, day or week" in bad.text
         c.cookies.set("b24r_lang", "ru")

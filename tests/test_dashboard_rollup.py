@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections import defaultdict
 
 from sqlalchemy import delete, func, select, update
@@ -14,7 +15,7 @@ from b24robots.store.db import Database
 from b24robots.store.journal import Journal
 from b24robots.store.models import InstallationRow, InvocationRow, StatsHourRow, StatsRollupRow
 from b24robots.store.retention import Retention, RetentionPeriods
-from b24robots.store.rollup import GRACE, HOUR
+from b24robots.store.rollup import GRACE, HOUR, Rollup
 from b24robots.store.stats import Stats, Window, period_bounds
 from tests.test_dashboard import Entry, histogram_edge, nearest_rank, same, write_journal
 
@@ -213,3 +214,30 @@ def test_an_hour_is_folded_only_after_its_grace(db: Database) -> None:
     assert int(start // HOUR) - 1 in folded_hours(db)
     with db.read() as s:
         assert s.scalar(select(func.sum(StatsRollupRow.calls)).where(StatsRollupRow.grouping == "all")) == 2
+
+
+def test_readers_folding_the_same_hours_at_once_both_succeed(db: Database) -> None:
+    first = portal(db, "a.example.test")
+    rng = random.Random(5)
+    write_journal(db, [Entry("r.a", first, rng.uniform(0, 7 * DAY), run=0.1) for _ in range(300)], NOW)
+    since, until, _, _ = period_bounds("week", NOW)
+    start = threading.Barrier(2)
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    def fold() -> None:
+        try:
+            start.wait(timeout=10)
+            done.append(Rollup(db).fold(int(since) // HOUR, int(until) // HOUR, NOW))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fold) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    closed = int((NOW - GRACE) // HOUR) - int(since) // HOUR
+    assert sorted(done) == [0, closed]  # one of them folded every ended hour, the other found them folded
+    check(db)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import gettext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 WEB_DIR = Path(__file__).resolve().parent.parent
 LOCALE_DIR = WEB_DIR / "locale"
@@ -55,14 +56,18 @@ def translations(lang: str) -> gettext.NullTranslations:
     return gettext.translation(DOMAIN, localedir=str(LOCALE_DIR), languages=[lang], fallback=True)
 
 
-def _when(ts: float | None) -> str:
-    """A stored UTC time in the server's zone, with its offset, so no time on a page is ambiguous:
-    `2026-12-03 09:35:00 UTC+03:00`."""
+def _when(ts: float | None) -> Markup | str:
+    """A stored UTC time as `<time datetime="2026-12-03T06:35:00Z">`: its text is the server's zone with
+    its offset (`2026-12-03 09:35:00 UTC+03:00`), and admin.js rewrites it in the browser's zone with
+    that zone's offset, so no time on a page is ambiguous and each admin reads their own."""
     if not ts:
         return "—"
     moment = datetime.fromtimestamp(ts).astimezone()
     offset = moment.strftime("%z")
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC{offset[:3]}:{offset[3:]}"
+    utc = datetime.fromtimestamp(ts, UTC)
+    return Markup('<time datetime="{}" data-local>{}</time>').format(
+        f"{utc:%Y-%m-%dT%H:%M:%S}Z", f"{moment:%Y-%m-%d %H:%M:%S} UTC{offset[:3]}:{offset[3:]}"
+    )
 
 
 @cache
@@ -76,6 +81,8 @@ def environment(lang: str) -> Environment:
     )
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     env.filters["when"] = _when
+    # a heading's translation may carry soft hyphens where it may wrap; an accessible name does not need them
+    env.filters["unhyphenated"] = lambda text: str(text).replace("\u00ad", "")
     env.globals["LANGUAGES"] = LANGUAGE_NAMES
     return env
 

@@ -129,7 +129,9 @@ def build_admin(services: Services) -> Admin:
             elif svc.registry.router.get(form["code"]) is not None:
                 errors.fields["code"] = ctx._("A module robot has this code; open it and use Adopt to edit it here.")
         if errors or spec is None:
-            info = await run_in_threadpool(svc.register.version, code) if code else None
+            # an existing robot keeps everything its page shows beside the form (the test-run panel runs
+            # the active version, which the failed save left as it was)
+            shown = await stored_robot_page(code) if code else {"info": None, "module_twin": False}
             return ctx.render(
                 "robot_edit.html",
                 422,
@@ -138,8 +140,7 @@ def build_admin(services: Services) -> Admin:
                 errors=errors,
                 new=code is None,
                 types=authoring.PARAM_TYPES,
-                info=info,
-                module_twin=False,
+                **shown,
             )
         author = ctx.user.username if ctx.user else "admin"
         before = (await run_in_threadpool(svc.register.version, code)).number if code else 0
@@ -180,13 +181,25 @@ def build_admin(services: Services) -> Admin:
         regs = {i.member_id: svc.installations.registrations(i.member_id) for i in portals}
         return admin.sync_state(resolved, portals, regs) if resolved else []
 
+    async def stored_robot_page(code: str) -> dict[str, Any]:
+        """What a stored robot's page shows besides its form: the active version, the test-run inputs,
+        its state and whether the portals are in step."""
+        info = await run_in_threadpool(svc.register.version, code)
+        resolved = svc.registry.resolve(code)
+        return {
+            "info": info,
+            "module_twin": code in svc.registry.router,
+            "inputs": resolved.spec.inputs if resolved else (),
+            "state": await run_in_threadpool(svc.register.state, code),
+            "sync": await run_in_threadpool(robot_sync_state, resolved),
+        }
+
     @page("/admin/robots/{code}")
     async def robot(ctx: Ctx) -> Response:
         code = ctx.param("code")
         if await run_in_threadpool(svc.register.exists, code):
-            info = await run_in_threadpool(svc.register.version, code)
-            form = authoring.form_from_document(info.document, info.source)
-            resolved = svc.registry.resolve(code)
+            shown = await stored_robot_page(code)
+            form = authoring.form_from_document(shown["info"].document, shown["info"].source)
             return ctx.render(
                 "robot_edit.html",
                 connection_names=admin.connection_names(),
@@ -194,11 +207,7 @@ def build_admin(services: Services) -> Admin:
                 errors=authoring.FormErrors(),
                 new=False,
                 types=authoring.PARAM_TYPES,
-                info=info,
-                module_twin=code in svc.registry.router,
-                inputs=resolved.spec.inputs if resolved else (),
-                state=await run_in_threadpool(svc.register.state, code),
-                sync=await run_in_threadpool(robot_sync_state, resolved),
+                **shown,
             )
         resolved = svc.registry.resolve(code)
         if resolved is None or resolved.module is None:

@@ -96,9 +96,38 @@
     if (form) { form.addEventListener("submit", function () { cm.save(); }); }
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", setup);
-  } else {
+  // --- times: stored as UTC, the server renders them in its zone; each admin reads them in their own --
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function localTimes(root) {
+    var zone = "";
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
+    var found = Array.prototype.slice.call(root.querySelectorAll("time[data-local]"));
+    if (root.matches && root.matches("time[data-local]")) { found.push(root); }
+    found.forEach(function (el) {
+      var d = new Date(el.getAttribute("datetime") || "");
+      if (el.hasAttribute("data-zone") || isNaN(d.getTime())) { return; }
+      var off = -d.getTimezoneOffset();
+      var sign = off < 0 ? "-" : "+";
+      off = Math.abs(off);
+      el.title = (zone ? zone + " · " : "") + el.textContent;  // the server's text stays at hand
+      el.textContent = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+        pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) +
+        " UTC" + sign + pad(Math.floor(off / 60)) + ":" + pad(off % 60);
+      el.setAttribute("data-zone", zone);
+    });
+  }
+
+  function start() {
     setup();
+    localTimes(document);
+    // rows htmx brings in later (the live journal) carry server-zone times as well
+    document.body.addEventListener("htmx:load", function (event) { localTimes(event.target); });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
   }
 })();
