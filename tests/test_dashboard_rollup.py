@@ -8,9 +8,12 @@ import math
 import random
 import threading
 from collections import defaultdict
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+import pytest
+from sqlalchemy import delete, event, func, select, update
 
+from b24robots.errors import StoreError
 from b24robots.store.db import Database
 from b24robots.store.journal import Journal
 from b24robots.store.models import InstallationRow, InvocationRow, StatsHourRow, StatsRollupRow
@@ -241,3 +244,19 @@ def test_readers_folding_the_same_hours_at_once_both_succeed(db: Database) -> No
     closed = int((NOW - GRACE) // HOUR) - int(since) // HOUR
     assert sorted(done) == [0, closed]  # one of them folded every ended hour, the other found them folded
     check(db)
+
+
+def test_a_database_that_takes_no_writes_still_gets_its_numbers(sqlite_db: Database) -> None:
+    """SQLite in query-only mode refuses the fold's writes: the ended hours are read from their rows."""
+    first = portal(sqlite_db, "a.example.test")
+    write_journal(sqlite_db, [Entry("r.a", first, 3 * 3600, run=0.2), Entry("r.a", first, 60, run=0.4)], NOW)
+    sqlite_db.engine.dispose()
+
+    @event.listens_for(sqlite_db.engine, "connect")
+    def _query_only(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA query_only = ON")
+
+    with pytest.raises(StoreError):
+        Rollup(sqlite_db).fold(int(NOW - DAY) // HOUR, int(NOW) // HOUR, NOW)
+    day = check(sqlite_db)
+    assert day.total.calls == 2 and folded_hours(sqlite_db) == set()
