@@ -39,10 +39,9 @@ def test_the_parameter_inputs_keep_their_width_in_russian(page: Any, live: Live)
     add_robot(page, live, "polish.widths")
     path = f"{live.url}/admin/robots/polish.widths"
     english = input_widths(page, path)
-    shot(page, "params-en")
     russian(page, live)
     ru = input_widths(page, path)
-    shot(page, "params-ru")
+    shot(page, "robot-editor-ru")
     assert page.locator("#params-in th").first.inner_text() == "Ключ"
     for field in FIELDS:
         assert english[field] >= 72, (field, english)  # 4.5rem: room for a key or a default value
