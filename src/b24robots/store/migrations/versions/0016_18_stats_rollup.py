@@ -2,14 +2,14 @@
 run-time histogram (store/rollup.py), and triggers that unfold an hour whenever one of its calls changes
 
 Revision ID: 0016_18
-Revises: 0014_18
+Revises: 0015_13
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_18"
-down_revision = "0014_18"
+down_revision = "0015_13"
 branch_labels = None
 depends_on = None
 
