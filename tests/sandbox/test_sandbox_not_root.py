@@ -222,7 +222,7 @@ def test_not_root_one_worker_cannot_signal_another_or_meet_it_over_ipc() -> None
         # A's run was not killed; in a pid namespace of its own it is pid 1 there
         assert level["held"] == {"pid": 1 if level["pid_per_worker"] else level["victim"]}, level
         if level["pid_per_worker"]:
-            assert "a user, pid and IPC namespace of its own" in level["warning"], level["warning"]
+            assert "a user, pid, IPC and mount namespace of its own" in level["warning"], level["warning"]
         attack = level["attack"]
         assert attack["kill"] == "PermissionError", level
         for call in ("msgget", "shmget", "semget", "mq_open"):
@@ -412,7 +412,7 @@ def test_not_root_each_worker_has_a_pid_namespace_of_its_own() -> None:
         level = report[name]
         detail = level["detail"]
         assert detail["pid_per_worker"] is True and detail["ipc_per_worker"] is True, (name, detail)
-        assert "pid and IPC namespace of its own" in detail["warning"], detail["warning"]
+        assert "pid, IPC and mount namespace of its own" in detail["warning"], detail["warning"]
         assert level["held"] == {"pid": 1, "ppid": 0}, level  # the first run ended normally, as pid 1
         attack = level["attack"]
         assert attack["self"] == 1
@@ -427,3 +427,173 @@ def test_not_root_each_worker_has_a_pid_namespace_of_its_own() -> None:
         assert level["spun"] == "cpu", level  # the rlimit's SIGKILL reaches pid 1; wait4 counts its CPU
         assert level["after"] == {"ok": True}
         assert level["pool_processes"] >= 2 and level["left_behind"] == [], level
+
+
+FILES = """
+import json, os, sys, tempfile, threading, time
+sys.path[:0] = %(paths)r
+from b24robots.sandbox import SandboxLimits, SandboxPool
+
+MARK = "b24r-fs-mark-" + str(os.getpid())
+# Leaves a file in /tmp, in its working directory and in /dev/shm, and says where they are.
+LEAVE = '''def run(inputs, ctx):
+    import os
+    out = {"cwd": os.getcwd()}
+    for where in ("/tmp/" + inputs["mark"], inputs["mark"], "/dev/shm/" + inputs["mark"]):
+        try:
+            with open(where, "w") as f:
+                f.write("secret of run A")
+            out[where] = "written"
+        except OSError as exc:
+            out[where] = type(exc).__name__ + ": " + exc.strerror
+    out["tmp"] = sorted(os.listdir("/tmp"))
+    if inputs.get("hold"):
+        ctx.call("written", out)  # the other run looks now
+        ctx.call("wait", {})
+    return out
+'''
+# Looks for what LEAVE left, by every path it can think of.
+LOOK = '''def run(inputs, ctx):
+    import ctypes, errno, os
+    mark, cwd, pid = inputs["mark"], inputs["cwd"], inputs.get("pid")
+
+    def attempt(action):
+        try:
+            return ["ok", action()]
+        except OSError as exc:
+            return [errno.errorcode.get(exc.errno, str(exc.errno))]
+
+    def read(path):
+        with open(path) as f:
+            return f.read()
+
+    paths = {"tmp": "/tmp/" + mark, "cwd": os.path.join(cwd, mark), "shm": "/dev/shm/" + mark}
+    if pid:
+        paths["proc-root"] = f"/proc/{pid}/root/tmp/{mark}"
+        paths["proc-cwd"] = f"/proc/{pid}/cwd/{mark}"
+    out = {"own-cwd": os.getcwd(), "tmp-list": sorted(os.listdir("/tmp"))}
+    out["cwd-parent"] = attempt(lambda: sorted(os.listdir(os.path.dirname(cwd))))
+    out["cwd-dir"] = attempt(lambda: sorted(os.listdir(cwd)))
+    for name, path in paths.items():
+        out[name] = attempt(lambda: read(path))
+    # seccomp is off here: could it uncover what is under its private /tmp?
+    libc = ctypes.CDLL(None, use_errno=True)
+    ctypes.set_errno(0)
+    out["umount"] = [libc.umount2(b"/tmp", 2), errno.errorcode.get(ctypes.get_errno())]  # MNT_DETACH
+    out["tmp-after-umount"] = sorted(os.listdir("/tmp"))
+    return out
+'''
+FILL = '''def run(inputs, ctx):
+    import os
+    out = {}
+    for where in ("/tmp/fill", "fill"):
+        written = 0
+        try:
+            for i in range(4):
+                with open(where + str(i), "wb") as f:
+                    for _ in range(9):
+                        f.write(b"x" * 100_000)
+                        f.flush()
+                        written += 100_000
+            out[where] = ["ok", written]
+        except OSError as exc:
+            out[where] = [type(exc).__name__, exc.errno, written]
+    return out
+'''
+report = {}
+for name, bwrap in (("bwrap", None), ("plain", False)):
+    mark = MARK + "-" + name
+    caps = SandboxLimits(cpu_seconds=10, wall_seconds=10, file_size_mb=1)
+    with SandboxPool(1, caps=caps, language_hardening=False, bwrap=bwrap, seccomp=False) as pool:
+        detail = pool.health()["isolation_detail"]
+        base = pool._zygote.base
+        left = pool.run(LEAVE, {"mark": mark}, context={}).outputs
+        next_run = pool.run(LOOK, {"mark": mark, "cwd": left["cwd"]}, context={}).outputs
+        filled = pool.run(FILL, {}, context={}).outputs
+    with SandboxPool(2, caps=caps, language_hardening=False, bwrap=bwrap, seccomp=False) as pool:
+        holder_pid = pool._idle[0].pid  # runs are given the oldest spare first: the holder's worker
+        written, release, held = {}, threading.Event(), {}
+
+        def on_call(method, params):
+            if method == "written":
+                written.update(params)
+            else:
+                release.wait(20)
+            return {}
+
+        hold = {"mark": mark + "-2", "hold": True}
+        holder = threading.Thread(
+            target=lambda: held.update(pool.run(LEAVE, hold, context={}, on_call=on_call).outputs)
+        )
+        holder.start()
+        deadline = time.monotonic() + 20
+        while not written and time.monotonic() < deadline:
+            time.sleep(0.02)
+        look = {"mark": mark + "-2", "cwd": written.get("cwd", "/"), "pid": holder_pid}
+        concurrent = pool.run(LOOK, look, context={}).outputs
+        release.set()
+        holder.join(20)
+        base2 = pool._zygote.base
+    host = {
+        where: os.path.exists(where)
+        for where in ("/tmp/" + mark, "/tmp/" + mark + "-2", "/dev/shm/" + mark, "/dev/shm/" + mark + "-2")
+    }
+    report[name] = {
+        "detail": detail, "left": left, "next": next_run, "filled": filled, "written": written,
+        "held": held, "concurrent": concurrent, "host": host,
+        "bases": [b for b in (base, base2) if b], "bases_left": [b for b in (base, base2) if b and os.path.exists(b)],
+    }
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the suite is not root: every sandbox test here already runs unprivileged")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed to drop to nobody")
+@pytest.mark.skipif(
+    int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0,
+    reason="the kernel refuses unprivileged user namespaces: workers share their writable files, seccomp holds alone",
+)
+def test_not_root_each_worker_has_files_of_its_own() -> None:
+    """Not root, with the language layer and seccomp off, workers share one uid, so only a mount
+    namespace of its own keeps one run's files from another's: a file run A leaves in /tmp, its
+    working directory or /dev/shm is not there for the next run nor, while A runs, for a concurrent
+    one (not through /proc either), /tmp is size-limited, and nothing is left on the host."""
+    report = _report_as_nobody(FILES)
+    levels = ["plain", "bwrap"] if shutil.which("bwrap") else ["plain"]
+    for name in levels:
+        level = report[name]
+        detail = level["detail"]
+        assert detail["fs_per_worker"] is True, (name, detail)
+        assert "mount namespace of its own" in detail["warning"], detail["warning"]
+        mark = next(key for key in level["left"] if key.startswith("/tmp/"))
+        local = mark.removeprefix("/tmp/")
+        assert level["left"][mark] == "written" and level["left"][local] == "written", level["left"]
+        assert level["left"]["cwd"] == "/tmp" and level["left"]["tmp"] == [local], level["left"]
+        # /dev/shm is an empty read-only tmpfs: POSIX shared memory is no channel either
+        assert level["left"]["/dev/shm/" + local].startswith("OSError: Read-only"), level["left"]
+        # the next run, in the same pool, finds nothing of A's
+        after = level["next"]
+        assert after["tmp-list"] == [] and after["own-cwd"] == "/tmp", (name, after)
+        for where in ("tmp", "cwd", "shm"):
+            assert after[where] == ["ENOENT"], (name, where, after)
+        # two at once: B sees neither A's /tmp nor its working directory, not even through /proc
+        # (A is in another user namespace: its root and cwd links are refused)
+        assert level["written"]["cwd"] == "/tmp", level["written"]
+        now = level["concurrent"]
+        assert now["tmp-list"] == [] and now["cwd-dir"] == ["ok", []], (name, now)
+        for where in ("tmp", "cwd", "shm"):
+            assert now[where] == ["ENOENT"], (name, where, now)
+        assert now["proc-root"] == ["EACCES"] and now["proc-cwd"] == ["EACCES"], (name, now)
+        # without seccomp it still cannot unmount its view: it gave up its namespace's capabilities
+        assert now["umount"] == [-1, "EPERM"] and now["tmp-after-umount"] == [], (name, now)
+        assert level["held"]["/tmp/" + local + "-2"] == "written", level["held"]  # A's run ended normally
+        # /tmp holds file_size_mb (1 MiB) in all: the second 900 kB file does not fit
+        for where in ("/tmp/fill", "fill"):
+            kind, code, written = level["filled"][where]
+            assert kind == "OSError" and code in (errno.ENOSPC, errno.EFBIG), (name, where, level["filled"])
+            assert 900_000 <= written < 2 * 1024 * 1024, (name, where, level["filled"])
+        # nothing on the host: not the files, not the zygote's directories
+        assert not any(level["host"].values()), (name, level["host"])
+        assert level["bases_left"] == [], (name, level)
+    if shutil.which("bwrap"):
+        assert report["plain"]["bases"], report["plain"]  # without bubblewrap the zygote made them

@@ -606,7 +606,9 @@ def worker_main(
 ) -> None:
     """The body of a process the zygote forked: namespaces (not root), isolation, one run, exit."""
     try:
-        namespaces = _isolation.own_namespaces(report_fd) if report_fd is not None else None
+        namespaces = None
+        if report_fd is not None:
+            namespaces = _isolation.own_namespaces(report_fd, workdir, caps["file_size_mb"] * _isolation.MIB)
         timers = {signal.SIGPROF: _on_timer("cpu"), signal.SIGALRM: _on_timer("timeout")}
         facts = _isolation.isolate(sock, workdir, caps, uid, seccomp, namespaces, timers)
     except BaseException as exc:

@@ -364,7 +364,8 @@ class SandboxPool:
         ``chroot+seccomp`` as root (a uid per worker, read-only empty root), ``bwrap+seccomp`` not root
         with user namespaces, ``seccomp`` not root without bubblewrap, ``rlimits-only`` without
         seccomp; ``unknown`` before start. Not root, the isolation details say whether each worker
-        also has a user, pid and IPC namespace of its own (``pid_per_worker``, ``ipc_per_worker``)."""
+        also has a user, pid and IPC namespace of its own (``pid_per_worker``, ``ipc_per_worker``) and
+        a mount namespace with a private /tmp (``fs_per_worker``)."""
         return str(self._stats.isolation.get("level", "unknown"))
 
     @property
@@ -384,10 +385,18 @@ class SandboxPool:
         if facts["uid_per_worker"]:
             facts["uids"] = list(self.identities.uids)
         facts["pid_per_worker"] = bool(facts.get("pid_per_worker"))
-        if facts["pid_per_worker"]:
+        facts["fs_per_worker"] = bool(facts.get("fs_per_worker"))
+        if facts["pid_per_worker"] and facts["fs_per_worker"]:
+            namespaces = (
+                ", and each has a user, pid, IPC and mount namespace of its own (another worker's processes "
+                "cannot be signalled, reniced or limited: they are not in its pid namespace; its files are in "
+                "a size-limited /tmp of its own that no other worker and no later run sees)"
+            )
+        elif facts["pid_per_worker"]:
             namespaces = (
                 ", and each has a user, pid and IPC namespace of its own (another worker's processes "
-                "cannot be signalled, reniced or limited: they are not in its pid namespace)"
+                "cannot be signalled, reniced or limited: they are not in its pid namespace), but the "
+                "workers share their writable files"
             )
         elif facts.get("ipc_per_worker"):
             namespaces = " (each has an IPC namespace of its own)"
