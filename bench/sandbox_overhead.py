@@ -41,8 +41,10 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def bench_pool(runs: int, spaced_runs: int) -> tuple[dict[str, float], dict[str, float], dict[str, object]]:
-    with SandboxPool(2) as pool:
+def bench_pool(
+    runs: int, spaced_runs: int, bwrap: bool | None = None
+) -> tuple[dict[str, float], dict[str, float], dict[str, object]]:
+    with SandboxPool(2, bwrap=bwrap) as pool:
         for _ in range(20):  # warm-up
             pool.run(ROBOT, {"a": 1}, context={"portal": "bench.example"})
 
@@ -76,9 +78,10 @@ def main() -> None:
     parser.add_argument("--spaced-runs", type=int, default=200, help="runs through the pool 30 ms apart")
     parser.add_argument("--fresh-runs", type=int, default=50, help="fresh interpreters to start")
     parser.add_argument("--json", type=Path, default=Path("sandbox_overhead.json"), help="where to write results")
+    parser.add_argument("--no-bwrap", action="store_true", help="start the zygote without bubblewrap")
     args = parser.parse_args()
 
-    pool, spaced, health = bench_pool(args.runs, args.spaced_runs)
+    pool, spaced, health = bench_pool(args.runs, args.spaced_runs, False if args.no_bwrap else None)
     fresh = bench_fresh(args.fresh_runs)
     ratio = {key: fresh[key] / pool[key] for key in ("p50_ms", "p99_ms", "mean_ms")}
 

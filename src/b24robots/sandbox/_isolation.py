@@ -113,8 +113,9 @@ def own_namespaces(report_fd: int, workdir: str, tmp_bytes: int) -> dict[str, bo
     uid, gid = os.getuid(), os.getgid()  # as the parent namespace sees them, for the maps
     for flags in (
         CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNS,
-        CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWPID,
-        CLONE_NEWUSER | CLONE_NEWIPC,  # e.g. /proc/sys/user/max_pid_namespaces is 0
+        CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWPID,  # e.g. /proc/sys/user/max_mnt_namespaces is 0
+        CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWNS,  # e.g. /proc/sys/user/max_pid_namespaces is 0
+        CLONE_NEWUSER | CLONE_NEWIPC,
     ):
         if libc is not None and libc.unshare(flags) == 0:
             facts["ipc_per_worker"] = True

@@ -399,7 +399,8 @@ class SandboxPool:
                 "workers share their writable files"
             )
         elif facts.get("ipc_per_worker"):
-            namespaces = " (each has an IPC namespace of its own)"
+            files = " and a size-limited /tmp" if facts["fs_per_worker"] else ""
+            namespaces = f" (each has an IPC namespace{files} of its own)"
         else:
             namespaces = ""
         warning = None
