@@ -15,16 +15,21 @@ from pathlib import Path
 from b24robots import Int, Params, Router
 from b24robots.jobs.sender import Sender
 from b24robots.jobs.wakeup import Wakeup
+from b24robots.robots.triggers import Entity
 from b24robots.robots.values import MAX_LOG_MESSAGE
 from b24robots.store.journal import NewInvocation
 from b24robots.testing.app_fixtures import RobotHarness
 from b24robots.testing.model import Workflow
+from b24robots.testing.simulator import PortalSimulator
 
 router = Router()
 
 
 class Out(Params):
     n = Int("N")
+
+
+router.trigger("s.paid", name="Paid")
 
 
 @router.robot("s.fast", name="Fast", outputs=Out)
@@ -220,3 +225,39 @@ async def test_a_fire_at_a_missing_entity_is_given_up_at_once(tmp_path: Path) ->
             await until(lambda: not h.svc.journal.get(call.id).owed)
         gone = h.svc.journal.get(call.id)
         assert gone.state == "dead" and gone.deliver_attempts == 1 and "does not exist" in gone.error
+
+
+async def test_a_fire_blocked_by_the_methods_operating_time_is_retried_not_given_up(tmp_path: Path) -> None:
+    """OPERATION_TIME_LIMIT on the fire's command inside the batch (the method used up its operating
+    time, b24restdocs limits.md) passes: the fire stays owed with a later retry, it is never dead."""
+    sim = PortalSimulator(operating_time_limit=1.0, method_costs={"crm.automation.trigger.execute": 5.0})
+    async with RobotHarness(router, data_dir=tmp_path, sim=sim, workers=False, sandbox=False) as h:
+        await h.install()
+        deal = int(h.portal.add_deal()["ID"])
+        outbound, member = h.svc.outbound, h.portal.member_id
+        async with sending(h):
+            first = await outbound.fire_trigger(member, "s.paid", Entity(2, deal), origin="cli", key="one")
+            await until(lambda: h.svc.journal.get(first.entry.id).state == "delivered")
+            second = await outbound.fire_trigger(member, "s.paid", Entity(2, deal), origin="cli", key="two")
+            await until(lambda: h.svc.journal.get(second.entry.id).deliver_attempts == 1)
+        blocked = h.svc.journal.get(second.entry.id)
+        assert blocked.state != "dead" and "OPERATION_TIME_LIMIT" in blocked.error
+        assert blocked.deliver_after is not None and blocked.deliver_after > time.time()
+        assert [f.owner_id for f in h.portal.trigger_firings] == [deal]  # the blocked one did not run
+
+
+async def test_one_portal_is_drained_by_one_task_its_batches_one_after_another(tmp_path: Path) -> None:
+    """51 answers owed to one portal are three batches sent in turn, never side by side: the portal's
+    bucket and the order of its answers are kept by one drain per portal (each batch is answered 1 s
+    late here, so three in turn take 3 s at least; side by side they would take about 1 s)."""
+    async with harness(tmp_path) as h:
+        await h.install()
+        workflows = await started(h, 51)
+        answer_all(h)
+        h.sim.faults.delay(1.0, method="batch")
+        before = len(h.sim.calls)
+        begun = time.monotonic()
+        async with sending(h, poll=0.02):
+            await asyncio.gather(*(wf.closed(timeout=30) for wf in workflows))
+        assert batches(h, before) == 3
+        assert time.monotonic() - begun >= 3.0
