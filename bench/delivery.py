@@ -59,7 +59,7 @@ async def backlog(h: RobotHarness, portals: list[Portal], per_portal: int) -> li
         await asyncio.sleep(0.05)
     await worker.stop()
     await task
-    owed = [i for i in svc.journal.list(limit=len(workflows) + 100) if i.owed]
+    owed = [i for i in svc.journal.recent(limit=len(workflows) + 100) if i.owed]
     if len(owed) != len(workflows):
         raise RuntimeError(f"expected {len(workflows)} owed answers, found {len(owed)}")
     return workflows

@@ -71,7 +71,7 @@ async def wait_idle(journal: Journal, timeout: float = 30.0) -> None:
     """Nothing queued, running or owed (the sender has also recorded the delivery)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(i.owed or i.state in ("queued", "running") for i in journal.list(limit=20)):
+        if not any(i.owed or i.state in ("queued", "running") for i in journal.recent(limit=20)):
             return
         await asyncio.sleep(0.005)
     raise TimeoutError("the server did not become idle")

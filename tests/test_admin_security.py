@@ -133,7 +133,7 @@ async def test_parallel_wrong_passwords_get_at_most_the_free_checks(tmp_path: Pa
             codes = await asyncio.gather(*(attempt(i) for i in range(40)))
         checked = codes.count(401)
         assert checked == FREE_FAILURES and codes.count(429) == 40 - FREE_FAILURES, codes
-        failures = h.svc.audit.list(action="sign_in.failed", limit=1000)
+        failures = h.svc.audit.recent(action="sign_in.failed", limit=1000)
         assert len(failures) == FREE_FAILURES  # one audit entry per password actually checked
 
 
@@ -328,7 +328,7 @@ async def test_the_audit_log_records_who_did_what_from_where_and_outlives_the_us
         resp = await c.post("/admin/robots/ui.total/activate", data={"csrf": csrf, "number": "1", "confirmed": "1"})
         assert resp.status_code == 303
     users.delete("boris", actor="cli:root")
-    entries = {e.action: e for e in reversed(Audit(harness.svc.db).list(limit=100))}  # the newest of each
+    entries = {e.action: e for e in reversed(Audit(harness.svc.db).recent(limit=100))}  # the newest of each
     assert entries["user.create"].actor == "cli:root" and entries["user.create"].target == "boris"
     assert entries["sign_in.failed"].target == "boris" and entries["sign_in.failed"].address == "10.2.0.1"
     assert entries["sign_in.password"].actor == "boris" and entries["sign_in.password"].address == "10.2.0.1"
@@ -350,7 +350,7 @@ async def test_the_audit_log_records_who_did_what_from_where_and_outlives_the_us
 async def test_retries_and_replays_are_audited(harness: RobotHarness) -> None:
     from b24robots.store.journal import NewInvocation
 
-    inst = harness.svc.installations.list()[0]
+    inst = harness.svc.installations.all()[0]
     new = NewInvocation(
         event_token="tok-audit", installation_id=inst.id, robot_code="x.y", origin="unknown",
         robot_version_id=None, workflow_id="w", document_id=["crm", "CCrmDocumentDeal", "DEAL_1"],
@@ -362,7 +362,7 @@ async def test_retries_and_replays_are_audited(harness: RobotHarness) -> None:
         csrf = await sign_in(c)
         assert (await c.post(f"/admin/journal/{inv_id}/replay", data={"csrf": csrf})).status_code == 303
         assert (await c.post(f"/admin/journal/{inv_id}/retry", data={"csrf": csrf})).status_code == 303
-    actions = [(e.action, e.target, e.actor, e.address) for e in harness.svc.audit.list(action="journal.")]
+    actions = [(e.action, e.target, e.actor, e.address) for e in harness.svc.audit.recent(action="journal.")]
     assert ("journal.replay", str(inv_id), "anna", "10.3.0.1") in actions
     assert ("journal.retry", str(inv_id), "anna", "10.3.0.1") in actions
 
@@ -371,6 +371,6 @@ def test_audit_entries_of_any_caller(sqlite_db: Any) -> None:
     audit = Audit(sqlite_db)
     audit.record("connection.create", actor="anna", target="crm-db", address="10.0.0.1", details={"kind": "sql"})
     audit.record("apikey.revoke", actor="anna", target="key-3")
-    assert [e.action for e in audit.list()] == ["apikey.revoke", "connection.create"]
-    assert [e.target for e in audit.list(action="connection.")] == ["crm-db"]
-    assert audit.list(before_id=10**30) and not audit.list(before_id=1)
+    assert [e.action for e in audit.recent()] == ["apikey.revoke", "connection.create"]
+    assert [e.target for e in audit.recent(action="connection.")] == ["crm-db"]
+    assert audit.recent(before_id=10**30) and not audit.recent(before_id=1)

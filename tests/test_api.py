@@ -55,7 +55,7 @@ async def test_fire_over_http_once_even_when_the_client_retries(tmp_path: Path) 
         assert h.portal.deals[deal_id]["STAGE_ID"] == "WON"
         (wf,) = h.portal.workflows.values()
         assert wf.return_values["note"] == f"paid DEAL_{deal_id}"  # external system → trigger → rule → robot
-        assert h.svc.apikeys.list()[0].last_used_at is not None
+        assert h.svc.apikeys.all()[0].last_used_at is not None
 
 
 async def test_keys_are_scoped_and_revocable(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ async def test_keys_are_scoped_and_revocable(tmp_path: Path) -> None:
             status = await c.get(ok.json()["status_url"], headers=hdr)
             assert status.status_code == 401
         assert len(h.svc.journal.list_calls()) == 1  # only the accepted fire was stored
-        assert secret not in str(h.svc.apikeys.list())
+        assert secret not in str(h.svc.apikeys.all())
 
 
 async def test_workflow_start_over_http_and_the_openapi_schema(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ async def test_cli_creates_lists_and_revokes_keys(tmp_path: Path, monkeypatch: p
         empty = await asyncio.to_thread(runner.invoke, cli, ["api-keys", "create", "x", "--portal", h.portal.domain])
         assert empty.exit_code == 2 and "may fire nothing" in empty.output
         # both changes are in the audit log in the CLI user's name, the key only by its prefix
-        created_entry, revoked_entry = reversed(h.svc.audit.list(action="api_key."))
+        created_entry, revoked_entry = reversed(h.svc.audit.recent(action="api_key."))
         assert (created_entry.action, revoked_entry.action) == ("api_key.create", "api_key.revoke")
         assert created_entry.actor.startswith("cli:") and revoked_entry.actor.startswith("cli:")
         assert created_entry.details["key"] == secret[: len("b24r_") + 9] + "…"

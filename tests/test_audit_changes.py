@@ -66,13 +66,13 @@ async def test_connection_and_api_key_changes_in_the_ui_are_audited_without_secr
         assert created.status_code == 201, created.text
         plaintext = re.search(r"b24r_[0-9a-f]{8}_[A-Za-z0-9_-]{20,}", created.text)
         assert plaintext is not None
-        [key] = harness.svc.apikeys.list()
+        [key] = harness.svc.apikeys.all()
         revoked = await c.post(f"/admin/api-keys/{key.id}/revoke", data={"csrf": csrf})
         assert revoked.status_code == 303
         audit_page = await c.get("/admin/audit")
         connection_page = await c.get("/admin/audit", params={"kind": "connection."})
 
-    entries = harness.svc.audit.list(action="connection.")
+    entries = harness.svc.audit.recent(action="connection.")
     assert [(e.action, e.actor, e.target) for e in reversed(entries)] == [
         ("connection.add", "anna", "erp"),
         ("connection.set", "anna", "erp"),
@@ -84,7 +84,7 @@ async def test_connection_and_api_key_changes_in_the_ui_are_audited_without_secr
     assert change.details == {"portal": member, "settings": ["timeout"], "secrets": ["token"], "cleared": []}
     assert drop.details == {"portal": member, "rows": 1} and delete.details == {"portal": "", "rows": 1}
     assert all(e.address for e in entries)
-    created_entry, revoked_entry = reversed(harness.svc.audit.list(action="api_key."))
+    created_entry, revoked_entry = reversed(harness.svc.audit.recent(action="api_key."))
     assert (created_entry.action, created_entry.actor, created_entry.target) == ("api_key.create", "anna", "1C")
     assert created_entry.details["key"] == key.shown and created_entry.details["portal"] == harness.portal.domain
     assert created_entry.details["triggers"] == ["order.shipped"]
@@ -96,7 +96,7 @@ async def test_connection_and_api_key_changes_in_the_ui_are_audited_without_secr
     # the page shows them; no secret anywhere in the log or on its pages
     assert "connection.remove" in audit_page.text and "api_key.revoke" in audit_page.text
     assert "connection.add" in connection_page.text and "api_key.create" not in connection_page.text
-    everything = dump(harness.svc.audit.list(limit=1000)) + audit_page.text + connection_page.text
+    everything = dump(harness.svc.audit.recent(limit=1000)) + audit_page.text + connection_page.text
     for secret in (SECRET, OTHER_SECRET, plaintext.group(0)):
         assert secret not in everything
 
@@ -111,7 +111,7 @@ def test_connection_changes_from_the_cli_are_audited_without_secrets(tmp_path: P
     run(tmp_path, "connections", "remove", "erp", "--yes")
     db = Database(f"sqlite:///{tmp_path / 'data' / 'b24robots.db'}")
     try:
-        entries = list(reversed(Audit(db).list(action="connection.")))
+        entries = list(reversed(Audit(db).recent(action="connection.")))
     finally:
         db.dispose()
     assert [e.action for e in entries] == ["connection.add", "connection.set", "connection.remove"]

@@ -131,7 +131,7 @@ async def test_jobs_show_and_journal_are_readable(tmp_path: Path, monkeypatch: p
         h.svc.runner.rules = RetryRules(max_attempts=2, base_delay=3600, max_delay=3600)
         await h.run_robot("msg.fails_with_a_rather_long_code")
         await h.run_robot("msg.ok")
-        entries = {i.robot_code: i for i in h.svc.journal.list()}
+        entries = {i.robot_code: i for i in h.svc.journal.recent()}
         failed = entries["msg.fails_with_a_rather_long_code"]
         env = env_for(h, tmp_path)
     for k, v in {**env, "COLUMNS": "300"}.items():

@@ -122,7 +122,7 @@ async def test_robots_on_a_smart_process_item_and_a_task_update_them_over_rest(t
         )
         assert wf.return_values["before"] == "Old task"
         assert h.portal.automation.tasks[int(task["id"])]["title"] == "New task"
-        (task_inv,) = [i for i in h.svc.journal.list(limit=10) if i.robot_code == "doc.task"]
+        (task_inv,) = [i for i in h.svc.journal.recent(limit=10) if i.robot_code == "doc.task"]
         assert task_inv.document_id == ["tasks", TASK_CLASS, task["id"]]
         assert task_inv.document_type == ["tasks", TASK_CLASS, "TASK_PROJECT_5"]
         assert task_inv.state == "delivered"

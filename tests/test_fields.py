@@ -184,7 +184,7 @@ async def test_install_frame_with_bad_numbers_or_urls_is_a_4xx(h: RobotHarness, 
     resp = await post(h, "/b24/install", frame(h, **over))
     assert 400 <= resp.status_code < 500, resp.text
     assert resp.json()["reason"]
-    assert len(h.svc.installations.list()) == 1  # nothing new was trusted
+    assert len(h.svc.installations.all()) == 1  # nothing new was trusted
 
 
 async def test_a_server_endpoint_that_does_not_split_is_not_a_trusted_server(h: RobotHarness) -> None:
@@ -202,7 +202,7 @@ async def test_install_event_with_bad_numbers_or_urls_is_a_4xx(h: RobotHarness, 
         resp = await post(h, path, event(**auth))
         assert 400 <= resp.status_code < 500, (path, resp.text)
         assert resp.json()["reason"]
-    assert len(h.svc.installations.list()) == 1
+    assert len(h.svc.installations.all()) == 1
 
 
 def robot_call(h: RobotHarness, properties: dict[str, Any], **over: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ async def test_until_idle_waits_for_a_retry_that_falls_due(tmp_path: Path) -> No
         await h.install()
         await h.sim.start_robot(h.portal, "i.again", use_subscription="N")
         await h.until_idle(timeout=10)
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         assert inv.attempts == 2 and inv.state == "delivered" and inv.outputs == {"n": "2"}, inv
 
 
@@ -41,5 +41,5 @@ async def test_until_idle_leaves_a_retry_due_after_its_timeout(tmp_path: Path) -
         await h.install()
         await h.sim.start_robot(h.portal, "i.later", use_subscription="N")
         await h.until_idle(timeout=2)  # returns: the retry is an hour away
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         assert inv.state == "failed" and inv.attempts == 1

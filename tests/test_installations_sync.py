@@ -159,7 +159,7 @@ async def test_uninstall_stops_all_calls_for_the_portal(tmp_path: Path) -> None:
         await h.install()
         await h.sim.start_robot(h.portal, "s.one", properties={"text": "queued before the uninstall"})
         await h.sim.uninstall_app(h.app, h.portal)
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         assert inv.state == "dead" and "uninstalled" in inv.error and not inv.owed
         inst = h.svc.installations.get(h.portal.member_id)
         assert inst.status == "uninstalled"
@@ -224,7 +224,7 @@ async def test_plain_http_portals_are_refused_unless_allowed(tmp_path: Path) -> 
         delivery = h.sim.deliveries[-1]
         # plain http reaches neither the portal nor the OAuth server: the simulator's is not trusted
         assert delivery.status_code == 400 and "B24R_OAUTH_SERVERS" in delivery.response_text
-        assert h.svc.installations.list() == []
+        assert h.svc.installations.all() == []
 
 
 def test_the_stored_rate_limit_wins_for_every_process(db: Database) -> None:

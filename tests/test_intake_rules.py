@@ -46,7 +46,7 @@ async def test_a_json_body_is_refused_with_a_reason(h: RobotHarness, path: str) 
     async with h.client() as client:
         resp = await client.post(path, content=json.dumps(body_for(h)), headers={"content-type": "application/json"})
     assert resp.status_code == 400 and "JSON" in resp.json()["reason"]
-    assert h.svc.journal.list() == []
+    assert h.svc.journal.recent() == []
 
 
 @pytest.mark.parametrize(
@@ -59,14 +59,14 @@ async def test_a_json_body_is_refused_with_a_reason(h: RobotHarness, path: str) 
 async def test_a_malformed_call_is_a_400_and_stores_nothing(h: RobotHarness, over: dict[str, Any], reason: str) -> None:
     status, body = await post(h, body_for(h, **over))
     assert status == 400 and reason in body["reason"]
-    assert h.svc.journal.list() == []
+    assert h.svc.journal.recent() == []
 
 
 async def test_a_call_for_an_installation_needing_a_reinstall_is_refused(h: RobotHarness) -> None:
     h.svc.installations.mark_needs_reinstall(h.portal.member_id, "the refresh token was refused")
     status, body = await post(h, body_for(h))
     assert status == 403 and "needs_reinstall" in body["reason"]
-    assert h.svc.journal.list() == []
+    assert h.svc.journal.recent() == []
 
 
 @pytest.mark.parametrize(
@@ -183,4 +183,4 @@ async def test_a_frame_naming_another_portals_domain_is_refused(h: RobotHarness)
             headers={"content-type": "application/x-www-form-urlencoded"},
         )
     assert resp.status_code == 403 and "domain does not match" in resp.json()["reason"]
-    assert [i.member_id for i in h.svc.installations.list()] == [h.portal.member_id]
+    assert [i.member_id for i in h.svc.installations.all()] == [h.portal.member_id]

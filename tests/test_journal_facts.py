@@ -90,13 +90,13 @@ def fast_retries(h: RobotHarness, attempts: int) -> None:
 
 
 def entry(h: RobotHarness, code: str) -> Invocation:
-    return h.svc.journal.list(robot=code)[0]
+    return h.svc.journal.recent(robot=code)[0]
 
 
 async def wait_state(h: RobotHarness, code: str, states: tuple[str, ...], timeout: float = 10.0) -> Invocation:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = h.svc.journal.list(robot=code)
+        rows = h.svc.journal.recent(robot=code)
         if rows and rows[0].state in states:
             return rows[0]
         await asyncio.sleep(0.02)

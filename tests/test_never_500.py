@@ -186,7 +186,7 @@ async def test_install_and_events_never_500(
     assert status in (200, 400, 401, 403, 502, 503), text
     if status >= 400:
         assert json.loads(text)["reason"]
-    assert len(h.svc.installations.list()) == 1  # nothing new was trusted
+    assert len(h.svc.installations.all()) == 1  # nothing new was trusted
 
 
 def robot_body(h: RobotHarness, over: dict[str, Any], auth_over: dict[str, Any], props: dict[str, Any]) -> bytes:

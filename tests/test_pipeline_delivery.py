@@ -36,7 +36,7 @@ async def test_backlog_of_500_answers_goes_out_in_about_twenty_batches(tmp_path:
         worker = Worker(svc.journal, svc.installations, svc.runner, svc.rest, Wakeup(), concurrency=16, poll=0.05)
         task = asyncio.create_task(worker.run())
         for _ in range(400):
-            if sum(1 for i in svc.journal.list(limit=1000) if i.state == "answered") == 500:
+            if sum(1 for i in svc.journal.recent(limit=1000) if i.state == "answered") == 500:
                 break
             await asyncio.sleep(0.05)
         await worker.stop()
@@ -54,7 +54,7 @@ async def test_backlog_of_500_answers_goes_out_in_about_twenty_batches(tmp_path:
         assert 20 <= len(batches) <= 21, len(batches)
         assert not [c for c in portal_calls if c.status == 503]
         assert all(wf.closed_by == "event" and str(wf.return_values["n"]) == "1" for wf in workflows)
-        assert {i.state for i in svc.journal.list(limit=1000)} == {"delivered"}
+        assert {i.state for i in svc.journal.recent(limit=1000)} == {"delivered"}
 
 
 async def test_a_locked_workflow_still_gets_its_answer_exactly_once(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ async def test_a_locked_workflow_still_gets_its_answer_exactly_once(tmp_path: Pa
         worker = Worker(svc.journal, svc.installations, svc.runner, svc.rest, Wakeup(), poll=0.05)
         wtask = asyncio.create_task(worker.run())
         for _ in range(200):
-            if [i.state for i in svc.journal.list(limit=10)] == ["answered"]:
+            if [i.state for i in svc.journal.recent(limit=10)] == ["answered"]:
                 break
             await asyncio.sleep(0.05)
         await worker.stop()
@@ -104,6 +104,6 @@ async def test_a_locked_workflow_still_gets_its_answer_exactly_once(tmp_path: Pa
         assert waited >= 1.0  # it came only after the lock window
         batches = [c for c in list(h.sim.calls)[calls_before:] if c.method == "batch"]
         assert len(batches) == 2, batches  # the probed one that stopped at 423, then the answer
-        (inv,) = svc.journal.list(limit=10)
+        (inv,) = svc.journal.recent(limit=10)
         assert inv.state == "delivered"
         assert inv.deliver_attempts == 1  # the lock did not count as a failed attempt

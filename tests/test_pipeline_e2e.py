@@ -124,7 +124,7 @@ async def test_every_type_in_and_out(harness: RobotHarness) -> None:
     assert rv["b"] in ("N", False)
     assert rv["sel"] == "b"
     assert rv["many"] == ["y", "x"]
-    inv = harness.svc.journal.list(robot="e2e.all_types")[0]
+    inv = harness.svc.journal.recent(robot="e2e.all_types")[0]
     assert inv.state == "delivered" and inv.attempts == 1
     assert inv.inputs is not None and inv.inputs["dt"] == "2024-05-27"
     # ctx.log lines reach the workflow log through bizproc.activity.log, before the answer
@@ -137,7 +137,7 @@ async def test_business_failure_answers_with_defaults_and_message(harness: Robot
     assert wf.return_values["ok"] in ("N", False)
     assert wf.return_values["reason"] == "none"
     assert any("credit limit exceeded" in e.message for e in wf.log)
-    inv = harness.svc.journal.list(robot="e2e.fails")[0]
+    inv = harness.svc.journal.recent(robot="e2e.fails")[0]
     assert inv.state == "delivered" and inv.error == "credit limit exceeded"
 
 
@@ -145,14 +145,14 @@ async def test_bad_input_is_journaled_and_the_portal_is_told(harness: RobotHarne
     wf = await harness.run_robot("e2e.all_types", properties={"s": "", "i": 5})
     assert wf.closed_by == "event"
     assert any("bad input" in e.message and "'s'" in e.message for e in wf.log)
-    inv = harness.svc.journal.list(robot="e2e.all_types")[0]
+    inv = harness.svc.journal.recent(robot="e2e.all_types")[0]
     assert inv.state == "dead" and "required" in inv.error and inv.delivered_at is not None
 
 
 async def test_no_subscription_robot_gets_no_event_send(harness: RobotHarness) -> None:
     wf = await harness.run_robot("e2e.no_wait")
     await harness.until_idle()
-    inv = harness.svc.journal.list(robot="e2e.no_wait")[0]
+    inv = harness.svc.journal.recent(robot="e2e.no_wait")[0]
     assert inv.state == "answered" and inv.log == ["ran"] and inv.delivered_at is None
     sends = [c for c in harness.sim.calls if c.method == "batch"]
     assert all(wf.event_token not in str(c) for c in sends)

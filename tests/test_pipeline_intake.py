@@ -128,7 +128,7 @@ async def test_duplicate_delivery_is_stored_and_run_once(h: RobotHarness) -> Non
     assert (status, body["status"]) == (200, "duplicate")
     await h.until_idle()
     assert calls["echo"] == 1
-    assert len(h.svc.journal.list(robot="t.echo")) == 1
+    assert len(h.svc.journal.recent(robot="t.echo")) == 1
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ async def test_spoofed_or_malformed_requests_store_nothing(
     got, body = await post(h, body_for(h, **over))
     assert got == status and reason in body["reason"]
     await asyncio.sleep(0.05)
-    assert h.svc.journal.list() == []
+    assert h.svc.journal.recent() == []
     assert len(h.sim.calls) == before  # nothing was called on the portal
 
 
@@ -168,7 +168,7 @@ async def test_unknown_robot_is_journaled_and_answered(h: RobotHarness) -> None:
 async def test_exceptions_retry_with_backoff_then_succeed(h: RobotHarness) -> None:
     wf = await h.run_robot("t.flaky")
     assert str(wf.return_values["n"]) == "3"
-    inv = h.svc.journal.list(robot="t.flaky")[0]
+    inv = h.svc.journal.recent(robot="t.flaky")[0]
     assert inv.state == "delivered" and inv.attempts == 3 and calls["flaky"] == 3
 
 
@@ -176,7 +176,7 @@ async def test_unhandled_exception_goes_dead_with_traceback_and_a_portal_message
     wf = await h.run_robot("t.broken")
     assert str(wf.return_values["n"]) == "-1"  # the outputs' defaults
     assert any("ZeroDivisionError" in e.message for e in wf.log)
-    inv = h.svc.journal.list(robot="t.broken")[0]
+    inv = h.svc.journal.recent(robot="t.broken")[0]
     assert inv.state == "dead" and inv.attempts == 3
     assert "Traceback" in inv.error and "bad math" in inv.error
 
@@ -191,7 +191,7 @@ async def test_never_answer_after_the_timeout(h: RobotHarness) -> None:
     await wf.closed(timeout=10)
     await h.until_idle()
     assert wf.closed_by == "timeout" and wf.is_timeout
-    inv = h.svc.journal.list(robot="t.slow")[0]
+    inv = h.svc.journal.recent(robot="t.slow")[0]
     assert inv.state == "dead" and inv.delivered_at is None and "timeout" in inv.error
     assert not [c for c in h.sim.calls if c.method == "batch"]
 

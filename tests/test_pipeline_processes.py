@@ -102,7 +102,7 @@ async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
             first.wait()
         finally:
             stop(first)
-        inv = h.svc.journal.list()[0]
+        inv = h.svc.journal.recent()[0]
         assert inv.state == "running" and inv.attempts == 1  # the lease is still held by the dead worker
         # make the dead worker's lease expire now instead of in a minute
         from b24robots.store.models import InvocationRow
@@ -138,11 +138,11 @@ async def test_two_worker_processes_on_postgresql_deliver_each_of_1000_once(
         workers = [start_worker(h, db_url, tmp_path), start_worker(h, db_url, tmp_path)]
         try:
             await asyncio.gather(*(wf.closed(timeout=120) for wf in workflows))
-            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.list(limit=2000)), 60)
+            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=2000)), 60)
         finally:
             for w in workers:
                 stop(w)
-        rows = h.svc.journal.list(limit=2000)
+        rows = h.svc.journal.recent(limit=2000)
         assert len(rows) == 1000
         assert all(i.attempts == 1 and i.deliver_attempts == 1 for i in rows)
         assert all(wf.ignored_events == 0 and wf.closed_by == "event" for wf in workflows)
@@ -169,7 +169,7 @@ async def test_sigterm_gives_the_lease_back(served_sim: PortalSimulator, tmp_pat
         assert proc.returncode == 0
         assert proc.stderr is not None
         assert "waiting up to 0.5 s (B24R_SHUTDOWN_GRACE) for 1 running robot" in proc.stderr.read().decode()
-        inv = h.svc.journal.list()[0]
+        inv = h.svc.journal.recent()[0]
         assert inv.state == "queued" and inv.attempts == 0  # ready for the next worker at once
 
 
@@ -196,7 +196,7 @@ async def test_a_worker_process_calls_as_the_run_as_user_of_a_call_another_proce
     ) as h:
         await h.install()
         wf = await h.sim.start_robot(h.portal, "p.whoami", user_id=2)  # taken by this process only
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         (token,) = [t.token for t in h.sim.access_tokens.values() if t.user_id == 2]
         raw, _ = _caller_columns(h, inv.id)
         assert raw and token not in raw  # stored, never as plain text
@@ -222,7 +222,7 @@ async def test_a_worker_process_given_an_expired_token_runs_without_a_caller(
     ) as h:
         await h.install()
         wf = await h.sim.start_robot(h.portal, "p.whoami", user_id=2)
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         with h.svc.db.write() as s:  # as if the call had waited in the queue past its token's hour
             s.execute(update(InvocationRow).where(InvocationRow.id == inv.id).values(caller_expires_at=time.time() - 1))
         worker = start_worker(h, db_url, tmp_path)

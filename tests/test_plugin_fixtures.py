@@ -32,7 +32,7 @@ def b24_router() -> Router:
 async def test_b24_server_runs_the_authors_robot(b24_server: RobotHarness) -> None:
     wf = await b24_server.run_robot("plugin.discount", properties={"amount": 100, "segment": "vip"})
     assert float(wf.return_values["total"]) == 90.0
-    assert b24_server.svc.journal.list()[0].state == "delivered"
+    assert b24_server.svc.journal.recent()[0].state == "delivered"
 
 
 def test_b24_portal_fixture(b24_portal) -> None:  # type: ignore[no-untyped-def]

@@ -100,7 +100,7 @@ async def test_installs_are_refused_without_a_client_id_naming_the_setting(tmp_p
         await h.sim.install_app(h.app, h.portal)
         delivery = h.sim.deliveries[-1]
         assert delivery.status_code == 503 and "B24R_CLIENT_ID" in delivery.response_text
-        assert h.svc.installations.list() == []
+        assert h.svc.installations.all() == []
 
 
 async def test_an_oauth_server_outside_the_list_is_never_asked(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ async def test_an_oauth_server_outside_the_list_is_never_asked(tmp_path: Path) -
         await h.sim.install_app(h.app, h.portal)
         assert h.sim.deliveries[-1].status_code == 400
         assert "B24R_OAUTH_SERVERS" in h.sim.deliveries[-1].response_text
-        assert h.svc.installations.list() == []
+        assert h.svc.installations.all() == []
 
 
 async def test_ui_app_install_with_the_real_frame_fields_binds_events_and_learns_the_token(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ async def test_uninstall_is_proven_by_the_application_token_and_clean_deletes_th
     async with harness(tmp_path) as h:
         await h.install()
         await h.run_robot("p.echo", properties={"text": "x"})
-        assert h.svc.journal.list(limit=10)
+        assert h.svc.journal.recent(limit=10)
         inst = h.sim.installation(h.app, h.portal)
         forged = {"domain": h.portal.domain, "member_id": h.portal.member_id, "application_token": "wrong"}
         resp = await post(h, "/b24/events", event_body(h, "ONAPPUNINSTALL", forged))
@@ -218,7 +218,7 @@ async def test_uninstall_is_proven_by_the_application_token_and_clean_deletes_th
         delivery = next(d for d in h.sim.deliveries if d.kind == "ONAPPUNINSTALL")
         assert delivery.status_code == 200 and inst.handlers == []
         assert h.svc.installations.get(h.portal.member_id).status == "uninstalled"
-        assert h.svc.journal.list(limit=10) == []
+        assert h.svc.journal.recent(limit=10) == []
 
 
 async def test_uninstall_without_clean_keeps_the_journal(tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ async def test_uninstall_without_clean_keeps_the_journal(tmp_path: Path) -> None
         await h.run_robot("p.echo", properties={"text": "x"})
         await h.sim.uninstall_app(h.app, h.portal, clean=False)
         assert h.svc.installations.get(h.portal.member_id).status == "uninstalled"
-        assert len(h.svc.journal.list(limit=10)) == 1
+        assert len(h.svc.journal.recent(limit=10)) == 1
 
 
 async def test_enterprise_plans_get_their_limits_unless_set_by_hand(tmp_path: Path) -> None:

@@ -45,21 +45,21 @@ async def test_after_kill_9_and_restart_a_200_call_backlog_drains_within_20_s(
             first.wait()
         finally:
             stop(first)
-        leased = [i for i in h.svc.journal.list(limit=500) if i.state == "running"]
+        leased = [i for i in h.svc.journal.recent(limit=500) if i.state == "running"]
         assert len(leased) == 8 and all(i.attempts == 1 for i in leased)
         assert [p.pid for p in Processes(h.svc.db).all()] == [first.pid]  # it died without a word
         restarted = time.monotonic()
         second = start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.05", B24R_WORKERS="16")
         try:
             await asyncio.gather(*(wf.closed(timeout=60) for wf in workflows))
-            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.list(limit=500)), 30)
+            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=500)), 30)
             drained = time.monotonic() - restarted
             assert [p.pid for p in Processes(h.svc.db).all()] == [second.pid]  # the dead one is gone
         finally:
             stop(second)
         print(f"\n200-call backlog after kill -9: drained {drained:.1f} s after the restart (target 20 s)")
         assert drained < 20.0
-        rows = h.svc.journal.list(limit=500)
+        rows = h.svc.journal.recent(limit=500)
         assert sorted(i.attempts for i in rows if i.id in {x.id for x in leased}) == [2] * 8
         assert all(wf.closed_by == "event" and wf.ignored_events == 0 for wf in workflows)
         assert {str(wf.return_values["pid"]) for wf in workflows} == {str(second.pid)}
@@ -86,7 +86,7 @@ async def test_a_live_worker_takes_over_the_leases_of_one_whose_heartbeat_stoppe
             await wait_for(lambda: len(Processes(h.svc.db).all()) == 2, 30)
             # the other worker is alive and beating: its lease is left alone
             await asyncio.sleep(4.0)
-            assert h.svc.journal.list()[0].state == "running" and h.svc.journal.list()[0].attempts == 1
+            assert h.svc.journal.recent()[0].state == "running" and h.svc.journal.recent()[0].attempts == 1
             os.kill(doomed.pid, signal.SIGKILL)
             doomed.wait()
             killed = time.monotonic()
@@ -98,5 +98,5 @@ async def test_a_live_worker_takes_over_the_leases_of_one_whose_heartbeat_stoppe
                 stop(live)
         print(f"\nlease of a killed worker taken over by a live one: answered {took:.1f} s after the kill (stale 3 s)")
         assert took < 3.0 + 5.0  # stale limit, one heartbeat, the run and a batch; the lease is 60 s
-        inv = h.svc.journal.list()[0]
+        inv = h.svc.journal.recent()[0]
         assert inv.attempts == 2 and str(wf.return_values["pid"]) == str(live.pid)

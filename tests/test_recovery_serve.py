@@ -90,19 +90,19 @@ async def test_after_kill_9_of_serve_a_200_call_backlog_drains_within_20_s_of_th
             first.wait()
         finally:
             stop(first)
-        leased = [i for i in h.svc.journal.list(limit=500) if i.state == "running"]
+        leased = [i for i in h.svc.journal.recent(limit=500) if i.state == "running"]
         assert len(leased) == 8 and all(i.attempts == 1 for i in leased)
         restarted = time.monotonic()
         second = start_serve(h, db_url, serve_dir, B24R_TEST_SLEEP="0.05", B24R_WORKERS="16")
         try:
             await asyncio.gather(*(wf.closed(timeout=60) for wf in workflows))
-            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.list(limit=500)), 30)
+            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=500)), 30)
             drained = time.monotonic() - restarted
         finally:
             stop(second)
         print(f"\nserve killed -9 with a 200-call run: drained {drained:.1f} s after the restart (target 20 s)")
         assert drained < 20.0
-        rows = h.svc.journal.list(limit=500)
+        rows = h.svc.journal.recent(limit=500)
         assert sorted(i.attempts for i in rows if i.id in {x.id for x in leased}) == [2] * 8
         assert all(wf.closed_by == "event" and wf.answers_received == 1 for wf in workflows)
         assert second.returncode == 0
@@ -140,7 +140,7 @@ async def test_a_kill_during_an_in_flight_batch_repeats_that_batch_and_no_other_
         second = start_worker(h, db_url, tmp_path)
         try:
             await asyncio.gather(*(wf.closed(timeout=60) for wf in workflows))
-            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.list(limit=100)), 30)
+            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=100)), 30)
             # the stalled batch is executed by the portal after all (the connection was cut, the request not)
             await wait_for(lambda: time.monotonic() - killed_at > 6.5, 10)
         finally:

@@ -123,7 +123,7 @@ async def test_a_register_trigger_is_synced_fired_renamed_and_removed(
         assert await portal_list(h) == {"order.shipped": "Order shipped", "foreign": "Not ours"}  # not ours: kept
         versions = [v.number for v in h.svc.trigger_register.versions("payment.received")]
         assert versions == [1, 2]
-        actions = [e.action for e in reversed(h.svc.audit.list(action="trigger.")) if e.target == "payment.received"]
+        actions = [e.action for e in reversed(h.svc.audit.recent(action="trigger.")) if e.target == "payment.received"]
         assert actions[:3] == ["trigger.add", "trigger.change", "trigger.remove"]
 
 
@@ -137,7 +137,7 @@ async def test_a_code_in_python_and_in_the_register_is_refused_in_both_places(
         cli_env(h, tmp_path, monkeypatch, "tests.test_register_triggers:router")
         code, out = await run("triggers", "add", "Order.Shipped", "--name", "Mine")
         assert code == 2 and "declared in the robots module (router.trigger) already" in out, out
-        assert "Traceback" not in out and h.svc.trigger_register.list() == []
+        assert "Traceback" not in out and h.svc.trigger_register.triggers() == []
         code, out = await run("triggers", "add", "payment.received", "--name", "Paid (register)")
         assert code == 0, out
         await h.svc.syncer.sync(h.portal.member_id)
@@ -223,5 +223,5 @@ async def test_the_triggers_page_adds_renames_and_removes_register_triggers(
             report = await h.svc.syncer.sync(h.portal.member_id, origin="ui")  # retired: no confirmation needed
             assert [(ch.action, ch.code) for ch in report.changes] == [("delete", "payment.received")]
             assert "payment.received" not in await portal_list(h)
-            audit = [(e.action, e.actor) for e in reversed(h.svc.audit.list(action="trigger."))]
+            audit = [(e.action, e.actor) for e in reversed(h.svc.audit.recent(action="trigger."))]
             assert audit == [("trigger.add", "anna"), ("trigger.change", "anna"), ("trigger.remove", "anna")]

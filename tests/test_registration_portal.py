@@ -63,7 +63,7 @@ async def test_upper_case_code_and_keys_round_trip(tmp_path: Path) -> None:
         wf = await h.run_robot("PdfFromHtml", properties={"entityTypeId": "147"})
         assert wf.delivery is not None and wf.delivery.ok
         assert wf.return_values["DocUrl"] == "https://files.example.test/147.pdf"
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         assert inv.outputs == {"DocUrl": "https://files.example.test/147.pdf"}
 
 

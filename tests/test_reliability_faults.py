@@ -124,7 +124,7 @@ async def test_a_full_disk_answers_503_with_the_reason_and_recovers_by_itself(
                 assert health.status_code == 200 and health.json()["checks"]["database"] is True
                 assert "b24robots_database_up 1.0" in (await web.get("/metrics", headers=auth)).text
             # what was accepted is kept; what was refused was never stored
-            rows = h.svc.journal.list(limit=100)
+            rows = h.svc.journal.recent(limit=100)
             assert len(rows) == 2 and {r.state for r in rows} == {"queued"}
 
             proc.send_signal(signal.SIGTERM)
@@ -162,16 +162,16 @@ async def test_bookkeeping_writes_that_fail_after_the_work_are_retried_in_place(
             await wait_for(marker.exists, 20)
             resource.prlimit(worker.pid, resource.RLIMIT_FSIZE, (0, hard))
             await asyncio.sleep(3)  # the robot is done after 1 s; recording it fails meanwhile
-            assert wf.closed_by is None and h.svc.journal.list()[0].state == "running"
+            assert wf.closed_by is None and h.svc.journal.recent()[0].state == "running"
             resource.prlimit(worker.pid, resource.RLIMIT_FSIZE, (hard, hard))
             await wf.closed(timeout=20)
-            (first,) = h.svc.journal.list()
+            (first,) = h.svc.journal.recent()
             await wait_for(lambda: h.svc.journal.get(first.id).state == "delivered", 20)
 
             # 2. the portal takes a batch, then marking it delivered fails at first
             slow = served_sim.faults.delay(2.0, count=1, method="batch")
             wf2 = await served_sim.start_robot(h.portal, "p.quick")
-            second = max(h.svc.journal.list(), key=lambda i: i.id)
+            second = max(h.svc.journal.recent(), key=lambda i: i.id)
             # the batch is on its way once the portal took it (the rule is spent on arrival, and
             # the answer comes 2 s late); writes stop only then, else the sender could not even
             # claim the batch and the portal would never see it

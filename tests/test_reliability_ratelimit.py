@@ -53,7 +53,7 @@ async def test_two_workers_drain_a_backlog_without_one_503(
         try:
             await asyncio.gather(*(wf.closed(timeout=60 + ANSWERS / 10) for wf in workflows))
             drained = time.monotonic() - started
-            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.list(limit=ANSWERS + 10)), 30)
+            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=ANSWERS + 10)), 30)
         finally:
             for w in workers:
                 stop(w)

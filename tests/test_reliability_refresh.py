@@ -103,13 +103,13 @@ async def test_two_worker_processes_and_a_slow_oauth_server_refresh_each_portal_
             served_sim.expire_tokens()  # every portal's access token: the first answer of each needs a refresh
             workflows = [await served_sim.start_robot(p, "p.quick") for p in portals for _ in range(50)]
             await asyncio.gather(*(wf.closed(timeout=90) for wf in workflows))
-            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.list(limit=500)), 30)
+            await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=500)), 30)
         finally:
             for w in workers:
                 stop(w)
         assert all(wf.closed_by == "event" for wf in workflows), "every answer was delivered"
         assert served_sim.oauth_requests == [("refresh_token", 200)] * len(portals), "one refresh per portal"
-        assert {i.status for i in h.svc.installations.list()} == {ACTIVE}
+        assert {i.status for i in h.svc.installations.all()} == {ACTIVE}
         assert {str(wf.return_values["pid"]) for wf in workflows} == {str(w.pid) for w in workers}
 
 

@@ -66,10 +66,10 @@ def test_prune_deletes_only_finished_entries_past_their_period(db: Database) -> 
     assert j.get(ids["dead_owed"]).owed and j.get(ids["owed"]).owed
     retention = Retention(db, RetentionPeriods())
     dry = retention.prune(now=NOW, batch=2, dry_run=True)
-    assert dry.deleted == {"delivered": 2, "failed": 1, "dead": 1} and len(j.list(limit=100)) == len(ids)
+    assert dry.deleted == {"delivered": 2, "failed": 1, "dead": 1} and len(j.recent(limit=100)) == len(ids)
     report = retention.prune(now=NOW, batch=2)  # two entries per transaction
     assert report.deleted == {"delivered": 2, "failed": 1, "dead": 1}
-    left = {i.id for i in j.list(limit=100)}
+    left = {i.id for i in j.recent(limit=100)}
     gone = {ids["delivered31"], ids["no_answer31"], ids["failure91"], ids["dead91"]}
     assert left == set(ids.values()) - gone
     assert retention.prune(now=NOW).total == 0
@@ -97,10 +97,10 @@ def test_journal_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     _finished(j, iid, "new", at=now - 9 * DAY, how="ok")
     dry = cli.invoke(app, ["journal", "prune", "--dry-run"])
     assert dry.exit_code == 0 and "would delete 3 delivered (older than 10 days), 0 failed (90 days)" in dry.output
-    assert "database size:" in dry.output and len(j.list()) == 4
+    assert "database size:" in dry.output and len(j.recent()) == 4
     done = cli.invoke(app, ["journal", "prune"])
     assert done.exit_code == 0 and "deleted 3 delivered" in done.output
-    assert [i.event_token for i in j.list()] == ["new"]
+    assert [i.event_token for i in j.recent()] == ["new"]
     listed = cli.invoke(app, ["journal", "--status", "delivered"])
     assert listed.exit_code == 0 and listed.output.startswith("id\treceived\t")  # piped: tab-separated
     assert [line.split("\t")[4] for line in listed.output.splitlines()[1:]] == ["delivered"]
@@ -121,7 +121,7 @@ async def test_the_pruner_deletes_in_batches_while_the_intake_keeps_accepting(tm
     async with RobotHarness(router, data_dir=tmp_path, workers=False, sandbox=False) as h:
         await h.install()
         j = h.svc.journal
-        iid = h.svc.installations.list()[0].id
+        iid = h.svc.installations.all()[0].id
         old = time.time() - 40 * DAY
         with h.svc.db.write() as s:  # 5,000 delivered entries from 40 days ago, written in bulk
             from b24robots.store.models import InvocationRow
@@ -149,7 +149,7 @@ async def test_the_pruner_deletes_in_batches_while_the_intake_keeps_accepting(tm
         statuses = [wf.delivery.status_code for wf in workflows if wf.delivery is not None]
         assert report.deleted["delivered"] == 5000 and len(workflows) >= 5
         assert statuses == [200] * len(workflows)  # every call was accepted meanwhile
-        assert len(j.list(limit=10_000)) == len(workflows)
+        assert len(j.recent(limit=10_000)) == len(workflows)
 
 
 def _row_fields(iid: int, token: str) -> dict[str, object]:

@@ -89,5 +89,5 @@ async def test_stored_robot_fires_through_the_proxy_and_sees_refusals(tmp_path: 
         assert all(call_status(c) == "delivered" for c in calls)
         assert [(f.code, f.owner_id) for f in h.portal.trigger_firings] == [("invoice.paid", deal_id)]
         assert h.portal.automation.started[0].document_id[2] == f"DEAL_{deal_id}"
-        (inv,) = [i for i in h.svc.journal.list() if i.kind == "robot"]
+        (inv,) = [i for i in h.svc.journal.recent() if i.kind == "robot"]
         assert any("refused:" in line and "not declared" in line for line in inv.log)

@@ -47,17 +47,17 @@ def test_states_keep_the_rows_and_a_deleted_code_is_reusable(db: Database) -> No
     info = reg.set_state("s.a", "disabled", actor="anna", address="10.0.0.1")
     assert info.state == "disabled" and info.versions == 2
     assert reg.active("s.a") is None and reg.active_all() == [] and reg.states() == {"s.a": "disabled"}
-    assert reg.exists("s.a") and [r.state for r in reg.list()] == ["disabled"]
+    assert reg.exists("s.a") and [r.state for r in reg.robots()] == ["disabled"]
     reg.set_state("s.a", "active", actor="anna")
     assert reg.active("s.a") is not None
     reg.set_state("s.a", "deleted", actor="boris")
-    assert not reg.exists("s.a") and reg.list() == [] and reg.states() == {"s.a": "deleted"}
+    assert not reg.exists("s.a") and reg.robots() == [] and reg.states() == {"s.a": "deleted"}
     assert [v.number for v in reg.versions("s.a")] == [1, 2]  # kept as history
     with pytest.raises(NotFound):
         reg.set_state("s.a", "active", actor="anna")  # deleted: create it again instead
     again = reg.save(stored("s.a", "New"), SOURCE, author="carl")
     assert again.number == 3 and reg.state("s.a") == "active" and reg.exists("s.a")
-    entries = [(e.action, e.actor, e.target, e.details["from"]) for e in Audit(db).list(action="robot.")]
+    entries = [(e.action, e.actor, e.target, e.details["from"]) for e in Audit(db).recent(action="robot.")]
     assert entries == [
         ("robot.delete", "boris", "s.a", "active"),
         ("robot.enable", "anna", "s.a", "disabled"),
@@ -87,7 +87,7 @@ async def test_disable_unregisters_and_answers_calls_that_still_arrive(tmp_path:
         wf = await h.run_robot("s.calc")
         assert wf.is_closed
         assert any("robot s.calc is disabled" in e.message and "enable it" in e.message for e in wf.log)
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         assert inv.state == "dead" and "disabled" in inv.error and not inv.owed
         (report,) = await h.svc.sync_robot("s.calc")
         assert [(c.action, c.code) for c in report.changes] == [("delete", "s.calc")]
@@ -141,9 +141,9 @@ async def test_cli_disable_enable_delete(sim: PortalSimulator, tmp_path: Path, m
         assert code == 0 and "s.cli deleted" in output and codes(h) == set()
         code, output = await run("delete", "s.cli", "--yes")
         assert code == 2 and "no stored robot with code 's.cli'" in output
-        actions = [e.action for e in h.svc.audit.list(action="robot.")]
+        actions = [e.action for e in h.svc.audit.recent(action="robot.")]
         assert actions[:3] == ["robot.delete", "robot.enable", "robot.disable"]
-        assert all(e.actor.startswith("cli:") for e in h.svc.audit.list(action="robot."))
+        assert all(e.actor.startswith("cli:") for e in h.svc.audit.recent(action="robot."))
 
 
 @pytest.mark.parametrize("lang", ["en", "ru"])
@@ -181,7 +181,7 @@ async def test_admin_disable_and_delete_ask_first_and_are_audited(tmp_path: Path
             assert 'data-code="s.ui"' not in listing.text
             gone = await c.post("/admin/robots/s.ui/state", data={"csrf": csrf, "action": "enable"})
             assert gone.status_code == 404
-        entries = [(e.action, e.actor, e.target) for e in h.svc.audit.list(action="robot.")]
+        entries = [(e.action, e.actor, e.target) for e in h.svc.audit.recent(action="robot.")]
         assert entries == [("robot.delete", "anna", "s.ui"), ("robot.disable", "anna", "s.ui")]
 
 

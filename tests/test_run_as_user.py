@@ -108,7 +108,7 @@ async def test_module_robot_calls_as_its_run_as_user_and_the_token_is_not_kept(
         assert (wf.return_values["me"], wf.return_values["app"]) == ("2", "1")
         profiles = [c for c in h.sim.calls if c.method == "profile"]
         assert sorted(c.user_id or 0 for c in profiles) == [1, 2]
-        inv = h.svc.journal.list(robot="ras.whoami")[0]
+        inv = h.svc.journal.recent(robot="ras.whoami")[0]
         assert _stored(h, inv.id) == (None, None)  # forgotten once the run was over
         assert h.svc.caller_tokens.held() == 0
         token = _user_token(h, 2)
@@ -132,7 +132,7 @@ async def test_the_token_is_stored_encrypted_until_the_run_then_cleared(tmp_path
     ) as h:
         await h.install()
         wf = await h.sim.start_robot(h.portal, "ras.who", user_id=2)
-        (inv,) = h.svc.journal.list(robot="ras.who")
+        (inv,) = h.svc.journal.recent(robot="ras.who")
         token = _user_token(h, 2)
         raw, expires = _stored(h, inv.id)
         assert raw and token not in raw and token[:8] not in raw  # no plain text in the column
@@ -160,7 +160,7 @@ async def test_an_expired_token_gives_no_caller_and_is_cleared(tmp_path: Path, d
     ) as h:
         await h.install()
         await h.sim.start_robot(h.portal, "ras.who", user_id=2)
-        (inv,) = h.svc.journal.list(robot="ras.who")
+        (inv,) = h.svc.journal.recent(robot="ras.who")
         _expire(h, inv.id)
         worker = _worker(h)
         task = asyncio.create_task(worker.run())
@@ -181,7 +181,7 @@ async def test_the_pruner_forgets_expired_tokens_of_calls_still_waiting(tmp_path
         await h.install()
         await h.sim.start_robot(h.portal, "ras.who", user_id=2)
         await h.sim.start_robot(h.portal, "ras.who", user_id=2)
-        old, fresh = sorted(i.id for i in h.svc.journal.list(robot="ras.who"))
+        old, fresh = sorted(i.id for i in h.svc.journal.recent(robot="ras.who"))
         _expire(h, old)
         pruner = Pruner(h.svc.retention, interval=60, batch=10, sweep=h.svc.caller_tokens.forget_expired)
         await pruner.prune_once()
@@ -200,8 +200,8 @@ async def test_a_retry_keeps_a_valid_token_and_drops_one_that_expires_first(tmp_
     async with RobotHarness(who_router(attempts, retry_delay=7200), data_dir=tmp_path / "2", sandbox=False) as h:
         await h.install()
         await h.sim.start_robot(h.portal, "ras.who", user_id=2)
-        await _until(lambda: h.svc.journal.list(robot="ras.who")[0].state == "failed")
-        (inv,) = h.svc.journal.list(robot="ras.who")
+        await _until(lambda: h.svc.journal.recent(robot="ras.who")[0].state == "failed")
+        (inv,) = h.svc.journal.recent(robot="ras.who")
         assert _stored(h, inv.id) == (None, None)  # due after the token's hour: nothing worth keeping
 
 
@@ -252,5 +252,5 @@ async def test_stored_code_calls_as_the_caller_through_the_proxy(tmp_path: Path)
         assert get.user_id == 2  # the portal saw the run-as user's token
         # the capability list applies to the caller's token too
         assert not [c for c in h.sim.calls if c.method == "app.info" and c.user_id == 2]
-        inv = h.svc.journal.list(robot="st.asuser")[0]
+        inv = h.svc.journal.recent(robot="st.asuser")[0]
         assert any("refused" in line and "METHOD_NOT_ALLOWED" in line for line in inv.log), inv.log

@@ -109,7 +109,7 @@ async def test_25_answers_are_one_batch_of_50_commands(tmp_path: Path) -> None:
         async with sending(h):
             await asyncio.gather(*(wf.closed(timeout=10) for wf in workflows))
         assert batches(h, before) == 1
-        assert {i.state for i in h.svc.journal.list()} == {"delivered"}
+        assert {i.state for i in h.svc.journal.recent()} == {"delivered"}
 
 
 async def test_the_26th_answer_goes_out_in_the_next_batch_at_once(tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ async def test_the_26th_answer_goes_out_in_the_next_batch_at_once(tmp_path: Path
         async with sending(h, poll=60.0):
             await asyncio.gather(*(wf.closed(timeout=8) for wf in workflows))
         assert batches(h, before) == 2
-        assert all(i.deliver_attempts == 1 for i in h.svc.journal.list())
+        assert all(i.deliver_attempts == 1 for i in h.svc.journal.recent())
 
 
 async def test_a_failed_batch_is_retried_after_a_backoff(tmp_path: Path) -> None:
@@ -133,9 +133,9 @@ async def test_a_failed_batch_is_retried_after_a_backoff(tmp_path: Path) -> None
         answer_all(h)
         h.sim.faults.fail_next(1000, status=500, method="batch")  # beyond the REST client's own retries
         async with sending(h):
-            await until(lambda: h.svc.journal.list()[0].deliver_attempts == 1)
+            await until(lambda: h.svc.journal.recent()[0].deliver_attempts == 1)
             failed_at = time.time()
-            inv = h.svc.journal.list()[0]
+            inv = h.svc.journal.recent()[0]
             h.sim.faults.clear()
             await asyncio.sleep(0.3)
             assert not wf.is_closed  # not sent again at once
@@ -151,10 +151,10 @@ async def test_a_refused_event_token_is_given_up_at_once_and_the_halted_rest_sta
         answer_all(h)  # the forged one first: the halting batch stops at it
         async with sending(h):
             await wf.closed(timeout=10)
-            await until(lambda: not any(i.owed for i in h.svc.journal.list()))
+            await until(lambda: not any(i.owed for i in h.svc.journal.recent()))
         bad = h.svc.journal.get(forged)
         assert bad.state == "dead" and bad.deliver_attempts == 1 and "ACCESS_DENIED" in bad.error
-        good = next(i for i in h.svc.journal.list() if i.id != forged)
+        good = next(i for i in h.svc.journal.recent() if i.id != forged)
         # it was not run by the halted batch: delivered by the next one, that one attempt its only one
         assert good.state == "delivered" and good.deliver_attempts == 1
         assert wf.closed_by == "event" and str(wf.return_values["n"]) == "1"
@@ -187,8 +187,8 @@ async def test_an_answer_to_a_finished_workflow_counts_as_delivered(tmp_path: Pa
         await wf.closed(timeout=5)
         before = len(h.sim.calls)
         async with sending(h):
-            await until(lambda: not h.svc.journal.list()[0].owed)
-        (inv,) = h.svc.journal.list()
+            await until(lambda: not h.svc.journal.recent()[0].owed)
+        (inv,) = h.svc.journal.recent()
         assert inv.state == "delivered" and batches(h, before) == 1
 
 

@@ -75,7 +75,7 @@ async def test_a_robot_call_while_another_process_holds_the_write_lock_is_a_503(
         finally:
             other.execute("ROLLBACK")
             other.close()
-        assert h.svc.journal.list() == []  # the refused call was not stored
+        assert h.svc.journal.recent() == []  # the refused call was not stored
         status, body = await post_call(h, "locked-2")
         assert status == 200 and body["status"] == "queued", body
         await h.until_idle()
@@ -109,9 +109,9 @@ async def test_a_worker_whose_postgresql_connections_are_cut_goes_on(
                 await wf.closed(timeout=30)
                 assert worker.poll() is None, "the worker survived"
             assert cut > 0, "no connection of the worker was cut"
-            await wait_for(lambda: {i.state for i in h.svc.journal.list()} == {"delivered"}, 30)
-            assert len(h.svc.journal.list()) == 3
-            assert all(i.attempts == 1 for i in h.svc.journal.list())
+            await wait_for(lambda: {i.state for i in h.svc.journal.recent()} == {"delivered"}, 30)
+            assert len(h.svc.journal.recent()) == 3
+            assert all(i.attempts == 1 for i in h.svc.journal.recent())
         finally:
             stop(worker)
         assert worker.returncode == 0
@@ -135,7 +135,7 @@ async def test_a_call_postgresql_cannot_hold_is_a_400_and_its_group_is_stored(
                 assert "NUL" in body["reason"]
             else:
                 assert status == 200 and body["status"] == "queued", (i, body)
-        assert len(h.svc.journal.list()) == 7
+        assert len(h.svc.journal.recent()) == 7
         assert h.svc.db.health() == (True, "")  # /healthz stays green
 
 
@@ -172,7 +172,7 @@ async def test_an_outcome_postgresql_cannot_hold_fails_the_run_once(
     async with RobotHarness(nul_router, data_dir=tmp_path, database_url=db_url, sandbox=False) as h:
         await h.install()
         wf = await h.run_robot("n.nul")
-        (inv,) = h.svc.journal.list()
+        (inv,) = h.svc.journal.recent()
         assert inv.state == "dead" and inv.attempts == 1 and inv.deliver_attempts == 1
         assert inv.error == "the outcome could not be stored: PostgreSQL text fields cannot contain NUL (0x00) bytes"
         assert inv.log == [] and inv.outputs == {}

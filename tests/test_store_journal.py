@@ -57,7 +57,7 @@ def test_enqueue_is_unique_on_event_token(db: Database) -> None:
     first = j.enqueue(new(iid, "tok"))
     again = j.enqueue(new(iid, "tok"))
     assert first[1] is True and again == (first[0], False)
-    assert len(j.list()) == 1
+    assert len(j.recent()) == 1
 
 
 def test_claims_do_not_overlap_and_expired_leases_come_back(db: Database) -> None:
@@ -146,7 +146,12 @@ def _answered(j: Journal, iid: int, token: str, at: float, **over: object) -> in
 def _fail_delivery(j: Journal, iid: int, at: float, give_up_seconds: float = 7 * 86400.0) -> None:
     j.claim_deliveries(iid, "S", limit=50, lease=60, now=at)
     j.delivery_failed(
-        [i.id for i in j.list(installation_id=iid)], "S", error="503", delay=1, give_up_seconds=give_up_seconds, now=at
+        [i.id for i in j.recent(installation_id=iid)],
+        "S",
+        error="503",
+        delay=1,
+        give_up_seconds=give_up_seconds,
+        now=at,
     )
 
 

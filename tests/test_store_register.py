@@ -74,7 +74,7 @@ def test_list_and_active_all(db: Database) -> None:
     reg.save(spec(), SOURCE_V1, author="anna")
     reg.save(spec(code="other"), SOURCE_V1, author="anna")
     reg.save(spec(code="other"), SOURCE_V2, author="anna")
-    listed = {r.code: (r.versions, r.active_version) for r in reg.list()}
+    listed = {r.code: (r.versions, r.active_version) for r in reg.robots()}
     assert listed == {"calc.total": (1, 1), "other": (2, 2)}
     assert sorted(s.spec.code for s in reg.active_all()) == ["calc.total", "other"]
 

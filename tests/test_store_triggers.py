@@ -26,7 +26,7 @@ def test_versions_are_appended_removal_is_history_and_every_change_is_audited(db
     assert (info.code, info.active_version, info.versions, info.state) == ("payment.received", 2, 2, "active")
 
     removed = reg.remove("payment.received", actor="cli:anna")
-    assert removed.state == "deleted" and reg.active() == [] and reg.list() == []
+    assert removed.state == "deleted" and reg.active() == [] and reg.triggers() == []
     assert reg.removed() == {"payment.received"}
     with pytest.raises(NotFound, match="triggers list"):
         reg.get("payment.received")
@@ -42,7 +42,7 @@ def test_versions_are_appended_removal_is_history_and_every_change_is_audited(db
     ]
     assert history[1].comment == "ru" and history[1].spec.name == named
 
-    audit = [(e.action, e.actor, e.details["version"]) for e in reversed(Audit(db).list(action="trigger."))]
+    audit = [(e.action, e.actor, e.details["version"]) for e in reversed(Audit(db).recent(action="trigger."))]
     assert audit == [
         ("trigger.add", "cli:anna", 1),
         ("trigger.change", "user:boris", 2),

@@ -43,7 +43,7 @@ async def test_stored_robot_runs_in_the_sandbox_and_rolls_back(tmp_path: Path) -
         wf = await h.run_robot("demo.deal_total", properties={"amount": 100.0, "vat_rate": "20"})
         assert float(wf.return_values["total"]) == 120.0 and float(wf.return_values["vat"]) == 20.0
         assert any("VAT 20% on 100" in e.message for e in wf.log)
-        inv = h.svc.journal.list(robot="demo.deal_total")[0]
+        inv = h.svc.journal.recent(robot="demo.deal_total")[0]
         assert inv.origin == "stored" and inv.state == "delivered"
 
         # version 2 changes the rounding; rollback to version 1 restores it
@@ -83,7 +83,7 @@ async def test_stored_code_error_points_at_its_own_line(tmp_path: Path) -> None:
         await h.install()
         wf = await h.run_robot("st.broken")
         assert any("ZeroDivisionError" in e.message for e in wf.log)
-        inv = h.svc.journal.list(robot="st.broken")[0]
+        inv = h.svc.journal.recent(robot="st.broken")[0]
         assert inv.state == "dead"
         assert "line 4" in inv.error and "<robot st.broken v1>" in inv.error
 
@@ -103,7 +103,7 @@ async def test_per_robot_limits_apply_within_the_caps(tmp_path: Path) -> None:
         h.svc.register.save(spec, SPIN, author="anna", limits={"cpu_seconds": 0.3, "wall_seconds": 60})
         await h.install()
         wf = await h.run_robot("st.spin", timeout=20)
-        inv = h.svc.journal.list(robot="st.spin")[0]
+        inv = h.svc.journal.recent(robot="st.spin")[0]
         assert inv.state == "dead" and ("cpu" in inv.error or "timeout" in inv.error)
         assert inv.finished_at is not None and inv.started_at is not None
         assert inv.finished_at - inv.started_at < 4.5  # the robot's 0.3 s CPU limit, not the 5 s cap
@@ -139,7 +139,7 @@ async def test_a_slow_rest_call_gets_only_the_wall_time_the_run_has_left(tmp_pat
         started = time.monotonic()
         wf = await h.run_robot("st.patient", user_id=2, timeout=20)
         took = time.monotonic() - started
-        inv = h.svc.journal.list(robot="st.patient")[0]
+        inv = h.svc.journal.recent(robot="st.patient")[0]
         assert inv.state == "dead", inv.error
         assert "stopped by the timeout limit" in inv.error and "wall-clock limit" in inv.error, inv.error
         assert any("wall-clock limit" in e.message for e in wf.log)
@@ -158,7 +158,7 @@ async def test_a_slow_rest_call_gets_only_the_proxied_time_the_run_has_left(tmp_
         started = time.monotonic()
         await h.run_robot("st.patient", timeout=20)
         took = time.monotonic() - started
-        inv = h.svc.journal.list(robot="st.patient")[0]
+        inv = h.svc.journal.recent(robot="st.patient")[0]
         assert inv.state == "dead", inv.error
         assert "stopped by the proxied_time limit" in inv.error and "more than 1 s in proxied requests" in inv.error
         assert took < 5

@@ -74,12 +74,12 @@ def test_admin_user_commands(tmp_path: Path) -> None:
     missing = run(tmp_path, "admin", "delete-user", "nobody", "--yes", check=False)
     assert missing.returncode == 2 and "no admin user 'nobody'" in missing.stderr
     db = Database(f"sqlite:///{tmp_path / 'data' / 'b24robots.db'}")
-    actions = [(e.action, e.target) for e in reversed(Audit(db).list())]
+    actions = [(e.action, e.target) for e in reversed(Audit(db).recent())]
     assert actions == [
         ("user.create", "anna"), ("user.login_link", "anna"), ("user.password", "anna"),
         ("session.sign_out_everywhere", "anna"), ("user.delete", "anna"),
     ]  # fmt: skip
-    assert all(e.actor.startswith("cli") for e in Audit(db).list())
+    assert all(e.actor.startswith("cli") for e in Audit(db).recent())
     db.dispose()
 
 

@@ -79,7 +79,7 @@ async def test_journal_lists_calls_live_and_filters(
 async def test_journal_detail_retry_and_replay(harness: RobotHarness, client: tuple[httpx.AsyncClient, str]) -> None:
     c, csrf = client
     await harness.run_robot("ui.echo", properties={"word": "ok"})
-    inv = harness.svc.journal.list()[0]
+    inv = harness.svc.journal.recent()[0]
     detail = await c.get(f"/admin/journal/{inv.id}")
     assert "<li>echo ok</li>" in detail.text and '"echo": "ok"' in detail.text
     assert harness.portal.domain in detail.text and 'id="timings"' in detail.text
@@ -92,7 +92,7 @@ async def test_journal_detail_retry_and_replay(harness: RobotHarness, client: tu
     assert harness.svc.journal.get(new_id).state in ("answered", "delivered")
     # a dead entry can be retried; a delivered one cannot
     await harness.run_robot("ui.echo", properties={"word": "x", "n": "abc"})
-    dead = harness.svc.journal.list(state="dead")[0]
+    dead = harness.svc.journal.recent(state="dead")[0]
     page = await c.get(f"/admin/journal/{dead.id}")
     assert f'action="/admin/journal/{dead.id}/retry"' in page.text
     retry = await c.post(f"/admin/journal/{dead.id}/retry", data={"csrf": csrf})

@@ -261,10 +261,10 @@ async def test_adopting_a_module_robot(harness: RobotHarness, client: tuple[http
     assert resp.status_code == 303
     info = harness.svc.register.version("ui.greet")
     assert 'inputs["name"]' in info.source or "inputs['name']" in info.source
-    assert harness.svc.register.list()[0].origin == "adopted"
+    assert harness.svc.register.robots()[0].origin == "adopted"
     wf = await harness.run_robot("ui.greet", properties={"name": "Bo", "times": 3})
     assert wf.return_values["text"] == "Hello, Bo!!!"
-    journal = harness.svc.journal.list(robot="ui.greet")
+    journal = harness.svc.journal.recent(robot="ui.greet")
     assert journal[0].origin == "stored"
 
 

@@ -119,7 +119,7 @@ async def test_ambiguous_date_is_refused_until_the_culture_is_set(
     monkeypatch.setattr(worker, "PORTAL_CACHE_SECONDS", 0.0)  # the worker re-reads the installation at once
     try:
         wf = await h.run_robot("vals.dates", properties_raw={"day": "05/06/2024"})
-        inv = h.svc.journal.list(robot="vals.dates")[0]
+        inv = h.svc.journal.recent(robot="vals.dates")[0]
         assert inv.state == "dead" and "ambiguous" in (inv.error or "")
         assert any("ambiguous" in e.message for e in wf.log)  # the workflow log says why
         bad = await asyncio.to_thread(runner.invoke, cli, ["installations", "culture", h.portal.domain, "xx"])
@@ -147,7 +147,7 @@ async def test_raw_inputs_are_read_leniently_and_the_run_log_says_so(tmp_path: P
         assert wf.return_values["amount"] == 1500
         warned = [e for e in wf.log if "1500.50" in e.message]
         assert warned and "used 1500" in warned[0].message
-        inv = h.svc.journal.list(robot="vals.raw")[0]
+        inv = h.svc.journal.recent(robot="vals.raw")[0]
         assert inv.state == "delivered" and any("1500.50" in line for line in inv.log)
     finally:
         await h.__aexit__(None, None, None)
@@ -157,7 +157,7 @@ async def test_unclear_number_is_refused_with_a_reason(tmp_path: Path) -> None:
     h = await _harness(tmp_path, "en")
     try:
         wf = await h.run_robot("vals.raw", properties_raw={"amount": "1,500"})
-        inv = h.svc.journal.list(robot="vals.raw")[0]
+        inv = h.svc.journal.recent(robot="vals.raw")[0]
         assert inv.state == "dead" and "unclear" in (inv.error or "")
         assert any("unclear" in e.message for e in wf.log)
     finally:

@@ -120,7 +120,7 @@ async def test_bad_use_is_a_clear_error_in_the_log_and_the_journal(
     conn, accessor, path, message, journaled = CASES[case]
     before = far_sides.requests()
     wf = await harness.run_robot(robot, properties={"conn": conn, "accessor": accessor, "path": path}, timeout=30)
-    inv = harness.svc.journal.list(robot=robot)[0]
+    inv = harness.svc.journal.recent(robot=robot)[0]
     assert inv.state == "dead", (inv.state, inv.error)
     assert message in inv.error, inv.error
     assert any(message in e.message for e in wf.log), [e.message for e in wf.log]

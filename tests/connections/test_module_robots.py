@@ -63,7 +63,7 @@ async def test_a_module_robot_looks_up_1c_and_the_call_is_journaled(
     add_buh(harness, b24_onec, per_portal=True)
     wf = await harness.run_robot("conn.onec_lookup", properties={"inn": INN})
     assert wf.return_values["name"] == "ООО Ромашка"
-    inv = harness.svc.journal.list(robot="conn.onec_lookup")[0]
+    inv = harness.svc.journal.recent(robot="conn.onec_lookup")[0]
     calls = harness.svc.connections.calls_for(inv.id)
     assert [(c.connection, c.method, c.status) for c in calls] == [("buh", "GET", 200)]
     assert calls[0].target == "/demo/odata/standard.odata/Catalog_Контрагенты" and calls[0].bytes > 0
@@ -85,7 +85,7 @@ async def test_far_side_5xx_is_retried_then_reported(harness: RobotHarness, b24_
     b24_onec.fake.fail_next(503, "-1", "Сервер 1С перегружен")
     harness.svc.runner.rules = type(harness.svc.runner.rules)(max_attempts=1)
     wf = await harness.run_robot("conn.onec_lookup", properties={"inn": INN})
-    inv = harness.svc.journal.list(robot="conn.onec_lookup")[0]
+    inv = harness.svc.journal.recent(robot="conn.onec_lookup")[0]
     assert "answered 503: 1C error -1: Сервер 1С перегружен" in inv.error
     assert any("Сервер 1С перегружен" in e.message for e in wf.log)
     assert [c.status for c in harness.svc.connections.calls_for(inv.id)] == [503]

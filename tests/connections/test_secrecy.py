@@ -245,7 +245,7 @@ async def test_no_secret_reaches_a_log_a_row_a_page_or_the_sandbox(
     stored_ok = json.loads(runs[2].return_values["seen"])
     assert stored_ok["erp"][2] == 200 and "********" in json.dumps(stored_ok["erp"])  # the reflected token, masked
     assert stored_ok["dwh"][2] == [{"name": "ООО Ромашка"}] and stored_ok["buh"][2]
-    journal = harness.svc.journal.list(limit=1000)
+    journal = harness.svc.journal.recent(limit=1000)
     assert [i.state for i in journal].count("dead") == 2  # the two runs that failed at the end
     dead = [i for i in journal if i.state == "dead"]
     assert all("GET /api/reflect answered 400" in i.error for i in dead)

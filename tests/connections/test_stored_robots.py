@@ -94,7 +94,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[RobotHarness]:
 def everything_kept(h: RobotHarness, code: str) -> str:
     """Every journal row of the robot's runs and of their calls, as text."""
     rows = []
-    for inv in h.svc.journal.list(robot=code):
+    for inv in h.svc.journal.recent(robot=code):
         rows.append(json.dumps(inv.__dict__, default=str, ensure_ascii=False))
         rows += [json.dumps(c.__dict__, default=str, ensure_ascii=False) for c in h.svc.connections.calls_for(inv.id)]
     return "\n".join(rows)
@@ -117,7 +117,7 @@ async def test_stored_code_calls_an_http_api_and_never_sees_the_secret(
         assert seen["error"][:2] == ["REMOTE", 404] and "GET /api/status/404 answered 404" in seen["error"][2]
         # the server added the credentials on its side of the wall
         assert state.seen[0]["headers"]["authorization"] == f"Bearer {SECRET}"
-        inv = harness.svc.journal.list(robot="st.http")[0]
+        inv = harness.svc.journal.recent(robot="st.http")[0]
         calls = harness.svc.connections.calls_for(inv.id)
         assert [(c.connection, c.method, c.target, c.status) for c in calls] == [
             ("erp", "GET", "/api/quiet", 200),
@@ -146,7 +146,7 @@ async def test_the_demo_robot_finds_a_counterparty_in_1c_and_writes_it_to_the_de
     )
     assert wf.return_values["name"] == "ООО Ромашка" and wf.return_values["found"] in ("Y", True, "1")
     assert harness.portal.deals[int(deal["ID"])]["COMMENTS"] == f"1C: ООО Ромашка (INN {INN})"
-    inv = harness.svc.journal.list(robot="demo.inn_lookup")[0]
+    inv = harness.svc.journal.recent(robot="demo.inn_lookup")[0]
     calls = harness.svc.connections.calls_for(inv.id)
     # the 1C lookup, then the REST call that writes the deal (journaled too, since the journal keeps every call)
     assert [(c.connection, c.method, c.status) for c in calls] == [("buh", "GET", 200), ("bitrix24", "call", 200)]
@@ -163,7 +163,7 @@ async def test_stored_code_queries_sql_read_only(harness: RobotHarness, dwh_url:
     wf = await harness.run_robot("st.sql", properties={"q": INN})
     # a write in a read-only connection is refused
     assert wf.return_values["result"] == "ООО Ромашка|100.5|[1, 2]|SQL"
-    inv = harness.svc.journal.list(robot="st.sql")[0]
+    inv = harness.svc.journal.recent(robot="st.sql")[0]
     calls = harness.svc.connections.calls_for(inv.id)
     assert [c.connection for c in calls] == ["dwh"] * 3 and not calls[0].error and calls[2].error
     assert SECRET not in everything_kept(harness, "st.sql")
@@ -177,7 +177,7 @@ async def test_time_in_connection_calls_counts_toward_the_wall_limit(harness: Ro
         started = time.monotonic()
         await harness.run_robot("st.slow", properties={"q": ""}, timeout=20)
         took = time.monotonic() - started
-        inv = harness.svc.journal.list(robot="st.slow")[0]
+        inv = harness.svc.journal.recent(robot="st.slow")[0]
         assert inv.state == "dead", inv.error
         assert took < 8  # the far side would take 10 s
         # the call is cut to the run's time left, so it ends as the wall limit, "no time left" or a timeout
@@ -196,7 +196,7 @@ async def test_connection_calls_count_toward_the_proxied_time_limit(tmp_path: Pa
             started = time.monotonic()
             wf = await h.run_robot("st.persistent", properties={"q": ""}, timeout=20)
             took = time.monotonic() - started
-        inv = h.svc.journal.list(robot="st.persistent")[0]
+        inv = h.svc.journal.recent(robot="st.persistent")[0]
         assert inv.state == "dead", inv.error
         assert "stopped by the proxied_time limit" in inv.error and "more than 1 s in proxied requests" in inv.error
         assert any("proxied_time" in e.message for e in wf.log)
@@ -220,7 +220,7 @@ async def test_a_robot_of_its_own_may_allow_less_proxied_time_and_the_call_gets_
         started = time.monotonic()
         await harness.run_robot("st.slow2", properties={"q": ""}, timeout=20)
         took = time.monotonic() - started
-    inv = harness.svc.journal.list(robot="st.slow2")[0]
+    inv = harness.svc.journal.recent(robot="st.slow2")[0]
     assert inv.state == "dead", inv.error
     assert "proxied_time" in inv.error and took < 6  # the far side would take 10 s, the wall limit is 10 s
     [call] = harness.svc.connections.calls_for(inv.id)

@@ -87,7 +87,7 @@ async def test_add_test_edit_and_delete_a_1c_connection(
     harness.svc.connections.set("buh", {"base_url": b24_onec.base_url})
     wf = await harness.run_robot("ui.uses_buh")
     assert wf.return_values["name"] == "ООО Ромашка"
-    inv = harness.svc.journal.list(robot="ui.uses_buh")[0]
+    inv = harness.svc.journal.recent(robot="ui.uses_buh")[0]
     detail = await c.get(f"/admin/journal/{inv.id}")
     assert 'id="connection-calls"' in detail.text and "/demo/odata/standard.odata/Catalog_Контрагенты" in detail.text
     module = await c.get("/admin/robots/ui.uses_buh")

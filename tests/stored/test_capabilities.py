@@ -75,7 +75,7 @@ async def test_allowed_methods_reach_the_portal_and_forbidden_ones_never_do(tmp_
         assert "crm.deal.get" in reached and "user.get" in reached
         assert not {"event.bind", "placement.bind", "bizproc.robot.delete", "app.option.set"} & set(reached)
         # the refusal is in the robot's log (the workflow's and the journal's), naming method and rule
-        inv = h.svc.journal.list(robot="st.calls")[0]
+        inv = h.svc.journal.recent(robot="st.calls")[0]
         assert "b24robots: refused: event.bind is never available to stored code" in inv.log
         assert any("refused: placement.bind is never available" in e.message for e in wf.log)
 
@@ -87,7 +87,7 @@ async def test_an_uncaught_refusal_fails_the_run_naming_the_method(tmp_path: Pat
         await h.install()
         before = len(h.sim.calls)  # the install binds the server's own events
         await h.run_robot("st.bind", properties={"methods": ""})
-        inv = h.svc.journal.list(robot="st.bind")[0]
+        inv = h.svc.journal.recent(robot="st.bind")[0]
         assert inv.state == "dead"
         assert "METHOD_NOT_ALLOWED: event.bind is never available to stored code" in inv.error
         assert "event.bind" not in portal_methods(h)[before:]
@@ -104,7 +104,7 @@ async def test_the_setting_widens_and_narrows_the_list(tmp_path: Path) -> None:
         assert wf.return_values["result"] == (
             "crm.deal.get=ok;user.get=METHOD_NOT_ALLOWED;profile=ok;event.get=METHOD_NOT_ALLOWED"
         )
-        inv = h.svc.journal.list(robot="st.calls")[0]
+        inv = h.svc.journal.recent(robot="st.calls")[0]
         assert "b24robots: refused: user.get is not in the methods stored code may call (B24R_SANDBOX_METHODS)" in (
             inv.log
         )
@@ -120,7 +120,7 @@ async def test_a_robot_narrows_its_own_methods_and_cannot_widen_them(tmp_path: P
         assert wf.return_values["result"] == (
             "crm.deal.get=ok;crm.deal.delete=METHOD_NOT_ALLOWED;user.get=METHOD_NOT_ALLOWED;profile=METHOD_NOT_ALLOWED"
         )
-        inv = h.svc.journal.list(robot="st.narrow")[0]
+        inv = h.svc.journal.recent(robot="st.narrow")[0]
         assert (
             "b24robots: refused: user.get is not in the methods robot 'st.narrow' declares (its document's `methods`)"
             in inv.log

@@ -34,7 +34,7 @@ TEXT = {
 def dead_entry(live: Live, code: str) -> Invocation:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        rows = live.svc.journal.list(robot=code)
+        rows = live.svc.journal.recent(robot=code)
         if rows and rows[0].state == "dead":
             return rows[0]
         time.sleep(0.1)

@@ -60,7 +60,7 @@ def test_disable_and_delete_ask_first(page: Any, live: Live, lang: str) -> None:
     page.wait_for_url(f"{live.url}/admin/robots")
     assert page.locator(f"tr[data-code='{code}']").count() == 0
     assert live.svc.register.state(code) == "deleted"
-    actions = [e.action for e in live.svc.audit.list(target=code)]
+    actions = [e.action for e in live.svc.audit.recent(target=code)]
     assert actions == ["robot.delete", "robot.disable"]
 
 

@@ -39,7 +39,7 @@ def list_users() -> None:
     table = Table(title="Admin users")
     for col in ("user", "created", "last sign-in"):
         table.add_column(col)
-    for u in Users(Env().db).list():
+    for u in Users(Env().db).all():
         table.add_row(u.username, when(u.created_at), when(u.last_login_at))
     console.print(table)
 

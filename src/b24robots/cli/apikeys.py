@@ -52,7 +52,7 @@ def list_keys() -> None:
     table = Table(title="API keys")
     for col in ("id", "name", "key", "portal", "triggers", "templates", "last used", "state"):
         table.add_column(col)
-    for k in ApiKeys(env.db).list():
+    for k in ApiKeys(env.db).all():
         table.add_row(
             str(k.id),
             k.name,

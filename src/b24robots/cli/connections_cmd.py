@@ -46,7 +46,7 @@ class _Parts:
         return inst.member_id, inst.domain
 
     def domains(self) -> dict[str, str]:
-        return {i.member_id: i.domain for i in self.installations.list()}
+        return {i.member_id: i.domain for i in self.installations.all()}
 
     def users(self, name: str) -> list[str]:
         return [r.spec.code for r in self.env.registry.all() if name in r.spec.connections]

@@ -136,7 +136,7 @@ def sync(
         svc = build_services(settings, load_router(app if app is not None else settings.app))
 
         async def run() -> int:
-            targets = [svc.installations.get(portal)] if portal else [i for i in svc.installations.list() if i.active]
+            targets = [svc.installations.get(portal)] if portal else [i for i in svc.installations.all() if i.active]
             if not targets:
                 console.print("no active installations; install the application on a portal first")
                 return 0
@@ -294,7 +294,7 @@ def installations_list() -> None:
     for col in ("domain", "member_id", "status", "token", "rate limit", "last sync", "sync result"):
         table.add_column(col)
     now = time.time()
-    for inst in Installations(env.db, vault).list():
+    for inst in Installations(env.db, vault).all():
         token = "expired (refreshed on next call)" if inst.expires_at < now else f"valid until {when(inst.expires_at)}"
         status = inst.status if not inst.status_message else f"{inst.status}: {inst.status_message}"
         table.add_row(
@@ -376,7 +376,7 @@ def journal(
                 )
             if installation_id is None:
                 fail(f"no installation for {portal!r}; see `b24robots installations list`")
-        rows = Journal(env.db).list(state=status, robot=robot, installation_id=installation_id, limit=limit)
+        rows = Journal(env.db).recent(state=status, robot=robot, installation_id=installation_id, limit=limit)
         if as_json:  # one object per line; every time twice: `<name>_epoch` (unix seconds) and `<name>_utc`
             for inv in rows:
                 doc = {k: v for k, v in inv.__dict__.items() if k != "properties"}

@@ -28,7 +28,7 @@ AppOpt = Annotated[str | None, typer.Option("--app", help="robots' Router import
 def list_robots(app_: AppOpt = None) -> None:
     """List module and stored robots with their active version."""
     env = Env(app_)
-    stored = {r.code: r for r in env.register.list()}
+    stored = {r.code: r for r in env.register.robots()}
     table = Table(title="Robots")
     for col in ("code", "name", "kind", "source", "active version", "versions", "state"):
         table.add_column(col)

@@ -141,7 +141,7 @@ def list_triggers(
 ) -> None:
     """List declared triggers (module and register) and whether each portal has them registered."""
     svc = _services(app_path)
-    portals = [svc.installations.get(portal)] if portal else [i for i in svc.installations.list() if i.active]
+    portals = [svc.installations.get(portal)] if portal else [i for i in svc.installations.all() if i.active]
     table = Table(title="Triggers")
     for col in ("code", "name", "source"):
         table.add_column(col)
@@ -189,7 +189,7 @@ CommentOpt = Annotated[str, typer.Option(help="version comment")]
 
 
 def _synced_hint(svc: Any) -> str:
-    portals = [i for i in svc.installations.list() if i.active]
+    portals = [i for i in svc.installations.all() if i.active]
     return "; run `b24robots sync` to register it on the portals" if portals else ""
 
 

@@ -131,7 +131,7 @@ class ApiKeys:
             record_in(s, "api_key.create", actor=actor or created_by, target=key.name, address=address, details=details)
             return key, plaintext
 
-    def list(self) -> list[ApiKey]:
+    def all(self) -> list[ApiKey]:
         with self.db.read() as s:
             rows = s.execute(
                 select(ApiKeyRow, InstallationRow.domain)

@@ -77,7 +77,7 @@ class Audit:
         with self.db.write() as s:
             record_in(s, action, actor=actor, target=target, address=address, details=details, now=now)
 
-    def list(
+    def recent(
         self,
         *,
         limit: int = 100,

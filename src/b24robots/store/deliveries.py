@@ -3,7 +3,6 @@ delivery went. Mixed into `Journal` (journal.py), whose database and `_notify` i
 
 from __future__ import annotations
 
-import builtins
 import time
 from collections.abc import Sequence
 
@@ -23,7 +22,7 @@ class Deliveries:
     def _notify(self, s: Session) -> None:
         raise NotImplementedError
 
-    def portals_owing(self, now: float | None = None, limit: int = 100) -> builtins.list[int]:
+    def portals_owing(self, now: float | None = None, limit: int = 100) -> list[int]:
         """Installations with answers due, the longest-waiting first (fair across portals)."""
         now = time.time() if now is None else now
         with self.db.read() as s:
@@ -50,7 +49,7 @@ class Deliveries:
         lease: float,
         now: float | None = None,
         process: str | None = None,
-    ) -> builtins.list[Invocation]:
+    ) -> list[Invocation]:
         """Lease up to `limit` answers owed to one portal for a batch (`process` as for `claim`)."""
         now = time.time() if now is None else now
         with self.db.write() as s:

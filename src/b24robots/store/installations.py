@@ -247,7 +247,7 @@ class Installations:
             return _public(row) if row is not None else None
 
     # --- reads -------------------------------------------------------------------------------
-    def list(self) -> list[Installation]:
+    def all(self) -> list[Installation]:
         with self.db.read() as s:
             return [_public(r) for r in s.scalars(select(InstallationRow).order_by(InstallationRow.domain))]
 

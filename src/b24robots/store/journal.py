@@ -14,7 +14,6 @@ back. Nothing is deleted on dequeue.
 
 from __future__ import annotations
 
-import builtins
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -204,7 +203,7 @@ class Journal(Deliveries):
 
     def list_calls(
         self, *, key: str | None = None, installation_id: int | None = None, limit: int = 50
-    ) -> builtins.list[Invocation]:
+    ) -> list[Invocation]:
         """Outbound calls, newest first; `key` finds the one stored under that key."""
         with self.db.read() as s:
             stmt = (
@@ -219,7 +218,7 @@ class Journal(Deliveries):
     # --- workers -------------------------------------------------------------------------------
     def claim(
         self, owner: str, limit: int, lease: float, now: float | None = None, *, process: str | None = None
-    ) -> builtins.list[Invocation]:
+    ) -> list[Invocation]:
         """Take up to `limit` runnable invocations (queued, failed and due, or with an expired lease).
 
         `process` (store/processes.py) names the process holding the lease, so it can be reclaimed.
@@ -426,7 +425,7 @@ class Journal(Deliveries):
                 raise NotFound(f"no invocation with id {inv_id}; see `b24robots journal`")
             return _inv(row)
 
-    def list(
+    def recent(
         self,
         *,
         state: str | None = None,
@@ -435,7 +434,7 @@ class Journal(Deliveries):
         since: float | None = None,
         limit: int = 50,
         before_id: int | None = None,
-    ) -> builtins.list[Invocation]:
+    ) -> list[Invocation]:
         with self.db.read() as s:
             stmt = select(InvocationRow).order_by(InvocationRow.id.desc()).limit(limit)
             if state:
@@ -517,7 +516,7 @@ class Journal(Deliveries):
         return inv.event_token.split("#replay", 1)[0]
 
     # --- metrics -------------------------------------------------------------------------------
-    def counts(self) -> builtins.list[tuple[str, str, int]]:
+    def counts(self) -> list[tuple[str, str, int]]:
         """(state, robot_code, count) for every pair present."""
         with self.db.read() as s:
             rows = s.execute(
@@ -527,7 +526,7 @@ class Journal(Deliveries):
             ).all()
             return [(st, code, int(n)) for st, code, n in rows]
 
-    def depth_by_portal(self) -> builtins.list[tuple[str, int, int]]:
+    def depth_by_portal(self) -> list[tuple[str, int, int]]:
         """(domain, runnable, answers owed) per installation."""
         with self.db.read() as s:
             runnable = func.sum(case((InvocationRow.state.in_((QUEUED, FAILED, RUNNING)), 1), else_=0))

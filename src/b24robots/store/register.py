@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
 import time
@@ -184,7 +183,7 @@ class Register:
         return states
 
     # --- reads -------------------------------------------------------------------------------
-    def list(self, *, deleted: bool = False) -> builtins.list[RobotInfo]:
+    def robots(self, *, deleted: bool = False) -> list[RobotInfo]:
         """Stored robots by code; deleted ones only when `deleted`."""
         with self.db.read() as s:
             counts = dict(
@@ -195,7 +194,7 @@ class Register:
                 query = query.where(RobotRow.state != DELETED)
             return [self._robot_info(s, r, counts.get(r.id, 0)) for r in s.scalars(query).all()]
 
-    def versions(self, code: str) -> builtins.list[VersionInfo]:
+    def versions(self, code: str) -> list[VersionInfo]:
         """Every version, oldest first; a deleted robot's too (they are its history)."""
         with self.db.read() as s:
             robot = self._robot(s, code, deleted=True)
@@ -238,7 +237,7 @@ class Register:
         self._active.put(code, stored, generation)
         return stored
 
-    def active_all(self) -> builtins.list[StoredRobot]:
+    def active_all(self) -> list[StoredRobot]:
         with self.db.read() as s:
             rows = s.scalars(
                 select(RobotVersionRow)

@@ -12,7 +12,6 @@ also declared in Python is the caller's check (the register does not know the ro
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
 import time
@@ -87,7 +86,7 @@ class TriggerRegister:
     def __init__(self, db: Database, *, cache_seconds: float = 0.0) -> None:
         self.db = db
         # fires ask for the declared triggers on every call: kept like the register's robots (store/cache.py)
-        self._active: TtlCache[str, builtins.list[TriggerSpec]] = TtlCache(db, cache_seconds)
+        self._active: TtlCache[str, list[TriggerSpec]] = TtlCache(db, cache_seconds)
 
     # --- writes ------------------------------------------------------------------------------
     def save(
@@ -179,7 +178,7 @@ class TriggerRegister:
             return self._trigger_info(s, row)
 
     # --- reads -------------------------------------------------------------------------------
-    def active(self) -> builtins.list[TriggerSpec]:
+    def active(self) -> list[TriggerSpec]:
         """The active version of every trigger not removed, by CODE."""
         found, cached = self._active.get("")
         if found and cached is not None:
@@ -200,7 +199,7 @@ class TriggerRegister:
         with self.db.read() as s:
             return {k for k in s.scalars(select(TriggerRow.code_key).where(TriggerRow.state == DELETED))}
 
-    def list(self, *, deleted: bool = False) -> builtins.list[TriggerInfo]:
+    def triggers(self, *, deleted: bool = False) -> list[TriggerInfo]:
         with self.db.read() as s:
             query = select(TriggerRow).order_by(TriggerRow.code_key)
             if not deleted:
@@ -219,7 +218,7 @@ class TriggerRegister:
                 is not None
             )
 
-    def versions(self, code: str) -> builtins.list[TriggerVersion]:
+    def versions(self, code: str) -> list[TriggerVersion]:
         """Every version, oldest first; a removed trigger's too."""
         with self.db.read() as s:
             row = self._row(s, code, deleted=True)

@@ -16,7 +16,6 @@ the admin's own browser, and a one-time login link always works.
 
 from __future__ import annotations
 
-import builtins
 import functools
 import hashlib
 import re
@@ -157,7 +156,7 @@ class Users:
             record_in(s, "user.delete", actor=actor, target=username, address=address, details={"id": row.id})
             s.delete(row)
 
-    def list(self) -> list[AdminUser]:
+    def all(self) -> list[AdminUser]:
         with self.db.read() as s:
             return [_public(r) for r in s.scalars(select(AdminUserRow).order_by(AdminUserRow.username))]
 
@@ -243,7 +242,7 @@ class Users:
             )
 
     # --- sign-in -----------------------------------------------------------------------------
-    def _lock_keys(self, s: Session, keys: Iterable[str], now: float) -> builtins.list[LoginThrottleRow]:
+    def _lock_keys(self, s: Session, keys: Iterable[str], now: float) -> list[LoginThrottleRow]:
         """The throttle rows of `keys`, created when missing and locked until the transaction ends (SQLite:
         the write transaction is exclusive; PostgreSQL: FOR UPDATE, in a fixed order so none deadlock)."""
         insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert

@@ -83,7 +83,7 @@ class _JournalCollector(Collector):
             labels=["portal"],
         )
         now = time.time()
-        for inst in self.installations.list():
+        for inst in self.installations.all():
             tat = self.installations.tat(inst.member_id)
             wait.add_metric([inst.domain], gcra_wait(tat, now, inst.rate, inst.burst))
         yield wait

@@ -248,7 +248,7 @@ class Services:
     async def sync_robot(self, code: str) -> list[SyncReport]:
         """Bring one robot's registration in step on every active portal: after it was disabled (or
         deleted) it is unregistered, after it was enabled it is registered again."""
-        targets = [i for i in self.installations.list() if i.active]
+        targets = [i for i in self.installations.all() if i.active]
         return [await self.syncer.sync(i.member_id, only={code}, origin="robot") for i in targets]
 
     def sync_robot_soon(self, code: str) -> None:

@@ -275,7 +275,7 @@ class Admin:
         return sorted({i.name for i in self.svc.connections.all()})
 
     def portals(self) -> list[Installation]:
-        return self.svc.installations.list()
+        return self.svc.installations.all()
 
     def sync_state(
         self, resolved: Resolved, portals: list[Installation], regs: dict[str, dict[str, Any]]

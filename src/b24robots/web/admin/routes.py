@@ -63,7 +63,7 @@ def build_admin(services: Services) -> Admin:
         def load() -> dict[str, Any]:
             portals = admin.portals()
             regs = {i.member_id: svc.installations.registrations(i.member_id) for i in portals if i.active}
-            stored = {r.code: r for r in svc.register.list()}
+            stored = {r.code: r for r in svc.register.robots()}
             rows = []
             for resolved in svc.registry.all():
                 info = stored.get(resolved.spec.code)
@@ -342,7 +342,7 @@ def build_admin(services: Services) -> Admin:
         since = SINCE.get(ctx.query("since"))
         status = state or (ctx.query("status") if ctx.query("status") in STATES else None)
         before = ctx.query("before")
-        rows = svc.journal.list(
+        rows = svc.journal.recent(
             state=status,
             robot=ctx.query("robot") or None,
             installation_id=installation_id,

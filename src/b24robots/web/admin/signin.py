@@ -113,7 +113,7 @@ def add_signin_pages(admin: Admin) -> None:
         before = parse_id(ctx.query("before"))
 
         def load() -> dict[str, Any]:
-            rows = admin.svc.audit.list(limit=AUDIT_PAGE, before_id=before, action=kind or None, actor=actor or None)
+            rows = admin.svc.audit.recent(limit=AUDIT_PAGE, before_id=before, action=kind or None, actor=actor or None)
             return {
                 "rows": rows,
                 "kinds": AUDIT_KINDS,

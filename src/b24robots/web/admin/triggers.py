@@ -197,7 +197,7 @@ def add_trigger_pages(admin: Admin) -> None:
 
     # --- API keys ----------------------------------------------------------------------------
     async def render_keys(ctx: Ctx, status: int = 200, **extra: Any) -> Response:
-        keys = await run_in_threadpool(svc.apikeys.list)
+        keys = await run_in_threadpool(svc.apikeys.all)
         values: dict[str, Any] = {
             "keys": keys,
             "portals": [i for i in admin.portals() if i.active],
