@@ -44,6 +44,12 @@ class _JournalCollector(Collector):
         )
         up.add_metric([], 1.0 if ok else 0.0)
         yield up
+        # the journal first: reading the day and the week may fold ended hours into the rollup (a write,
+        # store/rollup.py), and the size below is then the database's size after this scrape's own writes
+        try:
+            journal = list(self._journal_metrics())
+        except StoreUnavailable:
+            journal = []  # the journal cannot be read: b24robots_database_up says so
         try:
             size = database_size(self.journal.db) if ok else None
         except StoreUnavailable:
@@ -52,10 +58,7 @@ class _JournalCollector(Collector):
             yield GaugeMetricFamily(
                 "b24robots_database_bytes", "Size of the database on disk (SQLite file and WAL, or PostgreSQL)", size
             )
-        try:
-            yield from self._journal_metrics()
-        except StoreUnavailable:
-            return  # the journal cannot be read: b24robots_database_up says so
+        yield from journal
 
     def _journal_metrics(self) -> Iterator[Any]:
         by_state = GaugeMetricFamily(
