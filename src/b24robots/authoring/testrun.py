@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from b24robots.connections.hub import ConnectionHub, RunConnections
-from b24robots.errors import B24RobotsError, InputError, RestError, StoredCodeError
+from b24robots.errors import InputError, RestError, StoredCodeError
+from b24robots.jobs.execution import Verdict, execute
 from b24robots.jobs.runner import Runner
 from b24robots.robots.context import RobotContext
-from b24robots.robots.params import dump_values, parse_values
+from b24robots.robots.params import parse_values
 from b24robots.robots.registry import Registry, Resolved
-from b24robots.robots.signals import Retry, RobotFailure
 from b24robots.robots.spec import RobotSpec
 from b24robots.sandbox import SandboxPool
 
@@ -97,26 +97,23 @@ async def test_run(
         rest=_NoRest(),
     )
     started = time.perf_counter()
-    try:
-        raw = await Runner(registry=Registry(), sandbox=sandbox, connections=connections).call(resolved, values, ctx)
-        result.outputs = dict(dump_values(spec.outputs, raw))
-        result.ok = True
-    except RobotFailure as fail:
-        result.error = f"the robot reported a failure: {fail.message}"
-        try:
-            result.outputs = dict(dump_values(spec.outputs, fail.outputs))
-        except InputError:
-            result.outputs = {}
-    except Retry as sig:
-        result.error = f"the robot asked to be retried later: {sig}"
-    except StoredCodeError as exc:
-        result.error = f"{exc}\n{exc.traceback}".strip()
-        result.log = list(getattr(exc, "log", ()) or ())
-    except B24RobotsError as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-        result.log = list(getattr(exc, "log", ()) or ())
-    except Exception as exc:  # module robot code is user code
-        result.error = f"{type(exc).__name__}: {exc}"
+    runner = Runner(registry=Registry(), sandbox=sandbox, connections=connections)
+    done = await execute(lambda: runner.call(resolved, values, ctx), spec.outputs, ctx)
+    error = done.error
+    match done.verdict:
+        case Verdict.OK:
+            result.outputs, result.ok = done.outputs, True
+        case Verdict.FAILURE:
+            result.error = f"the robot reported a failure: {done.message}"
+            result.outputs = done.outputs
+        case Verdict.RETRY:
+            result.error = f"the robot asked to be retried later: {done.message}"
+        case _ if isinstance(error, StoredCodeError):
+            result.error = f"{error}\n{error.traceback}".strip()
+            result.log = list(getattr(error, "log", ()) or ())
+        case _:
+            result.error = f"{type(error).__name__}: {error}"
+            result.log = list(getattr(error, "log", ()) or ())
     result.duration_ms = (time.perf_counter() - started) * 1000
     result.log = result.log or list(ctx.logs)
     scope = ctx.connections

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-import traceback
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,25 +20,19 @@ from b24robots.errors import (
     ConnectionNotAvailable,
     InputError,
     MethodError,
-    OriginRefused,
-    RemoteError,
-    ResponseTooLarge,
-    RestError,
     SandboxError,
-    SandboxLimitExceeded,
-    StoredCodeError,
 )
 from b24robots.fields import as_int
 from b24robots.policy import RetryRules
 from b24robots.robots.context import RobotContext
-from b24robots.robots.params import default_outputs, dump_values, parse_values
+from b24robots.robots.params import default_outputs, parse_values
 from b24robots.robots.registry import Registry, Resolved
-from b24robots.robots.signals import Retry, RobotFailure
 from b24robots.robots.triggers import Entity
 from b24robots.robots.values import short
 from b24robots.sandbox import DEFAULT_METHODS, MethodPolicy, RunProxy, SandboxLimits, SandboxPool
 from b24robots.store.journal import Invocation
 
+from .execution import Execution, Verdict, execute
 from .rest_record import recorded
 
 Kind = Literal["answer", "retry", "dead"]
@@ -72,13 +65,6 @@ def ran_of(resolved: Resolved) -> dict[str, Any]:
     handler = resolved.module.handler
     name = f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', repr(handler))}"
     return {"origin": "module", "module": name, "fingerprint": resolved.spec.fingerprint()}
-
-
-def _connection_cause(ctx: RobotContext, exc: StoredCodeError) -> ConnectionCallError | None:
-    """The connection error stored code let escape, when that is what ended the run."""
-    scope = ctx.connections
-    last = scope.last_error if isinstance(scope, RunConnections) else None
-    return last if last is not None and last.reason in str(exc) else None
 
 
 class Runner:
@@ -123,40 +109,42 @@ class Runner:
         for warning in warnings:  # lenient readings go to the run log, so the workflow's owner sees them
             ctx.log(f"b24robots: input {warning}")
         try:
-            raw = await self.call(resolved, values, ctx)
-            outputs = dump_values(spec.outputs, raw)
-        except ConnectionCallError as exc:
-            return self._connection_failed(spec.outputs, ctx, inv, exc)
-        except StoredCodeError as exc:
-            cause = _connection_cause(ctx, exc)
-            if cause is not None:
-                return self._connection_failed(spec.outputs, ctx, inv, cause, exc.traceback)
-            return self._failed(spec.outputs, ctx, inv, str(exc), exc.traceback)
-        except Retry as sig:
-            if not self.rules.may_signal_retry(inv.attempts):
-                return self._dead(spec.outputs, ctx, f"gave up after {inv.attempts} retries: {sig}")
-            return Outcome("retry", log=list(ctx.logs), error=f"retry requested: {sig}", delay=sig.delay)
-        except RobotFailure as fail:
-            merged = {**default_outputs(spec.outputs), **self._dump_partial(spec.outputs, fail.outputs)}
-            return Outcome(
-                "answer",
-                outputs=merged,
-                log=list(ctx.logs),
-                log_message=short(fail.message),
-                error=fail.message,
-            )
-        except InputError as exc:  # the handler returned outputs that do not fit the declaration
-            return self._dead(spec.outputs, ctx, f"the robot returned bad outputs: {exc}")
-        except SandboxLimitExceeded as exc:
-            return self._dead(spec.outputs, ctx, f"stopped by the {exc.limit} limit: {exc}")
-        except (SandboxError, RestError, B24RobotsError) as exc:
-            return self._failed(spec.outputs, ctx, inv, f"{type(exc).__name__}: {exc}", "")
-        except Exception as exc:  # robot code is user code: anything may happen
-            tb = "".join(traceback.format_exception(exc))
-            return self._failed(spec.outputs, ctx, inv, f"{type(exc).__name__}: {exc}", tb)
+            done = await execute(lambda: self.call(resolved, values, ctx), spec.outputs, ctx)
         finally:
             await self._flush(ctx)
-        return Outcome("answer", outputs=outputs, log=list(ctx.logs))
+        return self._outcome(done, spec.outputs, ctx, inv)
+
+    def _outcome(self, done: Execution, params: Any, ctx: RobotContext, inv: Invocation) -> Outcome:
+        """What a verdict means for a call from a portal: an answer, a retry under the rules, or a dead letter."""
+        match done.verdict:
+            case Verdict.OK:
+                return Outcome("answer", outputs=done.outputs, log=list(ctx.logs))
+            case Verdict.FAILURE:
+                return Outcome(
+                    "answer",
+                    outputs={**default_outputs(params), **done.outputs},
+                    log=list(ctx.logs),
+                    log_message=short(done.message),
+                    error=done.message,
+                )
+            case Verdict.RETRY:
+                if not self.rules.may_signal_retry(inv.attempts):
+                    return self._dead(params, ctx, f"gave up after {inv.attempts} retries: {done.message}")
+                return Outcome("retry", log=list(ctx.logs), error=f"retry requested: {done.message}", delay=done.delay)
+            case Verdict.BAD_OUTPUTS:
+                return self._dead(params, ctx, f"the robot returned bad outputs: {done.message}")
+            case Verdict.LIMIT:
+                return self._dead(params, ctx, done.message)
+            case Verdict.CONNECTION:
+                # say what went wrong with a connection in the robot's log; retry only what may pass
+                assert done.connection is not None
+                ctx.log(f"b24robots: {done.connection}")
+                if done.permanent:
+                    return self._dead(params, ctx, str(done.connection))
+                summary = f"{type(done.connection).__name__}: {done.connection}"
+                return self._failed(params, ctx, inv, summary, done.traceback)
+            case _:
+                return self._failed(params, ctx, inv, done.message, done.traceback)
 
     def _unavailable(self, code: str) -> Outcome:
         """A call for a robot that does not run here (any more): answered, so the workflow goes on, with a
@@ -171,24 +159,6 @@ class Runner:
                 await asyncio.to_thread(scope.flush)
             except B24RobotsError as exc:
                 ctx.log(f"b24robots: {exc}")
-
-    def _connection_failed(
-        self, params: Any, ctx: RobotContext, inv: Invocation, exc: ConnectionCallError, tb: str = ""
-    ) -> Outcome:
-        """Say what went wrong with a connection in the robot's log; retry only what may pass (5xx, no answer)."""
-        ctx.log(f"b24robots: {exc}")
-        permanent = isinstance(exc, ConnectionNotAvailable | OriginRefused | ResponseTooLarge) or (
-            isinstance(exc, RemoteError) and exc.status is not None and exc.status < 500
-        )
-        if permanent or exc.code in ("BAD", "SQL"):
-            return self._dead(params, ctx, str(exc))
-        return self._failed(params, ctx, inv, f"{type(exc).__name__}: {exc}", tb)
-
-    def _dump_partial(self, params: Any, values: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            return dump_values(params, values)
-        except InputError:
-            return {}
 
     def _dead(self, params: Any, ctx: RobotContext, error: str) -> Outcome:
         return Outcome(
