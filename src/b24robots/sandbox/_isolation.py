@@ -15,6 +15,7 @@ import resource
 import signal
 import socket
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -83,14 +84,28 @@ def isolate(
 
 CLONE_NEWUSER, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNS = 0x10000000, 0x08000000, 0x20000000, 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x8, 0x4000, 0x40000
+MS_REMOUNT, MS_BIND, MNT_DETACH = 0x20, 0x1000, 0x2
 PR_SET_CHILD_SUBREAPER = 36
 _PID_LENGTH = struct.Struct("=q")
-NAMESPACE_FACTS = ("ipc_per_worker", "pid_per_worker", "fs_per_worker")
+NAMESPACE_FACTS = ("ipc_per_worker", "pid_per_worker", "fs_per_worker", "root_per_worker")
 PRIVATE_TMP = "/tmp"  # noqa: S108 - a tmpfs of the worker's own, in its own mount namespace
 # Other places a worker of the same uid could write and another read, hidden under an empty
 # read-only tmpfs: POSIX shared memory (also bubblewrap's /dev/shm) and the host's /var/tmp.
 SHARED_WRITABLE = ("/dev/shm", "/var/tmp")  # noqa: S108
 _CAP_VERSION_3 = 0x20080522
+# The device nodes a worker's root holds: the worker opens /dev/null for its standard streams
+# (`isolate`); /dev/zero and /dev/urandom are what C code falls back to (getrandom is the rule).
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+_ROOT_TMPFS = "size=65536,nr_inodes=256,mode=0755"  # only mount points live there, read-only once made
+
+
+def view_paths() -> list[str]:
+    """The host paths stored code may see, read-only, and nothing else: the system's programs and
+    libraries, this interpreter's prefixes and this package. Bubblewrap's view (`_spawn.bwrap_args`)
+    and a worker's own root (`_own_root`) are both made of these."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    paths = {"/usr", "/lib", "/lib64", "/bin", sys.base_prefix, sys.prefix, here}
+    return sorted(path for path in paths if os.path.exists(path))
 
 
 def own_namespaces(report_fd: int, workdir: str, tmp_bytes: int) -> dict[str, bool]:
@@ -123,7 +138,8 @@ def own_namespaces(report_fd: int, workdir: str, tmp_bytes: int) -> dict[str, bo
             if flags & CLONE_NEWNS:
                 facts.update(_own_files(libc, uid, gid, workdir, tmp_bytes))
             if not _drop_capabilities(libc):
-                facts["fs_per_worker"] = False  # without seccomp, it could unmount its view
+                # without seccomp, it could unmount its view, or remount its root writable
+                facts["fs_per_worker"] = facts["root_per_worker"] = False
             break
     if not facts["pid_per_worker"]:
         os.write(report_fd, _PID_LENGTH.pack(0))
@@ -138,14 +154,17 @@ def own_namespaces(report_fd: int, workdir: str, tmp_bytes: int) -> dict[str, bo
 
 
 def _own_files(libc: Any, uid: int, gid: int, workdir: str, tmp_bytes: int) -> dict[str, bool]:
-    """In a fresh mount namespace (owned by the worker's user namespace): a tmpfs of its own over
-    /tmp, `tmp_bytes` at most (host RAM, like bubblewrap's `--size`), which becomes its working
-    directory; an empty read-only tmpfs over the zygote's directory of workers' directories when
-    that is still in view (no bubblewrap, a temp dir outside /tmp) and over `SHARED_WRITABLE`. So
-    nothing a worker writes is visible to another worker or to the next run, and it is gone with
-    the worker (the namespace dies with its last process). Workers share one uid, so file modes
-    alone could not keep them apart. ``tmp_per_worker`` says the private /tmp is there;
-    ``fs_per_worker`` that everything above held."""
+    """In a fresh mount namespace (owned by the worker's user namespace): a root of its own made
+    of `view_paths` alone (see `_own_root`), with a tmpfs of its own as /tmp, `tmp_bytes` at most
+    (host RAM, like bubblewrap's `--size`), which becomes its working directory. Where that root
+    cannot be made, the host's tree stays, with the private /tmp over the host's and an empty
+    read-only tmpfs over the zygote's directory of workers' directories when that is still in view
+    (no bubblewrap, a temp dir outside /tmp) and over `SHARED_WRITABLE`. Either way nothing a
+    worker writes is visible to another worker or to the next run, and it is gone with the worker
+    (the namespace dies with its last process). Workers share one uid, so file modes alone could
+    not keep them apart. ``tmp_per_worker`` says the private /tmp is there; ``fs_per_worker`` that
+    everything above held; ``root_per_worker`` that no host path but `view_paths` is in view."""
+    failed = {"tmp_per_worker": False, "fs_per_worker": False, "root_per_worker": False}
     # A tmpfs made in this user namespace only takes files whose owner is mapped there: map the
     # one uid and gid this process has (what an unprivileged process may map; setgroups must be
     # denied first). The ids it sees stay the ones it had.
@@ -157,19 +176,89 @@ def _own_files(libc: Any, uid: int, gid: int, workdir: str, tmp_bytes: int) -> d
             finally:
                 os.close(fd)
         except OSError:
-            return {"tmp_per_worker": False, "fs_per_worker": False}
+            return failed
     # Private propagation first, or the mounts below would show up in the namespace we came from.
     if _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return {"tmp_per_worker": False, "fs_per_worker": False}
+        return failed
+    if _own_root(libc, tmp_bytes):
+        return {"tmp_per_worker": True, "fs_per_worker": True, "root_per_worker": True}
     secure = MS_NOSUID | MS_NODEV
     if _mount(libc, "tmpfs", PRIVATE_TMP, "tmpfs", secure, f"size={max(1, tmp_bytes)},mode=0700") != 0:
-        return {"tmp_per_worker": False, "fs_per_worker": False}
+        return failed
     held = True
     for path in sorted({os.path.dirname(workdir), *SHARED_WRITABLE}):
         if path != PRIVATE_TMP and os.path.isdir(path):  # under /tmp, it is out of view already
             empty = _mount(libc, "tmpfs", path, "tmpfs", secure | MS_NOEXEC | MS_RDONLY, "size=4096,mode=0555")
             held = held and empty == 0
-    return {"tmp_per_worker": True, "fs_per_worker": held}
+    return {"tmp_per_worker": True, "fs_per_worker": held, "root_per_worker": False}
+
+
+def _own_root(libc: Any, tmp_bytes: int) -> bool:
+    """Make this mount namespace's root a new one, like bubblewrap's: a tiny tmpfs holding
+    read-only binds of `view_paths` (the symlinks among them, e.g. /lib -> usr/lib on a merged
+    /usr, stay symlinks), binds of `DEVICES`, a size-limited tmpfs as /tmp, and nothing else (no
+    /proc: the worker reads nothing there once its maps are written). `pivot_root` moves into it
+    and the old root is detached, so the server's data directory, its database and key file, home
+    directories and every other host path are gone from this namespace, whatever the file modes;
+    then the new root is remounted read-only. False, with the namespace as it was, when a step
+    before the pivot fails; OSError when one after it does (the old root may still be in view,
+    so the worker must not run)."""
+    pivot_root = _seccomp.syscall_number("pivot_root")
+    new = PRIVATE_TMP  # the mount point of the new root: the host's /tmp, in this namespace only
+    if pivot_root is None or _mount(libc, "tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, _ROOT_TMPFS) != 0:
+        return False
+    try:
+        _fill_root(libc, new, tmp_bytes)
+        os.chdir(new)
+    except OSError:
+        libc.umount2(new.encode(), MNT_DETACH)  # with every bind made under it
+        return False
+    # pivot_root(".", ".") stacks the old root on the new one, to be detached at once (pivot_root(2))
+    if libc.syscall(pivot_root, b".", b".") != 0:
+        os.chdir("/")
+        libc.umount2(new.encode(), MNT_DETACH)
+        return False
+    if libc.umount2(b".", MNT_DETACH) != 0:
+        raise OSError(ctypes.get_errno(), "the old root could not be detached")
+    os.chdir("/")
+    if _mount(libc, None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None) != 0:
+        raise OSError(ctypes.get_errno(), "the new root could not be made read-only")
+    return True
+
+
+def _fill_root(libc: Any, new: str, tmp_bytes: int) -> None:
+    """Populate the new root at `new` (see `_own_root`); OSError when a step fails."""
+    reals: list[str] = []
+    for path in view_paths():
+        real = os.path.realpath(path)
+        if os.path.islink(path) and os.path.dirname(path) == "/":
+            os.symlink(os.readlink(path), new + path)
+        reals.append(real)
+    binds: list[str] = []
+    for real in sorted(set(reals), key=len):  # a path inside one already bound is in view with it
+        if not any(real == kept or real.startswith(kept.rstrip("/") + "/") for kept in binds):
+            binds.append(real)
+    for real in binds:
+        target = new + real
+        os.makedirs(target, exist_ok=True)
+        _check(_mount(libc, real, target, None, MS_BIND | MS_REC, None), real)
+        # a bind keeps its source's flags until remounted; noexec, if the host has it, is locked
+        locked = os.statvfs(real).f_flag & MS_NOEXEC
+        readonly = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked
+        _check(_mount(libc, None, target, None, readonly, None), real)
+    os.mkdir(new + "/dev", 0o755)
+    for device in DEVICES:
+        os.close(os.open(new + device, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # a mount point
+        _check(_mount(libc, device, new + device, None, MS_BIND, None), device)
+    os.mkdir(new + PRIVATE_TMP, 0o700)
+    tmp = f"size={max(1, tmp_bytes)},mode=0700"
+    _check(_mount(libc, "tmpfs", new + PRIVATE_TMP, "tmpfs", MS_NOSUID | MS_NODEV, tmp), PRIVATE_TMP)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"mounting {what} failed: {os.strerror(code)}")
 
 
 def _mount(libc: Any, source: str | None, target: str, kind: str | None, flags: int, data: str | None) -> int:

@@ -177,6 +177,11 @@ def prepare() -> None:
         _template = (b"".join(_INSTRUCTION.pack(*ins) for ins in one), slots)
 
 
+def syscall_number(name: str) -> int | None:
+    """This machine's number for the system call `name` (one of the table's), None when unknown."""
+    return _ARCHES.get(platform.machine(), (0, {}))[1].get(name)
+
+
 def libc() -> ctypes.CDLL | None:
     """The C library `prepare` loaded (None before it ran)."""
     return _libc

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from b24robots.errors import SandboxError
-from b24robots.sandbox import _wire
+from b24robots.sandbox import _isolation, _wire
 from b24robots.sandbox.limits import SandboxLimits
 
 log = logging.getLogger("b24robots.sandbox")
@@ -290,10 +290,8 @@ def bwrap_args(caps: SandboxLimits) -> list[str]:
     # (a tmpfs is host RAM: unbounded, files there outgrow RLIMIT_AS).
     args += ["--die-with-parent", "--dev", "/dev", "--proc", "/proc"]
     args += ["--size", str(tmpfs_bytes(caps)), "--tmpfs", "/tmp"]  # noqa: S108
-    paths = {"/usr", "/lib", "/lib64", "/bin", sys.base_prefix, sys.prefix, str(SANDBOX_DIR)}
-    for path in sorted(paths):
-        if os.path.exists(path):
-            args += ["--ro-bind", path, path]
+    for path in _isolation.view_paths():  # the same paths as a worker's own root without bubblewrap
+        args += ["--ro-bind", path, path]
     # bubblewrap's own root (where the mount points above were made) is a writable tmpfs too
     args += ["--remount-ro", "/"]
     return args
