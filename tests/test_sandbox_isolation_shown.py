@@ -33,7 +33,7 @@ async def test_the_isolation_level_and_its_warning_reach_metrics_and_the_admin_u
             [(labels, one)] = gauge(scraped, "b24robots_sandbox_isolation")
             assert f'level="{full.isolation_level}"' in labels and one == 1.0
             detail = full.health()["isolation_detail"]
-            for flag in ("uid_per_worker", "pid_per_worker", "fs_per_worker"):
+            for flag in ("uid_per_worker", "pid_per_worker", "fs_per_worker", "root_per_worker"):
                 assert f'{flag}="{str(bool(detail.get(flag))).lower()}"' in labels
             assert gauge(scraped, "b24robots_sandbox_isolation_degraded") == [
                 ("", 1.0 if full.isolation_warning else 0.0)

@@ -11,6 +11,7 @@ import shutil
 import site
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,12 @@ def test_not_root_reports_its_level_and_still_contains_the_basics() -> None:
         assert any("SANDBOX ISOLATION DEGRADED (bwrap+seccomp)" in line for line in bwrap["logged"])
         assert "FileNotFoundError" in bwrap["outcomes"]["read-source"]  # the host is out of view
         assert "No space left" in bwrap["outcomes"]["many-files"]  # the size-limited /tmp bounds the total
-    assert plain["outcomes"]["read-source"] == "succeeded"  # the degradation the warning states
+    if int(Path("/proc/sys/user/max_user_namespaces").read_text()) > 0:
+        # each worker's root is its own, made of the interpreter's paths: this test file is not there
+        assert "FileNotFoundError" in plain["outcomes"]["read-source"], plain["outcomes"]
+        assert "only the interpreter's files" in plain["warning"], plain["warning"]
+    else:
+        assert plain["outcomes"]["read-source"] == "succeeded"  # the degradation the warning states
     for level in (plain, bwrap):
         outcomes = level["outcomes"]
         for attack in ("fork", "socket", "kill-zygote", "prlimit-zygote"):
@@ -418,9 +424,10 @@ def test_not_root_each_worker_has_a_pid_namespace_of_its_own() -> None:
         assert attack["self"] == 1
         for call in ("signal-0", "kill", "prlimit", "setpriority", "ptrace", "signal-0-all"):
             assert attack[call] == "ESRCH", (name, call, attack)
-        # Host /proc without bubblewrap (no mount namespace) still lists the victim, but its memory is
-        # another user namespace's: refused
-        assert attack["proc-mem"] == "EACCES", (name, attack)
+        # no /proc at all in a worker's root of its own (with the host's /proc, the victim's memory
+        # would still be refused: it is another user namespace's)
+        expected = "ENOENT" if detail["root_per_worker"] else "EACCES"
+        assert attack["proc-mem"] == expected, (name, attack)
         assert level["ended"] == "timeout", level
         assert level["took"] < 1.0 + 0.5 + 3.0, level  # wall limit + grace + a loaded machine's slack
         assert level["inside"] == 2 and level["stayed"] == [], level  # the robot and its child, both gone
@@ -569,21 +576,23 @@ def test_not_root_each_worker_has_files_of_its_own() -> None:
         local = mark.removeprefix("/tmp/")
         assert level["left"][mark] == "written" and level["left"][local] == "written", level["left"]
         assert level["left"]["cwd"] == "/tmp" and level["left"]["tmp"] == [local], level["left"]
-        # /dev/shm is an empty read-only tmpfs: POSIX shared memory is no channel either
-        assert level["left"]["/dev/shm/" + local].startswith("OSError: Read-only"), level["left"]
+        # /dev/shm is absent from a root of its own (else an empty read-only tmpfs): POSIX shared
+        # memory is no channel either
+        shm = "FileNotFoundError: No such file" if detail["root_per_worker"] else "OSError: Read-only"
+        assert level["left"]["/dev/shm/" + local].startswith(shm), level["left"]
         # the next run, in the same pool, finds nothing of A's
         after = level["next"]
         assert after["tmp-list"] == [] and after["own-cwd"] == "/tmp", (name, after)
         for where in ("tmp", "cwd", "shm"):
             assert after[where] == ["ENOENT"], (name, where, after)
         # two at once: B sees neither A's /tmp nor its working directory, not even through /proc
-        # (A is in another user namespace: its root and cwd links are refused)
+        # (its root of its own has no /proc)
         assert level["written"]["cwd"] == "/tmp", level["written"]
         now = level["concurrent"]
         assert now["tmp-list"] == [] and now["cwd-dir"] == ["ok", []], (name, now)
         for where in ("tmp", "cwd", "shm"):
             assert now[where] == ["ENOENT"], (name, where, now)
-        assert now["proc-root"] == ["EACCES"] and now["proc-cwd"] == ["EACCES"], (name, now)
+        assert now["proc-root"] == ["ENOENT"] and now["proc-cwd"] == ["ENOENT"], (name, now)
         # without seccomp it still cannot unmount its view: it gave up its namespace's capabilities
         assert now["umount"] == [-1, "EPERM"] and now["tmp-after-umount"] == [], (name, now)
         assert level["held"]["/tmp/" + local + "-2"] == "written", level["held"]  # A's run ended normally
@@ -597,3 +606,107 @@ def test_not_root_each_worker_has_files_of_its_own() -> None:
         assert level["bases_left"] == [], (name, level)
     if shutil.which("bwrap"):
         assert report["plain"]["bases"], report["plain"]  # without bubblewrap the zygote made them
+
+
+ROOT = """
+import json, os, sys, threading, time
+sys.path[:0] = %(paths)r
+from b24robots.sandbox import SandboxLimits, SandboxPool
+import b24robots.sandbox as sandbox_pkg
+
+DATA = %(data)r
+# What a worker's root may hold: the interpreter's paths (the system's, this interpreter's prefix,
+# the sandbox package), its devices and its /tmp; nothing of the host besides.
+package = os.path.dirname(os.path.realpath(sandbox_pkg.__file__))
+tops = {"bin", "lib", "lib64", "usr"} & set(os.listdir("/"))
+tops |= {sys.base_prefix.split("/")[1], package.split("/")[1], "dev", "tmp"}
+# Looks at the host's data directory and the tree it can see; writes where it should not.
+PEEK = '''def run(inputs, ctx):
+    import errno, fractions, os, textwrap
+
+    def attempt(action):
+        try:
+            return ["ok", action()]
+        except OSError as exc:
+            return [errno.errorcode.get(exc.errno, str(exc.errno))]
+
+    def read(path):
+        with open(path) as f:
+            return f.read()
+
+    def write(path):
+        with open(path, "w") as f:
+            return f.write("stored code was here")
+
+    data = inputs["data"]
+    out = {
+        "root": sorted(os.listdir("/")),
+        "dev": attempt(lambda: sorted(os.listdir("/dev"))),
+        "proc": attempt(lambda: sorted(os.listdir("/proc"))[:3]),
+        "secret": attempt(lambda: read(data + "/secret.key")),
+        "list-data": attempt(lambda: os.listdir(data)),
+        "write-data": attempt(lambda: write(data + "/planted")),
+        "write-root": attempt(lambda: write("/planted")),
+        "mkdir-root": attempt(lambda: os.mkdir("/planted-dir")),
+        "write-tmp": attempt(lambda: write("/tmp/" + inputs["mark"])),
+        "null": attempt(lambda: len(read("/dev/null"))),
+        "urandom": attempt(lambda: len(open("/dev/urandom", "rb").read(8))),
+        "cwd": os.getcwd(),
+        # the standard library still imports (modules the zygote did not load) and works
+        "stdlib": [str(fractions.Fraction(3, 6)), textwrap.shorten("a b c d e f", 7)],
+    }
+    out["echo"] = ctx.call("echo", {"seen": len(out["root"])})
+    return out
+'''
+report = {}
+for name, bwrap in (("bwrap", None), ("plain", False)):
+    mark = "b24r-root-mark-" + str(os.getpid()) + "-" + name
+    caps = SandboxLimits(cpu_seconds=10, wall_seconds=10, file_size_mb=1)
+    with SandboxPool(1, caps=caps, language_hardening=False, bwrap=bwrap, seccomp=False) as pool:
+        detail = pool.health()["isolation_detail"]
+        seen = pool.run(PEEK, {"data": DATA, "mark": mark}, context={}, on_call=lambda m, p: {"m": m, **p}).outputs
+    report[name] = {
+        "detail": detail, "seen": seen, "tops": sorted(tops),
+        "data_after": sorted(os.listdir(DATA)), "host_tmp": os.path.exists("/tmp/" + mark),
+    }
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the suite is not root: every sandbox test here already runs unprivileged")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed to drop to nobody")
+@pytest.mark.skipif(
+    int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0,
+    reason="the kernel refuses unprivileged user namespaces: stored code sees the host's files",
+)
+def test_not_root_each_worker_sees_only_the_interpreter() -> None:
+    """Not root, with the language layer and seccomp off: a directory standing in for the server's
+    data directory (open to everyone: 0777, its key file 0644) is neither readable nor writable
+    from stored code, because the worker's root is its own (bubblewrap's paths alone, read-only,
+    no /proc); the robot still runs normally and nothing is left on the host."""
+    checkout = Path(sandbox_pkg.__file__).resolve().parents[3]  # readable by nobody, or the test skips
+    data = Path(tempfile.mkdtemp(prefix=".b24r-data-", dir=checkout))
+    try:
+        data.chmod(0o777)  # what the worker must not reach even where modes allow it
+        (data / "secret.key").write_text("the key that decrypts every portal's tokens")
+        (data / "secret.key").chmod(0o644)
+        report = _report_as_nobody(ROOT.replace("%(data)r", repr(str(data))))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    levels = ["plain", "bwrap"] if shutil.which("bwrap") else ["plain"]
+    for name in levels:
+        level, seen = report[name], report[name]["seen"]
+        assert level["detail"]["root_per_worker"] is True and level["detail"]["fs_per_worker"] is True, level
+        assert "only the interpreter's files" in level["detail"]["warning"], level["detail"]["warning"]
+        for what in ("secret", "list-data", "write-data"):
+            assert seen[what] == ["ENOENT"], (name, what, seen)
+        assert seen["root"] == level["tops"], (name, seen["root"])
+        assert seen["dev"] == ["ok", ["null", "urandom", "zero"]], (name, seen)
+        assert seen["proc"] == ["ENOENT"], (name, seen)
+        assert seen["write-root"] == ["EROFS"] and seen["mkdir-root"] == ["EROFS"], (name, seen)
+        assert seen["write-tmp"] == ["ok", 20] and seen["cwd"] == "/tmp", (name, seen)
+        assert seen["null"] == ["ok", 0] and seen["urandom"] == ["ok", 8], (name, seen)
+        assert seen["stdlib"] == ["1/2", "a [...]"], (name, seen)
+        assert seen["echo"] == {"m": "echo", "seen": len(level["tops"])}, (name, seen)
+        # nothing planted in the data directory, nothing left in the host's /tmp
+        assert level["data_after"] == ["secret.key"] and level["host_tmp"] is False, (name, level)

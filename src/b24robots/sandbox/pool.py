@@ -365,7 +365,8 @@ class SandboxPool:
         with user namespaces, ``seccomp`` not root without bubblewrap, ``rlimits-only`` without
         seccomp; ``unknown`` before start. Not root, the isolation details say whether each worker
         also has a user, pid and IPC namespace of its own (``pid_per_worker``, ``ipc_per_worker``) and
-        a mount namespace with a private /tmp (``fs_per_worker``)."""
+        a mount namespace with a private /tmp (``fs_per_worker``) and a root of its own holding only
+        the interpreter's files (``root_per_worker``)."""
         return str(self._stats.isolation.get("level", "unknown"))
 
     @property
@@ -386,11 +387,17 @@ class SandboxPool:
             facts["uids"] = list(self.identities.uids)
         facts["pid_per_worker"] = bool(facts.get("pid_per_worker"))
         facts["fs_per_worker"] = bool(facts.get("fs_per_worker"))
+        facts["root_per_worker"] = bool(facts.get("root_per_worker"))
+        own_root = (
+            "; its root is its own, read-only, with only the interpreter's files in it"
+            if facts["root_per_worker"]
+            else ""
+        )
         if facts["pid_per_worker"] and facts["fs_per_worker"]:
             namespaces = (
                 ", and each has a user, pid, IPC and mount namespace of its own (another worker's processes "
                 "cannot be signalled, reniced or limited: they are not in its pid namespace; its files are in "
-                "a size-limited /tmp of its own that no other worker and no later run sees)"
+                f"a size-limited /tmp of its own that no other worker and no later run sees{own_root})"
             )
         elif facts["pid_per_worker"]:
             namespaces = (
@@ -417,6 +424,12 @@ class SandboxPool:
                 "but share one uid, so what keeps one portal's run from another's is the seccomp filter"
                 + (namespaces if facts["pid_per_worker"] else " alone" + namespaces)
                 + ". Run as root for a uid of its own per worker."
+            )
+        elif not facts["uid_per_worker"] and facts["root_per_worker"]:
+            warning = (
+                "not running as root and no bubblewrap: each worker sees only the interpreter's files (no "
+                "host data), but workers share one uid, so what keeps one portal's run from another's is the "
+                "seccomp filter" + namespaces + ". Run as root for a uid of its own per worker."
             )
         elif not facts["uid_per_worker"]:
             warning = (

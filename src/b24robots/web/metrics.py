@@ -167,11 +167,14 @@ class _SandboxCollector(Collector):
         info = GaugeMetricFamily(
             "b24robots_sandbox_isolation",
             "1 for the isolation level stored code runs under, with whether each worker has a uid of its own "
-            "(as root) or a pid namespace and private files of its own (not root)",
-            labels=["level", "uid_per_worker", "pid_per_worker", "fs_per_worker"],
+            "(as root) or a pid namespace, private files and a root of its own (not root)",
+            labels=["level", "uid_per_worker", "pid_per_worker", "fs_per_worker", "root_per_worker"],
         )
         detail = health.get("isolation_detail") or {}
-        flags = [str(bool(detail.get(name))).lower() for name in ("uid_per_worker", "pid_per_worker", "fs_per_worker")]
+        flags = [
+            str(bool(detail.get(name))).lower()
+            for name in ("uid_per_worker", "pid_per_worker", "fs_per_worker", "root_per_worker")
+        ]
         info.add_metric([str(health.get("isolation")), *flags], 1.0)
         yield info
         degraded = GaugeMetricFamily(
