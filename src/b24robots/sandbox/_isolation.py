@@ -205,14 +205,28 @@ def _own_root(libc: Any, tmp_bytes: int) -> bool:
     so the worker must not run)."""
     pivot_root = _seccomp.syscall_number("pivot_root")
     new = PRIVATE_TMP  # the mount point of the new root: the host's /tmp, in this namespace only
-    if pivot_root is None or _mount(libc, "tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, _ROOT_TMPFS) != 0:
-        return False
+    sources: list[int] = []
     try:
-        _fill_root(libc, new, tmp_bytes)
-        os.chdir(new)
+        links, binds = _plan or _root_plan()  # the zygote's, looked up once (`prepare_root`)
+        # The sources are opened before the new root covers /tmp (the interpreter or this package
+        # may live under it: a checkout in /tmp), here, as a bind takes only a mount of the
+        # caller's namespace.
+        for path, _ in binds:
+            sources.append(os.open(path, os.O_PATH | os.O_CLOEXEC))
     except OSError:
-        libc.umount2(new.encode(), MNT_DETACH)  # with every bind made under it
-        return False
+        pivot_root = None
+    try:
+        if pivot_root is None or _mount(libc, "tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, _ROOT_TMPFS) != 0:
+            return False
+        try:
+            _fill_root(libc, new, links, list(zip(binds, sources, strict=True)), tmp_bytes)
+            os.chdir(new)
+        except OSError:
+            libc.umount2(new.encode(), MNT_DETACH)  # with every bind made under it
+            return False
+    finally:
+        for source in sources:
+            os.close(source)
     # pivot_root(".", ".") stacks the old root on the new one, to be detached at once (pivot_root(2))
     if libc.syscall(pivot_root, b".", b".") != 0:
         os.chdir("/")
@@ -226,33 +240,61 @@ def _own_root(libc: Any, tmp_bytes: int) -> bool:
     return True
 
 
-def _fill_root(libc: Any, new: str, tmp_bytes: int) -> None:
-    """Populate the new root at `new` (see `_own_root`); OSError when a step fails."""
-    reals: list[str] = []
+_Plan = tuple[list[tuple[str, str]], list[tuple[str, int]]]
+_plan: _Plan | None = None
+
+
+def prepare_root() -> None:
+    """In the zygote (not root), once: look up what every worker's root is made of (see
+    `_root_plan`), so a worker only opens and mounts. Where that fails, each worker tries itself."""
+    global _plan
+    try:
+        _plan = _root_plan()
+    except OSError:
+        _plan = None
+
+
+def _root_plan() -> _Plan:
+    """The symlinks (path, target) and the binds (path, its locked flags) of the new root:
+    `view_paths` resolved, each bound once (a path inside another is in view with it), then
+    `DEVICES`."""
+    links: list[tuple[str, str]] = []
+    reals: set[str] = set()
     for path in view_paths():
-        real = os.path.realpath(path)
         if os.path.islink(path) and os.path.dirname(path) == "/":
-            os.symlink(os.readlink(path), new + path)
-        reals.append(real)
-    binds: list[str] = []
-    for real in sorted(set(reals), key=len):  # a path inside one already bound is in view with it
-        if not any(real == kept or real.startswith(kept.rstrip("/") + "/") for kept in binds):
-            binds.append(real)
-    for real in binds:
-        target = new + real
-        os.makedirs(target, exist_ok=True)
-        _check(_mount(libc, real, target, None, MS_BIND | MS_REC, None), real)
-        # a bind keeps its source's flags until remounted; noexec, if the host has it, is locked
-        locked = os.statvfs(real).f_flag & MS_NOEXEC
-        readonly = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked
-        _check(_mount(libc, None, target, None, readonly, None), real)
-    os.mkdir(new + "/dev", 0o755)
-    for device in DEVICES:
-        os.close(os.open(new + device, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # a mount point
-        _check(_mount(libc, device, new + device, None, MS_BIND, None), device)
+            links.append((path, os.readlink(path)))
+        reals.add(os.path.realpath(path))
+    kept: list[str] = []
+    for real in sorted(reals, key=len):
+        if not any(real == other or real.startswith(other.rstrip("/") + "/") for other in kept):
+            kept.append(real)
+    # a bind keeps its source's flags until remounted; noexec, if the host has it, is locked
+    return links, [(path, os.statvfs(path).f_flag & MS_NOEXEC) for path in (*sorted(kept), *DEVICES)]
+
+
+def _fill_root(
+    libc: Any, new: str, links: list[tuple[str, str]], binds: list[tuple[tuple[str, int], int]], tmp_bytes: int
+) -> None:
+    """Populate the new root at `new` (see `_own_root`): `binds` pairs each planned bind with an
+    O_PATH descriptor of its source. OSError when a step fails."""
+    for path, target in links:
+        os.symlink(target, new + path)
+    # /tmp first, as bubblewrap's `--tmpfs /tmp` comes before its binds: a view path under /tmp
+    # (a checkout there) is bound over the private /tmp, not hidden by it
     os.mkdir(new + PRIVATE_TMP, 0o700)
     tmp = f"size={max(1, tmp_bytes)},mode=0700"
     _check(_mount(libc, "tmpfs", new + PRIVATE_TMP, "tmpfs", MS_NOSUID | MS_NODEV, tmp), PRIVATE_TMP)
+    os.mkdir(new + "/dev", 0o755)
+    for (path, locked), source in binds:
+        target, by_fd = new + path, f"/proc/self/fd/{source}"  # the source by descriptor: see above
+        if path in DEVICES:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # a mount point
+            _check(_mount(libc, by_fd, target, None, MS_BIND, None), path)
+            continue
+        os.makedirs(target, exist_ok=True)
+        _check(_mount(libc, by_fd, target, None, MS_BIND | MS_REC, None), path)
+        readonly = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked
+        _check(_mount(libc, None, target, None, readonly, None), path)
 
 
 def _check(result: int, what: str) -> None:

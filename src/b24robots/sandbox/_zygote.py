@@ -76,6 +76,8 @@ def zygote_main(ctrl_fd: int, base: str | None = None, pool_uids: list[int] | No
         # (seccomp), and without seccomp what they fork lives in their own pid namespace.
         libc.prctl(_isolation.PR_SET_CHILD_SUBREAPER, 1, None, 0, 0)
     subreaper = not root and libc is not None
+    if not root:
+        _isolation.prepare_root()  # what each worker's root of its own is made of, looked up once
 
     released: set[int] = set()  # killed, not yet reaped: their uids stay held until they are gone
 
