@@ -684,7 +684,7 @@ def test_not_root_each_worker_sees_only_the_interpreter() -> None:
     data directory (open to everyone: 0777, its key file 0644) is neither readable nor writable
     from stored code, because the worker's root is its own (bubblewrap's paths alone, read-only,
     no /proc); the robot still runs normally and nothing is left on the host."""
-    checkout = Path(sandbox_pkg.__file__).resolve().parents[3]  # readable by nobody, or the test skips
+    checkout = Path(__file__).resolve().parents[2]  # outside /tmp; readable by nobody, or the test skips
     data = Path(tempfile.mkdtemp(prefix=".b24r-data-", dir=checkout))
     try:
         data.chmod(0o777)  # what the worker must not reach even where modes allow it
