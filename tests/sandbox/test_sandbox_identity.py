@@ -1,6 +1,7 @@
 """Per-worker isolation as root: a uid of its own, an unwritable root, threads that end with the
 run. The cross-worker checks run with seccomp off, so what they show is the identity layer on its
-own. The levels reached without root are tested in test_sandbox_not_root.py."""
+own. The levels reached without root are tested in test_sandbox_not_root.py and
+test_sandbox_not_root_files.py."""
 
 from __future__ import annotations
 
