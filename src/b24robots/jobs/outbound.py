@@ -18,6 +18,7 @@ checks and the answers are the same everywhere:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -30,7 +31,7 @@ from b24robots.errors import B24RobotsError, MethodError, NotFound, RestError
 from b24robots.rest.client import RestClient
 from b24robots.rest.limiter import gcra_wait
 from b24robots.robots.registry import Registry
-from b24robots.robots.triggers import Entity, trigger_call, workflow_start_call
+from b24robots.robots.triggers import Entity, TriggerSpec, trigger_call, workflow_start_call
 from b24robots.store.installations import Installation, Installations
 from b24robots.store.journal import Invocation, Journal, NewCall
 
@@ -112,21 +113,7 @@ class Outbound:
         check_entity: bool = True,
     ) -> Fired:
         """Journal a `crm.automation.trigger.execute` for `entity`; raises OutboundError when refused."""
-        inst = self.portal(portal)
-        spec = self.registry.trigger(code)
-        if spec is None:
-            declared = ", ".join(t.code for t in self.registry.triggers()) or "none"
-            raise OutboundError(f"trigger {code!r} is not declared (declared: {declared})", 404)
-        if unavailable(self.installations, inst.member_id):
-            raise OutboundError(
-                f"portal {inst.domain} has no CRM automation (its plan lacks it), so triggers cannot fire there", 409
-            )
-        if spec.code not in remembered(self.installations, inst.member_id):
-            raise OutboundError(
-                f"trigger {spec.code!r} is not registered on {inst.domain} yet; run `b24robots sync --portal "
-                f"{inst.domain}`",
-                409,
-            )
+        inst, spec = await asyncio.to_thread(self._trigger_target, portal, code)
         method, params = trigger_call(spec.code, entity)
         request = body if body is not None else {"trigger": spec.code, "entity": entity.document_key}
         return await self._enqueue(inst, method, params, spec.code, entity, origin, key, request, check_entity)
@@ -144,7 +131,7 @@ class Outbound:
         check_entity: bool = True,
     ) -> Fired:
         """Journal a `bizproc.workflow.start` of `template_id` on `entity`."""
-        inst = self.portal(portal)
+        inst = await asyncio.to_thread(self.portal, portal)
         method, params = workflow_start_call(template_id, entity, parameters)
         request = (
             body
@@ -157,6 +144,25 @@ class Outbound:
         )
         label = f"bp:{template_id}"
         return await self._enqueue(inst, method, params, label, entity, origin, key, request, check_entity)
+
+    def _trigger_target(self, portal: str, code: str) -> tuple[Installation, TriggerSpec]:
+        """The portal and the declared trigger a fire goes to (store reads: called in a thread)."""
+        inst = self.portal(portal)
+        spec = self.registry.trigger(code)
+        if spec is None:
+            declared = ", ".join(t.code for t in self.registry.triggers()) or "none"
+            raise OutboundError(f"trigger {code!r} is not declared (declared: {declared})", 404)
+        if unavailable(self.installations, inst.member_id):
+            raise OutboundError(
+                f"portal {inst.domain} has no CRM automation (its plan lacks it), so triggers cannot fire there", 409
+            )
+        if spec.code not in remembered(self.installations, inst.member_id):
+            raise OutboundError(
+                f"trigger {spec.code!r} is not registered on {inst.domain} yet; run `b24robots sync --portal "
+                f"{inst.domain}`",
+                409,
+            )
+        return inst, spec
 
     async def _enqueue(
         self,
@@ -173,7 +179,7 @@ class Outbound:
         fp = fingerprint(request)
         full_key = f"{inst.id}:{key}" if key else f"{inst.id}:{uuid.uuid4().hex}"
         if key:
-            seen = self._seen(full_key)
+            seen = await asyncio.to_thread(self._seen, full_key)
             if seen is not None:
                 return self._same(seen, fp, key)
         checked = await self.check_entity(inst, entity) if check_entity else True
@@ -188,7 +194,7 @@ class Outbound:
             fingerprint=fp,
             check=None if checked else entity_check(entity),
         )
-        entry, created = self.journal.enqueue_call(new)
+        entry, created = await asyncio.to_thread(self.journal.enqueue_call, new)
         if not created:  # a concurrent request with the same key won the race
             return self._same(entry, fp, key or "")
         return Fired(entry, True)
@@ -213,7 +219,7 @@ class Outbound:
     async def check_entity(self, inst: Installation, entity: Entity) -> bool:
         """Refuse an entity the portal says does not exist. False: not asked now (no free slot, or the
         portal cannot be reached); the sender then checks it in the fire's batch."""
-        if not self._slot_free(inst):
+        if not await asyncio.to_thread(self._slot_free, inst):
             return False
         try:
             await self.rest.call(

@@ -87,7 +87,8 @@ class Runner:
 
     async def run(self, inv: Invocation, ctx: RobotContext) -> Outcome:
         """Run one attempt of `inv`; the outcome says what ran, what it logged and what comes next."""
-        resolved = self.registry.resolve(inv.robot_code)
+        # the register may be read (its cache lapsed): off the event loop, where every request waits
+        resolved = await asyncio.to_thread(self.registry.resolve, inv.robot_code)
         if resolved is None:
             return self._unavailable(inv.robot_code)
         outcome = await self._run(resolved, inv, ctx)

@@ -29,6 +29,7 @@ what the portal supports and reports the rest as `skip` changes and a warning.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -97,7 +98,7 @@ class Syncer:
 
     async def plan(self, member_id: str, only: set[str] | None = None) -> list[tuple[Change, RobotSpec | None]]:
         """The changes for this portal; with `only`, just those for these robot codes."""
-        wanted = {r.spec.code: r.spec for r in self.registry.all()}
+        wanted = {r.spec.code: r.spec for r in await asyncio.to_thread(self.registry.all)}
         registered: dict[str, set[str]] = {}
         missing: set[str] = set()
         for kind in ("robot", "activity"):
@@ -106,8 +107,8 @@ class Syncer:
             except MethodNotFound:
                 registered[kind] = set()
                 missing.add(kind)
-        remembered = self.installations.registrations(member_id)
-        retired = self.registry.retired()
+        remembered = await asyncio.to_thread(self.installations.registrations, member_id)
+        retired = await asyncio.to_thread(self.registry.retired)
         plan: list[tuple[Change, RobotSpec | None]] = []
         for code, unsupported in sorted(wanted.items()):
             if unsupported.kind in missing:
@@ -164,7 +165,9 @@ class Syncer:
         Each sync is recorded in the journal of syncs (`origin` says who started it: install, cli, ui,
         robot, api), dry runs too; `record=False` leaves out a plan made only to show it before the sync.
         """
-        portal = self.installations.get(member_id)
+        # the stores may block on the database: every read and write here goes through a thread, so a
+        # sync (after an install, from the CLI or the UI) never stalls the event loop's other requests
+        portal = await asyncio.to_thread(self.installations.get, member_id)
         report = SyncReport(domain=portal.domain, dry_run=dry_run)
         started = time.time()
         done: list[Change] = []
@@ -187,21 +190,22 @@ class Syncer:
             warning = ""
             clashes: list[Change] = []
             if only is None:
-                held = self.registry.trigger_clashes()
+                held = await asyncio.to_thread(self.registry.trigger_clashes)
+                declared = await asyncio.to_thread(self.registry.triggers)
                 tplan, warning = await plan_triggers(
                     self.rest,
                     self.installations,
                     member_id,
-                    self.registry.triggers(),
+                    declared,
                     portal.language or "en",
                     hold=held,
                 )
                 if not warning:
-                    names = {t.code.lower(): t.code for t in self.registry.triggers()}
+                    names = {t.code.lower(): t.code for t in declared}
                     clashes = [Change("keep", "trigger", names[c], clash_message(names[c])) for c in sorted(held)]
                     report.warnings += [clash_message(c.code) for c in clashes]
             report.warnings += [warning] if warning else []
-            tchanges = [self._trigger_change(member_id, t) for t in tplan]
+            tchanges = await asyncio.to_thread(lambda: [self._trigger_change(member_id, t) for t in tplan])
             changes = [c for c, _ in plan] + tchanges + clashes
             if not dry_run:
                 self._decide(changes, confirm)
@@ -210,7 +214,7 @@ class Syncer:
                 on_plan(report.changes)
             if dry_run:
                 if record:
-                    self._record(portal.id, origin, started, report, done)
+                    await asyncio.to_thread(self._record, portal.id, origin, started, report, done)
                 return report
             for change, spec in plan:
                 if change.action != "keep":
@@ -228,14 +232,14 @@ class Syncer:
             report.error = str(exc)
         if not dry_run:
             if report.error:
-                self.installations.record_sync(member_id, "error", report.error)
+                await asyncio.to_thread(self.installations.record_sync, member_id, "error", report.error)
             else:
                 # the portal page shows what this portal's plan could not take
-                self.installations.record_sync(member_id, "ok", report.skipped_note)
+                await asyncio.to_thread(self.installations.record_sync, member_id, "ok", report.skipped_note)
             if report.error:
                 log.warning("sync of %s failed: %s", portal.domain, report.error)
         if record:
-            self._record(portal.id, origin, started, report, done)
+            await asyncio.to_thread(self._record, portal.id, origin, started, report, done)
         return report
 
     def _record(
@@ -293,7 +297,7 @@ class Syncer:
             except MethodError as exc:
                 if exc.code != "ERROR_ACTIVITY_NOT_FOUND":
                     raise
-            self.installations.set_registration(member_id, change.code, change.kind, None)
+            await asyncio.to_thread(self.installations.set_registration, member_id, change.code, change.kind, None)
             return
         assert spec is not None
         if change.action == "add":
@@ -313,4 +317,5 @@ class Syncer:
                 f"{prefix}.update",
                 {"CODE": spec.code, "FIELDS": spec.registration_fields(self.handler_url)},
             )
-        self.installations.set_registration(member_id, spec.code, spec.kind, spec.fingerprint(self.handler_url))
+        fingerprint = spec.fingerprint(self.handler_url)
+        await asyncio.to_thread(self.installations.set_registration, member_id, spec.code, spec.kind, fingerprint)

@@ -19,6 +19,7 @@ CODE declared in both is `hold`: not added, renamed or deleted, and the sync say
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from b24robots.errors import MethodError, MethodNotFound
@@ -77,16 +78,16 @@ async def plan_triggers(
 
     With no trigger declared and none remembered the portal is not asked at all.
     """
-    known = remembered(installations, member_id)
+    known = await asyncio.to_thread(remembered, installations, member_id)
     if not triggers and not known and not hold:
         return [], ""
     try:
         rows = await rest.call(member_id, "crm.automation.trigger.list")
     except MethodNotFound:
-        installations.set_registration(member_id, UNAVAILABLE, KIND, "no-crm-automation")
+        await asyncio.to_thread(installations.set_registration, member_id, UNAVAILABLE, KIND, "no-crm-automation")
         return [], "the portal has no CRM automation (crm.automation.trigger.* are missing); triggers not registered"
-    if unavailable(installations, member_id):
-        installations.set_registration(member_id, UNAVAILABLE, KIND, None)
+    if await asyncio.to_thread(unavailable, installations, member_id):
+        await asyncio.to_thread(installations.set_registration, member_id, UNAVAILABLE, KIND, None)
     if isinstance(rows, dict):
         rows = list(rows.values())
     # codes compare case-insensitively on the portal (protocol §6)
@@ -113,8 +114,9 @@ async def apply_trigger(rest: RestClient, installations: Installations, member_i
         except MethodError as exc:
             if exc.description != "Trigger not found":
                 raise
-        installations.set_registration(member_id, PREFIX + change.code, KIND, None)
+        await asyncio.to_thread(installations.set_registration, member_id, PREFIX + change.code, KIND, None)
         return
     assert change.spec is not None
     await rest.call(member_id, "crm.automation.trigger.add", change.spec.to_registration(change.lang))
-    installations.set_registration(member_id, PREFIX + change.code, KIND, change.spec.fingerprint(change.lang))
+    fingerprint = change.spec.fingerprint(change.lang)
+    await asyncio.to_thread(installations.set_registration, member_id, PREFIX + change.code, KIND, fingerprint)

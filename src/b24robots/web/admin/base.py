@@ -303,7 +303,7 @@ class Admin:
         """What a new active version means for the portals: nothing when only the code changed (the handler
         is called the same way), a new registration when name, parameters or flags changed."""
         url = self.svc.settings.handler_url
-        resolved = self.svc.registry.resolve(code)
+        resolved = await run_in_threadpool(self.svc.registry.resolve, code)
         same = resolved is not None and RobotSpec.from_document(before).fingerprint(url) == resolved.spec.fingerprint(
             url
         )
@@ -329,7 +329,8 @@ class Admin:
 
         Without `confirm` only robots disabled or deleted in the register are deleted (see Syncer.sync);
         the other deletions wait for the portal page's confirmed re-sync."""
-        targets = [i for i in self.portals() if i.active and (member_id is None or i.member_id == member_id)]
+        portals = await run_in_threadpool(self.portals)
+        targets = [i for i in portals if i.active and (member_id is None or i.member_id == member_id)]
         if not targets:
             ctx.flash(
                 "warning", ctx._("No portal has installed the application yet, so there is nowhere to register robots.")

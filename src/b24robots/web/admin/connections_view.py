@@ -122,7 +122,7 @@ def register(admin: Admin) -> None:
         kind = ctx.query("kind", "http")
         if kind not in KINDS:
             kind = "http"
-        return render_form(ctx, kind=kind, name="", member_id="", creating=True)
+        return await run_in_threadpool(render_form, ctx, kind=kind, name="", member_id="", creating=True)
 
     @page("/admin/connections", ("POST",))
     async def create_connection(ctx: Ctx) -> Response:
@@ -139,8 +139,15 @@ def register(admin: Admin) -> None:
             else:
                 await run_in_threadpool(lambda: store.add(name, kind, settings, secrets, **who))
         except B24RobotsError as exc:
-            return render_form(
-                ctx, kind=kind, name=name, member_id=member_id, creating=True, error=str(exc), typed=settings
+            return await run_in_threadpool(
+                render_form,
+                ctx,
+                kind=kind,
+                name=name,
+                member_id=member_id,
+                creating=True,
+                error=str(exc),
+                typed=settings,
             )
         ctx.flash("success", ctx._("Connection %(name)s saved.", name=name))
         return ctx.redirect("/admin/connections")
@@ -149,7 +156,7 @@ def register(admin: Admin) -> None:
     async def edit_connection(ctx: Ctx) -> Response:
         name, member_id = ctx.param("name"), ctx.query("portal")
         info = await run_in_threadpool(store.get, name)
-        return render_form(ctx, kind=info.kind, name=name, member_id=member_id, creating=False)
+        return await run_in_threadpool(render_form, ctx, kind=info.kind, name=name, member_id=member_id, creating=False)
 
     @page("/admin/connections/{name}", ("POST",))
     async def save_connection(ctx: Ctx) -> Response:
@@ -170,8 +177,15 @@ def register(admin: Admin) -> None:
                 )
             )
         except B24RobotsError as exc:
-            return render_form(
-                ctx, kind=info.kind, name=name, member_id=member_id, creating=False, error=str(exc), typed=settings
+            return await run_in_threadpool(
+                render_form,
+                ctx,
+                kind=info.kind,
+                name=name,
+                member_id=member_id,
+                creating=False,
+                error=str(exc),
+                typed=settings,
             )
         ctx.flash("success", ctx._("Connection %(name)s saved.", name=name))
         return ctx.redirect("/admin/connections")

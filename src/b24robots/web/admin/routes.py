@@ -107,7 +107,7 @@ def build_admin(services: Services) -> Admin:
     async def new_robot(ctx: Ctx) -> Response:
         return ctx.render(
             "robot_edit.html",
-            connection_names=admin.connection_names(),
+            connection_names=await run_in_threadpool(admin.connection_names),
             form=authoring.empty_form(),
             errors=authoring.FormErrors(),
             new=True,
@@ -135,7 +135,7 @@ def build_admin(services: Services) -> Admin:
             return ctx.render(
                 "robot_edit.html",
                 422,
-                connection_names=admin.connection_names(),
+                connection_names=await run_in_threadpool(admin.connection_names),
                 form=form,
                 errors=errors,
                 new=code is None,
@@ -185,7 +185,7 @@ def build_admin(services: Services) -> Admin:
         """What a stored robot's page shows besides its form: the active version, the test-run inputs,
         its state and whether the portals are in step."""
         info = await run_in_threadpool(svc.register.version, code)
-        resolved = svc.registry.resolve(code)
+        resolved = await run_in_threadpool(svc.registry.resolve, code)
         return {
             "info": info,
             "module_twin": code in svc.registry.router,
@@ -202,14 +202,14 @@ def build_admin(services: Services) -> Admin:
             form = authoring.form_from_document(shown["info"].document, shown["info"].source)
             return ctx.render(
                 "robot_edit.html",
-                connection_names=admin.connection_names(),
+                connection_names=await run_in_threadpool(admin.connection_names),
                 form=form,
                 errors=authoring.FormErrors(),
                 new=False,
                 types=authoring.PARAM_TYPES,
                 **shown,
             )
-        resolved = svc.registry.resolve(code)
+        resolved = await run_in_threadpool(svc.registry.resolve, code)
         if resolved is None or resolved.module is None:
             raise NotFound(ctx._("There is no robot with the code %(code)s.", code=code))
         doc = resolved.spec.to_document()
@@ -297,7 +297,7 @@ def build_admin(services: Services) -> Admin:
             )
             return ctx.render(
                 "robot_edit.html",
-                connection_names=admin.connection_names(),
+                connection_names=await run_in_threadpool(admin.connection_names),
                 form=form,
                 errors=errors,
                 new=True,
@@ -325,7 +325,7 @@ def build_admin(services: Services) -> Admin:
     @page("/admin/robots/{code}/test-run", ("POST",))
     async def test_run(ctx: Ctx) -> Response:
         code = ctx.param("code")
-        resolved = svc.registry.resolve(code)
+        resolved = await run_in_threadpool(svc.registry.resolve, code)
         if resolved is None:
             raise NotFound(ctx._("There is no robot with the code %(code)s.", code=code))
         given = {k.removeprefix("input."): v for k, v in ctx.form if k.startswith("input.")}
