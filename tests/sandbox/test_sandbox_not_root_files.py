@@ -137,12 +137,25 @@ print(json.dumps(report))
     int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0,
     reason="the kernel refuses unprivileged user namespaces: workers share their writable files, seccomp holds alone",
 )
+def _mount_points_in_tmp() -> set[str]:
+    """Entries a worker's /tmp holds besides its own files: where the view's paths that live under the
+    host's /tmp (a checkout or virtualenv there, as in a CI clone) are mounted, read-only."""
+    from b24robots.sandbox._isolation import view_paths
+
+    return {path.split("/")[2] for path in view_paths() if path.startswith("/tmp/")}
+
+
 def test_not_root_each_worker_has_files_of_its_own() -> None:
     """Not root, with the language layer and seccomp off, workers share one uid, so only a mount
     namespace of its own keeps one run's files from another's: a file run A leaves in /tmp, its
     working directory or /dev/shm is not there for the next run nor, while A runs, for a concurrent
     one (not through /proc either), /tmp is size-limited, and nothing is left on the host."""
     report = report_as_nobody(FILES)
+    views = _mount_points_in_tmp()
+
+    def own(listing: list[str]) -> list[str]:
+        return [entry for entry in listing if entry not in views]
+
     levels = ["plain", "bwrap"] if shutil.which("bwrap") else ["plain"]
     for name in levels:
         level = report[name]
@@ -152,26 +165,26 @@ def test_not_root_each_worker_has_files_of_its_own() -> None:
         mark = next(key for key in level["left"] if key.startswith("/tmp/"))
         local = mark.removeprefix("/tmp/")
         assert level["left"][mark] == "written" and level["left"][local] == "written", level["left"]
-        assert level["left"]["cwd"] == "/tmp" and level["left"]["tmp"] == [local], level["left"]
+        assert level["left"]["cwd"] == "/tmp" and own(level["left"]["tmp"]) == [local], level["left"]
         # /dev/shm is absent from a root of its own (else an empty read-only tmpfs): POSIX shared
         # memory is no channel either
         shm = "FileNotFoundError: No such file" if detail["root_per_worker"] else "OSError: Read-only"
         assert level["left"]["/dev/shm/" + local].startswith(shm), level["left"]
         # the next run, in the same pool, finds nothing of A's
         after = level["next"]
-        assert after["tmp-list"] == [] and after["own-cwd"] == "/tmp", (name, after)
+        assert own(after["tmp-list"]) == [] and after["own-cwd"] == "/tmp", (name, after)
         for where in ("tmp", "cwd", "shm"):
             assert after[where] == ["ENOENT"], (name, where, after)
         # two at once: B sees neither A's /tmp nor its working directory, not even through /proc
         # (its root of its own has no /proc)
         assert level["written"]["cwd"] == "/tmp", level["written"]
         now = level["concurrent"]
-        assert now["tmp-list"] == [] and now["cwd-dir"] == ["ok", []], (name, now)
+        assert own(now["tmp-list"]) == [] and now["cwd-dir"][0] == "ok" and own(now["cwd-dir"][1]) == [], (name, now)
         for where in ("tmp", "cwd", "shm"):
             assert now[where] == ["ENOENT"], (name, where, now)
         assert now["proc-root"] == ["ENOENT"] and now["proc-cwd"] == ["ENOENT"], (name, now)
         # without seccomp it still cannot unmount its view: it gave up its namespace's capabilities
-        assert now["umount"] == [-1, "EPERM"] and now["tmp-after-umount"] == [], (name, now)
+        assert now["umount"] == [-1, "EPERM"] and own(now["tmp-after-umount"]) == [], (name, now)
         assert level["held"]["/tmp/" + local + "-2"] == "written", level["held"]  # A's run ended normally
         # /tmp holds file_size_mb (1 MiB) in all: the second 900 kB file does not fit
         for where in ("/tmp/fill", "fill"):
