@@ -4,22 +4,37 @@ stored row becomes (`entry`). The queries live in journal.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from b24robots.policy import past_deadline
 from b24robots.store.models import InvocationRow
 
-QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD = (
-    "queued",
-    "running",
-    "answered",
-    "delivered",
-    "failed",
-    "dead",
-)
-STATES = (QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD)
+
+class State(StrEnum):
+    """Where a journal entry is: queued -> running -> answered -> delivered, or failed (a retry is due)
+    and dead (given up). Stored as its text; equal to it, so a state compares with its name as text."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    ANSWERED = "answered"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class Kind(StrEnum):
+    """What a journal entry is: a robot call a portal made, or a call we make (a trigger fire, a
+    workflow start)."""
+
+    ROBOT = "robot"
+    CALL = "call"
+
+
+QUEUED, RUNNING, ANSWERED, DELIVERED, FAILED, DEAD = State
+STATES = tuple(State)
 NOTIFY_CHANNEL = "b24r_queue"
-ROBOT, CALL = "robot", "call"
+ROBOT, CALL = Kind
 CALL_PREFIX = "call:"
 
 
@@ -66,7 +81,7 @@ class Invocation:
     outputs: dict[str, Any] | None
     log: list[str]
     log_message: str
-    state: str
+    state: State
     attempts: int
     deliver_attempts: int
     error: str
@@ -77,7 +92,7 @@ class Invocation:
     deadline_at: float | None
     replay_of: int | None
     deliver_after: float | None = None
-    kind: str = ROBOT
+    kind: Kind = ROBOT
     ran: dict[str, Any] | None = None
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -109,7 +124,7 @@ def entry(row: InvocationRow) -> Invocation:
         outputs=row.outputs,
         log=list(row.log),
         log_message=row.log_message,
-        state=row.state,
+        state=State(row.state),
         attempts=row.attempts,
         deliver_attempts=row.deliver_attempts,
         error=row.error,
@@ -120,7 +135,7 @@ def entry(row: InvocationRow) -> Invocation:
         deadline_at=row.deadline_at,
         replay_of=row.replay_of,
         deliver_after=row.deliver_after,
-        kind=row.kind or ROBOT,
+        kind=Kind(row.kind or ROBOT),
         ran=row.ran,
         attempt_log=list(row.attempt_log or ()),
     )
