@@ -13,6 +13,7 @@ which runs its own loop in its own process, and the `testing` package).
 from __future__ import annotations
 
 import asyncio
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from b24robots.store import db as store_db
 from b24robots.store.users import Users
@@ -92,3 +94,20 @@ async def test_a_days_work_uses_the_database_off_the_event_loop(tmp_path: Path, 
             assert resynced.status_code == 303, resynced.text
         assert h.portal.deals[deal_id]["STAGE_ID"] == "WON"
     assert on_loop_uses == [], "database used on the event loop by:\n" + "\n".join(sorted(set(on_loop_uses)))
+
+
+async def test_a_cached_read_stays_on_the_loop_and_a_database_read_goes_to_a_thread(
+    sqlite_db: store_db.Database,
+) -> None:
+    loop_thread = threading.get_ident()
+
+    def cached() -> int:
+        return threading.get_ident()
+
+    def from_the_database() -> int:
+        with sqlite_db.read() as s:
+            s.execute(text("SELECT 1"))
+        return threading.get_ident()
+
+    assert await store_db.read_off_loop(cached) == loop_thread
+    assert await store_db.read_off_loop(from_the_database) != loop_thread

@@ -229,7 +229,8 @@ async def test_a_fire_at_a_missing_entity_is_given_up_at_once(tmp_path: Path) ->
 
 async def test_a_fire_blocked_by_the_methods_operating_time_is_retried_not_given_up(tmp_path: Path) -> None:
     """OPERATION_TIME_LIMIT on the fire's command inside the batch (the method used up its operating
-    time, b24restdocs limits.md) passes: the fire stays owed with a later retry, it is never dead."""
+    time; the limiter counts a batch's inner calls, not the batch: rest `lib/engine/access/loadlimiter.php`,
+    protocol §5.2) passes: the fire stays owed with a later retry, it is never dead."""
     sim = PortalSimulator(operating_time_limit=1.0, method_costs={"crm.automation.trigger.execute": 5.0})
     async with RobotHarness(router, data_dir=tmp_path, sim=sim, workers=False, sandbox=False) as h:
         await h.install()

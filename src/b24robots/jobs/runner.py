@@ -30,6 +30,7 @@ from b24robots.robots.registry import Registry, Resolved
 from b24robots.robots.triggers import Entity
 from b24robots.robots.values import short
 from b24robots.sandbox import DEFAULT_METHODS, MethodPolicy, RunProxy, SandboxLimits, SandboxPool
+from b24robots.store.db import read_off_loop
 from b24robots.store.journal import Invocation
 
 from .execution import Execution, Verdict, execute
@@ -87,8 +88,8 @@ class Runner:
 
     async def run(self, inv: Invocation, ctx: RobotContext) -> Outcome:
         """Run one attempt of `inv`; the outcome says what ran, what it logged and what comes next."""
-        # the register may be read (its cache lapsed): off the event loop, where every request waits
-        resolved = await asyncio.to_thread(self.registry.resolve, inv.robot_code)
+        # from the register's cache on the loop; a lapsed cache is read in a thread, off the loop
+        resolved = await read_off_loop(self.registry.resolve, inv.robot_code)
         if resolved is None:
             return self._unavailable(inv.robot_code)
         outcome = await self._run(resolved, inv, ctx)

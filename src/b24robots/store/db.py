@@ -7,14 +7,15 @@ engine whose transactions stay deferred, so readers never wait for writers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -51,6 +52,21 @@ def memory_only() -> Iterator[None]:
         yield
     finally:
         _MEMORY_ONLY.reset(token)
+
+
+_T = TypeVar("_T")
+
+
+async def read_off_loop(read: Callable[..., _T], *args: Any) -> _T:
+    """`read(*args)` on the event loop when its answer is in memory (a cache), else in a thread.
+
+    For reads only: a read that needs the database raises `NeedsDatabase` before any I/O and is then
+    done again where it may block, so the common cached case costs no thread hand-off."""
+    try:
+        with memory_only():
+            return read(*args)
+    except NeedsDatabase:
+        return await asyncio.to_thread(read, *args)
 
 
 def _reason(exc: DBAPIError) -> str:

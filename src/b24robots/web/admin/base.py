@@ -24,6 +24,7 @@ from b24robots.jobs.sync import NO_APP, NOT_OURS, UNCONFIRMED, Change
 from b24robots.robots.registry import Resolved
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.audit import MAX_ID
+from b24robots.store.db import read_off_loop
 from b24robots.store.installations import Installation
 from b24robots.store.users import AdminUser, Users
 from b24robots.web.admin.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
@@ -303,7 +304,7 @@ class Admin:
         """What a new active version means for the portals: nothing when only the code changed (the handler
         is called the same way), a new registration when name, parameters or flags changed."""
         url = self.svc.settings.handler_url
-        resolved = await run_in_threadpool(self.svc.registry.resolve, code)
+        resolved = await read_off_loop(self.svc.registry.resolve, code)
         same = resolved is not None and RobotSpec.from_document(before).fingerprint(url) == resolved.spec.fingerprint(
             url
         )

@@ -26,6 +26,7 @@ from b24robots.robots.params import localize
 from b24robots.robots.registry import Resolved
 from b24robots.robots.spec import RobotSpec
 from b24robots.sandbox import check_source
+from b24robots.store.db import read_off_loop
 from b24robots.store.journal import DEAD, STATES
 from b24robots.web.admin import connections_view
 from b24robots.web.admin.base import Admin, Ctx, parse_id, safe_next
@@ -185,7 +186,7 @@ def build_admin(services: Services) -> Admin:
         """What a stored robot's page shows besides its form: the active version, the test-run inputs,
         its state and whether the portals are in step."""
         info = await run_in_threadpool(svc.register.version, code)
-        resolved = await run_in_threadpool(svc.registry.resolve, code)
+        resolved = await read_off_loop(svc.registry.resolve, code)
         return {
             "info": info,
             "module_twin": code in svc.registry.router,
@@ -209,7 +210,7 @@ def build_admin(services: Services) -> Admin:
                 types=authoring.PARAM_TYPES,
                 **shown,
             )
-        resolved = await run_in_threadpool(svc.registry.resolve, code)
+        resolved = await read_off_loop(svc.registry.resolve, code)
         if resolved is None or resolved.module is None:
             raise NotFound(ctx._("There is no robot with the code %(code)s.", code=code))
         doc = resolved.spec.to_document()
@@ -325,7 +326,7 @@ def build_admin(services: Services) -> Admin:
     @page("/admin/robots/{code}/test-run", ("POST",))
     async def test_run(ctx: Ctx) -> Response:
         code = ctx.param("code")
-        resolved = await run_in_threadpool(svc.registry.resolve, code)
+        resolved = await read_off_loop(svc.registry.resolve, code)
         if resolved is None:
             raise NotFound(ctx._("There is no robot with the code %(code)s.", code=code))
         given = {k.removeprefix("input."): v for k, v in ctx.form if k.startswith("input.")}
