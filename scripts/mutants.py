@@ -58,6 +58,11 @@ MODULES: dict[str, list[str]] = {
     ],
     "rest/limiter.py": ["tests/rest/test_rest_units.py", "tests/rest/test_rest_client.py"],
     "inbound/formcodec.py": ["tests/inbound/test_formcodec.py", "tests/inbound/test_formcodec_properties.py"],
+    "store/versioned.py": [
+        "tests/test_store_versioned.py",
+        "tests/test_store_register.py",
+        "tests/test_store_triggers.py",
+    ],
 }
 
 
@@ -1094,6 +1099,58 @@ _formcodec = [
     ),
 ]
 
+_versioned = [
+    _m(
+        "store/versioned.py",
+        "store/versioned.py",
+        "version.number = (latest or 0) + 1",
+        "version.number = (latest or 0) + 2",
+        "append: version numbers skip one",
+    ),
+    _m(
+        "store/versioned.py",
+        "store/versioned.py",
+        "if activate or document.active_version == 0:",
+        "if activate:",
+        "append: a first version saved unactivated leaves the document without an active version",
+    ),
+    _m(
+        "store/versioned.py",
+        "store/versioned.py",
+        "if document is None or (document.state == DELETED and not deleted):",
+        "if document is None:",
+        "find: a deleted document still found",
+    ),
+    _m(
+        "store/versioned.py",
+        "store/versioned.py",
+        "document.state == DELETED or active is None",
+        "active is None",
+        "unchanged: saving a deleted document again with its old content does not revive it",
+    ),
+    _m(
+        "store/versioned.py",
+        "store/versioned.py",
+        ".where(self._number == self._doc_active, self._doc_state == ACTIVE, *where)",
+        ".where(self._number == self._doc_active, *where)",
+        "live: disabled and deleted documents still run",
+    ),
+    _m(
+        "store/versioned.py",
+        "store/versioned.py",
+        "query = select(self.versions).where(self.owner == document_id).order_by(self._number)",
+        "query = select(self.versions).where(self.owner == document_id)",
+        "history: versions not in order",
+    ),
+    _m(
+        "store/versioned.py",
+        "store/versioned.py",
+        "json.dumps(content, sort_keys=True, ensure_ascii=False)",
+        "json.dumps(content, sort_keys=True)",
+        "content_hash: the encoding changed, so stored hashes no longer match",
+    ),
+]
+
 MUTANTS: list[Mutant] = [
     *_intake,
     *_journal,
@@ -1103,4 +1160,5 @@ MUTANTS: list[Mutant] = [
     *_client,
     *_limiter,
     *_formcodec,
+    *_versioned,
 ]

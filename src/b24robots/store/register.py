@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from b24robots.errors import ConfigError, DeclarationError, NotFound, SourceRejected, StoreError
 from b24robots.robots.registry import StoredRobot
 from b24robots.robots.spec import RobotSpec
 from b24robots.sandbox import SandboxLimits, check_source
+from b24robots.store import versioned
 from b24robots.store.audit import record_in
 from b24robots.store.cache import TtlCache
 from b24robots.store.db import Database
 from b24robots.store.models import RobotRow, RobotVersionRow
+from b24robots.store.versioned import Versioned, content_hash, require_author, unchanged
 
-
-def content_hash(document: dict[str, Any], source: str) -> str:
-    blob = json.dumps({"document": document, "source": source}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+_ROBOTS = Versioned(RobotRow, RobotVersionRow, RobotVersionRow.robot_id)
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,8 @@ class VersionInfo:
     source: str
 
 
-ACTIVE, DISABLED, DELETED = "active", "disabled", "deleted"
+# a robot's states: a versioned document's two, and disabled (kept, not registered on portals)
+ACTIVE, DISABLED, DELETED = versioned.ACTIVE, "disabled", versioned.DELETED
 STATES = (ACTIVE, DISABLED, DELETED)
 
 
@@ -83,8 +81,7 @@ class Register:
         `limits` are the robot's own sandbox limits (a subset of SandboxLimits' fields; the server's
         caps still apply). None keeps the limits of the active version.
         """
-        if not author:
-            raise DeclarationError("a version needs an author")
+        require_author(author)
         if limits is not None:
             limits = check_limits(limits, spec.code)
         problems = check_source(source)
@@ -94,13 +91,13 @@ class Register:
         now = time.time()
         with self.db.changing_cached() as s:
             robot = s.scalar(select(RobotRow).where(RobotRow.code == spec.code))
-            active = self._version(s, robot.id, robot.active_version) if robot is not None else None
+            active = _ROBOTS.active(s, robot) if robot is not None else None
             if limits is None and active is not None:
                 limits = active.document.get("limits")
             document = spec.to_document()
             if limits:
                 document["limits"] = dict(limits)
-            digest = content_hash(document, source)
+            digest = content_hash({"document": document, "source": source})
             if robot is None:
                 robot = RobotRow(
                     code=spec.code,
@@ -112,26 +109,14 @@ class Register:
                 )
                 s.add(robot)
                 s.flush()
+            elif (same := unchanged(robot, active, digest)) is not None:
+                return self._info(same, robot)
             elif robot.state == DELETED:
                 robot.state = ACTIVE  # the code is reused: numbering continues after the deleted history
-            elif active is not None and active.content_hash == digest:
-                return self._info(active, robot)
-            number = (
-                s.scalar(select(func.max(RobotVersionRow.number)).where(RobotVersionRow.robot_id == robot.id)) or 0
-            ) + 1
             row = RobotVersionRow(
-                robot_id=robot.id,
-                number=number,
-                document=document,
-                source=source,
-                content_hash=digest,
-                author=author,
-                comment=comment,
-                created_at=now,
+                document=document, source=source, content_hash=digest, author=author, comment=comment, created_at=now
             )
-            s.add(row)
-            if activate or robot.active_version == 0:
-                robot.active_version = number
+            _ROBOTS.append(s, robot, row, activate=activate)
             robot.kind = spec.kind
             robot.updated_at = now
             s.flush()
@@ -141,7 +126,7 @@ class Register:
         """Make version `number` the one that runs (a rollback when it is older)."""
         with self.db.changing_cached() as s:
             robot = self._robot(s, code)
-            row = self._version(s, robot.id, number)
+            row = _ROBOTS.version(s, robot.id, number)
             if row is None:
                 raise NotFound(f"robot {code!r} has no version {number}; see `b24robots robots versions {code}`")
             robot.active_version = number
@@ -186,9 +171,7 @@ class Register:
     def robots(self, *, deleted: bool = False) -> list[RobotInfo]:
         """Stored robots by code; deleted ones only when `deleted`."""
         with self.db.read() as s:
-            counts = dict(
-                s.execute(select(RobotVersionRow.robot_id, func.count()).group_by(RobotVersionRow.robot_id)).all()
-            )
+            counts = _ROBOTS.counts(s)
             query = select(RobotRow).order_by(RobotRow.code)
             if not deleted:
                 query = query.where(RobotRow.state != DELETED)
@@ -198,16 +181,13 @@ class Register:
         """Every version, oldest first; a deleted robot's too (they are its history)."""
         with self.db.read() as s:
             robot = self._robot(s, code, deleted=True)
-            rows = s.scalars(
-                select(RobotVersionRow).where(RobotVersionRow.robot_id == robot.id).order_by(RobotVersionRow.number)
-            ).all()
-            return [self._info(r, robot) for r in rows]
+            return [self._info(r, robot) for r in _ROBOTS.history(s, robot.id)]
 
     def version(self, code: str, number: int | None = None) -> VersionInfo:
         """A version by number, or the active one."""
         with self.db.read() as s:
             robot = self._robot(s, code)
-            row = self._version(s, robot.id, number if number is not None else robot.active_version)
+            row = _ROBOTS.version(s, robot.id, number if number is not None else robot.active_version)
             if row is None:
                 raise NotFound(f"robot {code!r} has no version {number}")
             return self._info(row, robot)
@@ -224,47 +204,28 @@ class Register:
             return cached
         generation = self._active.generation()
         with self.db.read() as s:
-            pair = s.execute(
-                select(RobotRow, RobotVersionRow)
-                .join(RobotVersionRow, RobotVersionRow.robot_id == RobotRow.id)
-                .where(
-                    RobotRow.code == code,
-                    RobotRow.state == ACTIVE,
-                    RobotVersionRow.number == RobotRow.active_version,
-                )
-            ).first()
-            stored = _stored(pair[1]) if pair else None
+            row = s.scalar(_ROBOTS.live(RobotRow.code == code))
+            stored = _stored(row) if row is not None else None
         self._active.put(code, stored, generation)
         return stored
 
     def active_all(self) -> list[StoredRobot]:
         with self.db.read() as s:
-            rows = s.scalars(
-                select(RobotVersionRow)
-                .join(RobotRow, RobotVersionRow.robot_id == RobotRow.id)
-                .where(RobotVersionRow.number == RobotRow.active_version, RobotRow.state == ACTIVE)
-            ).all()
-            return [_stored(r) for r in rows]
+            return [_stored(r) for r in s.scalars(_ROBOTS.live()).all()]
 
     # --- helpers -----------------------------------------------------------------------------
     @staticmethod
     def _robot(s: Session, code: str, *, deleted: bool = False) -> RobotRow:
-        robot = s.scalar(select(RobotRow).where(RobotRow.code == code))
-        if robot is None or (robot.state == DELETED and not deleted):
+        robot = _ROBOTS.find(s, RobotRow.code == code, deleted=deleted)
+        if robot is None:
             raise NotFound(f"no stored robot with code {code!r}; see `b24robots robots list`")
         return robot
 
     @staticmethod
     def _robot_info(s: Session, r: RobotRow, versions: int | None = None) -> RobotInfo:
         if versions is None:
-            versions = s.scalar(select(func.count()).where(RobotVersionRow.robot_id == r.id)) or 0
-        return RobotInfo(r.code, r.kind, r.origin, r.active_version, int(versions), r.created_at, r.updated_at, r.state)
-
-    @staticmethod
-    def _version(s: Session, robot_id: int, number: int) -> RobotVersionRow | None:
-        return s.scalar(
-            select(RobotVersionRow).where(RobotVersionRow.robot_id == robot_id, RobotVersionRow.number == number)
-        )
+            versions = _ROBOTS.count(s, r.id)
+        return RobotInfo(r.code, r.kind, r.origin, r.active_version, versions, r.created_at, r.updated_at, r.state)
 
     @staticmethod
     def _info(row: RobotVersionRow, robot: RobotRow) -> VersionInfo:

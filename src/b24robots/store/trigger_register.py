@@ -12,13 +12,11 @@ also declared in Python is the caller's check (the register does not know the ro
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from b24robots.errors import DeclarationError, NotFound, StoreError
@@ -27,8 +25,9 @@ from b24robots.store.audit import record_in
 from b24robots.store.cache import TtlCache
 from b24robots.store.db import Database
 from b24robots.store.models import TriggerRow, TriggerVersionRow
+from b24robots.store.versioned import ACTIVE, DELETED, Versioned, content_hash, require_author, unchanged
 
-ACTIVE, DELETED = "active", "deleted"
+_TRIGGERS = Versioned(TriggerRow, TriggerVersionRow, TriggerVersionRow.trigger_id)
 
 
 def trigger_document(spec: TriggerSpec) -> dict[str, Any]:
@@ -46,10 +45,6 @@ def trigger_from_document(doc: Any) -> TriggerSpec:
     if doc.get("kind", "trigger") != "trigger":
         raise DeclarationError(f"kind {doc.get('kind')!r} is not a trigger")
     return TriggerSpec.from_document(doc)
-
-
-def _hash(document: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(document, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,10 +98,9 @@ class TriggerRegister:
 
         `must_exist` True refuses an unknown CODE (set), False an existing one (add); None takes both (import).
         """
-        if not author:
-            raise DeclarationError("a version needs an author")
+        require_author(author)
         document = trigger_document(spec)
-        digest = _hash(document)
+        digest = content_hash(document)
         now = time.time()
         with self.db.changing_cached() as s:
             row = s.scalar(select(TriggerRow).where(TriggerRow.code_key == spec.code.lower()))
@@ -119,10 +113,8 @@ class TriggerRegister:
                     f"trigger {row.code!r} is in the register already; "
                     f"change it with `b24robots triggers set {row.code}`"
                 )
-            if row is not None and live:
-                active = self._version(s, row.id, row.active_version)
-                if active is not None and active.content_hash == digest:
-                    return Saved(self._info(active, row), "same")
+            if row is not None and (same := unchanged(row, _TRIGGERS.active(s, row), digest)) is not None:
+                return Saved(self._info(same, row), "same")
             action = "change" if live else "add"
             if row is None:
                 row = TriggerRow(
@@ -135,27 +127,18 @@ class TriggerRegister:
                 )
                 s.add(row)
                 s.flush()
-            number = (
-                s.scalar(select(func.max(TriggerVersionRow.number)).where(TriggerVersionRow.trigger_id == row.id)) or 0
-            ) + 1
             version = TriggerVersionRow(
-                trigger_id=row.id,
-                number=number,
-                document=document,
-                content_hash=digest,
-                author=author,
-                comment=comment,
-                created_at=now,
+                document=document, content_hash=digest, author=author, comment=comment, created_at=now
             )
-            s.add(version)
-            row.code, row.state, row.active_version, row.updated_at = spec.code, ACTIVE, number, now
+            _TRIGGERS.append(s, row, version)
+            row.code, row.state, row.updated_at = spec.code, ACTIVE, now
             record_in(
                 s,
                 f"trigger.{action}",
                 actor=actor,
                 target=spec.code,
                 address=address,
-                details={"version": number, "name": document["name"]},
+                details={"version": version.number, "name": document["name"]},
             )
             s.flush()
             return Saved(self._info(version, row), action)
@@ -185,11 +168,7 @@ class TriggerRegister:
             return list(cached)
         generation = self._active.generation()
         with self.db.read() as s:
-            rows = s.scalars(
-                select(TriggerVersionRow)
-                .join(TriggerRow, TriggerVersionRow.trigger_id == TriggerRow.id)
-                .where(TriggerVersionRow.number == TriggerRow.active_version, TriggerRow.state == ACTIVE)
-            ).all()
+            rows = s.scalars(_TRIGGERS.live()).all()
             specs = sorted((_spec(r) for r in rows), key=lambda t: t.code)
         self._active.put("", list(specs), generation)
         return specs
@@ -222,36 +201,24 @@ class TriggerRegister:
         """Every version, oldest first; a removed trigger's too."""
         with self.db.read() as s:
             row = self._row(s, code, deleted=True)
-            rows = s.scalars(
-                select(TriggerVersionRow)
-                .where(TriggerVersionRow.trigger_id == row.id)
-                .order_by(TriggerVersionRow.number)
-            ).all()
-            return [self._info(r, row) for r in rows]
+            return [self._info(r, row) for r in _TRIGGERS.history(s, row.id)]
 
     # --- helpers -----------------------------------------------------------------------------
     @staticmethod
     def _row(s: Session, code: str, *, deleted: bool = False) -> TriggerRow:
-        row = s.scalar(select(TriggerRow).where(TriggerRow.code_key == code.lower()))
-        if row is None or (row.state == DELETED and not deleted):
+        row = _TRIGGERS.find(s, TriggerRow.code_key == code.lower(), deleted=deleted)
+        if row is None:
             raise NotFound(f"no register trigger {code!r}; see `b24robots triggers list`")
         return row
 
     @staticmethod
-    def _version(s: Session, trigger_id: int, number: int) -> TriggerVersionRow | None:
-        return s.scalar(
-            select(TriggerVersionRow).where(
-                TriggerVersionRow.trigger_id == trigger_id, TriggerVersionRow.number == number
-            )
-        )
-
-    def _trigger_info(self, s: Session, row: TriggerRow) -> TriggerInfo:
-        count = s.scalar(select(func.count()).where(TriggerVersionRow.trigger_id == row.id)) or 0
-        version = self._version(s, row.id, row.active_version)
+    def _trigger_info(s: Session, row: TriggerRow) -> TriggerInfo:
+        count = _TRIGGERS.count(s, row.id)
+        version = _TRIGGERS.active(s, row)
         if version is None:
             raise StoreError(f"register trigger {row.code!r} has no version {row.active_version}")
         return TriggerInfo(
-            row.code, _spec(version), row.active_version, int(count), row.state, row.created_at, row.updated_at
+            row.code, _spec(version), row.active_version, count, row.state, row.created_at, row.updated_at
         )
 
     @staticmethod
