@@ -24,8 +24,8 @@ from b24robots.cli import app as cli
 from b24robots.policy import RetryRules
 from b24robots.testing import PortalSimulator, SimulatorServer
 from b24robots.testing.app_fixtures import RobotHarness
+from tests.processes import ROOT, process_env
 
-ROOT = Path(__file__).resolve().parent.parent
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 ERROR = "[bold]the ERP said no[/bold] for order [42] " + "and a long tail of detail " * 6
 
@@ -57,7 +57,7 @@ def env_for(h: RobotHarness, tmp_path: Path, **extra: str) -> dict[str, str]:
 def on_a_terminal(args: list[str], env: dict[str, str], columns: int = 80) -> str:
     """Run the CLI on a pseudo-terminal `columns` wide; the text it showed, without escape codes."""
     master, slave = pty.openpty()
-    full = {**os.environ, **env, "COLUMNS": str(columns), "LINES": "50", "TERM": "xterm"}
+    full = process_env({**os.environ, **env, "COLUMNS": str(columns), "LINES": "50", "TERM": "xterm"})
     proc = subprocess.Popen(
         [sys.executable, "-m", "b24robots", *args], stdin=slave, stdout=slave, stderr=slave, env=full, cwd=ROOT
     )

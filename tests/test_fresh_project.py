@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.processes import free_port, launch, process_env, wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -81,31 +81,15 @@ def test_the_locks_pin_every_declared_dependency_with_hashes() -> None:
     assert all(len(v) == 1 for v in versions.values()), {k: v for k, v in versions.items() if len(v) > 1}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_serve_follows_its_port_and_says_what_is_missing(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("B24R_")}
-    env.update(B24R_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "b24robots", "serve", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    env.update(B24R_DATA_DIR=str(tmp_path / "data"))
+    proc = launch(["serve", "--port", str(port)], env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code in (200, 503):
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("serve did not answer on its port")
+        wait_serving(proc, port)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code in (200, 503)
         docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=5)
         assert docs.status_code == 200
         assets = re.findall(r"""(?:src|href)=["']([^"']+\.(?:js|css))["']""", docs.text)
@@ -116,17 +100,17 @@ def test_serve_follows_its_port_and_says_what_is_missing(tmp_path: Path) -> None
         assert served == f"http://127.0.0.1:{port}"
         link = subprocess.run(
             [sys.executable, "-m", "b24robots", "admin", "create-user", "ann", "--password-stdin"],
-            cwd=tmp_path, env=env, input="a long enough password\n", capture_output=True, text=True,
+            cwd=tmp_path, env=process_env(env), input="a long enough password\n", capture_output=True, text=True,
         )  # fmt: skip
         assert link.returncode == 0, link.stderr
         link = subprocess.run(
             [sys.executable, "-m", "b24robots", "admin", "login-link", "ann"],
-            cwd=tmp_path, env=env, capture_output=True, text=True,
+            cwd=tmp_path, env=process_env(env), capture_output=True, text=True,
         )  # fmt: skip
         assert link.stdout.strip().startswith(f"http://127.0.0.1:{port}/admin/login/link/"), link.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out = proc.communicate(timeout=30)[0].decode()
     assert f"handler: http://127.0.0.1:{port}/b24/robot" in out.replace("\n", " ")
     assert "127.0.0.1:8000" not in out
     assert "B24R_CLIENT_ID" in out and "installs from Bitrix24 will be refused" in out.replace("\n", " ")

@@ -6,83 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
 from b24robots.store.models import InvocationRow
-from b24robots.testing import PortalSimulator, SimulatorServer
-from b24robots.testing.app_fixtures import PUBLIC_URL, RobotHarness
+from b24robots.testing import PortalSimulator
+from b24robots.testing.app_fixtures import RobotHarness
 from tests.conftest import new_pg_database
 from tests.proc_robots import router
+from tests.processes import served_sim, start_worker, start_workers, stop, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-# processes started by tests import this checkout's b24robots (src) and the test robots (tests.*), not an
-# installed copy that may be another version
-CHECKOUT_PATH = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
-
-
-@pytest.fixture
-def served_sim() -> Iterator[PortalSimulator]:
-    sim = PortalSimulator()
-    with SimulatorServer(sim):
-        yield sim
-
-
-def start_worker(h: RobotHarness, database_url: str, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": CHECKOUT_PATH,
-        "B24R_DATABASE_URL": database_url,
-        "B24R_DATA_DIR": str(data_dir),
-        "B24R_SECRET_KEY": "test-secret-key",
-        "B24R_ALLOW_HTTP_PORTALS": "true",
-        "B24R_PUBLIC_URL": PUBLIC_URL,
-        "B24R_CLIENT_ID": h.app.client_id,
-        "B24R_CLIENT_SECRET": h.app.client_secret,
-        "B24R_WORKERS": "8",
-        "B24R_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "b24robots", "worker", "tests.proc_robots:router"],
-        env=environ,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError
-
-
-def test_processes_started_by_tests_import_the_checkout_under_test() -> None:
-    probe = "import b24robots, tests.proc_robots; print(b24robots.__file__)"
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": CHECKOUT_PATH}
-    # from another directory, so that the working directory cannot be what finds them
-    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd="/", capture_output=True, text=True, check=True)
-    assert Path(out.stdout.strip()).resolve() == (ROOT / "src" / "b24robots" / "__init__.py").resolve()
+__all__ = ["served_sim"]
 
 
 async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
@@ -95,7 +32,7 @@ async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
     ) as h:
         await h.install()
         wf = await h.sim.start_robot(h.portal, "p.sleepy")
-        first = start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="30")
+        first = await start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="30")
         try:
             await wait_for(marker.exists, 20)
             os.kill(first.pid, signal.SIGKILL)
@@ -109,7 +46,7 @@ async def test_kill_9_mid_run_is_delivered_exactly_once_after_restart(
 
         with h.svc.db.write() as s:
             s.get(InvocationRow, inv.id).lease_expires_at = time.time() - 1  # type: ignore[union-attr]
-        second = start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.1")
+        second = await start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.1")
         try:
             await wf.closed(timeout=30)
             await wait_for(lambda: h.svc.journal.get(inv.id).state == "delivered", 20)
@@ -135,7 +72,7 @@ async def test_two_worker_processes_on_postgresql_deliver_each_of_1000_once(
         await h.install()
         h.sim.portal(h.portal).bucket.burst = 1000  # this test is about exactly-once, not about the limit
         workflows = [await h.sim.start_robot(h.portal, "p.quick") for _ in range(1000)]
-        workers = [start_worker(h, db_url, tmp_path), start_worker(h, db_url, tmp_path)]
+        workers = await start_workers(h, db_url, tmp_path, 2)
         try:
             await asyncio.gather(*(wf.closed(timeout=120) for wf in workflows))
             await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=2000)), 60)
@@ -157,7 +94,7 @@ async def test_sigterm_gives_the_lease_back(served_sim: PortalSimulator, tmp_pat
                             sandbox=False) as h:  # fmt: skip
         await h.install()
         await h.sim.start_robot(h.portal, "p.sleepy")
-        proc = start_worker(
+        proc = await start_worker(
             h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60", B24R_SHUTDOWN_GRACE="0.5"
         )
         try:
@@ -200,7 +137,7 @@ async def test_a_worker_process_calls_as_the_run_as_user_of_a_call_another_proce
         (token,) = [t.token for t in h.sim.access_tokens.values() if t.user_id == 2]
         raw, _ = _caller_columns(h, inv.id)
         assert raw and token not in raw  # stored, never as plain text
-        worker = start_worker(h, queue_url, tmp_path)
+        worker = await start_worker(h, queue_url, tmp_path)
         try:
             await wf.closed(timeout=30)
             await wait_for(lambda: h.svc.journal.get(inv.id).state == "delivered", 20)
@@ -225,7 +162,7 @@ async def test_a_worker_process_given_an_expired_token_runs_without_a_caller(
         (inv,) = h.svc.journal.recent()
         with h.svc.db.write() as s:  # as if the call had waited in the queue past its token's hour
             s.execute(update(InvocationRow).where(InvocationRow.id == inv.id).values(caller_expires_at=time.time() - 1))
-        worker = start_worker(h, db_url, tmp_path)
+        worker = await start_worker(h, db_url, tmp_path)
         try:
             await wf.closed(timeout=30)
         finally:

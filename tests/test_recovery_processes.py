@@ -17,7 +17,7 @@ from b24robots.store.processes import Processes
 from b24robots.testing import PortalSimulator
 from b24robots.testing.app_fixtures import RobotHarness
 from tests.proc_robots import router
-from tests.test_pipeline_processes import served_sim, start_worker, stop, wait_for
+from tests.processes import served_sim, start_worker, stop, wait_for
 
 __all__ = ["served_sim"]
 
@@ -38,7 +38,7 @@ async def test_after_kill_9_and_restart_a_200_call_backlog_drains_within_20_s(
     ) as h:
         await h.install()
         workflows = [await h.sim.start_robot(h.portal, "p.sleepy") for _ in range(200)]
-        first = start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60")
+        first = await start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60")
         try:
             await wait_for(lambda: _started(marker) >= 8, 30)  # all 8 slots busy, every run leased for 60 s
             os.kill(first.pid, signal.SIGKILL)
@@ -49,7 +49,7 @@ async def test_after_kill_9_and_restart_a_200_call_backlog_drains_within_20_s(
         assert len(leased) == 8 and all(i.attempts == 1 for i in leased)
         assert [p.pid for p in Processes(h.svc.db).all()] == [first.pid]  # it died without a word
         restarted = time.monotonic()
-        second = start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.05", B24R_WORKERS="16")
+        second = await start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.05", B24R_WORKERS="16")
         try:
             await asyncio.gather(*(wf.closed(timeout=60) for wf in workflows))
             await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=500)), 30)
@@ -76,13 +76,13 @@ async def test_a_live_worker_takes_over_the_leases_of_one_whose_heartbeat_stoppe
     ) as h:
         await h.install()
         wf = await h.sim.start_robot(h.portal, "p.sleepy")
-        doomed = start_worker(
+        doomed = await start_worker(
             h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60", B24R_WORKER_NAME="a", **FAST_BEAT
         )
         live = None
         try:
             await wait_for(lambda: _started(marker) == 1, 30)
-            live = start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.05", B24R_WORKER_NAME="b", **FAST_BEAT)
+            live = await start_worker(h, db_url, tmp_path, B24R_TEST_SLEEP="0.05", B24R_WORKER_NAME="b", **FAST_BEAT)
             await wait_for(lambda: len(Processes(h.svc.db).all()) == 2, 30)
             # the other worker is alive and beating: its lease is left alone
             await asyncio.sleep(4.0)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,46 +24,11 @@ from sqlalchemy import select
 
 from b24robots.store.models import InvocationRow
 from b24robots.testing import PortalSimulator
-from b24robots.testing.app_fixtures import PUBLIC_URL, RobotHarness
+from b24robots.testing.app_fixtures import RobotHarness
 from tests.proc_robots import router
-from tests.test_pipeline_processes import ROOT, served_sim, start_worker, stop, wait_for
+from tests.processes import served_sim, start_serve, start_worker, stop, wait_for
 
 __all__ = ["served_sim"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_serve(h: RobotHarness, database_url: str, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
-    """`b24robots serve tests.proc_robots:router` (intake, workers and sender) on the shared database;
-    the robot calls themselves are taken in by the harness's server, which shares the journal."""
-    data_dir.mkdir(exist_ok=True)
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "B24R_DATABASE_URL": database_url,
-        "B24R_DATA_DIR": str(data_dir),
-        "B24R_SECRET_KEY": "test-secret-key",
-        "B24R_ALLOW_HTTP_PORTALS": "true",
-        "B24R_PUBLIC_URL": PUBLIC_URL,
-        "B24R_CLIENT_ID": h.app.client_id,
-        "B24R_CLIENT_SECRET": h.app.client_secret,
-        "B24R_WORKERS": "8",
-        "B24R_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "b24robots", "serve", "tests.proc_robots:router", "--port", str(free_port())],
-        env=environ,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 def _started(marker: Path) -> int:
@@ -83,7 +46,7 @@ async def test_after_kill_9_of_serve_a_200_call_backlog_drains_within_20_s_of_th
     ) as h:
         await h.install()
         workflows = [await h.sim.start_robot(h.portal, "p.sleepy") for _ in range(200)]
-        first = start_serve(h, db_url, serve_dir, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60")
+        first = await start_serve(h, db_url, serve_dir, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="60")
         try:
             await wait_for(lambda: _started(marker) >= 8, 60)  # all 8 slots busy, every run leased for 60 s
             os.kill(first.pid, signal.SIGKILL)
@@ -93,7 +56,7 @@ async def test_after_kill_9_of_serve_a_200_call_backlog_drains_within_20_s_of_th
         leased = [i for i in h.svc.journal.recent(limit=500) if i.state == "running"]
         assert len(leased) == 8 and all(i.attempts == 1 for i in leased)
         restarted = time.monotonic()
-        second = start_serve(h, db_url, serve_dir, B24R_TEST_SLEEP="0.05", B24R_WORKERS="16")
+        second = await start_serve(h, db_url, serve_dir, B24R_TEST_SLEEP="0.05", B24R_WORKERS="16")
         try:
             await asyncio.gather(*(wf.closed(timeout=60) for wf in workflows))
             await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=500)), 30)
@@ -120,7 +83,7 @@ async def test_a_kill_during_an_in_flight_batch_repeats_that_batch_and_no_other_
         workflows = [await h.sim.start_robot(h.portal, "p.quick", keep_running=True) for _ in range(60)]
         # the first batch stalls on the portal's side: it is executed 6 s after it arrived
         stall = served_sim.faults.delay(6.0, count=1, method="batch")
-        first = start_worker(h, db_url, tmp_path)
+        first = await start_worker(h, db_url, tmp_path)
         try:
             await wait_for(lambda: stall not in served_sim.faults.rules, 30)  # the batch has arrived
             os.kill(first.pid, signal.SIGKILL)
@@ -137,7 +100,7 @@ async def test_a_kill_during_an_in_flight_batch_repeats_that_batch_and_no_other_
                 )
             )
         assert in_flight, "a batch was in flight when the process was killed"
-        second = start_worker(h, db_url, tmp_path)
+        second = await start_worker(h, db_url, tmp_path)
         try:
             await asyncio.gather(*(wf.closed(timeout=60) for wf in workflows))
             await wait_for(lambda: all(i.state == "delivered" for i in h.svc.journal.recent(limit=100)), 30)

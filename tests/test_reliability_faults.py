@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from b24robots.testing import PortalSimulator
-from b24robots.testing.app_fixtures import PUBLIC_URL, RobotHarness
+from b24robots.testing.app_fixtures import RobotHarness
 from b24robots.testing.model import Workflow
 from tests.proc_robots import router
-from tests.test_pipeline_processes import CHECKOUT_PATH, ROOT, served_sim
+from tests.processes import free_port, served_sim, start_serve, start_worker, stop, wait_for
 
 __all__ = ["served_sim"]
 
@@ -37,36 +33,6 @@ class ToPort(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=self.port)
         return await self.inner.handle_async_request(request)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_serve(h: RobotHarness, database_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": CHECKOUT_PATH,
-        "B24R_DATABASE_URL": database_url,
-        "B24R_DATA_DIR": str(data_dir),
-        "B24R_SECRET_KEY": "test-secret-key",
-        "B24R_ALLOW_HTTP_PORTALS": "true",
-        "B24R_PUBLIC_URL": PUBLIC_URL,
-        "B24R_CLIENT_ID": h.app.client_id,
-        "B24R_CLIENT_SECRET": h.app.client_secret,
-        "B24R_HEALTH_TOKEN": TOKEN,
-        "B24R_METRICS_TOKEN": TOKEN,
-        "B24R_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "b24robots", "serve", "--no-workers", "--port", str(port), "tests.proc_robots:router"],
-        env=environ,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 async def delivered(wf: Workflow, timeout: float = 20.0) -> int:
@@ -87,20 +53,13 @@ async def test_a_full_disk_answers_503_with_the_reason_and_recovers_by_itself(
         router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False, sandbox=False
     ) as h:
         await h.install()
-        proc = start_serve(h, db_url, tmp_path, port)
+        tokens = {"B24R_HEALTH_TOKEN": TOKEN, "B24R_METRICS_TOKEN": TOKEN}
+        proc = await start_serve(h, db_url, tmp_path, "--no-workers", port=port, **tokens)
         base = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {TOKEN}"}
         try:
             async with httpx.AsyncClient(base_url=base, timeout=10) as web:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        if (await web.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                    await asyncio.sleep(0.1)
+                assert (await web.get("/healthz")).status_code == 200
                 served_sim.handler_transport = ToPort(port)
                 await served_sim.aclose()  # the next delivery opens a client with the new transport
                 assert await delivered(await served_sim.start_robot(h.portal, "p.quick")) == 200
@@ -130,9 +89,7 @@ async def test_a_full_disk_answers_503_with_the_reason_and_recovers_by_itself(
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0, "a clean SIGTERM exits 0"
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop(proc)
         assert proc.stderr is not None
         lines = [line for line in proc.stderr.read().decode().splitlines() if line.strip()]
         assert lines, "the refused writes were logged"
@@ -146,7 +103,6 @@ async def test_bookkeeping_writes_that_fail_after_the_work_are_retried_in_place(
 ) -> None:
     """The database refuses writes while a robot runs and while its answer is in flight: the outcome
     and the delivery are recorded once it takes writes again; no rerun, no second send."""
-    from tests.test_pipeline_processes import start_worker, stop, wait_for
 
     db_url = f"sqlite:///{tmp_path / 'q.db'}"
     marker = tmp_path / "started"
@@ -154,7 +110,7 @@ async def test_bookkeeping_writes_that_fail_after_the_work_are_retried_in_place(
         router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False, sandbox=False
     ) as h:
         await h.install()
-        worker = start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="1")
+        worker = await start_worker(h, db_url, tmp_path, B24R_TEST_MARKER=str(marker), B24R_TEST_SLEEP="1")
         _, hard = resource.prlimit(worker.pid, resource.RLIMIT_FSIZE)
         try:
             # 1. the result of a run cannot be recorded at first

@@ -20,7 +20,7 @@ from b24robots.testing import PortalSimulator
 from b24robots.testing.app_fixtures import RobotHarness
 from tests.conftest import new_pg_database
 from tests.proc_robots import router
-from tests.test_pipeline_processes import served_sim, start_worker, stop, wait_for
+from tests.processes import served_sim, start_workers, stop, wait_for
 
 __all__ = ["served_sim"]
 
@@ -49,7 +49,7 @@ async def test_two_workers_drain_a_backlog_without_one_503(
         served_sim.faults.delay(0.02, jitter=0.1)
         since = served_sim.now()
         started = time.monotonic()
-        workers = [start_worker(h, db_url, tmp_path), start_worker(h, db_url, tmp_path)]
+        workers = await start_workers(h, db_url, tmp_path, 2)
         try:
             await asyncio.gather(*(wf.closed(timeout=60 + ANSWERS / 10) for wf in workflows))
             drained = time.monotonic() - started

@@ -14,12 +14,11 @@ from b24robots.errors import StoreError
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
 from b24robots.store.installations import ACTIVE, NEEDS_REINSTALL, Installations, InstallGrant
-from b24robots.store.processes import Processes
 from b24robots.testing import PortalSimulator
 from b24robots.testing.app_fixtures import RobotHarness
 from tests.conftest import new_pg_database
 from tests.proc_robots import router
-from tests.test_pipeline_processes import served_sim, start_worker, stop, wait_for
+from tests.processes import served_sim, start_workers, stop, wait_for
 
 __all__ = ["served_sim"]
 
@@ -93,13 +92,11 @@ async def test_two_worker_processes_and_a_slow_oauth_server_refresh_each_portal_
         await h.install()
         served_sim.oauth_requests.clear()
         served_sim.faults.delay_oauth(1.5)
-        workers = [start_worker(h, db_url, tmp_path), start_worker(h, db_url, tmp_path)]
+        # both are up before the work arrives (on a loaded machine the later one could start after the
+        # first had taken every call, and nothing would race)
+        workers = await start_workers(h, db_url, tmp_path, 2)
         workflows = []
         try:
-            # both are up before the work arrives (on a loaded machine the later one could start
-            # after the first had taken every call, and nothing would race)
-            processes = Processes(h.svc.db)
-            await wait_for(lambda: {p.pid for p in processes.all()} >= {w.pid for w in workers}, 60)
             served_sim.expire_tokens()  # every portal's access token: the first answer of each needs a refresh
             workflows = [await served_sim.start_robot(p, "p.quick") for p in portals for _ in range(50)]
             await asyncio.gather(*(wf.closed(timeout=90) for wf in workflows))

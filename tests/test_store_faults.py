@@ -24,7 +24,7 @@ from b24robots.testing.app_fixtures import RobotHarness
 from tests.conftest import new_pg_database
 from tests.pgserver import PostgresServer
 from tests.proc_robots import router
-from tests.test_pipeline_processes import served_sim, start_worker, stop, wait_for
+from tests.processes import served_sim, start_worker, stop, wait_for
 
 __all__ = ["served_sim"]
 
@@ -92,7 +92,7 @@ async def test_a_worker_whose_postgresql_connections_are_cut_goes_on(
         router, data_dir=tmp_path, database_url=db_url, sim=served_sim, workers=False, sandbox=False
     ) as h:
         await h.install()
-        worker = start_worker(h, db_url, tmp_path)
+        worker = await start_worker(h, db_url, tmp_path)
         try:
             first = await served_sim.start_robot(h.portal, "p.quick")
             await first.closed(timeout=90)  # the worker process starts first (slow on a loaded machine)
