@@ -33,6 +33,7 @@ from sqlalchemy import insert  # noqa: E402
 from b24robots.store.db import Database  # noqa: E402
 from b24robots.store.installations import Installations  # noqa: E402
 from b24robots.store.journal import Journal  # noqa: E402
+from b24robots.store.limiter_state import LimiterBuckets  # noqa: E402
 from b24robots.store.models import InstallationRow, InvocationRow  # noqa: E402
 from b24robots.store.rollup import Rollup  # noqa: E402
 from b24robots.store.stats import Stats  # noqa: E402
@@ -106,7 +107,7 @@ def measure(name: str, db: Database, rows: int, runs: int, table: Table) -> None
     fill(db, rows, now)
     filled = time.perf_counter() - started
     stats = Stats(db)
-    metrics = Metrics(Journal(db), Installations(db, vault=None))  # type: ignore[arg-type]
+    metrics = Metrics(Journal(db), Installations(db, vault=None), LimiterBuckets(db))  # type: ignore[arg-type]
 
     def period(p: str) -> Callable[[], object]:
         return lambda: stats.window(p, now)

@@ -68,7 +68,7 @@ async def backlog(h: RobotHarness, portals: list[Portal], per_portal: int) -> li
 async def fill_bucket(h: RobotHarness, portal: Portal) -> None:
     """Top the portal's bucket up to its burst through our client, so the sender starts at the sustained rate."""
     bucket = h.sim.portal(portal).bucket
-    level = max(0.0, h.svc.installations.tat(portal.member_id) - time.time()) * bucket.rate
+    level = max(0.0, h.svc.buckets.tat(portal.member_id) - time.time()) * bucket.rate
     for _ in range(max(0, int(bucket.burst - level) - 1)):
         await h.svc.rest.call(portal.member_id, "app.info")
 

@@ -38,6 +38,7 @@ COMPONENTS = [
     ("b24robots/inbound/formcodec", "form codec"),
     ("b24robots/portal/auth", "auth + cache"),
     ("b24robots/store/installations", "auth + cache"),
+    ("b24robots/store/installation_rows", "auth + cache"),
     ("b24robots/store/cache", "auth + cache"),
     ("b24robots/store/crypto", "auth + cache"),
     ("b24robots/robots/", "parameters, register"),

@@ -1,4 +1,4 @@
-"""Installations in the database: token refresh across callers, the shared limiter, uninstall, sync."""
+"""Installations in the database: tokens at rest, token refresh across callers, uninstall, sync."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from b24robots.robots.spec import RobotSpec
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
 from b24robots.store.installations import Installations, InstallGrant
+from b24robots.store.portal_tokens import PortalTokens
 from b24robots.testing.app_fixtures import RobotHarness
 
 router = Router()
@@ -71,44 +72,10 @@ def test_tokens_are_encrypted_at_rest_and_app_token_is_hashed(db: Database, tmp_
     if db.is_sqlite:
         files = b"".join(p.read_bytes() for p in tmp_path.glob("test.db*"))
         assert files and not any(secret.encode() in files for secret in (access, refresh, app_token))
-    assert inst.load("m" * 32).access_token == access
+    assert PortalTokens(db, Vault(b"k")).load("m" * 32).access_token == access
     assert inst.verify("m" * 32, app_token)[1] == "ok"
     assert inst.verify("m" * 32, "wrong")[1] == "mismatch"
     assert inst.verify("n" * 32, app_token)[1] == "unknown"
-
-
-def test_compare_and_swap_has_one_winner(db: Database) -> None:
-    inst = Installations(db, Vault(b"k"))
-    inst.install(grant())
-    pair = inst.load("m" * 32)
-
-    assert inst.swap("m" * 32, pair.version, replace(pair, access_token="a2", version=pair.version + 1))
-    assert not inst.swap("m" * 32, pair.version, replace(pair, access_token="a3", version=pair.version + 1))
-    assert inst.load("m" * 32).access_token == "a2"
-
-
-def test_limiter_state_is_shared_through_the_row(db: Database) -> None:
-    a, b = Installations(db, Vault(b"k")), Installations(db, Vault(b"k"))
-    a.install(grant())
-    clock = [1000.0]
-    waits = [(a if i % 2 else b).take("m" * 32, lambda: clock[0], 2.0, 50) for i in range(50)]
-    # the burst, taken by both in turn, less the one slot ARRIVAL_SLACK (0.5 s) costs after an empty bucket
-    assert waits[:49] == [0.0] * 49
-    assert waits[49] == pytest.approx(0.5)
-    assert a.take("m" * 32, lambda: clock[0], 2.0, 50) == pytest.approx(0.5)  # a wait takes nothing
-    clock[0] += 0.5
-    assert b.take("m" * 32, lambda: clock[0], 2.0, 50) == 0.0
-    assert a.take("m" * 32, lambda: clock[0], 2.0, 50) == pytest.approx(0.5)
-    b.backoff("m" * 32, clock[0] + 10, 2.0, 50)  # the portal refused one: every process waits
-    assert a.take("m" * 32, lambda: clock[0] + 10, 2.0, 50) == pytest.approx(0.5)
-
-
-def test_uninstalled_portal_refuses_token_loads(db: Database) -> None:
-    inst = Installations(db, Vault(b"k"))
-    inst.install(grant())
-    inst.uninstall("m" * 32)
-    with pytest.raises(StoreError, match="uninstalled"):
-        inst.load("m" * 32)
 
 
 async def test_twenty_concurrent_callers_on_an_expired_token_refresh_once(tmp_path: Path) -> None:
@@ -120,7 +87,7 @@ async def test_twenty_concurrent_callers_on_an_expired_token_refresh_once(tmp_pa
         assert len(results) == 20 and all(r["ID"] for r in results)
         assert h.svc.rest.refreshes - refreshes_before == 1
         # the new pair was persisted, encrypted, with a bumped version
-        assert h.svc.installations.load(h.portal.member_id).version >= 2
+        assert h.svc.tokens.load(h.portal.member_id).version >= 2
 
 
 async def test_sync_is_idempotent_and_follows_the_registry(tmp_path: Path) -> None:
@@ -213,7 +180,7 @@ async def test_cli_sync_dry_run_and_installations_list(tmp_path: Path, monkeypat
             assert "s.four" in {r.code for r in h.portal.registrations.values()}
             listed = await asyncio.to_thread(runner.invoke, cli, ["installations", "list"])
             assert listed.exit_code == 0 and h.portal.domain in listed.output and "ok" in listed.output
-            assert h.svc.installations.load(h.portal.member_id).access_token not in listed.output
+            assert h.svc.tokens.load(h.portal.member_id).access_token not in listed.output
 
 
 async def test_plain_http_portals_are_refused_unless_allowed(tmp_path: Path) -> None:
@@ -225,12 +192,3 @@ async def test_plain_http_portals_are_refused_unless_allowed(tmp_path: Path) -> 
         # plain http reaches neither the portal nor the OAuth server: the simulator's is not trusted
         assert delivery.status_code == 400 and "B24R_OAUTH_SERVERS" in delivery.response_text
         assert h.svc.installations.all() == []
-
-
-def test_the_stored_rate_limit_wins_for_every_process(db: Database) -> None:
-    a = Installations(db, Vault(b"k"))
-    a.install(grant())
-    a.set_limits("m" * 32, 5.0, 250)  # e.g. from `b24robots installations limits` in another process
-    waits = [a.take("m" * 32, lambda: 1000.0, 2.0, 50) for _ in range(251)]  # a caller that assumes 2/s, 50
-    # 5/s, 250: ARRIVAL_SLACK (0.5 s) costs 2.5 slots after the empty bucket
-    assert max(waits[:247]) < 1e-6 and waits[247] == pytest.approx(0.1) and waits[250] == pytest.approx(0.1)

@@ -63,7 +63,7 @@ async def test_a_malformed_call_is_a_400_and_stores_nothing(h: RobotHarness, ove
 
 
 async def test_a_call_for_an_installation_needing_a_reinstall_is_refused(h: RobotHarness) -> None:
-    h.svc.installations.mark_needs_reinstall(h.portal.member_id, "the refresh token was refused")
+    h.svc.tokens.mark_needs_reinstall(h.portal.member_id, "the refresh token was refused")
     status, body = await post(h, body_for(h))
     assert status == 403 and "needs_reinstall" in body["reason"]
     assert h.svc.journal.recent() == []

@@ -149,7 +149,7 @@ async def test_opening_the_app_keeps_the_admins_tokens_and_registrations(tmp_pat
         assert "installFinish" not in delivery.response_text
         after = h.svc.installations.get(h.portal.member_id)
         assert after.token_version == before.token_version
-        assert set(h.svc.installations.registrations(h.portal.member_id)) == {"p.echo"}
+        assert set(h.svc.registrations.of(h.portal.member_id)) == {"p.echo"}
         assert sum(1 for c in h.sim.calls if c.method == "bizproc.robot.add") == adds
         assert [r.code for r in h.portal.registrations.values()] == ["p.echo"]
 
@@ -266,12 +266,12 @@ def refuse_robot_adds(h: RobotHarness) -> None:
 async def test_an_update_forgets_the_registrations_it_deleted(tmp_path: Path) -> None:
     async with harness(tmp_path) as h:
         await h.install()
-        assert set(h.svc.installations.registrations(h.portal.member_id)) == {"p.echo"}
+        assert set(h.svc.registrations.of(h.portal.member_id)) == {"p.echo"}
         refuse_robot_adds(h)
         await h.sim.update_app(h.app, h.portal)
         await h.svc.wait_syncs()
         assert h.portal.registrations == {}  # the update deleted it and the re-add was refused
-        assert h.svc.installations.registrations(h.portal.member_id) == {}
+        assert h.svc.registrations.of(h.portal.member_id) == {}
 
 
 async def test_a_reinstall_with_a_new_token_forgets_the_old_registrations(tmp_path: Path) -> None:
@@ -280,18 +280,18 @@ async def test_a_reinstall_with_a_new_token_forgets_the_old_registrations(tmp_pa
         refuse_robot_adds(h)
         await h.sim.install_app(h.app, h.portal)  # installed again over the live install
         await h.svc.wait_syncs()
-        assert h.svc.installations.registrations(h.portal.member_id) == {}
+        assert h.svc.registrations.of(h.portal.member_id) == {}
 
 
 async def test_a_frame_install_forgets_the_old_registrations(tmp_path: Path) -> None:
     async with harness(tmp_path, api_only=False) as h:
         await h.install()
-        assert set(h.svc.installations.registrations(h.portal.member_id)) == {"p.echo"}
+        assert set(h.svc.registrations.of(h.portal.member_id)) == {"p.echo"}
         refuse_robot_adds(h)
         # the admin installs again; until BX24.installFinish() only the frame POST has come
         await h.sim.install_app(h.app, h.portal, finish=False)
         await h.svc.wait_syncs()
-        assert h.svc.installations.registrations(h.portal.member_id) == {}
+        assert h.svc.registrations.of(h.portal.member_id) == {}
 
 
 async def test_a_reinstall_after_uninstall_with_the_same_token_is_stored(tmp_path: Path) -> None:

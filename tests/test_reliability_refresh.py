@@ -13,7 +13,9 @@ import pytest
 from b24robots.errors import StoreError
 from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
-from b24robots.store.installations import ACTIVE, NEEDS_REINSTALL, Installations, InstallGrant
+from b24robots.store.installation_rows import ACTIVE, NEEDS_REINSTALL
+from b24robots.store.installations import Installations, InstallGrant
+from b24robots.store.portal_tokens import PortalTokens
 from b24robots.testing import PortalSimulator
 from b24robots.testing.app_fixtures import RobotHarness
 from tests.conftest import new_pg_database
@@ -39,27 +41,27 @@ def grant() -> InstallGrant:
 
 
 def test_a_refused_refresh_marks_needs_reinstall_only_for_the_pair_it_tried(db: Database) -> None:
-    inst = Installations(db, Vault(b"k"))
+    inst, tokens = Installations(db, Vault(b"k")), PortalTokens(db, Vault(b"k"))
     inst.install(grant())
-    old = inst.load(MEMBER)
-    assert inst.swap(MEMBER, old.version, replace(old, access_token="access-2", version=old.version + 1))
+    old = tokens.load(MEMBER)
+    assert tokens.swap(MEMBER, old.version, replace(old, access_token="access-2", version=old.version + 1))
     # the loser of a race reports invalid_grant for the pair it had: the winner's pair stands
-    assert not inst.mark_needs_reinstall(MEMBER, "refused", old.version)
-    assert inst.get(MEMBER).status == ACTIVE and inst.load(MEMBER).access_token == "access-2"
-    current = inst.load(MEMBER)
-    assert inst.mark_needs_reinstall(MEMBER, "refused", current.version)
+    assert not tokens.mark_needs_reinstall(MEMBER, "refused", old.version)
+    assert inst.get(MEMBER).status == ACTIVE and tokens.load(MEMBER).access_token == "access-2"
+    current = tokens.load(MEMBER)
+    assert tokens.mark_needs_reinstall(MEMBER, "refused", current.version)
     assert inst.get(MEMBER).status == NEEDS_REINSTALL
     with pytest.raises(StoreError, match="re-installed"):
-        inst.load(MEMBER)
+        tokens.load(MEMBER)
     # a valid pair stored afterwards (a slow winner) ends the mark
-    assert inst.swap(MEMBER, current.version, replace(current, access_token="access-3", version=current.version + 1))
+    assert tokens.swap(MEMBER, current.version, replace(current, access_token="access-3", version=current.version + 1))
     assert inst.get(MEMBER).status == ACTIVE and inst.get(MEMBER).status_message == ""
-    assert inst.load(MEMBER).access_token == "access-3"
+    assert tokens.load(MEMBER).access_token == "access-3"
 
 
 def test_the_refresh_claim_has_one_holder_until_it_lapses(db: Database) -> None:
-    a, b = Installations(db, Vault(b"k")), Installations(db, Vault(b"k"))
-    a.install(grant())
+    Installations(db, Vault(b"k")).install(grant())
+    a, b = PortalTokens(db, Vault(b"k")), PortalTokens(db, Vault(b"k"))  # two processes
     v = a.load(MEMBER).version
     assert a.claim_refresh(MEMBER, v, "p1", 1000.0, 30.0)
     assert not b.claim_refresh(MEMBER, v, "p2", 1010.0, 30.0)
@@ -114,13 +116,13 @@ async def test_a_refresher_that_died_holding_the_claim_is_taken_over_when_it_lap
     async with RobotHarness(router, data_dir=tmp_path, workers=False, sandbox=False) as h:
         await h.install()
         member = h.portal.member_id
-        pair = h.svc.installations.load(member)
+        pair = h.svc.tokens.load(member)
         # another process took the claim and was killed before it stored anything
-        assert h.svc.installations.claim_refresh(member, pair.version, "refresh:dead", time.time(), 1.0)
+        assert h.svc.tokens.claim_refresh(member, pair.version, "refresh:dead", time.time(), 1.0)
         h.sim.expire_tokens(h.portal)
         h.sim.oauth_requests.clear()
         started = time.monotonic()
         assert (await h.svc.rest.call(member, "profile"))["ID"]
         assert time.monotonic() - started >= 0.9  # waited for the claim to lapse, then refreshed itself
         assert h.sim.oauth_requests == [("refresh_token", 200)]
-        assert h.svc.installations.load(member).version == pair.version + 1
+        assert h.svc.tokens.load(member).version == pair.version + 1

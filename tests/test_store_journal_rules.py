@@ -7,6 +7,7 @@ from b24robots.store.crypto import Vault
 from b24robots.store.db import Database
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
+from b24robots.store.portal_tokens import PortalTokens
 from tests.test_store_journal import install, new
 
 
@@ -94,7 +95,7 @@ def test_portals_owing_skips_portals_that_cannot_be_called(db: Database) -> None
     for name, iid in ids.items():
         j.enqueue_dead(new(iid, name), error="e", log_message="m", outputs={}, now=10.0)
     installs.uninstall("b" * 32)
-    installs.mark_needs_reinstall("c" * 32, "refresh refused")
+    PortalTokens(db, Vault(b"k")).mark_needs_reinstall("c" * 32, "refresh refused")
     assert j.portals_owing(now=20.0) == [ids["a"]]
 
 

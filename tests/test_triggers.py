@@ -319,7 +319,7 @@ async def test_a_burst_is_accepted_at_once_and_its_entities_checked_in_the_batch
         deal_id = int(h.portal.add_deal()["ID"])
         inst = h.svc.installations.set_limits(h.portal.member_id, 1.0, 1)
         h.svc.rest.set_rate(inst.member_id, inst.rate, inst.burst)
-        while h.svc.installations.take(inst.member_id, time.time, inst.rate, inst.burst) == 0:
+        while h.svc.buckets.take(inst.member_id, time.time, inst.rate, inst.burst) == 0:
             pass  # take slots until none is free now
         gets_before = sum(1 for c in h.sim.calls if c.method == "crm.item.get")
         good = await h.svc.outbound.fire_trigger(h.portal.domain, "order.shipped", Entity(2, deal_id), origin="t")

@@ -139,7 +139,7 @@ async def test_portals_page_limits_and_resync(harness: RobotHarness, client: tup
     assert sync.status_code == 303
     assert "0 added, 0 updated, 0 removed" in (await c.get("/admin/portals")).text
     # an expired access token and a portal that needs a reinstall are told apart
-    harness.svc.installations.mark_needs_reinstall(member, "refresh token refused")
+    harness.svc.tokens.mark_needs_reinstall(member, "refresh token refused")
     page = await c.get("/admin/portals")
     assert "needs reinstall" in page.text and "refresh token refused" in page.text
 

@@ -156,7 +156,7 @@ def list_triggers(
             "module + register (clash)" if source == "both" else source,
         ]
         for inst in portals:
-            cells.append(STATE_TEXT[portal_state(svc.installations, inst.member_id, spec, inst.language or "en")])
+            cells.append(STATE_TEXT[portal_state(svc.registrations, inst.member_id, spec, inst.language or "en")])
         table.add_row(*cells)
     if not declared:
         table.add_row(

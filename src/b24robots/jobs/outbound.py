@@ -32,8 +32,11 @@ from b24robots.rest.client import RestClient
 from b24robots.rest.limiter import gcra_wait
 from b24robots.robots.registry import Registry
 from b24robots.robots.triggers import Entity, TriggerSpec, trigger_call, workflow_start_call
-from b24robots.store.installations import Installation, Installations
+from b24robots.store.installation_rows import Installation
+from b24robots.store.installations import Installations
 from b24robots.store.journal import Invocation, Journal, NewCall
+from b24robots.store.limiter_state import LimiterBuckets
+from b24robots.store.registrations import Registrations
 
 from .trigger_sync import remembered, unavailable
 
@@ -86,9 +89,19 @@ class PortalOutbound:
 
 
 class Outbound:
-    def __init__(self, registry: Registry, installations: Installations, journal: Journal, rest: RestClient) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        installations: Installations,
+        registrations: Registrations,
+        buckets: LimiterBuckets,
+        journal: Journal,
+        rest: RestClient,
+    ) -> None:
         self.registry = registry
         self.installations = installations
+        self.registrations = registrations  # a trigger fires only where the sync registered it
+        self.buckets = buckets  # peeked at before asking the portal about an entity
         self.journal = journal
         self.rest = rest
 
@@ -152,11 +165,11 @@ class Outbound:
         if spec is None:
             declared = ", ".join(t.code for t in self.registry.triggers()) or "none"
             raise OutboundError(f"trigger {code!r} is not declared (declared: {declared})", 404)
-        if unavailable(self.installations, inst.member_id):
+        if unavailable(self.registrations, inst.member_id):
             raise OutboundError(
                 f"portal {inst.domain} has no CRM automation (its plan lacks it), so triggers cannot fire there", 409
             )
-        if spec.code not in remembered(self.installations, inst.member_id):
+        if spec.code not in remembered(self.registrations, inst.member_id):
             raise OutboundError(
                 f"trigger {spec.code!r} is not registered on {inst.domain} yet; run `b24robots sync --portal "
                 f"{inst.domain}`",
@@ -214,7 +227,7 @@ class Outbound:
 
     def _slot_free(self, inst: Installation) -> bool:
         """The portal's shared bucket would let a request go now (a peek; nothing is reserved)."""
-        return gcra_wait(self.installations.tat(inst.member_id), time.time(), inst.rate, inst.burst) <= 0
+        return gcra_wait(self.buckets.tat(inst.member_id), time.time(), inst.rate, inst.burst) <= 0
 
     async def check_entity(self, inst: Installation, entity: Entity) -> bool:
         """Refuse an entity the portal says does not exist. False: not asked now (no free slot, or the

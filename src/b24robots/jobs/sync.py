@@ -7,7 +7,7 @@ APP_ID); robots we know but the portal lacks are added, robots whose registratio
 but the two lists.
 
 Deleting is guarded, because a wrong delete breaks every workflow that uses the robot. A code is
-deleted only when this server registered it (the registrations ledger of the installations store)
+deleted only when this server registered it (the registrations ledger, store/registrations.py)
 and no longer declares it on purpose:
 - a stored robot disabled or deleted in the register is "retired": its delete was confirmed when it
   was retired, and every sync makes it;
@@ -41,6 +41,7 @@ from b24robots.rest.client import RestClient
 from b24robots.robots.registry import Registry, clash_message
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.installations import Installations
+from b24robots.store.registrations import Registrations
 from b24robots.store.syncs import SyncLog
 
 from .trigger_sync import TriggerChange, apply_trigger, plan_triggers, remembered
@@ -86,6 +87,7 @@ class Syncer:
         self,
         registry: Registry,
         installations: Installations,
+        registrations: Registrations,
         rest: RestClient,
         handler_url: str,
         sync_log: SyncLog | None = None,
@@ -93,6 +95,7 @@ class Syncer:
         self.sync_log = sync_log  # the journal of syncs: every sync leaves an entry there
         self.registry = registry
         self.installations = installations
+        self.registrations = registrations  # what we registered on each portal
         self.rest = rest
         self.handler_url = handler_url
 
@@ -107,7 +110,7 @@ class Syncer:
             except MethodNotFound:
                 registered[kind] = set()
                 missing.add(kind)
-        remembered = await asyncio.to_thread(self.installations.registrations, member_id)
+        remembered = await asyncio.to_thread(self.registrations.of, member_id)
         retired = await asyncio.to_thread(self.registry.retired)
         plan: list[tuple[Change, RobotSpec | None]] = []
         for code, unsupported in sorted(wanted.items()):
@@ -194,7 +197,7 @@ class Syncer:
                 declared = await asyncio.to_thread(self.registry.triggers)
                 tplan, warning = await plan_triggers(
                     self.rest,
-                    self.installations,
+                    self.registrations,
                     member_id,
                     declared,
                     portal.language or "en",
@@ -224,7 +227,7 @@ class Syncer:
                         progress(change)
             for tchange, change in zip(tplan, tchanges, strict=True):
                 if change.action != "keep":
-                    await apply_trigger(self.rest, self.installations, member_id, tchange)
+                    await apply_trigger(self.rest, self.registrations, member_id, tchange)
                     done.append(change)
                     if progress:
                         progress(change)
@@ -269,7 +272,7 @@ class Syncer:
     def _trigger_change(self, member_id: str, change: TriggerChange) -> Change:
         if change.action != "delete":
             return Change(change.action, "trigger", change.code)
-        known = {c.lower() for c in remembered(self.installations, member_id)}
+        known = {c.lower() for c in remembered(self.registrations, member_id)}
         if change.code.lower() not in known:
             return Change("keep", "trigger", change.code, NOT_OURS)
         if change.code.lower() in self.registry.removed_triggers():
@@ -297,7 +300,7 @@ class Syncer:
             except MethodError as exc:
                 if exc.code != "ERROR_ACTIVITY_NOT_FOUND":
                     raise
-            await asyncio.to_thread(self.installations.set_registration, member_id, change.code, change.kind, None)
+            await asyncio.to_thread(self.registrations.record, member_id, change.code, change.kind, None)
             return
         assert spec is not None
         if change.action == "add":
@@ -318,4 +321,4 @@ class Syncer:
                 {"CODE": spec.code, "FIELDS": spec.registration_fields(self.handler_url)},
             )
         fingerprint = spec.fingerprint(self.handler_url)
-        await asyncio.to_thread(self.installations.set_registration, member_id, spec.code, spec.kind, fingerprint)
+        await asyncio.to_thread(self.registrations.record, member_id, spec.code, spec.kind, fingerprint)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from b24robots.errors import MethodError, MethodNotFound
 from b24robots.rest.client import RestClient
 from b24robots.robots.triggers import TriggerSpec
-from b24robots.store.installations import Installations
+from b24robots.store.registrations import Registrations
 
 KIND = "trigger"
 PREFIX = "trigger:"  # registrations of triggers are kept beside robots' under this prefix
@@ -40,23 +40,23 @@ class TriggerChange:
     lang: str = "en"  # the portal's language the NAME is sent in
 
 
-def remembered(installations: Installations, member_id: str) -> dict[str, str]:
+def remembered(ledger: Registrations, member_id: str) -> dict[str, str]:
     """trigger code -> fingerprint of what we registered (without the unavailable marker)."""
-    regs = installations.registrations(member_id)
+    regs = ledger.of(member_id)
     return {c[len(PREFIX) :]: fp for c, (kind, fp) in regs.items() if kind == KIND and c != UNAVAILABLE}
 
 
-def unavailable(installations: Installations, member_id: str) -> bool:
+def unavailable(ledger: Registrations, member_id: str) -> bool:
     """The last sync found no CRM automation on the portal."""
-    return UNAVAILABLE in installations.registrations(member_id)
+    return UNAVAILABLE in ledger.of(member_id)
 
 
-def portal_state(installations: Installations, member_id: str, spec: TriggerSpec, lang: str = "en") -> str:
+def portal_state(ledger: Registrations, member_id: str, spec: TriggerSpec, lang: str = "en") -> str:
     """A declared trigger on one portal: registered | changed (the next sync renames it) | missing |
     unavailable (the portal has no CRM automation), from the ledger of what we registered."""
-    if unavailable(installations, member_id):
+    if unavailable(ledger, member_id):
         return "unavailable"
-    known = {c.lower(): fp for c, fp in remembered(installations, member_id).items()}
+    known = {c.lower(): fp for c, fp in remembered(ledger, member_id).items()}
     fp = known.get(spec.code.lower())
     if fp is None:
         return "missing"
@@ -65,7 +65,7 @@ def portal_state(installations: Installations, member_id: str, spec: TriggerSpec
 
 async def plan_triggers(
     rest: RestClient,
-    installations: Installations,
+    ledger: Registrations,
     member_id: str,
     triggers: list[TriggerSpec],
     lang: str = "en",
@@ -78,16 +78,16 @@ async def plan_triggers(
 
     With no trigger declared and none remembered the portal is not asked at all.
     """
-    known = await asyncio.to_thread(remembered, installations, member_id)
+    known = await asyncio.to_thread(remembered, ledger, member_id)
     if not triggers and not known and not hold:
         return [], ""
     try:
         rows = await rest.call(member_id, "crm.automation.trigger.list")
     except MethodNotFound:
-        await asyncio.to_thread(installations.set_registration, member_id, UNAVAILABLE, KIND, "no-crm-automation")
+        await asyncio.to_thread(ledger.record, member_id, UNAVAILABLE, KIND, "no-crm-automation")
         return [], "the portal has no CRM automation (crm.automation.trigger.* are missing); triggers not registered"
-    if await asyncio.to_thread(unavailable, installations, member_id):
-        await asyncio.to_thread(installations.set_registration, member_id, UNAVAILABLE, KIND, None)
+    if await asyncio.to_thread(unavailable, ledger, member_id):
+        await asyncio.to_thread(ledger.record, member_id, UNAVAILABLE, KIND, None)
     if isinstance(rows, dict):
         rows = list(rows.values())
     # codes compare case-insensitively on the portal (protocol §6)
@@ -107,16 +107,16 @@ async def plan_triggers(
     return plan, ""
 
 
-async def apply_trigger(rest: RestClient, installations: Installations, member_id: str, change: TriggerChange) -> None:
+async def apply_trigger(rest: RestClient, ledger: Registrations, member_id: str, change: TriggerChange) -> None:
     if change.action == "delete":
         try:
             await rest.call(member_id, "crm.automation.trigger.delete", {"CODE": change.code})
         except MethodError as exc:
             if exc.description != "Trigger not found":
                 raise
-        await asyncio.to_thread(installations.set_registration, member_id, PREFIX + change.code, KIND, None)
+        await asyncio.to_thread(ledger.record, member_id, PREFIX + change.code, KIND, None)
         return
     assert change.spec is not None
     await rest.call(member_id, "crm.automation.trigger.add", change.spec.to_registration(change.lang))
     fingerprint = change.spec.fingerprint(change.lang)
-    await asyncio.to_thread(installations.set_registration, member_id, PREFIX + change.code, KIND, fingerprint)
+    await asyncio.to_thread(ledger.record, member_id, PREFIX + change.code, KIND, fingerprint)

@@ -24,7 +24,8 @@ from b24robots.rest.tokens import UserToken
 from b24robots.robots.context import RobotContext
 from b24robots.robots.values import short
 from b24robots.store.caller_tokens import CallerTokens
-from b24robots.store.installations import Installation, Installations
+from b24robots.store.installation_rows import Installation
+from b24robots.store.installations import Installations
 from b24robots.store.journal import Invocation, Journal
 
 from .bookkeeping import persist

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from b24robots.portal.grant import normal_host
-from b24robots.store.installations import Installation, Installations
+from b24robots.store.installation_rows import Installation
+from b24robots.store.installations import Installations
 
 log = logging.getLogger("b24robots.portal")
 

@@ -35,8 +35,10 @@ from b24robots.portal.auth import Denied, authenticate
 from b24robots.portal.grant import Claim, claim_from_event, claim_from_frame, event_name
 from b24robots.portal.oauth import Confirmed, OAuthServers, Refused
 from b24robots.rest.client import RestClient
-from b24robots.store.installations import UNINSTALLED, Installation, Installations, InstallGrant
+from b24robots.store.installation_rows import UNINSTALLED, Installation
+from b24robots.store.installations import Installations, InstallGrant
 from b24robots.store.journal import Journal
+from b24robots.store.registrations import Registrations
 
 log = logging.getLogger("b24robots.portal")
 
@@ -106,6 +108,7 @@ class Lifecycle:
         self,
         *,
         installations: Installations,
+        registrations: Registrations,
         journal: Journal,
         oauth: OAuthServers,
         rest: RestClient,
@@ -115,6 +118,7 @@ class Lifecycle:
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
     ) -> None:
         self.installations = installations
+        self.registrations = registrations  # forgotten when the portal deletes our robots
         self.journal = journal
         self.oauth = oauth
         self.rest = rest
@@ -167,7 +171,7 @@ class Lifecycle:
         if existing is not None and existing.status != UNINSTALLED and confirmed.installed:
             return await self._opening(existing, confirmed, claim)
         inst = await self._store(confirmed, claim, application_token=claim.application_token)
-        await self._io(self.installations.clear_registrations, inst.member_id)
+        await self._io(self.registrations.clear, inst.member_id)
         log.info("installed on %s (app frame)", inst.domain)
         # ONAPPINSTALL must be bound before the page calls BX24.installFinish(), or the token never comes
         try:
@@ -186,7 +190,7 @@ class Lifecycle:
         if await self._io(self.installations.relocate, inst.member_id, confirmed.domain, confirmed.client_endpoint):
             log.info("portal %s moved to %s", inst.domain, confirmed.domain)
             inst = await self._io(self.installations.by_id, inst.id)
-        regs = await self._io(self.installations.registrations, inst.member_id)
+        regs = await self._io(self.registrations.of, inst.member_id)
         return Outcome(200, page=self.opening_page(inst, regs, claim.language))
 
     def opening_page(self, inst: Installation, regs: Mapping[str, tuple[str, str]], language: str) -> str:
@@ -221,7 +225,7 @@ class Lifecycle:
         fresh = existing is None or not existing.active or existing.has_application_token
         inst = await self._store(confirmed, claim, application_token=claim.application_token)
         if fresh:
-            await self._io(self.installations.clear_registrations, inst.member_id)
+            await self._io(self.registrations.clear, inst.member_id)
         log.info("installed on %s (ONAPPINSTALL%s)", inst.domain, ", refreshed" if confirmed.refreshed else "")
         self.spawn(self._settle_then_sync(inst.member_id))
         return Outcome(200, {"status": "installed"})
@@ -229,7 +233,7 @@ class Lifecycle:
     async def _updated(self, claim: Claim) -> Outcome:
         confirmed = await self.oauth.confirm(claim)
         inst = await self._store(confirmed, claim, application_token=claim.application_token)
-        await self._io(self.installations.clear_registrations, inst.member_id)  # the update deleted them
+        await self._io(self.registrations.clear, inst.member_id)  # the update deleted them
         log.info("application updated on %s", inst.domain)
         self.spawn(self._settle_then_sync(inst.member_id))
         return Outcome(200, {"status": "updated"})

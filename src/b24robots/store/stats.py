@@ -30,7 +30,7 @@ from sqlalchemy import Integer, and_, case, cast, func, literal, literal_column,
 from sqlalchemy.sql.elements import ColumnElement
 
 from b24robots.store.db import Database
-from b24robots.store.installations import NEEDS_REINSTALL
+from b24robots.store.installation_rows import NEEDS_REINSTALL
 from b24robots.store.models import InstallationRow, InvocationRow
 from b24robots.store.rollup import HOUR, Rollup, Tally
 

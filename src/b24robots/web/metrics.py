@@ -15,6 +15,7 @@ from b24robots.errors import StoreUnavailable
 from b24robots.rest.limiter import gcra_wait
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
+from b24robots.store.limiter_state import LimiterBuckets
 from b24robots.store.retention import database_size
 from b24robots.store.stats import PERIODS, RunStats, Stats, Window
 
@@ -31,9 +32,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class _JournalCollector(Collector):
     """Gauges read at scrape time, from `Stats` like the admin dashboard (so the two cannot disagree)."""
 
-    def __init__(self, journal: Journal, installations: Installations) -> None:
+    def __init__(self, journal: Journal, installations: Installations, buckets: LimiterBuckets) -> None:
         self.journal = journal
         self.installations = installations
+        self.buckets = buckets
         self.stats = Stats(journal.db)
         self._windows: dict[str, tuple[float, Window]] = {}
 
@@ -87,7 +89,7 @@ class _JournalCollector(Collector):
         )
         now = time.time()
         for inst in self.installations.all():
-            tat = self.installations.tat(inst.member_id)
+            tat = self.buckets.tat(inst.member_id)
             wait.add_metric([inst.domain], gcra_wait(tat, now, inst.rate, inst.burst))
         yield wait
 
@@ -189,7 +191,7 @@ class _SandboxCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, journal: Journal, installations: Installations) -> None:
+    def __init__(self, journal: Journal, installations: Installations, buckets: LimiterBuckets) -> None:
         self.registry = CollectorRegistry()
         self.acks = Histogram(
             "b24robots_ack_seconds",
@@ -219,7 +221,7 @@ class Metrics:
         self.connection_bytes = Counter(
             "b24robots_connection_bytes", "Bytes received through connections", ["connection"], registry=self.registry
         )
-        self.registry.register(_JournalCollector(journal, installations))
+        self.registry.register(_JournalCollector(journal, installations, buckets))
 
     def watch_sandbox(self, health: Callable[[], dict[str, Any]]) -> None:
         """Report the sandbox pool whose `health()` this is (once, when the pool has started)."""

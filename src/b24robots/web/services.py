@@ -38,8 +38,11 @@ from b24robots.store.db import Database, private_dir
 from b24robots.store.group_commit import GroupWriter
 from b24robots.store.installations import Installations
 from b24robots.store.journal import Journal
+from b24robots.store.limiter_state import LimiterBuckets
+from b24robots.store.portal_tokens import PortalTokens
 from b24robots.store.processes import Processes
 from b24robots.store.register import Register
+from b24robots.store.registrations import Registrations
 from b24robots.store.retention import Retention, RetentionPeriods
 from b24robots.store.syncs import SyncLog
 from b24robots.store.trigger_register import TriggerRegister
@@ -54,6 +57,10 @@ class Services:
     db: Database
     vault: Vault
     installations: Installations
+    # the same rows, one store per consumer: the REST client's tokens and buckets, the sync's ledger
+    tokens: PortalTokens
+    buckets: LimiterBuckets
+    registrations: Registrations
     register: Register
     trigger_register: TriggerRegister
     registry: Registry
@@ -205,6 +212,7 @@ class Services:
         if self._lifecycle is None:
             self._lifecycle = Lifecycle(
                 installations=self.installations,
+                registrations=self.registrations,
                 journal=self.journal,
                 oauth=self.oauth or self._oauth(),
                 rest=self.rest,
@@ -287,6 +295,7 @@ def build_services(
         settings.secret_key.get_secret_value() if settings.secret_key else None, settings.data_dir
     )
     installations = Installations(db, vault, cache_seconds=settings.cache_seconds)
+    tokens, buckets, registrations = PortalTokens(db, vault), LimiterBuckets(db), Registrations(db)
     register = Register(db, cache_seconds=settings.cache_seconds)
     trigger_register = TriggerRegister(db, cache_seconds=settings.cache_seconds)
     registry = Registry(router if router is not None else Router(), register, trigger_register)
@@ -295,15 +304,15 @@ def build_services(
         AppCredentials(settings.client_id, settings.client_secret.get_secret_value()) if settings.client_id else None
     )
     rest = RestClient(
-        installations,
+        tokens,
         app=app_creds,
-        limiter=installations,
+        limiter=buckets,
         transport=transport,
         retry=retry,
         allow_http=settings.allow_http_portals,
     )
     http = httpx.AsyncClient(transport=transport, timeout=15.0, follow_redirects=False)
-    metrics = Metrics(journal, installations)
+    metrics = Metrics(journal, installations, buckets)
     connections = ConnectionStore(db, vault)
     hub = ConnectionHub(connections, transport=connection_transport, observe=metrics.observe_connection)
     caller_tokens = CallerTokens(db, vault)
@@ -312,6 +321,9 @@ def build_services(
         db=db,
         vault=vault,
         installations=installations,
+        tokens=tokens,
+        buckets=buckets,
+        registrations=registrations,
         register=register,
         trigger_register=trigger_register,
         registry=registry,
@@ -319,8 +331,8 @@ def build_services(
         rest=rest,
         http=http,
         runner=Runner(registry, connections=hub, methods=parse_patterns(settings.sandbox_methods, SANDBOX_METHODS)),
-        syncer=Syncer(registry, installations, rest, settings.handler_url, SyncLog(db)),
-        outbound=Outbound(registry, installations, journal, rest),
+        syncer=Syncer(registry, installations, registrations, rest, settings.handler_url, SyncLog(db)),
+        outbound=Outbound(registry, installations, registrations, buckets, journal, rest),
         audit=Audit(db),
         apikeys=ApiKeys(db),
         metrics=metrics,

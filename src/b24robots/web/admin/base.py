@@ -25,7 +25,7 @@ from b24robots.robots.registry import Resolved
 from b24robots.robots.spec import RobotSpec
 from b24robots.store.audit import MAX_ID
 from b24robots.store.db import read_off_loop
-from b24robots.store.installations import Installation
+from b24robots.store.installation_rows import Installation
 from b24robots.store.users import AdminUser, Users
 from b24robots.web.admin.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
 from b24robots.web.admin.i18n import COOKIE as LANG_COOKIE
@@ -296,7 +296,7 @@ class Admin:
         """(portals that have `code` registered exactly as it is declared now, active portals)."""
         resolved = self.svc.registry.resolve(code)
         portals = [i for i in self.portals() if i.active]
-        regs = {i.member_id: self.svc.installations.registrations(i.member_id) for i in portals}
+        regs = {i.member_id: self.svc.registrations.of(i.member_id) for i in portals}
         states = self.sync_state(resolved, portals, regs) if resolved else []
         return sum(1 for s in states if s["state"] == "ok"), len(portals)
 

@@ -63,7 +63,7 @@ def build_admin(services: Services) -> Admin:
     async def robots(ctx: Ctx) -> Response:
         def load() -> dict[str, Any]:
             portals = admin.portals()
-            regs = {i.member_id: svc.installations.registrations(i.member_id) for i in portals if i.active}
+            regs = {i.member_id: svc.registrations.of(i.member_id) for i in portals if i.active}
             stored = {r.code: r for r in svc.register.robots()}
             rows = []
             for resolved in svc.registry.all():
@@ -179,7 +179,7 @@ def build_admin(services: Services) -> Admin:
 
     def robot_sync_state(resolved: Resolved | None) -> list[dict[str, str]]:
         portals = [i for i in admin.portals() if i.active]
-        regs = {i.member_id: svc.installations.registrations(i.member_id) for i in portals}
+        regs = {i.member_id: svc.registrations.of(i.member_id) for i in portals}
         return admin.sync_state(resolved, portals, regs) if resolved else []
 
     async def stored_robot_page(code: str) -> dict[str, Any]:
@@ -420,7 +420,7 @@ def build_admin(services: Services) -> Admin:
             out = []
             wanted = {r.spec.code for r in svc.registry.all()}
             for inst in admin.portals():
-                regs = svc.installations.registrations(inst.member_id) if inst.active else {}
+                regs = svc.registrations.of(inst.member_id) if inst.active else {}
                 out.append({"inst": inst, "registered": len(set(regs) & wanted), "wanted": len(wanted)})
             return out
 

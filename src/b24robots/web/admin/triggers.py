@@ -48,7 +48,7 @@ def add_trigger_pages(admin: Admin) -> None:
         for inst in portals:
             for spec in declared:
                 states.setdefault(spec.code, {})[inst.domain] = portal_state(
-                    svc.installations, inst.member_id, spec, inst.language or "en"
+                    svc.registrations, inst.member_id, spec, inst.language or "en"
                 )
         sources = {spec.code: svc.registry.trigger_source(spec.code) or "" for spec in declared}
         domains = {i.id: i.domain for i in admin.portals()}
