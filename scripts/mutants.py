@@ -47,9 +47,16 @@ MODULES: dict[str, list[str]] = {
     ],
     "store/installations.py": [
         "tests/test_store_installations_rules.py",
+        "tests/test_store_portal_tokens.py",
         "tests/test_installations_sync.py",
-        "tests/test_reliability_refresh.py",
     ],
+    "store/portal_tokens.py": [
+        "tests/test_store_portal_tokens.py",
+        "tests/test_reliability_refresh.py",
+        "tests/test_installations_sync.py",
+    ],
+    "store/limiter_state.py": ["tests/test_store_limiter_state.py"],
+    "store/registrations.py": ["tests/test_store_registrations.py", "tests/test_store_installations_rules.py"],
     "rest/client.py": [
         "tests/rest/test_rest_units.py",
         "tests/rest/test_rest_client.py",
@@ -162,14 +169,14 @@ _intake = [
     _m(
         INTAKE,
         "portal/install.py",
-        """        await self._io(self.installations.clear_registrations, inst.member_id)  # the update deleted them""",
+        """        await self._io(self.registrations.clear, inst.member_id)  # the update deleted them""",
         "",
         "Lifecycle._updated: registrations not cleared on update",
     ),
     _m(
         INTAKE,
         "portal/install.py",
-        """        await self._io(self.installations.clear_registrations, inst.member_id)
+        """        await self._io(self.registrations.clear, inst.member_id)
         log.info("installed on %s (app frame)", inst.domain)""",
         """        log.info("installed on %s (app frame)", inst.domain)""",
         "Lifecycle.frame: registrations not cleared on a frame install",
@@ -663,28 +670,6 @@ _installations = [
     _m(
         "store/installations.py",
         "store/installations.py",
-        """                if reg is not None:
-                    s.delete(reg)""",
-        """                pass""",
-        "set_registration: deletion not recorded",
-    ),
-    _m(
-        "store/installations.py",
-        "store/installations.py",
-        "if row.status == NEEDS_REINSTALL:",
-        "if False:",
-        "load: needs_reinstall portals still called",
-    ),
-    _m(
-        "store/installations.py",
-        "store/installations.py",
-        "row.domain = netloc_of(client_endpoint) or row.domain  # host with its port",
-        "pass",
-        "update_endpoint: domain not updated on a portal move",
-    ),
-    _m(
-        "store/installations.py",
-        "store/installations.py",
         """            if grant.application_token:
                 row.application_token_hash = self.vault.digest(grant.application_token)""",
         """            row.application_token_hash = self.vault.digest(grant.application_token)""",
@@ -715,27 +700,6 @@ _installations = [
     _m(
         "store/installations.py",
         "store/installations.py",
-        "status=case((InstallationRow.status == NEEDS_REINSTALL, ACTIVE), else_=InstallationRow.status),",
-        "status=InstallationRow.status,",
-        "swap: a valid refreshed pair does not end needs_reinstall",
-    ),
-    _m(
-        "store/installations.py",
-        "store/installations.py",
-        "InstallationRow.member_id == portal_key, InstallationRow.status != UNINSTALLED",
-        "InstallationRow.member_id == portal_key",
-        "mark_needs_reinstall: an uninstalled portal marked needs_reinstall",
-    ),
-    _m(
-        "store/installations.py",
-        "store/installations.py",
-        "new_tat, wait = gcra_take(tat, clock(), stored_rate or rate, stored_burst or burst)",
-        "new_tat, wait = gcra_take(tat, clock(), rate, burst)",
-        "take: the stored rate limit ignored",
-    ),
-    _m(
-        "store/installations.py",
-        "store/installations.py",
         """            if row.domain == domain and row.client_endpoint == client_endpoint:
                 return False""",
         """            if row.domain == domain:
@@ -749,12 +713,122 @@ _installations = [
         """            if True:""",
         "verify: an inactive installation remembered as accepted",
     ),
+]
+
+_portal_tokens = [
     _m(
-        "store/installations.py",
-        "store/installations.py",
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
+        "if row.status == NEEDS_REINSTALL:",
+        "if False:",
+        "load: needs_reinstall portals still called",
+    ),
+    _m(
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
+        "row.domain = netloc_of(client_endpoint) or row.domain  # host with its port",
+        "pass",
+        "update_endpoint: domain not updated on a portal move",
+    ),
+    _m(
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
+        "status=case((InstallationRow.status == NEEDS_REINSTALL, ACTIVE), else_=InstallationRow.status),",
+        "status=InstallationRow.status,",
+        "swap: a valid refreshed pair does not end needs_reinstall",
+    ),
+    _m(
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
+        "InstallationRow.member_id == portal_key, InstallationRow.status != UNINSTALLED",
+        "InstallationRow.member_id == portal_key",
+        "mark_needs_reinstall: an uninstalled portal marked needs_reinstall",
+    ),
+    _m(
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
         "                        InstallationRow.refresh_until < now,",
         "                        InstallationRow.refresh_until < 0,",
         "claim_refresh: a crashed refresher's claim never expires",
+    ),
+    _m(
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
+        "if row.status == UNINSTALLED:",
+        "if False:",
+        "load: an uninstalled portal still called",
+    ),
+    _m(
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
+        "stmt = stmt.where(InstallationRow.token_version == version)",
+        "pass",
+        "mark_needs_reinstall: the loser of a refresh race locks out the winner's pair",
+    ),
+    _m(
+        "store/portal_tokens.py",
+        "store/portal_tokens.py",
+        "InstallationRow.member_id == portal_key, InstallationRow.refresh_holder == holder",
+        "InstallationRow.member_id == portal_key",
+        "release_refresh: another holder's claim released",
+    ),
+]
+
+_limiter_state = [
+    _m(
+        "store/limiter_state.py",
+        "store/limiter_state.py",
+        "new_tat, wait = gcra_take(tat, clock(), stored_rate or rate, stored_burst or burst)",
+        "new_tat, wait = gcra_take(tat, clock(), rate, burst)",
+        "take: the stored rate limit ignored",
+    ),
+    _m(
+        "store/limiter_state.py",
+        "store/limiter_state.py",
+        "                s.execute(row.values(limiter_tat=new_tat))",
+        "                pass",
+        "take: a taken slot not stored (every process sees an empty bucket)",
+    ),
+    _m(
+        "store/limiter_state.py",
+        "store/limiter_state.py",
+        "full = gcra_full(tat, now, stored_rate or rate, stored_burst or burst)",
+        "full = gcra_full(tat, now, rate, burst)",
+        "backoff: the stored rate limit ignored",
+    ),
+]
+
+_registrations = [
+    _m(
+        "store/registrations.py",
+        "store/registrations.py",
+        """                if reg is not None:
+                    s.delete(reg)""",
+        """                pass""",
+        "record: a forgotten registration kept",
+    ),
+    _m(
+        "store/registrations.py",
+        "store/registrations.py",
+        """                s.add(reg)
+            reg.kind, reg.fingerprint, reg.registered_at = kind, fingerprint, time.time()""",
+        """                s.add(reg)
+                reg.kind, reg.fingerprint, reg.registered_at = kind, fingerprint, time.time()""",
+        "record: a changed registration keeps its old fingerprint",
+    ),
+    _m(
+        "store/registrations.py",
+        "store/registrations.py",
+        "regs = s.scalars(select(RegistrationRow).where(RegistrationRow.installation_id == row.id))",
+        "regs = s.scalars(select(RegistrationRow))",
+        "of: another portal's registrations read as this one's",
+    ),
+    _m(
+        "store/registrations.py",
+        "store/registrations.py",
+        "            s.execute(delete(RegistrationRow).where(RegistrationRow.installation_id == row.id))",
+        "            s.execute(delete(RegistrationRow))",
+        "clear: every portal's registrations forgotten",
     ),
 ]
 
@@ -1157,6 +1231,9 @@ MUTANTS: list[Mutant] = [
     *_params,
     *_sender,
     *_installations,
+    *_portal_tokens,
+    *_limiter_state,
+    *_registrations,
     *_client,
     *_limiter,
     *_formcodec,

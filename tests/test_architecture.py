@@ -126,6 +126,50 @@ def test_dependency_arrows(path: Path) -> None:
     assert not bad, f"{path.relative_to(SRC)} ({layer}) must not import {sorted(bad)}"
 
 
+def modules_imported_by(path: Path) -> set[str]:
+    """The b24robots modules `path` imports, as paths under src/b24robots (`store/journal.py`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {"/".join(n.split(".")[1:]) + ".py" for n in names if n.startswith("b24robots.")}
+    return found
+
+
+# the stores of the installations table, one per consumer; what they share is in installation_rows
+INSTALLATION_STORES = {
+    "store/installations.py",
+    "store/portal_tokens.py",
+    "store/limiter_state.py",
+    "store/registrations.py",
+}
+# the modules that may import each store besides the composition root: everyone else is not handed it
+STORE_CONSUMERS = {
+    "store/portal_tokens.py": set(),  # the REST client sees it only as its TokenStore
+    "store/limiter_state.py": {"jobs/outbound.py", "web/metrics.py"},  # the REST client's LimiterState
+    "store/registrations.py": {"jobs/sync.py", "jobs/trigger_sync.py", "jobs/outbound.py", "portal/install.py"},
+}
+
+
+def test_the_installations_stores_share_only_the_row_mapping() -> None:
+    for store in INSTALLATION_STORES:
+        siblings = modules_imported_by(SRC / store) & INSTALLATION_STORES
+        assert not siblings, f"{store} must not import {sorted(siblings)}: share code in store/installation_rows.py"
+
+
+def test_each_installations_store_reaches_only_its_consumers() -> None:
+    wired = {"web/services.py"} | COMPOSITION_ROOTS
+    for path in source_files():
+        rel = str(path.relative_to(SRC))
+        for store in modules_imported_by(path) & set(STORE_CONSUMERS):
+            assert rel in STORE_CONSUMERS[store] | wired, f"{rel} imports {store}, which is not its store"
+
+
 def test_only_the_web_layer_imports_the_admin_ui() -> None:
     """The CLI reaches forms, diffs and test runs through `authoring`, never through the admin views."""
     offenders = []

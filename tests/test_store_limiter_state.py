@@ -40,6 +40,8 @@ def test_the_stored_rate_limit_wins_for_every_process(db: Database) -> None:
     waits = [buckets.take(M, lambda: 1000.0, 2.0, 50) for _ in range(251)]  # a caller that assumes 2/s, 50
     # 5/s, 250: ARRIVAL_SLACK (0.5 s) costs 2.5 slots after the empty bucket
     assert max(waits[:247]) < 1e-6 and waits[247] == pytest.approx(0.1) and waits[250] == pytest.approx(0.1)
+    buckets.backoff(M, 2000.0, 2.0, 50)  # a refusal fills the stored bucket: 250 slots at 5/s
+    assert buckets.tat(M) == pytest.approx(2050.0)
 
 
 def test_a_portal_never_installed_has_no_bucket(db: Database) -> None:
