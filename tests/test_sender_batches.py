@@ -262,3 +262,43 @@ async def test_one_portal_is_drained_by_one_task_its_batches_one_after_another(t
             await asyncio.gather(*(wf.closed(timeout=30) for wf in workflows))
         assert batches(h, before) == 3
         assert time.monotonic() - begun >= 3.0
+
+
+async def test_portals_take_turns_and_a_drained_batch_needs_no_new_look(tmp_path: Path) -> None:
+    """Twelve portals owe 26 answers each (two batches), four are served at once: every portal's first
+    batch goes out before any portal's second (a portal just served goes behind all not served since).
+    A portal whose batch left answers owed is served again from memory: the owed portals are looked up
+    once for the 24 batches, not after each (the poll is far away, nothing new is announced)."""
+    async with harness(tmp_path) as h:
+        await h.install()
+        portals = [h.sim.add_portal() for _ in range(12)]
+        for portal in portals:
+            await h.sim.install_app(h.app, portal)
+        await h.svc.wait_syncs()
+        workflows = [
+            await h.sim.start_robot(portal, "s.fast", wait_delivery=True) for _ in range(26) for portal in portals
+        ]
+        answer_all(h)
+        looks = 0
+        owing = h.svc.journal.portals_owing
+
+        def counted(*args: object, **kwargs: object) -> list[int]:
+            nonlocal looks
+            looks += 1
+            return owing(*args, **kwargs)  # type: ignore[arg-type]
+
+        h.svc.journal.portals_owing = counted  # type: ignore[method-assign]
+        before = len(h.sim.calls)
+        svc = h.svc
+        sender = Sender(svc.journal, svc.installations, svc.rest, Wakeup(), poll=30.0, concurrency=4)
+        task = asyncio.create_task(sender.run())
+        try:
+            await asyncio.gather(*(wf.closed(timeout=60) for wf in workflows))
+        finally:
+            await sender.stop()
+            await task
+        order = [c.domain for c in list(h.sim.calls)[before:] if c.method == "batch"]
+        assert len(order) == 24
+        assert set(order[:12]) == {p.domain for p in portals}  # each portal's first batch, then the seconds
+        assert set(order[12:]) == {p.domain for p in portals}
+        assert looks == 1

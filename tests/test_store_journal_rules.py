@@ -150,3 +150,13 @@ def test_each_replay_gets_its_own_token(db: Database) -> None:
     first, second = j.replay(inv_id), j.replay(inv_id)
     assert (first.event_token, second.event_token) == ("t#replay1", "t#replay2")
     assert j.original_token(second) == "t"
+
+
+def test_portals_owing_names_every_owed_portal_not_only_the_hundred_longest_waiting(db: Database) -> None:
+    """The sender takes turns among all owed portals: a portal whose answers are newer than those of 150
+    others is still in the look (with a cap of 100 it waited until one of them was drained)."""
+    j = Journal(db)
+    ids = [install(db, f"{n:032d}") for n in range(151)]
+    for n, iid in enumerate(ids):
+        j.enqueue_dead(new(iid, f"t{n}"), error="e", log_message="m", outputs={}, now=10.0 + n)
+    assert j.portals_owing(now=1000.0) == ids  # the longest-waiting first

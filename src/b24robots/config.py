@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         description="an answer to a workflow that waits without a timeout is given up after this many days "
         "of failed deliveries (others are given up at their workflow's own deadline)",
     )
+    delivery_concurrency: int = Field(
+        default=128,
+        ge=1,
+        le=1024,
+        description="portals answered at once per process (each one's own rate limit is then the only limit)",
+    )
     heartbeat_seconds: float = Field(
         default=2.0, gt=0, le=60, description="how often a serve/worker process records that it is alive"
     )

@@ -18,9 +18,11 @@ workflow that waits without one, `give_up_seconds` (B24R_DELIVERY_GIVE_UP_DAYS) 
 became owed. Outbound calls in the journal (trigger fires, workflow starts) ride in the same
 batches as one command each; one the portal refused for good (an unknown trigger, a wrong entity)
 is given up at once, while a refused batch, the rate limit or a server error is retried.
-Up to `concurrency` portals are served at once (each waits only for its own bucket), round-robin: a
-portal just served goes behind every owed portal not served since, the longest-waiting first, so none
-starves.
+Up to `concurrency` portals (B24R_DELIVERY_CONCURRENCY) are served at once, enough that each waits only
+for its own bucket; beyond that, round-robin: a portal just served goes behind every owed portal not
+served since, the longest-waiting first, so none starves. The owed portals are looked up when answers
+are announced (the worker's wake-up, NOTIFY on PostgreSQL) or the poll passes, not after every batch: a
+portal whose batch left answers owed is served again from memory.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ from .worker import owner_id
 log = logging.getLogger("b24robots.sender")
 
 BATCH_MAX = 50
+OWING_LOOK = 10_000
+"""Owed portals read in one look: all of them in practice, so round-robin can reach every one."""
 PROBE_MESSAGE = "Answer ready"
 """The `bizproc.activity.log` line sent before an answer when the robot logged nothing itself."""
 LOCKED, GONE = "423", "404"
@@ -97,7 +101,7 @@ class Sender:
         rest: RestClient,
         wakeup: Wakeup,
         *,
-        concurrency: int = 32,
+        concurrency: int = 128,
         lease: float = 120.0,
         poll: float = 5.0,
         give_up_seconds: float = DEFAULT_GIVE_UP_DAYS * DAY,
@@ -121,6 +125,8 @@ class Sender:
         self._busy: set[int] = set()
         self._served: dict[int, int] = {}  # installation id -> when its last batch started (a counter)
         self._round = 0
+        self._again: list[int] = []  # portals whose last batch left answers owed, in the order they finished
+        self._freed = asyncio.Event()  # a portal's batch is over: its slot is free
 
     @property
     def alive(self) -> bool:
@@ -128,21 +134,33 @@ class Sender:
 
     async def run(self) -> None:
         self.wakeup.bind(asyncio.get_running_loop())
+        self._freed = asyncio.Event()
         tasks: set[asyncio.Task[None]] = set()
+        known: list[int] = []  # owed portals from the last look, the longest-waiting first, not started since
+        look = True
+        next_poll = 0.0
         while not self._stopping.is_set():
             self.last_loop = time.time()
-            try:
-                portals = await asyncio.to_thread(self.journal.portals_owing)
-            except Exception:
-                log.exception("looking for owed answers failed")
-                portals = []
-            started = 0
+            # a look is a GROUP BY over every owed answer: taken when something new may be owed (a wake-up,
+            # or the poll: deferred answers come due, leases lapse) and a slot is free, not after every batch
+            if (look or time.monotonic() >= next_poll) and len(self._busy) < self.concurrency:
+                look = False
+                next_poll = time.monotonic() + self.poll
+                try:
+                    known = await asyncio.to_thread(self.journal.portals_owing, limit=OWING_LOOK)
+                except Exception:
+                    log.exception("looking for owed answers failed")
+                    known = []
+            again, self._again = self._again, []
+            candidates = list(dict.fromkeys([*known, *again]))
             # round-robin: a portal just served goes behind every owed portal not served since; among
             # equals, the one whose oldest answer waits longest first (portals_owing's order)
-            order = {pid: i for i, pid in enumerate(portals)}
-            portals.sort(key=lambda pid: (self._served.get(pid, 0), order[pid]))
-            for installation_id in portals:
+            order = {pid: i for i, pid in enumerate(candidates)}
+            candidates.sort(key=lambda pid: (self._served.get(pid, 0), order[pid]))
+            waiting: list[int] = []
+            for installation_id in candidates:
                 if installation_id in self._busy or len(self._busy) >= self.concurrency:
+                    waiting.append(installation_id)
                     continue
                 self._busy.add(installation_id)
                 self._round += 1
@@ -150,14 +168,16 @@ class Sender:
                 task = asyncio.create_task(self._drain(installation_id))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                started += 1
-            if started == 0:
-                stop = asyncio.ensure_future(self._stopping.wait())
-                wake = asyncio.ensure_future(self.wakeup.wait(self.poll))
-                await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
-                for f in (stop, wake):
-                    if not f.done():
-                        f.cancel()
+            known = waiting  # a started portal comes back through `_again` when its batch left answers owed
+            stop = asyncio.ensure_future(self._stopping.wait())
+            wake = asyncio.ensure_future(self.wakeup.wait(max(0.0, next_poll - time.monotonic())))
+            freed = asyncio.ensure_future(self._freed.wait())
+            done, _ = await asyncio.wait({stop, wake, freed}, return_when=asyncio.FIRST_COMPLETED)
+            for f in (stop, wake, freed):
+                if not f.done():
+                    f.cancel()
+            self._freed.clear()
+            look = look or wake in done  # announced answers (or the poll's time): look again
         if tasks:
             await asyncio.wait(tasks, timeout=10)
 
@@ -166,15 +186,20 @@ class Sender:
 
     async def _drain(self, installation_id: int) -> None:
         """Send one batch for this portal (the loop comes back for the next one)."""
+        more = False
         try:
-            await self._send_batch(installation_id)
+            more = await self._send_batch(installation_id)
         except Exception:
             log.exception("delivering answers for installation %s failed", installation_id)
         finally:
             self._busy.discard(installation_id)
-            self.wakeup.notify()
+            if more:
+                self._again.append(installation_id)
+            self._freed.set()
 
-    async def _send_batch(self, installation_id: int) -> None:
+    async def _send_batch(self, installation_id: int) -> bool:
+        """One batch for this portal; True when answers are still owed to it at once (a full claim, answers
+        that did not fit or that a halted batch never ran), so the loop serves it again without a look."""
         invs = await asyncio.to_thread(
             self.journal.claim_deliveries,
             installation_id,
@@ -184,14 +209,15 @@ class Sender:
             process=self.process,
         )
         if not invs:
-            return
+            return False
+        more = len(invs) >= BATCH_MAX
         now = time.time()
         late = {i.id for i in invs if i.too_late(now)}
         if late:
             await persist("expiring late answers", self.journal.expire_late, sorted(late), self.owner)
         due = [i for i in invs if i.id not in late]
         if not due:
-            return
+            return more
         portal = await asyncio.to_thread(self.installations.by_id, installation_id)
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         packed: list[Invocation] = []
@@ -202,6 +228,7 @@ class Sender:
             commands.update(cmds)
             packed.append(inv)
         if len(packed) < len(due):  # no room in this batch: they stay owed for the next one
+            more = True
             await persist("returning leases", self.journal.unlease, [i.id for i in due[len(packed) :]], self.owner)
         due = packed
         try:
@@ -218,7 +245,7 @@ class Sender:
                 delay=delay,
                 give_up_seconds=self.give_up_seconds,
             )
-            return
+            return False
         self.batches += 1
         failed: dict[int, Exception] = {}
         locked: list[int] = []
@@ -260,6 +287,7 @@ class Sender:
                 reason="the workflow was locked; sent again shortly",
             )
         if unrun:
+            more = True
             await persist("returning leases", self.journal.unlease, unrun, self.owner)
         handled = set(locked) | set(unrun)
         due = [inv for inv in due if inv.id not in handled]
@@ -289,3 +317,4 @@ class Sender:
             )
         if self.on_delivered and ok:
             self.on_delivered(installation_id, ok)
+        return more

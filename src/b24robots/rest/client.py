@@ -142,6 +142,10 @@ class RestClient:
             timeout=timeout,
             follow_redirects=False,
             headers={"User-Agent": "b24robots-rest/1"},
+            # one connection per portal served at once (the sender answers up to B24R_DELIVERY_CONCURRENCY
+            # portals side by side), kept open between batches: httpx's default keeps 20, so with more
+            # portals nearly every batch paid a new TCP and TLS handshake
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30.0),
         )
         self._transport = Transport(
             tokens,

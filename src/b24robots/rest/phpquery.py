@@ -18,6 +18,11 @@ __all__ = ["http_build_query"]
 
 
 def _without_none(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int:  # most leaves: no ABC isinstance checks (slow) for them
+        return value
+    if kind is dict:
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, float) and not math.isfinite(value):
         raise TypeError(f"batch parameters: {value!r} cannot be sent to Bitrix24")
     if isinstance(value, Mapping):

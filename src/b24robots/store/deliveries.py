@@ -22,7 +22,7 @@ class Deliveries:
     def _notify(self, s: Session) -> None:
         raise NotImplementedError
 
-    def portals_owing(self, now: float | None = None, limit: int = 100) -> list[int]:
+    def portals_owing(self, now: float | None = None, limit: int = 10_000) -> list[int]:
         """Installations with answers due, the longest-waiting first (fair across portals)."""
         now = time.time() if now is None else now
         with self.db.read() as s:

@@ -154,6 +154,7 @@ class Services:
             self.rest,
             self.deliver_wakeup,
             give_up_seconds=self.settings.delivery_give_up_days * DAY,
+            concurrency=self.settings.delivery_concurrency,
             on_delivered=self.metrics.observe_delivery,
             process=info.id,
         )
