@@ -2,7 +2,8 @@
 
 SQLite runs in WAL mode with a busy timeout and full fsync; write transactions start with
 `BEGIN IMMEDIATE` so two writers never deadlock on a lock upgrade. Read sessions use a separate
-engine whose transactions stay deferred, so readers never wait for writers.
+engine whose transactions stay deferred, so readers never wait for writers. A commit never
+checkpoints the WAL: a thread of its own does (store/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from b24robots.errors import ConfigError, StoreError, StoreRefused, StoreUnavailable
+from b24robots.store.checkpoint import Checkpointer
 
 BUSY_TIMEOUT_MS = 10_000
 CACHE_CHANNEL = "b24r_cache"
@@ -127,7 +129,8 @@ def private_sqlite_files(db_path: Path) -> None:
             os.chmod(path, 0o600)
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool, checkpoints: bool) -> Engine:
+    """`checkpoints=False`: this engine's commits leave the WAL to the checkpoint thread."""
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -139,6 +142,8 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
+        if not checkpoints:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -161,11 +166,16 @@ class Database:
             ) from None
         self.url = url
         self.dialect = parsed.get_backend_name()
+        self._checkpointer: Checkpointer | None = None
         if self.dialect == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                private_sqlite_files(Path(parsed.database))
-            self.engine = _sqlite_engine(url, immediate=True)
-            self.read_engine = _sqlite_engine(url, immediate=False)
+            on_disk = bool(parsed.database) and parsed.database != ":memory:"
+            if on_disk:
+                private_sqlite_files(Path(str(parsed.database)))
+            self.engine = _sqlite_engine(url, immediate=True, checkpoints=not on_disk)
+            self.read_engine = _sqlite_engine(url, immediate=False, checkpoints=not on_disk)
+            if on_disk:
+                self._checkpointer = Checkpointer(str(parsed.database), self, busy_timeout_ms=BUSY_TIMEOUT_MS)
+                self._checkpointer.start()
         elif self.dialect == "postgresql":
             if parsed.get_driver_name() != "psycopg":
                 raise ConfigError("use the psycopg 3 driver: B24R_DATABASE_URL=postgresql+psycopg://...")
@@ -315,7 +325,14 @@ class Database:
     def safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
+    @property
+    def checkpointer(self) -> Checkpointer | None:
+        """The WAL checkpoint thread of an SQLite file (None on PostgreSQL and in-memory SQLite)."""
+        return self._checkpointer
+
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
