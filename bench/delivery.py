@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,12 +30,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rich.console import Console
 from rich.table import Table
 
+from b24robots.config import Settings
 from b24robots.jobs.sender import Sender, commands_for
 from b24robots.jobs.wakeup import Wakeup
 from b24robots.jobs.worker import Worker, owner_id
-from b24robots.testing import Portal, Workflow
+from b24robots.testing import Portal, PortalSimulator, SimulatorServer, Workflow
 from b24robots.testing.app_fixtures import RobotHarness
-from bench.common import fmt_ratio, machine, percentile, ratio, result_path, temp_dir, verdict, write_result
+from b24robots.web.services import build_services
+from bench.common import (
+    ROOT,
+    OurServer,
+    fmt_ratio,
+    free_port,
+    install,
+    machine,
+    percentile,
+    ratio,
+    register_served_app,
+    result_path,
+    temp_dir,
+    verdict,
+    write_result,
+)
 from bench.robots import MODULE_CODE, PROPERTIES, router
 
 TARGET_PER_S = 90.0
@@ -139,6 +157,76 @@ async def fairness(h: RobotHarness, portals: int, per_portal: int) -> dict[str, 
     await asyncio.gather(*(wf.closed(timeout=600) for wf in workflows))
     await sender.stop()
     await task
+    return {**spread(workflows, started, since, h.sim, sender.batches), "portals": portals, "per_portal": per_portal,
+            "setup_s": setup}  # fmt: skip
+
+
+async def fairness_served(portals: int, per_portal: int) -> dict[str, Any]:
+    """The fairness run with the portals out of our process, as real portals are: the simulator serves them
+    on a port from this process, our intake (`b24robots serve --no-workers`) stores the robot calls, and a
+    process of our own (`--drain-child`: a worker runs them all, then the sender drains) sends the answers
+    over real HTTP. So our sender's CPU is not shared with the portals' (in one process the simulator's
+    work on the batches was most of it)."""
+    sim = PortalSimulator()
+    with SimulatorServer(sim):
+        port = free_port()
+        app = register_served_app(sim, port, "bench delivery fairness")
+        server = OurServer(app, workers=False, port=port, oauth_url=sim.oauth_url)
+        server.start()
+        try:
+            extra = [sim.add_portal() for _ in range(portals)]
+            for portal in extra:
+                await install(sim, server.app, portal, [MODULE_CODE])
+            t0 = time.monotonic()
+            workflows: list[Workflow] = []
+            for _ in range(per_portal):
+                for portal in extra:
+                    wf = await sim.start_robot(portal, MODULE_CODE, properties=PROPERTIES)
+                    if wf.delivery is None or wf.delivery.status_code != 200:
+                        raise RuntimeError(f"the intake refused a robot call: {wf.delivery}")
+                    workflows.append(wf)
+        finally:
+            server.stop()
+        since = len(sim.calls)
+        log = server.data_dir / "drain.log"
+        with log.open("ab") as err:
+            child = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--drain-child"],
+                env=server.env(),
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            line = await asyncio.to_thread(child.stdout.readline)
+            if not line:
+                raise RuntimeError(f"the drain process ended early: {log.read_text(errors='replace')[-2000:]}")
+            start = json.loads(line)
+            if start["owed"] != len(workflows):
+                raise RuntimeError(f"expected {len(workflows)} owed answers, found {start['owed']}")
+            setup = time.monotonic() - t0
+            deadline = time.monotonic() + 600
+            while not all(wf.closed_at for wf in workflows):  # closed on the simulator's own thread
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise RuntimeError(f"not every workflow was answered: {log.read_text(errors='replace')[-2000:]}")
+                await asyncio.sleep(0.02)
+            child.stdin.write(b"stop\n")
+            child.stdin.flush()
+            done = json.loads(await asyncio.to_thread(child.stdout.readline))
+        finally:
+            if child.poll() is None:
+                child.stdin.close()
+                child.wait(timeout=30)
+        result = spread(workflows, float(start["at"]), since, sim, done["batches"])
+        return {**result, "portals": portals, "per_portal": per_portal, "setup_s": setup, "sender_cpu_s": done["cpu_s"]}
+
+
+def spread(workflows: list[Workflow], started: float, since: int, sim: PortalSimulator, batches: int) -> dict[str, Any]:
+    """Per-portal drain times (until a portal's last answer) and first answers, from `started`."""
+    if not all(wf.closed_by == "event" for wf in workflows):
+        raise RuntimeError("some workflows were not closed by our answer")
     by_portal: dict[str, list[float]] = {}
     for wf in workflows:
         by_portal.setdefault(wf.domain, []).append((wf.closed_at or started) - started)
@@ -146,20 +234,50 @@ async def fairness(h: RobotHarness, portals: int, per_portal: int) -> dict[str, 
     firsts = [min(v) for v in by_portal.values()]
     total = max(drains)
     return {
-        "portals": portals,
-        "per_portal": per_portal,
         "answers": len(workflows),
-        "setup_s": setup,
         "seconds": total,
         "per_s": len(workflows) / total if total > 0 else 0.0,
         "drain_min_s": min(drains),
         "drain_p50_s": percentile(drains, 0.5),
         "drain_max_s": max(drains),
         "drain_max_min_ratio": max(drains) / min(drains) if min(drains) > 0 else None,
+        "first_answer_p50_s": percentile(firsts, 0.5),
         "first_answer_max_s": max(firsts),
-        "batches": sender.batches,
-        "http_503": calls_503(h, since),
+        "batches": batches,
+        "http_503": sum(1 for c in list(sim.calls)[since:] if c.status == 503),
     }
+
+
+async def drain_child() -> None:
+    """`--drain-child`: our side of the served fairness run, configured by the B24R_* environment.
+
+    A worker answers every queued call (the answers are then owed), then one line `{"at", "owed"}` on
+    stdout and the sender starts; on a line on stdin it stops and writes `{"batches", "cpu_s"}`."""
+    settings = Settings()
+    svc = build_services(settings, router)
+    try:
+        worker = Worker(svc.journal, svc.installations, svc.runner, svc.rest, Wakeup(), concurrency=16, poll=0.05)
+        task = asyncio.create_task(worker.run())
+        while True:
+            counts = {state: n for state, _, n in svc.journal.counts()}
+            if counts.get("queued", 0) == 0 and counts.get("running", 0) == 0:
+                break
+            await asyncio.sleep(0.05)
+        await worker.stop()
+        await task
+        owed = sum(1 for i in svc.journal.recent(limit=10**7) if i.owed)
+        sender = Sender(
+            svc.journal, svc.installations, svc.rest, Wakeup(), poll=0.05, concurrency=settings.delivery_concurrency
+        )
+        cpu = time.process_time()
+        print(json.dumps({"at": time.time(), "owed": owed}), flush=True)
+        sending = asyncio.create_task(sender.run())
+        await asyncio.to_thread(sys.stdin.readline)
+        await sender.stop()
+        await sending
+        print(json.dumps({"batches": sender.batches, "cpu_s": time.process_time() - cpu}), flush=True)
+    finally:
+        await svc.stop()
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,6 +295,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await fill_bucket(h, h.portal)
         report["baseline_sustained"] = await drain_one_by_one(h, h.portal, wfs)
         report["fairness"] = await fairness(h, args.portals, args.per_portal)
+    report["fairness_served"] = await fairness_served(args.portals, args.per_portal)
     return report
 
 
@@ -216,6 +335,33 @@ def render(report: dict[str, Any], console: Console) -> None:
         str(f["http_503"]),
     )
     console.print(fair)
+    f = report["fairness_served"]
+    served = Table(
+        title=f"Fairness, portals served from another process: {f['portals']} portals x {f['per_portal']} answers"
+    )
+    for col in (
+        "answers/s", "total s", "drain min s", "drain p50 s", "drain max s", "max/min",
+        "first p50 s", "first max s", "sender CPU s", "503s",
+    ):  # fmt: skip
+        served.add_column(col, justify="right")
+    served.add_row(
+        f"{f['per_s']:.0f}",
+        f"{f['seconds']:.1f}",
+        f"{f['drain_min_s']:.2f}",
+        f"{f['drain_p50_s']:.2f}",
+        f"{f['drain_max_s']:.2f}",
+        fmt_ratio(f["drain_max_min_ratio"]),
+        f"{f['first_answer_p50_s']:.2f}",
+        f"{f['first_answer_max_s']:.2f}",
+        f"{f['sender_cpu_s']:.1f}",
+        str(f["http_503"]),
+    )
+    console.print(served)
+    console.print(
+        f"target fairness max/min <= 1.2 and every first answer within 1 s (served): "
+        f"{verdict((f['drain_max_min_ratio'] or 99) <= 1.2 and f['first_answer_max_s'] <= 1.0)} "
+        f"({fmt_ratio(f['drain_max_min_ratio'])}, {f['first_answer_max_s']:.2f} s)"
+    )
     s = report["ours_sustained"]
     console.print(
         f"target >= {TARGET_PER_S:g} answers/s per portal at 2/s burst 50 with zero 503s: "
@@ -232,7 +378,11 @@ def main() -> None:
     parser.add_argument("--portals", type=int, default=100, help="portals in the fairness run")
     parser.add_argument("--per-portal", type=int, default=100, help="answers per portal in the fairness run")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.drain_child:
+        asyncio.run(drain_child())
+        return
     if args.quick:
         args.backlog, args.baseline_backlog, args.portals, args.per_portal = 150, 3, 4, 10
     report = asyncio.run(main_async(args))

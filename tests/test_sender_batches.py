@@ -302,3 +302,33 @@ async def test_portals_take_turns_and_a_drained_batch_needs_no_new_look(tmp_path
         assert set(order[:12]) == {p.domain for p in portals}  # each portal's first batch, then the seconds
         assert set(order[12:]) == {p.domain for p in portals}
         assert looks == 1
+
+
+async def test_outbound_calls_of_one_command_fill_a_batch_of_50(tmp_path: Path) -> None:
+    """An answer takes two commands, a fire without an entity check one: 60 such fires go out as a batch
+    of 50 commands and one of 10 (the sender claims again for the room the first 25 left)."""
+    from b24robots.store.journal import NewCall
+
+    async with harness(tmp_path) as h:
+        await h.install()
+        inst = h.svc.installations.get(h.portal.member_id)
+        deal = int(h.portal.add_deal()["ID"])
+        calls = [
+            h.svc.journal.enqueue_call(
+                NewCall(
+                    key=f"fire-{n}",
+                    installation_id=inst.id,
+                    method="crm.automation.trigger.execute",
+                    params={"CODE": "s.paid", "OWNER_TYPE_ID": 2, "OWNER_ID": deal},
+                    label="s.paid",
+                    origin="api",
+                    document_id=["crm", "CCrmDocumentDeal", f"DEAL_{deal}"],
+                )
+            )[0]
+            for n in range(60)
+        ]
+        before = len(h.sim.calls)
+        async with sending(h):
+            await until(lambda: all(h.svc.journal.get(c.id).state == "delivered" for c in calls))
+        assert batches(h, before) == 2
+        assert len(h.portal.trigger_firings) == 60

@@ -197,20 +197,30 @@ class Sender:
                 self._again.append(installation_id)
             self._freed.set()
 
-    async def _send_batch(self, installation_id: int) -> bool:
-        """One batch for this portal; True when answers are still owed to it at once (a full claim, answers
-        that did not fit or that a halted batch never ran), so the loop serves it again without a look."""
-        invs = await asyncio.to_thread(
+    async def _claim(self, installation_id: int, limit: int) -> list[Invocation]:
+        return await asyncio.to_thread(
             self.journal.claim_deliveries,
             installation_id,
             self.owner,
-            limit=BATCH_MAX,
+            limit=limit,
             lease=self.lease,
             process=self.process,
         )
+
+    async def _send_batch(self, installation_id: int) -> bool:
+        """One batch for this portal; True when answers are still owed to it at once (a full claim, answers
+        that did not fit or that a halted batch never ran), so the loop serves it again without a look."""
+        # an answer is two commands (the probe and the answer), an outbound call one or two: a first claim
+        # that always fits, then one for the room outbound calls left (what then does not fit is unleased)
+        invs = await self._claim(installation_id, BATCH_MAX // 2)
         if not invs:
             return False
-        more = len(invs) >= BATCH_MAX
+        more = len(invs) >= BATCH_MAX // 2
+        room = BATCH_MAX - sum(len(commands_for(i, self.journal.original_token(i))) for i in invs)
+        if more and room >= 2:
+            extra = await self._claim(installation_id, room)
+            more = len(extra) >= room
+            invs += extra
         now = time.time()
         late = {i.id for i in invs if i.too_late(now)}
         if late:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from b24robots.policy import delivery_gives_up
@@ -65,11 +65,17 @@ class Deliveries:
             )
             if not self.db.is_sqlite:
                 stmt = stmt.with_for_update(skip_locked=True)
-            rows = list(s.scalars(stmt))
-            for row in rows:
-                row.lease_owner, row.lease_expires_at, row.lease_process = owner, now + lease, process
-            s.flush()
-            return [_inv(r) for r in rows]
+            found = [_inv(r) for r in s.scalars(stmt)]
+            if found:
+                # one UPDATE for the batch (the ORM's unit of work wrote the leases row by row: a third of
+                # the sender's CPU per batch)
+                s.execute(
+                    update(InvocationRow)
+                    .where(InvocationRow.id.in_([i.id for i in found]))
+                    .values(lease_owner=owner, lease_expires_at=now + lease, lease_process=process)
+                    .execution_options(synchronize_session=False)
+                )
+            return found
 
     def unlease(self, ids: Sequence[int], owner: str) -> None:
         """Give delivery leases back untouched (the answers did not fit into this batch)."""
@@ -82,15 +88,21 @@ class Deliveries:
 
     def delivered(self, ids: Sequence[int], owner: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self.db.write() as s:
-            for row in s.scalars(select(InvocationRow).where(InvocationRow.id.in_(ids))):
-                if row.lease_owner != owner:
-                    continue
-                if row.state == ANSWERED:
-                    row.state = DELIVERED
-                row.delivered_at, row.deliver_after = now, None
-                row.deliver_attempts += 1
-                row.lease_owner = row.lease_expires_at = row.lease_process = None
+        with self.db.write() as s:  # one UPDATE: only the rows this owner still holds
+            s.execute(
+                update(InvocationRow)
+                .where(InvocationRow.id.in_(ids), InvocationRow.lease_owner == owner)
+                .values(
+                    state=case((InvocationRow.state == ANSWERED, DELIVERED), else_=InvocationRow.state),
+                    delivered_at=now,
+                    deliver_after=None,
+                    deliver_attempts=InvocationRow.deliver_attempts + 1,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    lease_process=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
 
     def delivery_failed(
         self,
