@@ -1,10 +1,15 @@
 """The server as `b24robots serve` runs it (uvicorn with our configuration, on a real port): proxy
 headers believed only from trusted proxies, slow clients cut off, connections per address capped, with
-either HTTP protocol (httptools, the default, and h11)."""
+either HTTP protocol (httptools, the default, and h11); what start-up built is frozen for the garbage
+collector."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +25,8 @@ from b24robots.store.users import FREE_FAILURES, Users
 from b24robots.testing.app_fixtures import RobotHarness
 from b24robots.web.server import ServerConfig, server_config
 from tests.ui_helpers import PASSWORD, csrf_of
+
+SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 @asynccontextmanager
@@ -169,3 +176,42 @@ async def test_a_kept_alive_connection_gets_the_header_deadline_again(tmp_path: 
         assert time.monotonic() - started < 3.0
         assert config.guard.timed_out == 1
         writer.close()
+
+
+def test_once_serve_has_started_the_garbage_collector_no_longer_scans_what_startup_built() -> None:
+    """`serve` freezes the objects alive after start-up (modules, classes, the app, its services), so a full
+    collection does not scan them with every request waiting (about 100 ms). A real `Server` in its own
+    process, since a freeze would outlive this test in the test process."""
+    script = textwrap.dedent(
+        """
+        import asyncio, gc
+        from b24robots.config import Settings
+        from b24robots.web.server import Server, server_config
+
+        async def app(scope, receive, send):
+            while scope["type"] == "lifespan":
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+        async def main():
+            server = Server(server_config(app, Settings(), host="127.0.0.1", port=0, lifespan="on"))
+            before = gc.get_freeze_count()
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                await asyncio.sleep(0.01)
+            print(before, gc.get_freeze_count(), flush=True)
+            server.should_exit = True
+            await task
+
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split())
+    assert before == 0 and after > 10_000, done.stdout

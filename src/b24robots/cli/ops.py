@@ -86,6 +86,7 @@ def start_notes(settings: Settings) -> list[str]:
 
 def worker(app: AppArg = None) -> None:
     """Run workers and the sender only (scale-out on PostgreSQL: start as many as you like)."""
+    from b24robots.web.server import settle_heap
     from b24robots.web.services import build_services
 
     settings = load_settings()
@@ -102,6 +103,7 @@ def worker(app: AppArg = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await svc.start(workers=True, role="worker")
+        settle_heap()
         console.print(f"worker {svc.worker.owner if svc.worker else ''} running; Ctrl+C stops it gracefully")
         await stop.wait()
         await svc.stop()
