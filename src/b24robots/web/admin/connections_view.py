@@ -53,7 +53,8 @@ def _form_values(ctx: Ctx) -> tuple[dict[str, str], dict[str, str], list[str]]:
     return settings, secrets, clear
 
 
-def register(admin: Admin) -> None:
+def add_connection_pages(admin: Admin) -> None:
+    """Add /admin/connections, its forms and each connection's page, test and delete to the admin router."""
     svc = admin.svc
     page = admin.page
     store = svc.connections
