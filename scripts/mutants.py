@@ -302,10 +302,9 @@ _journal = [
     _m(
         "store/journal.py",
         "store/deliveries.py",
-        """                if row.lease_owner != owner:
-                    continue
-                if row.state == ANSWERED:""",
-        """                if row.state == ANSWERED:""",
+        ".where(InvocationRow.id.in_(ids), InvocationRow.lease_owner == owner)\n"
+        "                .values(\n                    state=case(",
+        ".where(InvocationRow.id.in_(ids))\n                .values(\n                    state=case(",
         "delivered: lease ownership not checked",
     ),
     _m(
@@ -634,10 +633,24 @@ _sender = [
     _m(
         "jobs/sender.py",
         "jobs/sender.py",
-        """            self._busy.discard(installation_id)
-            self.wakeup.notify()""",
-        """            self._busy.discard(installation_id)""",
-        "_drain: the next batch of a backlog waits for the poll interval",
+        """            if more:
+                self._again.append(installation_id)""",
+        "",
+        "_drain: the next batch of a backlog waits for the next look (the poll interval)",
+    ),
+    _m(
+        "jobs/sender.py",
+        "jobs/sender.py",
+        "        if more and room >= 2:",
+        "        if False:",
+        "_send_batch: the room one-command calls left in a batch goes unused",
+    ),
+    _m(
+        "jobs/sender.py",
+        "jobs/sender.py",
+        "known = await asyncio.to_thread(self.journal.portals_owing, limit=OWING_LOOK)",
+        "known = await asyncio.to_thread(self.journal.portals_owing, limit=10)",
+        "run: portals beyond the ten longest-waiting starve",
     ),
 ]
 
@@ -1151,9 +1164,16 @@ _formcodec = [
     _m(
         "inbound/formcodec.py",
         "inbound/formcodec.py",
-        'return quote_plus(text, safe="").replace("~", "%7E")',
-        'return quote_plus(text, safe="")',
+        'chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "-_.") else',
+        'chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "-_.~") else',
         "_quote: '~' not escaped as PHP urlencode does",
+    ),
+    _m(
+        "inbound/formcodec.py",
+        "inbound/formcodec.py",
+        '_KEPT = re.compile(r"[A-Za-z0-9_.\\-]*")',
+        '_KEPT = re.compile(r"[A-Za-z0-9_.\\-~]*")',
+        "_quote: a value of plain characters and '~' sent unescaped",
     ),
     _m(
         "inbound/formcodec.py",

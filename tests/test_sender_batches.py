@@ -332,3 +332,35 @@ async def test_outbound_calls_of_one_command_fill_a_batch_of_50(tmp_path: Path) 
             await until(lambda: all(h.svc.journal.get(c.id).state == "delivered" for c in calls))
         assert batches(h, before) == 2
         assert len(h.portal.trigger_firings) == 60
+
+
+async def test_answers_that_do_not_fit_the_room_left_are_sent_next_at_once(tmp_path: Path) -> None:
+    """25 one-command fires leave room for 25 commands; the second claim takes 20 answers (40 commands), of
+    which 12 fit. The other 8 are given back at once and go out in the next batch, not after their lease
+    (two minutes) or the poll (a minute here)."""
+    from b24robots.store.journal import NewCall
+
+    async with harness(tmp_path) as h:
+        await h.install()
+        inst = h.svc.installations.get(h.portal.member_id)
+        deal = int(h.portal.add_deal()["ID"])
+        for n in range(25):
+            h.svc.journal.enqueue_call(
+                NewCall(
+                    key=f"fire-{n}",
+                    installation_id=inst.id,
+                    method="crm.automation.trigger.execute",
+                    params={"CODE": "s.paid", "OWNER_TYPE_ID": 2, "OWNER_ID": deal},
+                    label="s.paid",
+                    origin="api",
+                    document_id=["crm", "CCrmDocumentDeal", f"DEAL_{deal}"],
+                )
+            )
+        workflows = await started(h, 20)
+        answer_all(h)
+        before = len(h.sim.calls)
+        async with sending(h, poll=60.0):
+            await asyncio.gather(*(wf.closed(timeout=8) for wf in workflows))
+        assert batches(h, before) == 2
+        assert len(h.portal.trigger_firings) == 25
+        assert {i.state for i in h.svc.journal.recent()} == {"delivered"}
