@@ -3,7 +3,10 @@
 SQLite runs in WAL mode with a busy timeout and full fsync; write transactions start with
 `BEGIN IMMEDIATE` so two writers never deadlock on a lock upgrade. Read sessions use a separate
 engine whose transactions stay deferred, so readers never wait for writers. A commit never
-checkpoints the WAL: a thread of its own does (store/checkpoint.py).
+checkpoints the WAL: a thread of its own does (store/checkpoint.py). Writes whose loss in a crash of the
+machine costs only a delay (leases, the rate limiter's buckets) may commit without waiting for the disk
+(`write(durable=False)`): SQLite's `synchronous=NORMAL` in WAL mode, PostgreSQL's `synchronous_commit=off`;
+either keeps the database consistent and loses nothing when only our process dies.
 """
 
 from __future__ import annotations
@@ -129,8 +132,9 @@ def private_sqlite_files(db_path: Path) -> None:
             os.chmod(path, 0o600)
 
 
-def _sqlite_engine(url: str, *, immediate: bool, checkpoints: bool) -> Engine:
-    """`checkpoints=False`: this engine's commits leave the WAL to the checkpoint thread."""
+def _sqlite_engine(url: str, *, immediate: bool, checkpoints: bool, synchronous: str = "FULL") -> Engine:
+    """`checkpoints=False`: this engine's commits leave the WAL to the checkpoint thread; `synchronous`:
+    FULL (a commit is on disk when it returns) or NORMAL (on disk by the next FULL commit or checkpoint)."""
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -140,7 +144,7 @@ def _sqlite_engine(url: str, *, immediate: bool, checkpoints: bool) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         if not checkpoints:
             cur.execute("PRAGMA wal_autocheckpoint=0")
@@ -173,6 +177,7 @@ class Database:
                 private_sqlite_files(Path(str(parsed.database)))
             self.engine = _sqlite_engine(url, immediate=True, checkpoints=not on_disk)
             self.read_engine = _sqlite_engine(url, immediate=False, checkpoints=not on_disk)
+            self.light_engine = _sqlite_engine(url, immediate=True, checkpoints=not on_disk, synchronous="NORMAL")
             if on_disk:
                 self._checkpointer = Checkpointer(str(parsed.database), self, busy_timeout_ms=BUSY_TIMEOUT_MS)
                 self._checkpointer.start()
@@ -181,10 +186,12 @@ class Database:
                 raise ConfigError("use the psycopg 3 driver: B24R_DATABASE_URL=postgresql+psycopg://...")
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
             self.read_engine = self.engine
+            self.light_engine = self.engine
         else:
             raise ConfigError(f"database {self.dialect!r} is not supported; use SQLite or PostgreSQL")
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._light_writer = sessionmaker(self.light_engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write_failure: tuple[float, str] | None = None
         self.cache_generation = 0  # moves on every change to cached data (store/cache.py)
@@ -194,8 +201,14 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
         """A write transaction: committed on success, rolled back on any exception.
+
+        `durable=False`: the commit returns before the disk has it (SQLite `synchronous=NORMAL`, PostgreSQL
+        `synchronous_commit=off` for this transaction). A crash of the machine may undo it (the database
+        stays consistent; a later durable commit makes it durable too); our process dying does not. Only
+        for writes whose loss costs a delay, never an answer or a call: leases, the limiter's buckets.
+        On SQLite it takes the same lock as every writer, so it cannot overtake a durable commit.
 
         On SQLite the writers of this process queue on a lock first: SQLite's own busy handler
         polls with sleeps of up to 100 ms, which turned lock contention into a long latency tail.
@@ -211,9 +224,12 @@ class Database:
         with self._writing():
             if self._write_lock is None:
                 with self._writer() as session, session.begin():
+                    if not durable:  # LOCAL: this transaction only, the pooled connection keeps its default
+                        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
                     yield session
             else:
-                with self._write_lock, self._writer() as session, session.begin():
+                writer = self._writer if durable else self._light_writer
+                with self._write_lock, writer() as session, session.begin():
                     yield session
 
     @contextmanager
@@ -334,5 +350,5 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
-        if self.read_engine is not self.engine:
-            self.read_engine.dispose()
+        for other in {self.read_engine, self.light_engine} - {self.engine}:
+            other.dispose()

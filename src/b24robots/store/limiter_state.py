@@ -25,9 +25,11 @@ class LimiterBuckets:
         Atomic across processes (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite); `clock` is read
         once the row is locked, so time spent waiting for the lock is not counted as sent. The rate
         and burst stored in the row win over the caller's (`rate`, `burst` are what a caller
-        assumes), so `b24robots installations limits` reaches every running process at once.
+        assumes), so `b24robots installations limits` reaches every running process at once. Not waited
+        to disk: a slot undone by a crash of the machine at worst lets one request meet the portal's own
+        limit, which the client handles (QUERY_LIMIT_EXCEEDED: backoff, retry).
         """
-        with self.db.write() as s:
+        with self.db.write(durable=False) as s:
             tat, stored_rate, stored_burst = self._bucket(s, portal)
             new_tat, wait = gcra_take(tat, clock(), stored_rate or rate, stored_burst or burst)
             if wait <= 0:
@@ -38,7 +40,7 @@ class LimiterBuckets:
     def backoff(self, portal: str, now: float, rate: float, burst: int) -> None:
         """The portal refused a request with QUERY_LIMIT_EXCEEDED at `now`: count its bucket as full,
         so every process waits for a slot to leak before its next request."""
-        with self.db.write() as s:
+        with self.db.write(durable=False) as s:
             tat, stored_rate, stored_burst = self._bucket(s, portal)
             full = gcra_full(tat, now, stored_rate or rate, stored_burst or burst)
             s.execute(update(InstallationRow).where(InstallationRow.member_id == portal).values(limiter_tat=full))
