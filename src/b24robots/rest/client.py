@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +40,7 @@ from b24robots.rest.batching import (
     read_chunk,
 )
 from b24robots.rest.limiter import LimiterState, MemoryLimiterState
+from b24robots.rest.pools import OriginPools
 from b24robots.rest.refresh import Refresher
 from b24robots.rest.tokens import AppCredentials, TokenPair, TokenStore, UserToken, redact
 from b24robots.rest.transport import Transport, in_thread
@@ -113,7 +115,7 @@ class RestClient:
     The façade over three layers: `Transport` (one request: endpoint check, rate-limit slot, POST,
     redirect), `Refresher` (the OAuth refresh, single-flight across processes) and the retries and
     `batch`/paging assembly here. `transport` is handed to the internal `httpx.AsyncClient` (tests
-    pass `httpx.MockTransport` or `httpx.ASGITransport`). `clock` (unix seconds) and `sleep` are
+    pass `httpx.MockTransport` or `httpx.ASGITransport`; by default a pool per portal, rest/pools.py). `clock` (unix seconds) and `sleep` are
     injectable for simulated time. `allow_http=True` permits plain-http endpoints (loopback simulators only).
     """
 
@@ -137,14 +139,17 @@ class RestClient:
         self._retry = retry if retry is not None else RetryPolicy()
         self._clock = clock
         self._sleep = sleep
+        if transport is None and not urllib.request.getproxies():
+            # a small pool per portal, kept open between batches (the sender answers up to
+            # B24R_DELIVERY_CONCURRENCY portals side by side): rest/pools.py says why not one shared pool
+            transport = OriginPools()
         http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
             follow_redirects=False,
             headers={"User-Agent": "b24robots-rest/1"},
-            # one connection per portal served at once (the sender answers up to B24R_DELIVERY_CONCURRENCY
-            # portals side by side), kept open between batches: httpx's default keeps 20, so with more
-            # portals nearly every batch paid a new TCP and TLS handshake
+            # used only behind a proxy from the environment (all portals through one origin, the proxy):
+            # httpx's default keeps 20 connections, so with more portals batches paid new handshakes
             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30.0),
         )
         self._transport = Transport(
