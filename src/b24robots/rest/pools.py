@@ -58,7 +58,7 @@ class OriginPools(httpx.AsyncBaseTransport):
     def __init__(
         self,
         *,
-        per_origin: int = 4,
+        per_origin: int = 32,
         keepalive: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
