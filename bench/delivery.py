@@ -166,9 +166,11 @@ async def fairness_served(portals: int, per_portal: int) -> dict[str, Any]:
     on a port from this process, our intake (`b24robots serve --no-workers`) stores the robot calls, and a
     process of our own (`--drain-child`: a worker runs them all, then the sender drains) sends the answers
     over real HTTP. So our sender's CPU is not shared with the portals' (in one process the simulator's
-    work on the batches was most of it)."""
+    work on the batches was most of it). Each portal's REST endpoint is on a loopback address of its own
+    (one origin per portal, as cloud portals are), so our client keeps its connections per portal as it
+    would in production."""
     sim = PortalSimulator()
-    with SimulatorServer(sim):
+    with SimulatorServer(sim, addresses=portals):  # each portal at an origin of its own, as in the cloud
         port = free_port()
         app = register_served_app(sim, port, "bench delivery fairness")
         server = OurServer(app, workers=False, port=port, oauth_url=sim.oauth_url)

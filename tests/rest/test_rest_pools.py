@@ -95,3 +95,44 @@ async def test_the_rest_client_uses_pools_per_origin_unless_a_proxy_is_configure
     client = RestClient(MemoryTokenStore())
     assert not isinstance(client._transport.http._transport, OriginPools)  # httpx routes through the proxy
     await client.aclose()
+
+
+async def test_portals_of_a_served_simulator_each_have_an_origin_and_a_pool() -> None:
+    """SimulatorServer(addresses=3): three portals on 127.0.0.1-3 (one port), answered over real sockets;
+    the client keeps one pool per portal."""
+    from b24robots.rest import TokenPair
+    from b24robots.testing import PortalSimulator, SimulatorServer
+
+    sim = PortalSimulator()
+    store = MemoryTokenStore()
+    with SimulatorServer(sim, addresses=3) as server:
+        app = sim.register_app("Robots")
+        portals = [sim.add_portal(deals=1) for _ in range(3)]
+        for portal in portals:
+            await sim.install_app(app, portal, notify=False)
+            pair = sim.issue_tokens(app, portal)
+            store.put(
+                portal.domain,
+                TokenPair(
+                    access_token=pair.access_token,
+                    refresh_token=pair.refresh_token,
+                    expires_at=float(pair.expires),
+                    version=1,
+                    client_endpoint=sim.client_endpoint(portal),
+                    server_endpoint=sim.server_endpoint,
+                    domain=portal.domain,
+                    member_id=portal.member_id,
+                ),
+            )
+        endpoints = [sim.client_endpoint(p) for p in portals]
+        assert endpoints == [f"http://127.0.0.{n}:{server.port}/rest/" for n in (1, 2, 3)]
+        client = RestClient(store, allow_http=True)
+        try:
+            for portal in portals:
+                assert (await client.call(portal.domain, "crm.deal.get", {"id": 1}))["ID"] == "1"
+            pools = client._transport.http._transport
+            assert isinstance(pools, OriginPools) and pools.origins == 3
+        finally:
+            await client.aclose()
+    assert sim.portal_addresses == []  # stopped: endpoints are the base URL's again
+    await sim.aclose()

@@ -115,8 +115,9 @@ class RestClient:
     The façade over three layers: `Transport` (one request: endpoint check, rate-limit slot, POST,
     redirect), `Refresher` (the OAuth refresh, single-flight across processes) and the retries and
     `batch`/paging assembly here. `transport` is handed to the internal `httpx.AsyncClient` (tests
-    pass `httpx.MockTransport` or `httpx.ASGITransport`; by default a pool per portal, rest/pools.py). `clock` (unix seconds) and `sleep` are
-    injectable for simulated time. `allow_http=True` permits plain-http endpoints (loopback simulators only).
+    pass `httpx.MockTransport` or `httpx.ASGITransport`; by default a pool per portal, rest/pools.py).
+    `clock` (unix seconds) and `sleep` are injectable for simulated time. `allow_http=True` permits
+    plain-http endpoints (loopback simulators only).
     """
 
     def __init__(

@@ -136,6 +136,9 @@ class PortalSimulator:
         self.method_costs: dict[str, float] = {k.lower(): v for k, v in (method_costs or {}).items()}
         self._base_url = base_url.rstrip("/")
         self.endpoints: Endpoints = endpoints
+        self.portal_addresses: list[str] = []
+        """Base URLs the portals' REST endpoints spread over in ``shared`` mode, in the order the portals
+        were added (``SimulatorServer(addresses=N)`` sets them); empty: every portal at ``base_url``."""
         self.delivery_timeout = delivery_timeout
         self.event_apply_delay = event_apply_delay
 
@@ -192,6 +195,9 @@ class PortalSimulator:
         p = self.portal(portal)
         if self.endpoints == "per_domain":
             return f"https://{p.domain}/rest/"
+        if self.portal_addresses:  # requests are told apart by their token, so any address serves any portal
+            n = list(self.portals).index(p.domain)
+            return f"{self.portal_addresses[n % len(self.portal_addresses)]}/rest/"
         return f"{self._base_url}/rest/"
 
     @property
