@@ -267,7 +267,7 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         """                    InvocationRow.lease_owner == owner,
                     InvocationRow.state == RUNNING,
                 )
@@ -279,14 +279,14 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         "row.deliver_after = now if row.use_subscription and not too_late else None",
         "row.deliver_after = now if row.use_subscription else None",
         "kill: dead notice owed even after the workflow timeout",
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         "or_(InvocationRow.state.in_((QUEUED, FAILED, RUNNING)), InvocationRow.deliver_after.is_not(None)),",
         "or_(InvocationRow.state.in_((QUEUED, FAILED)), InvocationRow.deliver_after.is_not(None)),",
         "abandon_portal: running invocations survive an uninstall",
@@ -330,14 +330,14 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         "and_(InvocationRow.state == RUNNING, InvocationRow.lease_expires_at < now),",
         "and_(InvocationRow.state == RUNNING, InvocationRow.lease_expires_at < 0),",
         "claim: an expired lease never comes back",
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         """                row.attempts += 1
                 row.started_at = now""",
         """                row.started_at = now""",
@@ -345,14 +345,14 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         "attempts=InvocationRow.attempts - 1,",
         "attempts=InvocationRow.attempts,",
         "release: a released lease costs an attempt",
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         """            row.deliver_after = now if row.use_subscription else None
             self._notify(s)
             return True
@@ -391,14 +391,14 @@ _journal = [
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         "if row is None or row.state != RUNNING or row.lease_owner != owner:",
         "if row is None or row.state != RUNNING:",
         "_owned: a lost lease's result still recorded",
     ),
     _m(
         "store/journal.py",
-        "store/journal.py",
+        "store/work_queue.py",
         "row.state, row.run_after, row.error, row.log = FAILED, now + delay, error, log",
         "row.state, row.run_after, row.error, row.log = FAILED, now, error, log",
         "retry_later: the delay is ignored",
