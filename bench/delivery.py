@@ -209,11 +209,13 @@ async def fairness_served(portals: int, per_portal: int) -> dict[str, Any]:
             if start["owed"] != len(workflows):
                 raise RuntimeError(f"expected {len(workflows)} owed answers, found {start['owed']}")
             setup = time.monotonic() - t0
+            portal_cpu = time.process_time()  # this process: the simulated portals answering the batches
             deadline = time.monotonic() + 600
             while not all(wf.closed_at for wf in workflows):  # closed on the simulator's own thread
                 if time.monotonic() > deadline or child.poll() is not None:
                     raise RuntimeError(f"not every workflow was answered: {log.read_text(errors='replace')[-2000:]}")
                 await asyncio.sleep(0.02)
+            portal_cpu = time.process_time() - portal_cpu
             child.stdin.write(b"stop\n")
             child.stdin.flush()
             done = json.loads(await asyncio.to_thread(child.stdout.readline))
@@ -222,7 +224,8 @@ async def fairness_served(portals: int, per_portal: int) -> dict[str, Any]:
                 child.stdin.close()
                 child.wait(timeout=30)
         result = spread(workflows, float(start["at"]), since, sim, done["batches"])
-        return {**result, "portals": portals, "per_portal": per_portal, "setup_s": setup, "sender_cpu_s": done["cpu_s"]}
+        return {**result, "portals": portals, "per_portal": per_portal, "setup_s": setup, "sender_cpu_s": done["cpu_s"],
+                "portals_cpu_s": portal_cpu}  # fmt: skip
 
 
 def spread(workflows: list[Workflow], started: float, since: int, sim: PortalSimulator, batches: int) -> dict[str, Any]:
@@ -359,7 +362,7 @@ def render_served(f: dict[str, Any], console: Console) -> None:
     )
     for col in (
         "answers/s", "total s", "drain min s", "drain p50 s", "drain max s", "max/min",
-        "first p50 s", "first max s", "sender CPU s", "503s",
+        "first p50 s", "first max s", "sender CPU s", "portals CPU s", "503s",
     ):  # fmt: skip
         served.add_column(col, justify="right")
     served.add_row(
@@ -372,6 +375,7 @@ def render_served(f: dict[str, Any], console: Console) -> None:
         f"{f['first_answer_p50_s']:.2f}",
         f"{f['first_answer_max_s']:.2f}",
         f"{f['sender_cpu_s']:.1f}",
+        f"{f['portals_cpu_s']:.1f}",
         str(f["http_503"]),
     )
     console.print(served)

@@ -306,7 +306,8 @@ class Sender:
             results = {i.id: result.results.get(str(i.id)) for i in ok if i.kind == CALL}
             # the portal has the answers: mark them delivered even if the database needs a while,
             # so they are not sent again when the delivery lease lapses
-            await persist("recording call results", self.journal.call_results, results)
+            if results:  # outbound calls among them (a thread hop saved for a batch of answers only)
+                await persist("recording call results", self.journal.call_results, results)
             await persist(
                 f"marking {len(ok)} answers delivered", self.journal.delivered, [i.id for i in ok], self.owner
             )
