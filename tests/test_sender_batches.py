@@ -17,7 +17,7 @@ from b24robots.jobs.sender import Sender
 from b24robots.jobs.wakeup import Wakeup
 from b24robots.robots.triggers import Entity
 from b24robots.robots.values import MAX_LOG_MESSAGE
-from b24robots.store.journal import NewInvocation
+from b24robots.store.journal import Invocation, NewCall, NewInvocation
 from b24robots.testing.app_fixtures import RobotHarness
 from b24robots.testing.model import Workflow
 from b24robots.testing.simulator import PortalSimulator
@@ -72,7 +72,7 @@ def stored(h: RobotHarness, token: str, **over: object) -> int:
         inputs={},
     )
     fields.update(over)
-    inv_id, _ = h.svc.journal.enqueue(NewInvocation(**fields))  # type: ignore[arg-type]
+    inv_id, _ = h.svc.journal.enqueue(NewInvocation(**fields))
     return inv_id
 
 
@@ -204,8 +204,6 @@ async def test_the_final_log_message_is_cut_to_the_portals_length(tmp_path: Path
 
 
 async def test_a_fire_at_a_missing_entity_is_given_up_at_once(tmp_path: Path) -> None:
-    from b24robots.store.journal import NewCall
-
     async with harness(tmp_path) as h:
         await h.install()
         inst = h.svc.installations.get(h.portal.member_id)
@@ -285,7 +283,7 @@ async def test_portals_take_turns_and_a_drained_batch_needs_no_new_look(tmp_path
         def counted(*args: object, **kwargs: object) -> list[int]:
             nonlocal looks
             looks += 1
-            return owing(*args, **kwargs)  # type: ignore[arg-type]
+            return owing(*args, **kwargs)
 
         h.svc.journal.portals_owing = counted  # type: ignore[method-assign]
         before = len(h.sim.calls)
@@ -304,29 +302,27 @@ async def test_portals_take_turns_and_a_drained_batch_needs_no_new_look(tmp_path
         assert looks == 1
 
 
+def fires(h: RobotHarness, n: int) -> list[Invocation]:
+    """`n` trigger fires at one new deal, owed as outbound calls of one command each (no entity check)."""
+    inst = h.svc.installations.get(h.portal.member_id)
+    deal = int(h.portal.add_deal()["ID"])
+    call = dict(
+        installation_id=inst.id,
+        method="crm.automation.trigger.execute",
+        params={"CODE": "s.paid", "OWNER_TYPE_ID": 2, "OWNER_ID": deal},
+        label="s.paid",
+        origin="api",
+        document_id=["crm", "CCrmDocumentDeal", f"DEAL_{deal}"],
+    )
+    return [h.svc.journal.enqueue_call(NewCall(key=f"fire-{i}", **call))[0] for i in range(n)]
+
+
 async def test_outbound_calls_of_one_command_fill_a_batch_of_50(tmp_path: Path) -> None:
     """An answer takes two commands, a fire without an entity check one: 60 such fires go out as a batch
     of 50 commands and one of 10 (the sender claims again for the room the first 25 left)."""
-    from b24robots.store.journal import NewCall
-
     async with harness(tmp_path) as h:
         await h.install()
-        inst = h.svc.installations.get(h.portal.member_id)
-        deal = int(h.portal.add_deal()["ID"])
-        calls = [
-            h.svc.journal.enqueue_call(
-                NewCall(
-                    key=f"fire-{n}",
-                    installation_id=inst.id,
-                    method="crm.automation.trigger.execute",
-                    params={"CODE": "s.paid", "OWNER_TYPE_ID": 2, "OWNER_ID": deal},
-                    label="s.paid",
-                    origin="api",
-                    document_id=["crm", "CCrmDocumentDeal", f"DEAL_{deal}"],
-                )
-            )[0]
-            for n in range(60)
-        ]
+        calls = fires(h, 60)
         before = len(h.sim.calls)
         async with sending(h):
             await until(lambda: all(h.svc.journal.get(c.id).state == "delivered" for c in calls))
@@ -338,24 +334,9 @@ async def test_answers_that_do_not_fit_the_room_left_are_sent_next_at_once(tmp_p
     """25 one-command fires leave room for 25 commands; the second claim takes 20 answers (40 commands), of
     which 12 fit. The other 8 are given back at once and go out in the next batch, not after their lease
     (two minutes) or the poll (a minute here)."""
-    from b24robots.store.journal import NewCall
-
     async with harness(tmp_path) as h:
         await h.install()
-        inst = h.svc.installations.get(h.portal.member_id)
-        deal = int(h.portal.add_deal()["ID"])
-        for n in range(25):
-            h.svc.journal.enqueue_call(
-                NewCall(
-                    key=f"fire-{n}",
-                    installation_id=inst.id,
-                    method="crm.automation.trigger.execute",
-                    params={"CODE": "s.paid", "OWNER_TYPE_ID": 2, "OWNER_ID": deal},
-                    label="s.paid",
-                    origin="api",
-                    document_id=["crm", "CCrmDocumentDeal", f"DEAL_{deal}"],
-                )
-            )
+        fires(h, 25)
         workflows = await started(h, 20)
         answer_all(h)
         before = len(h.sim.calls)
