@@ -100,7 +100,8 @@ async def test_the_rest_client_uses_pools_per_origin_unless_a_proxy_is_configure
 async def test_portals_of_a_served_simulator_each_have_an_origin_and_a_pool() -> None:
     """SimulatorServer(addresses=3): three portals on 127.0.0.1-3 (one port), answered over real sockets;
     the client keeps one pool per portal."""
-    from b24robots.rest import TokenPair
+    from test_rest_simulator import issued_pair
+
     from b24robots.testing import PortalSimulator, SimulatorServer
 
     sim = PortalSimulator()
@@ -110,20 +111,7 @@ async def test_portals_of_a_served_simulator_each_have_an_origin_and_a_pool() ->
         portals = [sim.add_portal(deals=1) for _ in range(3)]
         for portal in portals:
             await sim.install_app(app, portal, notify=False)
-            pair = sim.issue_tokens(app, portal)
-            store.put(
-                portal.domain,
-                TokenPair(
-                    access_token=pair.access_token,
-                    refresh_token=pair.refresh_token,
-                    expires_at=float(pair.expires),
-                    version=1,
-                    client_endpoint=sim.client_endpoint(portal),
-                    server_endpoint=sim.server_endpoint,
-                    domain=portal.domain,
-                    member_id=portal.member_id,
-                ),
-            )
+            store.put(portal.domain, issued_pair(sim, app, portal))
         endpoints = [sim.client_endpoint(p) for p in portals]
         assert endpoints == [f"http://127.0.0.{n}:{server.port}/rest/" for n in (1, 2, 3)]
         client = RestClient(store, allow_http=True)

@@ -54,27 +54,29 @@ class World:
         await asyncio.sleep(0)
 
 
+def issued_pair(sim: PortalSimulator, app: Any, portal: Any) -> TokenPair:
+    """What the client's token store holds after the simulator issued the app's tokens on `portal`."""
+    pair = sim.issue_tokens(app, portal)
+    return TokenPair(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_at=float(pair.expires),
+        version=1,
+        client_endpoint=sim.client_endpoint(portal),
+        server_endpoint=sim.server_endpoint,
+        domain=portal.domain,
+        member_id=portal.member_id,
+    )
+
+
 async def _world(deals: int = 3, **sim_options: Any) -> World:
     clock = ManualClock()
     sim = PortalSimulator(clock=clock, **sim_options)
     portal = sim.add_portal("acme.bitrix24.test", deals=deals)
     app = sim.register_app("Robots")
     await sim.install_app(app, portal, notify=False)
-    pair = sim.issue_tokens(app, portal)
     store = MemoryTokenStore()
-    store.put(
-        KEY,
-        TokenPair(
-            access_token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            expires_at=float(pair.expires),
-            version=1,
-            client_endpoint=sim.client_endpoint(portal),
-            server_endpoint=sim.server_endpoint,
-            domain=portal.domain,
-            member_id=portal.member_id,
-        ),
-    )
+    store.put(KEY, issued_pair(sim, app, portal))
     world = World(sim, clock, store, None, portal.domain, AppCredentials(app.client_id, app.client_secret))  # type: ignore[arg-type]
     world.client = world.new_client()
     return world

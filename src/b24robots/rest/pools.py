@@ -19,7 +19,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -31,7 +31,7 @@ SWEEP_EVERY = 10.0
 class _Pool:
     transport: httpx.AsyncHTTPTransport
     in_flight: int = 0
-    last_used: float = field(default=0.0)
+    last_used: float = 0.0
 
 
 class _Tracked(httpx.AsyncByteStream):

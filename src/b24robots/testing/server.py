@@ -72,8 +72,7 @@ class SimulatorServer:
         if self.addresses > 1:
             listening = self._listen()
             self.port = int(listening[0].getsockname()[1])
-            first = ipaddress.ip_address(self.host)
-            self.sim.portal_addresses = [f"http://{first + n}:{self.port}" for n in range(self.addresses)]
+            self.sim.portal_addresses = [f"http://{s.getsockname()[0]}:{self.port}" for s in listening]
             target = lambda: self._server.run(sockets=listening)  # noqa: E731
         else:
             target = self._server.run

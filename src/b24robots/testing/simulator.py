@@ -195,7 +195,10 @@ class PortalSimulator:
         p = self.portal(portal)
         if self.endpoints == "per_domain":
             return f"https://{p.domain}/rest/"
-        if self.portal_addresses:  # requests are told apart by their token, so any address serves any portal
+        # a cloud portal's endpoint is its own host (auth.client_endpoint = https://<domain>/rest/, b24restdocs
+        # api-reference/bizproc/bizproc-activity/index.md); spread over addresses, each portal gets an origin.
+        # Requests are told apart by their token, so any address serves any portal.
+        if self.portal_addresses:
             n = list(self.portals).index(p.domain)
             return f"{self.portal_addresses[n % len(self.portal_addresses)]}/rest/"
         return f"{self._base_url}/rest/"
